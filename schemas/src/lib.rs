@@ -1,0 +1,31 @@
+//! The wire contract of jsacc (DESIGN.md §3): the messages that travel between clients, the
+//! controller and the agents, as serde types.
+//!
+//! - [`command`]: a command as a client pushes it onto `cmds_queue`, and its validation.
+//! - [`args`]: the typed `args` of each known command, so bad input is refused with a clear reason.
+//! - [`result`]: the result an agent reports and the controller appends to `cmds_queue_<id>`.
+//! - [`log`]: a log message as the agent stores and forwards it.
+//! - [`stats`]: a flushed stats batch.
+//!
+//! The JSON Schema files in `schemas/*.schema.json` describe the same documents for other languages;
+//! the tests check that the example documents in `schemas/examples/` satisfy both.
+
+pub mod args;
+pub mod command;
+pub mod log;
+pub mod result;
+pub mod stats;
+
+pub use args::{CommandKind, ExecuteArgs, InvalidArgs};
+pub use command::{Command, CommandError, Target};
+pub use log::LogMessage;
+pub use result::{JobResult, JobState};
+pub use stats::{Metric, StatsBatch};
+
+/// Milliseconds since the Unix epoch, the unit of every timestamp on the wire.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
