@@ -1,1 +1,65 @@
-//! placeholder
+//! jsacc, the agent controller (DESIGN.md). A stateless HTTPS service backed by Redis: any
+//! number of instances share one Redis.
+//!
+//! - [`config`]: flags, environment variables and the resolved [`config::Config`].
+//! - [`server`]: start-up (Redis, certificate, tasks, listener) and graceful shutdown.
+//! - [`api`]: the HTTP endpoints of DESIGN §8 and their JSON errors.
+//! - [`router`]: moves commands from `cmds_queue` to agent queues (DESIGN §5.1).
+//! - [`poll`]: long-polls and the one subscription that wakes them (DESIGN §5.2).
+//! - [`results`]: records each (job, agent) result once (DESIGN §5.3).
+//! - [`instances`]: liveness of instances, recovery of dead ones' routing lists, `max_wait`.
+//! - [`agents`]: the agent registry (`agents`, `agent:{g:n}`) and role lookups.
+//! - [`auth`]: agent tokens.
+//! - [`keys`]: every Redis key name; the Lua scripts live in `src/lua/`.
+//! - [`metrics`]: Prometheus counters and histograms.
+//! - [`tls`], [`private_redis`]: the self-signed certificate and the private redis-server.
+
+pub mod agents;
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod instances;
+pub mod keys;
+pub mod metrics;
+pub mod poll;
+pub mod private_redis;
+pub mod results;
+pub mod router;
+pub mod server;
+pub mod state;
+pub mod tls;
+
+use config::{TokenArgs, TokenCmd};
+
+/// `jsacc token add|revoke`: prints what it did; the token itself on the last line.
+pub async fn token(cmd: TokenCmd) -> anyhow::Result<()> {
+    let (TokenCmd::Add(args) | TokenCmd::Revoke(args)) = &cmd;
+    let mut conn = connect(args).await?;
+    match &cmd {
+        TokenCmd::Add(a) => {
+            let token = auth::add(&mut conn, a.gid, a.nid).await?;
+            println!("new token for agent {}:{} (only its hash is stored; keep it in the agent's token_file):", a.gid, a.nid);
+            println!("{token}");
+        }
+        TokenCmd::Revoke(a) => {
+            if auth::revoke(&mut conn, a.gid, a.nid).await? {
+                println!("revoked the token of agent {}:{}", a.gid, a.nid);
+            } else {
+                anyhow::bail!("agent {}:{} has no token", a.gid, a.nid);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn connect(args: &TokenArgs) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+    let url = match &args.redis.redis {
+        Some(addr) => state::redis_url(addr),
+        None => private_redis::recorded_url(&args.redis.data_dir)?,
+    };
+    let client = redis::Client::open(url.as_str())?;
+    client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to redis at {url}: {e}"))
+}

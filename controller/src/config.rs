@@ -1,0 +1,185 @@
+//! Command-line flags (each with a `JSACC_*` environment variable) and the validated settings
+//! the server runs with.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "jsacc",
+    version,
+    about = "jsacc, the agent controller: routes commands from the Redis list `cmds_queue` to node agents over HTTPS and writes their results to `cmds_queue_<id>`",
+    long_about = None,
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:\n  jsacc -p 4000 -r redis.example:6379          controller against an existing Redis\n  jsacc                                        controller with a private redis-server in ./jsacc-data\n  jsacc token add --gid 1 --nid 5 -r redis:6379  print a new token for agent 1:5"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Sub>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Sub {
+    /// Manage agent tokens (only their SHA-256 is stored, in the Redis hash `auth:agents`).
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create (or replace) the token of an agent and print it on the last line; it is shown only once.
+    Add(TokenArgs),
+    /// Revoke the token of an agent: its requests are refused from then on (within a few seconds).
+    Revoke(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Grid id of the agent.
+    #[arg(long)]
+    pub gid: u64,
+    /// Node id of the agent.
+    #[arg(long)]
+    pub nid: u64,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RedisArgs {
+    /// Redis to use: HOST:PORT, or a redis:// or rediss:// URL (with user:password@ if needed).
+    /// Without it, the private redis-server of --data-dir is used (started if needed).
+    #[arg(short = 'r', long = "redis", env = "JSACC_REDIS", value_name = "HOST:PORT|URL")]
+    pub redis: Option<String>,
+    /// Directory for the self-signed certificate and the private redis-server's data.
+    #[arg(long, env = "JSACC_DATA_DIR", default_value = "./jsacc-data", value_name = "DIR")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// TCP port of the HTTPS service the agents connect to.
+    #[arg(short = 'p', long, env = "JSACC_PORT", default_value_t = 4000)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, env = "JSACC_BIND", default_value = "0.0.0.0", value_name = "ADDR")]
+    pub bind: IpAddr,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// PEM certificate (chain) to serve; with --tls-key. Without both, a self-signed certificate
+    /// is generated once into <data-dir>/tls and its path and fingerprint are printed.
+    #[arg(long, env = "JSACC_TLS_CERT", requires = "tls_key", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "JSACC_TLS_KEY", requires = "tls_cert", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP instead of HTTPS (tokens then cross the network in clear: tests and
+    /// TLS-terminating proxies only).
+    #[arg(long, env = "JSACC_INSECURE_HTTP", conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub insecure_http: bool,
+    /// Seconds a command handed to an agent may stay unacknowledged before it is delivered again.
+    #[arg(long, env = "JSACC_LEASE", default_value_t = 60, value_name = "SECS")]
+    pub lease: u64,
+    /// Seconds results (`cmds_queue_<id>`) and job records (`job:<id>`) are kept.
+    #[arg(long, env = "JSACC_RESULT_TTL", default_value_t = 86_400, value_name = "SECS")]
+    pub result_ttl: u64,
+    /// Largest request body accepted, in bytes; larger ones are answered 413.
+    #[arg(long, env = "JSACC_MAX_BODY", default_value_t = 16 << 20, value_name = "BYTES")]
+    pub max_body: usize,
+    /// Most commands moved from `cmds_queue` per routing step.
+    #[arg(long, env = "JSACC_ROUTE_BATCH", default_value_t = 256, value_name = "N")]
+    pub route_batch: usize,
+    /// Length cap of `cmds_queue:dead`.
+    #[arg(long, env = "JSACC_DEAD_MAXLEN", default_value_t = 10_000, value_name = "N")]
+    pub dead_maxlen: usize,
+    /// Seconds since its last poll within which an agent counts as live (for `role` routing and metrics).
+    #[arg(long, env = "JSACC_LIVE_WINDOW", default_value_t = 90, value_name = "SECS")]
+    pub live_window: u64,
+}
+
+/// Settings of a running controller, resolved from [`ServeArgs`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub lease: Duration,
+    pub result_ttl: Duration,
+    pub max_body: usize,
+    pub route_batch: usize,
+    pub dead_maxlen: usize,
+    pub live_window: Duration,
+    /// Longest park of one long-poll, whatever `wait` the agent asks for.
+    pub max_wait: Duration,
+    /// How often a parked poll looks at Redis even without a wake-up (pub/sub can miss one).
+    pub recheck: Duration,
+    /// Results kept per job (a recurring job posts one per run).
+    pub max_results: usize,
+}
+
+impl Config {
+    pub fn from_args(args: &ServeArgs) -> Config {
+        Config {
+            listen: SocketAddr::new(args.bind, args.port),
+            lease: Duration::from_secs(args.lease.max(1)),
+            result_ttl: Duration::from_secs(args.result_ttl.max(1)),
+            max_body: args.max_body,
+            route_batch: args.route_batch.clamp(1, 10_000),
+            dead_maxlen: args.dead_maxlen.max(1),
+            live_window: Duration::from_secs(args.live_window.max(1)),
+            ..Config::default()
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            lease: Duration::from_secs(60),
+            result_ttl: Duration::from_secs(86_400),
+            max_body: 16 << 20,
+            route_batch: 256,
+            dead_maxlen: 10_000,
+            live_window: Duration::from_secs(90),
+            max_wait: Duration::from_secs(60),
+            recheck: Duration::from_secs(5),
+            max_results: 100,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_flags_parse() {
+        let cli = Cli::try_parse_from(["jsacc", "-p", "4100", "-r", "localhost:6380"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.serve.port, 4100);
+        assert_eq!(cli.serve.redis.redis.as_deref(), Some("localhost:6380"));
+    }
+
+    #[test]
+    fn token_add_parses() {
+        let cli = Cli::try_parse_from(["jsacc", "token", "add", "--gid", "1", "--nid", "5"]).unwrap();
+        let Some(Sub::Token(TokenCmd::Add(a))) = cli.command else { panic!("not token add") };
+        assert_eq!((a.gid, a.nid), (1, 5));
+    }
+
+    #[test]
+    fn cert_without_key_is_refused() {
+        assert!(Cli::try_parse_from(["jsacc", "--tls-cert", "c.pem"]).is_err());
+        assert!(Cli::try_parse_from(["jsacc", "--insecure-http", "--tls-cert", "c", "--tls-key", "k"]).is_err());
+    }
+}

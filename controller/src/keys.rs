@@ -1,0 +1,88 @@
+//! Every Redis key and channel name the controller uses (DESIGN §4), built in this one place.
+//!
+//! Keys of one agent share the hash tag `{<gid>:<nid>}` and each routing list the tag of
+//! `cmds_queue`, so the multi-key scripts stay within one Redis Cluster slot.
+
+/// Incoming commands, pushed by clients with `LPUSH`.
+pub const CMDS_QUEUE: &str = "cmds_queue";
+/// Inputs that could not be routed, as `{"raw", "reason"}`.
+pub const DEAD: &str = "cmds_queue:dead";
+/// Sorted set of agents, score = last seen (ms).
+pub const AGENTS: &str = "agents";
+/// `"gid:nid"` → SHA-256 of the agent's token.
+pub const AUTH_AGENTS: &str = "auth:agents";
+/// Pub/sub channel of job state changes.
+pub const EVENTS: &str = "jsacc:events";
+/// Glob matching every routing list, for recovery.
+pub const ROUTING_PATTERN: &str = "{cmds_queue}:routing:*";
+
+/// The `"gid:nid"` string that names an agent.
+pub fn agent_id(gid: u64, nid: u64) -> String {
+    format!("{gid}:{nid}")
+}
+
+pub fn results(job: &str) -> String {
+    format!("cmds_queue_{job}")
+}
+
+pub fn job(job: &str) -> String {
+    format!("job:{job}")
+}
+
+pub fn agent(agent_id: &str) -> String {
+    format!("agent:{{{agent_id}}}")
+}
+
+pub fn agent_queue(agent_id: &str) -> String {
+    format!("agent:{{{agent_id}}}:queue")
+}
+
+pub fn agent_delivered(agent_id: &str) -> String {
+    format!("agent:{{{agent_id}}}:delivered")
+}
+
+/// Lease deadlines (ms) of delivered, unacknowledged commands: job id → deadline.
+pub fn agent_leases(agent_id: &str) -> String {
+    format!("agent:{{{agent_id}}}:leases")
+}
+
+pub fn controller(instance: &str) -> String {
+    format!("controller:{instance}")
+}
+
+pub fn routing(instance: &str) -> String {
+    format!("{{cmds_queue}}:routing:{instance}")
+}
+
+/// The instance a routing list belongs to.
+pub fn routing_instance(key: &str) -> Option<&str> {
+    key.strip_prefix("{cmds_queue}:routing:")
+}
+
+/// Lock held while one instance recovers a dead instance's routing list.
+pub fn recovering(instance: &str) -> String {
+    format!("{{cmds_queue}}:recovering:{instance}")
+}
+
+/// Commands with `max_wait`: member `"<gid>:<nid>|<job id>"`, score = deadline (ms).
+pub const DEADLINES: &str = "{cmds_queue}:deadlines";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_keys_share_a_hash_tag() {
+        let a = agent_id(1, 5);
+        assert_eq!(agent_queue(&a), "agent:{1:5}:queue");
+        assert_eq!(agent_delivered(&a), "agent:{1:5}:delivered");
+        assert_eq!(agent(&a), "agent:{1:5}");
+    }
+
+    #[test]
+    fn routing_keys_round_trip() {
+        let k = routing("abc");
+        assert_eq!(k, "{cmds_queue}:routing:abc");
+        assert_eq!(routing_instance(&k), Some("abc"));
+    }
+}
