@@ -86,6 +86,7 @@ pub fn app(api: Api) -> Router {
             AppError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
         })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(api.clone(), refuse_large))
         .layer(middleware::from_fn_with_state(api.clone(), observe))
         .with_state(api)
 }
@@ -104,6 +105,21 @@ async fn observe(State(api): State<Api>, req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     api.state.metrics.observe(route, start.elapsed());
     response
+}
+
+/// Refuses a declared body over the limit on every endpoint, before any handler runs (bodies
+/// without a length are cut by [`DefaultBodyLimit`] where they are read).
+async fn refuse_large(State(api): State<Api>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > api.state.config.max_body) {
+        let message = format!("request body over the limit of {} bytes", api.state.config.max_body);
+        return AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message).into_response();
+    }
+    next.run(req).await
 }
 
 /// Checks the bearer token against the path's agent; returns its "gid:nid".

@@ -89,6 +89,7 @@ pub async fn poll(state: &Shared, req: PollRequest, shutdown: &CancellationToken
         let items = take(state, &req.agent, req.max, &acks).await?;
         acks.clear();
         if !items.is_empty() {
+            mark_running(state, &req.agent, &items).await?;
             return Ok(items);
         }
         let now = tokio::time::Instant::now();
@@ -117,6 +118,36 @@ pub async fn take(state: &Shared, agent: &str, max: usize, acks: &[String]) -> r
         invocation.arg(id);
     }
     invocation.invoke_async(&mut state.conn()).await
+}
+
+#[derive(Deserialize)]
+struct IdOnly {
+    id: String,
+}
+
+/// Jobs handed to an agent go from `QUEUED` to `RUNNING`, which is published.
+async fn mark_running(state: &Shared, agent: &str, items: &[Vec<u8>]) -> redis::RedisResult<()> {
+    let (gid, nid) = crate::router::split_agent(agent);
+    let ids: Vec<String> = items.iter().filter_map(|i| serde_json::from_slice::<IdOnly>(i).ok()).map(|i| i.id).collect();
+    let changed = futures::future::try_join_all(ids.iter().map(|id| {
+        let mut conn = state.conn();
+        let invocation = state.scripts.mark_running.key(keys::job(id));
+        async move { invocation.invoke_async::<i64>(&mut conn).await }
+    }))
+    .await?;
+    let mut pipe = redis::pipe();
+    let mut any = false;
+    for (id, changed) in ids.iter().zip(changed) {
+        if changed == 1 {
+            any = true;
+            let event = serde_json::json!({"id": id, "gid": gid, "nid": nid, "state": "RUNNING"});
+            pipe.publish(keys::EVENTS, event.to_string()).ignore();
+        }
+    }
+    if !any {
+        return Ok(());
+    }
+    pipe.exec_async(&mut state.conn()).await
 }
 
 #[derive(Deserialize)]

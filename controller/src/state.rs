@@ -21,6 +21,7 @@ pub struct Scripts {
     pub poll: Script,
     pub record_result: Script,
     pub expire_waiting: Script,
+    pub mark_running: Script,
 }
 
 impl Scripts {
@@ -32,6 +33,7 @@ impl Scripts {
             poll: Script::new(include_str!("lua/poll.lua")),
             record_result: Script::new(include_str!("lua/record_result.lua")),
             expire_waiting: Script::new(include_str!("lua/expire_waiting.lua")),
+            mark_running: Script::new(include_str!("lua/mark_running.lua")),
         }
     }
 }

@@ -196,8 +196,13 @@ impl CommandKind {
     }
 }
 
+/// Deserializes `args`, naming the offending field in the error.
 fn typed<T: DeserializeOwned>(cmd: &str, args: &Value) -> Result<T, InvalidArgs> {
-    T::deserialize(args).map_err(|e| InvalidArgs::Bad { cmd: cmd.to_owned(), detail: e.to_string() })
+    serde_path_to_error::deserialize(args).map_err(|e| {
+        let path = e.path().to_string();
+        let detail = if path == "." { e.inner().to_string() } else { format!("`{path}`: {}", e.inner()) };
+        InvalidArgs::Bad { cmd: cmd.to_owned(), detail }
+    })
 }
 
 fn no_args(cmd: &str, args: &Value, kind: CommandKind) -> Result<CommandKind, InvalidArgs> {
@@ -241,7 +246,7 @@ mod tests {
     #[test]
     fn negative_periods_are_refused() {
         let err = CommandKind::parse("execute", &json!({"cmd": "x", "recurring_period": -5})).unwrap_err();
-        assert!(err.to_string().contains("recurring_period") || err.to_string().contains("-5"), "{err}");
+        assert!(err.to_string().contains("`recurring_period`: invalid value: integer `-5`"), "{err}");
         let err = CommandKind::parse("execute", &json!({"cmd": "x", "max_time": -2})).unwrap_err();
         assert!(err.to_string().contains("max_time"), "{err}");
     }

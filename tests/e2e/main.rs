@@ -1,1 +1,6 @@
+//! End-to-end tests: real redis-server, jsacc and jsagent processes (see `tests/util`).
+//! One test binary, so the processes' binaries are built once.
 
+mod bad_input;
+mod command_path;
+mod faults;

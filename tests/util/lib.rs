@@ -1,1 +1,373 @@
-//! placeholder
+//! Helpers of the end-to-end tests and benchmarks: real `redis-server`, `jsacc` and `jsagent`
+//! processes on free loopback ports, each in its own temporary directory, killed on drop.
+//!
+//! - [`Redis`]: a private redis-server.
+//! - [`Controller`]: a `jsacc` process (TLS by default), which can be SIGKILLed and restarted.
+//! - [`Agent`]: a `jsagent` process with its token, likewise.
+//! - [`Cluster`]: the three together, plus a Redis client that speaks only DESIGN §3–§4.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub mod client;
+pub use client::RedisClient;
+
+/// Directory holding the `jsacc` and `jsagent` binaries, built once per test run.
+pub fn bin_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Ok(dir) = std::env::var("JSACC_BIN_DIR") {
+            return PathBuf::from(dir);
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf();
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--bins", "-p", "controller", "-p", "node-agent"])
+            .current_dir(&root)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "cargo build of jsacc and jsagent failed");
+        let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
+        target.join("debug")
+    })
+    .clone()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics with `what` after `limit`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child process that is killed when dropped, with its output in files.
+pub struct Proc {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command, log: PathBuf) -> Proc {
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        Proc { child, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM; waits up to `limit` for the exit and returns how long it took.
+    pub fn terminate(&mut self, limit: Duration) -> Option<Duration> {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        let start = Instant::now();
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        while start.elapsed() < limit {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A private redis-server on a free port.
+pub struct Redis {
+    pub port: u16,
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path());
+        let proc = Proc::spawn(cmd, dir.path().join("redis.log"));
+        let redis = Redis { port, _proc: proc, _dir: dir };
+        wait_for("redis-server", Duration::from_secs(10), || {
+            let client = redis::Client::open(redis.url()).ok()?;
+            let mut conn = client.get_connection().ok()?;
+            redis::cmd("PING").query::<String>(&mut conn).ok()
+        });
+        redis
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `jsacc token add`: returns the token from its last line.
+    pub fn token_add(&self, gid: u64, nid: u64) -> String {
+        let out = Command::new(bin_dir().join("jsacc"))
+            .args(["token", "add", "--gid", &gid.to_string(), "--nid", &nid.to_string(), "-r", &self.addr()])
+            .output()
+            .expect("jsacc token add runs");
+        assert!(out.status.success(), "token add failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().last().expect("a token line").trim().to_owned()
+    }
+}
+
+/// How to start a controller.
+#[derive(Clone, Default)]
+pub struct ControllerOpts {
+    pub insecure_http: bool,
+    pub extra: Vec<String>,
+}
+
+/// A `jsacc` process; keeps its port and data dir (certificate) across restarts.
+pub struct Controller {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    redis: String,
+    opts: ControllerOpts,
+    proc: Option<Proc>,
+    starts: usize,
+}
+
+impl Controller {
+    pub fn start(redis: &Redis, opts: ControllerOpts) -> Controller {
+        let mut c = Controller {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            redis: redis.addr(),
+            opts,
+            proc: None,
+            starts: 0,
+        };
+        c.restart();
+        c
+    }
+
+    /// Starts the process (again) and waits until `/readyz` answers.
+    pub fn restart(&mut self) {
+        self.starts += 1;
+        let mut cmd = Command::new(bin_dir().join("jsacc"));
+        cmd.args(["--bind", "127.0.0.1", "-p", &self.port.to_string(), "-r", &self.redis])
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .args(&self.opts.extra)
+            .env("JSACC_LOG", "info,controller=debug");
+        if self.opts.insecure_http {
+            cmd.arg("--insecure-http");
+        }
+        let log = self.dir.path().join(format!("jsacc.{}.log", self.starts));
+        self.proc = Some(Proc::spawn(cmd, log));
+        let url = format!("{}/readyz", self.url());
+        let mut http = None;
+        wait_for("jsacc /readyz", Duration::from_secs(20), || {
+            let proc = self.proc.as_mut().expect("just started");
+            if let Some(status) = proc.exited() {
+                panic!("jsacc exited with {status}:\n{}", proc.output());
+            }
+            // The certificate exists once jsacc is past its start-up.
+            if http.is_none() && (self.opts.insecure_http || self.cert().exists()) {
+                http = Some(self.http());
+            }
+            http.as_ref()?.get(&url).send().ok()?.status().is_success().then_some(())
+        });
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill9();
+        }
+    }
+
+    pub fn proc(&mut self) -> &mut Proc {
+        self.proc.as_mut().expect("controller running")
+    }
+
+    pub fn url(&self) -> String {
+        let scheme = if self.opts.insecure_http { "http" } else { "https" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    pub fn cert(&self) -> PathBuf {
+        self.dir.path().join("tls").join("cert.pem")
+    }
+
+    /// A blocking HTTP client that trusts this controller's certificate.
+    pub fn http(&self) -> reqwest::blocking::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut b = reqwest::blocking::Client::builder().timeout(Duration::from_secs(90));
+        if !self.opts.insecure_http {
+            let pem = std::fs::read(self.cert()).expect("certificate written at start");
+            b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("PEM"));
+        }
+        b.build().expect("http client")
+    }
+}
+
+/// A `jsagent` process; keeps its data dir across restarts.
+pub struct Agent {
+    pub gid: u64,
+    pub nid: u64,
+    pub dir: tempfile::TempDir,
+    args: Vec<String>,
+    proc: Option<Proc>,
+    starts: usize,
+}
+
+impl Agent {
+    /// Adds a token for gid:nid and starts an agent against `controller`.
+    pub fn start(redis: &Redis, controller: &Controller, gid: u64, nid: u64, roles: &[&str]) -> Agent {
+        let token = redis.token_add(gid, nid);
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("token"), &token).expect("token file");
+        let mut args = vec![
+            "--controller".to_owned(),
+            controller.url(),
+            "--gid".into(),
+            gid.to_string(),
+            "--nid".into(),
+            nid.to_string(),
+            "--token-file".into(),
+            dir.path().join("token").display().to_string(),
+            "--data-dir".into(),
+            dir.path().join("data").display().to_string(),
+        ];
+        if !controller.opts.insecure_http {
+            args.extend(["--ca-cert".into(), controller.cert().display().to_string()]);
+        }
+        if !roles.is_empty() {
+            args.extend(["--roles".into(), roles.join(",")]);
+        }
+        let mut a = Agent { gid, nid, dir, args, proc: None, starts: 0 };
+        a.restart();
+        a
+    }
+
+    pub fn restart(&mut self) {
+        self.starts += 1;
+        let mut cmd = Command::new(bin_dir().join("jsagent"));
+        cmd.args(&self.args).env("JSAGENT_LOG", "info,node_agent=debug");
+        let log = self.dir.path().join(format!("jsagent.{}.log", self.starts));
+        self.proc = Some(Proc::spawn(cmd, log));
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill9();
+        }
+    }
+
+    pub fn proc(&mut self) -> &mut Proc {
+        self.proc.as_mut().expect("agent running")
+    }
+
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        for i in 1..=self.starts {
+            let p = self.dir.path().join(format!("jsagent.{i}.log"));
+            all.push_str(&std::fs::read_to_string(p).unwrap_or_default());
+        }
+        all
+    }
+}
+
+/// Redis, one controller, and agents `1:1`, `1:2`, … with the given roles.
+pub struct Cluster {
+    pub redis: Redis,
+    pub controller: Controller,
+    pub agents: Vec<Agent>,
+    pub client: RedisClient,
+}
+
+impl Cluster {
+    pub fn start(agent_roles: &[&[&str]]) -> Cluster {
+        Cluster::start_with(agent_roles, ControllerOpts::default())
+    }
+
+    pub fn start_with(agent_roles: &[&[&str]], opts: ControllerOpts) -> Cluster {
+        let redis = Redis::start();
+        let controller = Controller::start(&redis, opts);
+        let agents: Vec<Agent> = agent_roles
+            .iter()
+            .enumerate()
+            .map(|(i, roles)| Agent::start(&redis, &controller, 1, i as u64 + 1, roles))
+            .collect();
+        let client = RedisClient::new(&redis.url());
+        let cluster = Cluster { redis, controller, agents, client };
+        for a in &cluster.agents {
+            cluster.wait_online(a.gid, a.nid);
+        }
+        cluster
+    }
+
+    /// Waits until the agent said hello (it is in `agents`).
+    pub fn wait_online(&self, gid: u64, nid: u64) {
+        let member = format!("{gid}:{nid}");
+        let mut conn = self.client.blocking();
+        wait_for(&format!("agent {member} online"), Duration::from_secs(30), || {
+            let score: Option<f64> = redis::cmd("ZSCORE").arg("agents").arg(&member).query(&mut conn).ok()?;
+            score.map(|_| ())
+        });
+    }
+
+    /// Everything the processes logged, for failure messages.
+    pub fn dump(&self) -> String {
+        let mut out = String::new();
+        for a in &self.agents {
+            out.push_str(&format!("--- agent {}:{} ---\n{}\n", a.gid, a.nid, a.logs()));
+        }
+        out
+    }
+}
+
+/// A command JSON with a fresh id.
+pub fn command(gid: u64, nid: u64, cmd: &str, args: Value) -> Value {
+    serde_json::json!({"id": uuid::Uuid::new_v4().to_string(), "gid": gid, "nid": nid, "cmd": cmd, "args": args})
+}
+
+/// `execute` of an executable with arguments.
+pub fn execute(gid: u64, nid: u64, exe: &str, args: &[&str]) -> Value {
+    command(gid, nid, "execute", serde_json::json!({"cmd": exe, "args": args}))
+}
