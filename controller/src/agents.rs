@@ -91,7 +91,10 @@ pub async fn with_role(state: &Shared, gid: u64, role: &str) -> redis::RedisResu
     let since = schemas::now_ms().saturating_sub(state.config.live_window.as_millis() as u64);
     let live: Vec<String> = conn.zrangebyscore(keys::AGENTS, since, "+inf").await?;
     let prefix = format!("{gid}:");
-    let in_grid: Vec<String> = live.into_iter().filter(|a| a.starts_with(&prefix)).collect();
+    let in_grid: Vec<String> = live
+        .into_iter()
+        .filter(|a| a.starts_with(&prefix))
+        .collect();
     if in_grid.is_empty() {
         return Ok(vec![]);
     }

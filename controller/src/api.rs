@@ -19,10 +19,10 @@ use schemas::JobResult;
 
 use crate::agents::{self, Hello};
 use crate::auth::Verdict;
+use crate::keys;
 use crate::poll::{self, PollRequest};
 use crate::results::{self, BatchAnswer, Outcome};
 use crate::state::AppState;
-use crate::keys;
 
 /// An error answer: `{"error": code, "message": text}` with its status.
 #[derive(Debug)]
@@ -34,7 +34,11 @@ pub struct AppError {
 
 impl AppError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> AppError {
-        AppError { status, code, message: message.into() }
+        AppError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     fn bad_request(message: impl Into<String>) -> AppError {
@@ -45,14 +49,22 @@ impl AppError {
 impl From<redis::RedisError> for AppError {
     fn from(e: redis::RedisError) -> AppError {
         tracing::error!(error = %e, "redis request failed");
-        AppError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "redis is unreachable; retry later")
+        AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "redis is unreachable; retry later",
+        )
     }
 }
 
 impl From<BytesRejection> for AppError {
     fn from(r: BytesRejection) -> AppError {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "request body over the size limit")
+            AppError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "request body over the size limit",
+            )
         } else {
             AppError::bad_request(r.body_text())
         }
@@ -61,7 +73,11 @@ impl From<BytesRejection> for AppError {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"error": self.code, "message": self.message}))).into_response()
+        (
+            self.status,
+            Json(json!({"error": self.code, "message": self.message})),
+        )
+            .into_response()
     }
 }
 
@@ -81,9 +97,15 @@ pub fn app(api: Api) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .fallback(|| async { AppError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .fallback(|| async {
+            AppError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
         .method_not_allowed_fallback(|| async {
-            AppError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
+            AppError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this endpoint",
+            )
         })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(api.clone(), refuse_large))
@@ -116,7 +138,10 @@ async fn refuse_large(State(api): State<Api>, req: Request, next: Next) -> Respo
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > api.state.config.max_body) {
-        let message = format!("request body over the limit of {} bytes", api.state.config.max_body);
+        let message = format!(
+            "request body over the limit of {} bytes",
+            api.state.config.max_body
+        );
         return AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message).into_response();
     }
     next.run(req).await
@@ -133,7 +158,12 @@ async fn authorize(api: &Api, headers: &HeaderMap, gid: u64, nid: u64) -> Result
         .filter(|t| !t.is_empty())
         .ok_or_else(|| unauthorized("missing bearer token"))?;
     let agent = keys::agent_id(gid, nid);
-    match api.state.tokens.verify(&mut api.state.conn(), &agent, token).await? {
+    match api
+        .state
+        .tokens
+        .verify(&mut api.state.conn(), &agent, token)
+        .await?
+    {
         Verdict::Allowed => Ok(agent),
         Verdict::OtherAgent => Err(AppError::new(
             StatusCode::FORBIDDEN,
@@ -152,10 +182,18 @@ async fn hello(
 ) -> Result<Json<Value>, AppError> {
     let body = body?;
     let agent = authorize(&api, &headers, gid, nid).await?;
-    let hello: Hello = serde_json::from_slice(&body).map_err(|e| AppError::bad_request(format!("hello: {e}")))?;
+    let hello: Hello =
+        serde_json::from_slice(&body).map_err(|e| AppError::bad_request(format!("hello: {e}")))?;
     agents::hello(&api.state, &agent, &hello).await?;
-    tracing::info!(agent, hostname = hello.hostname, version = hello.version, "agent said hello");
-    Ok(Json(json!({"lease": api.state.config.lease.as_secs(), "server_time": schemas::now_ms()})))
+    tracing::info!(
+        agent,
+        hostname = hello.hostname,
+        version = hello.version,
+        "agent said hello"
+    );
+    Ok(Json(
+        json!({"lease": api.state.config.lease.as_secs(), "server_time": schemas::now_ms()}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -183,7 +221,12 @@ async fn cmd(
         .map(str::to_owned)
         .collect();
     let max = params.max.unwrap_or(1).clamp(1, 1000);
-    let request = PollRequest { agent, wait: Duration::from_secs(params.wait.unwrap_or(30)), max, acks };
+    let request = PollRequest {
+        agent,
+        wait: Duration::from_secs(params.wait.unwrap_or(30)),
+        max,
+        acks,
+    };
     let items = poll::poll(&api.state, request, &api.shutdown).await?;
     if items.is_empty() {
         return Ok(StatusCode::NO_CONTENT.into_response());
@@ -202,7 +245,11 @@ async fn cmd(
         body.push(b']');
         body
     };
-    Ok(([(header::CONTENT_TYPE, "application/json")], Body::from(body)).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from(body),
+    )
+        .into_response())
 }
 
 async fn result(
@@ -213,12 +260,17 @@ async fn result(
 ) -> Result<Json<BatchAnswer>, AppError> {
     let body = body?;
     let agent = authorize(&api, &headers, gid, nid).await?;
-    let value: Value = serde_json::from_slice(&body).map_err(|e| AppError::bad_request(format!("not JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| AppError::bad_request(format!("not JSON: {e}")))?;
     let mut answer = BatchAnswer::default();
     match value {
         Value::Array(items) => {
             for item in items {
-                let id = item.get("id").and_then(Value::as_str).unwrap_or("").to_owned();
+                let id = item
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
                 match check_result(item, gid, nid) {
                     Ok(r) => answer.add(&id, results::record(&api.state, &agent, &r).await?),
                     Err(e) => answer.reject(&id, e.message),
@@ -229,7 +281,11 @@ async fn result(
             let r = check_result(item, gid, nid)?;
             match results::record(&api.state, &agent, &r).await? {
                 Outcome::UnknownJob => {
-                    return Err(AppError::new(StatusCode::NOT_FOUND, "unknown_job", format!("no job `{}`", r.id)))
+                    return Err(AppError::new(
+                        StatusCode::NOT_FOUND,
+                        "unknown_job",
+                        format!("no job `{}`", r.id),
+                    ))
                 }
                 Outcome::NotATarget => {
                     let message = format!("job `{}` was not sent to agent {agent}", r.id);
@@ -238,19 +294,34 @@ async fn result(
                 outcome => answer.add(&r.id, outcome),
             }
         }
-        _ => return Err(AppError::bad_request("expected a result object or an array of them")),
+        _ => {
+            return Err(AppError::bad_request(
+                "expected a result object or an array of them",
+            ))
+        }
     }
     Ok(Json(answer))
 }
 
 fn check_result(item: Value, gid: u64, nid: u64) -> Result<JobResult, AppError> {
-    let r: JobResult = serde_json::from_value(item).map_err(|e| AppError::bad_request(format!("result: {e}")))?;
+    let r: JobResult =
+        serde_json::from_value(item).map_err(|e| AppError::bad_request(format!("result: {e}")))?;
     if (r.gid, r.nid) != (gid, nid) {
-        let message = format!("result names agent {}:{} but was posted as {gid}:{nid}", r.gid, r.nid);
-        return Err(AppError::new(StatusCode::BAD_REQUEST, "mismatched_agent", message));
+        let message = format!(
+            "result names agent {}:{} but was posted as {gid}:{nid}",
+            r.gid, r.nid
+        );
+        return Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "mismatched_agent",
+            message,
+        ));
     }
     if !r.state.is_final() {
-        return Err(AppError::bad_request(format!("result state must be final, not {}", r.state.as_str())));
+        return Err(AppError::bad_request(format!(
+            "result state must be final, not {}",
+            r.state.as_str()
+        )));
     }
     Ok(r)
 }
@@ -258,9 +329,19 @@ fn check_result(item: Value, gid: u64, nid: u64) -> Result<JobResult, AppError> 
 async fn readyz(State(api): State<Api>) -> Response {
     let mut conn = api.state.conn();
     let ping = redis::cmd("PING");
-    match tokio::time::timeout(Duration::from_secs(2), ping.query_async::<String>(&mut conn)).await {
+    match tokio::time::timeout(
+        Duration::from_secs(2),
+        ping.query_async::<String>(&mut conn),
+    )
+    .await
+    {
         Ok(Ok(_)) => "ready\n".into_response(),
-        _ => AppError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "redis does not answer").into_response(),
+        _ => AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "redis does not answer",
+        )
+        .into_response(),
     }
 }
 
@@ -275,11 +356,31 @@ async fn metrics(State(api): State<Api>) -> Result<Response, AppError> {
         .query_async(&mut state.conn())
         .await?;
     let gauges = [
-        ("jsacc_cmds_queue_depth", "Commands waiting in cmds_queue to be routed.", queued as f64),
-        ("jsacc_dead_letters", "Entries in cmds_queue:dead.", dead as f64),
-        ("jsacc_agents_online", "Agents seen within the live window.", online as f64),
-        ("jsacc_agents_known", "Agents that ever said hello.", known as f64),
-        ("jsacc_polls_parked", "Long-polls parked on this instance.", state.waiters.parked() as f64),
+        (
+            "jsacc_cmds_queue_depth",
+            "Commands waiting in cmds_queue to be routed.",
+            queued as f64,
+        ),
+        (
+            "jsacc_dead_letters",
+            "Entries in cmds_queue:dead.",
+            dead as f64,
+        ),
+        (
+            "jsacc_agents_online",
+            "Agents seen within the live window.",
+            online as f64,
+        ),
+        (
+            "jsacc_agents_known",
+            "Agents that ever said hello.",
+            known as f64,
+        ),
+        (
+            "jsacc_polls_parked",
+            "Long-polls parked on this instance.",
+            state.waiters.parked() as f64,
+        ),
     ];
     let text = state.metrics.render(&gauges);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())

@@ -40,7 +40,11 @@ pub fn hash(token: &str) -> String {
 }
 
 /// Stores the hash of a new token for an agent (replacing its old one) and returns the token.
-pub async fn add(conn: &mut impl redis::aio::ConnectionLike, gid: u64, nid: u64) -> redis::RedisResult<String> {
+pub async fn add(
+    conn: &mut impl redis::aio::ConnectionLike,
+    gid: u64,
+    nid: u64,
+) -> redis::RedisResult<String> {
     let token = new_token();
     redis::cmd("HSET")
         .arg(keys::AUTH_AGENTS)
@@ -52,8 +56,16 @@ pub async fn add(conn: &mut impl redis::aio::ConnectionLike, gid: u64, nid: u64)
 }
 
 /// Removes an agent's token; returns whether it had one.
-pub async fn revoke(conn: &mut impl redis::aio::ConnectionLike, gid: u64, nid: u64) -> redis::RedisResult<bool> {
-    let removed: i64 = redis::cmd("HDEL").arg(keys::AUTH_AGENTS).arg(keys::agent_id(gid, nid)).query_async(conn).await?;
+pub async fn revoke(
+    conn: &mut impl redis::aio::ConnectionLike,
+    gid: u64,
+    nid: u64,
+) -> redis::RedisResult<bool> {
+    let removed: i64 = redis::cmd("HDEL")
+        .arg(keys::AUTH_AGENTS)
+        .arg(keys::agent_id(gid, nid))
+        .query_async(conn)
+        .await?;
     Ok(removed > 0)
 }
 
@@ -86,11 +98,19 @@ impl TokenCache {
         }
         // The rare path: is it some other agent's token? (403 rather than 401.)
         let all: HashMap<String, String> = conn.hgetall(keys::AUTH_AGENTS).await?;
-        Ok(if all.values().any(|h| *h == presented) { Verdict::OtherAgent } else { Verdict::Invalid })
+        Ok(if all.values().any(|h| *h == presented) {
+            Verdict::OtherAgent
+        } else {
+            Verdict::Invalid
+        })
     }
 
     /// Whether the agent has a token at all (commands for agents without one end `ERROR`).
-    pub async fn has_token(&self, conn: &mut redis::aio::ConnectionManager, agent_id: &str) -> redis::RedisResult<bool> {
+    pub async fn has_token(
+        &self,
+        conn: &mut redis::aio::ConnectionManager,
+        agent_id: &str,
+    ) -> redis::RedisResult<bool> {
         if let Some(h) = self.cached(agent_id) {
             return Ok(h.is_some());
         }
@@ -101,7 +121,10 @@ impl TokenCache {
 
     fn cached(&self, agent_id: &str) -> Option<Option<String>> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.get(agent_id).filter(|(_, at)| at.elapsed() < CACHE_TTL).map(|(h, _)| h.clone())
+        entries
+            .get(agent_id)
+            .filter(|(_, at)| at.elapsed() < CACHE_TTL)
+            .map(|(h, _)| h.clone())
     }
 
     fn store(&self, agent_id: &str, h: Option<String>) {

@@ -54,10 +54,20 @@ pub struct TokenArgs {
 pub struct RedisArgs {
     /// Redis to use: HOST:PORT, or a redis:// or rediss:// URL (with user:password@ if needed).
     /// Without it, the private redis-server of --data-dir is used (started if needed).
-    #[arg(short = 'r', long = "redis", env = "JSACC_REDIS", value_name = "HOST:PORT|URL")]
+    #[arg(
+        short = 'r',
+        long = "redis",
+        env = "JSACC_REDIS",
+        value_name = "HOST:PORT|URL"
+    )]
     pub redis: Option<String>,
     /// Directory for the self-signed certificate and the private redis-server's data.
-    #[arg(long, env = "JSACC_DATA_DIR", default_value = "./jsacc-data", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "JSACC_DATA_DIR",
+        default_value = "./jsacc-data",
+        value_name = "DIR"
+    )]
     pub data_dir: PathBuf,
 }
 
@@ -67,7 +77,12 @@ pub struct ServeArgs {
     #[arg(short = 'p', long, env = "JSACC_PORT", default_value_t = 4000)]
     pub port: u16,
     /// Address to listen on.
-    #[arg(long, env = "JSACC_BIND", default_value = "0.0.0.0", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "JSACC_BIND",
+        default_value = "0.0.0.0",
+        value_name = "ADDR"
+    )]
     pub bind: IpAddr,
     #[command(flatten)]
     pub redis: RedisArgs,
@@ -86,19 +101,39 @@ pub struct ServeArgs {
     #[arg(long, env = "JSACC_LEASE", default_value_t = 60, value_name = "SECS")]
     pub lease: u64,
     /// Seconds results (`cmds_queue_<id>`) and job records (`job:<id>`) are kept.
-    #[arg(long, env = "JSACC_RESULT_TTL", default_value_t = 86_400, value_name = "SECS")]
+    #[arg(
+        long,
+        env = "JSACC_RESULT_TTL",
+        default_value_t = 86_400,
+        value_name = "SECS"
+    )]
     pub result_ttl: u64,
     /// Largest request body accepted, in bytes; larger ones are answered 413.
     #[arg(long, env = "JSACC_MAX_BODY", default_value_t = 16 << 20, value_name = "BYTES")]
     pub max_body: usize,
     /// Most commands moved from `cmds_queue` per routing step.
-    #[arg(long, env = "JSACC_ROUTE_BATCH", default_value_t = 256, value_name = "N")]
+    #[arg(
+        long,
+        env = "JSACC_ROUTE_BATCH",
+        default_value_t = 256,
+        value_name = "N"
+    )]
     pub route_batch: usize,
     /// Length cap of `cmds_queue:dead`.
-    #[arg(long, env = "JSACC_DEAD_MAXLEN", default_value_t = 10_000, value_name = "N")]
+    #[arg(
+        long,
+        env = "JSACC_DEAD_MAXLEN",
+        default_value_t = 10_000,
+        value_name = "N"
+    )]
     pub dead_maxlen: usize,
     /// Seconds since its last poll within which an agent counts as live (for `role` routing and metrics).
-    #[arg(long, env = "JSACC_LIVE_WINDOW", default_value_t = 90, value_name = "SECS")]
+    #[arg(
+        long,
+        env = "JSACC_LIVE_WINDOW",
+        default_value_t = 90,
+        value_name = "SECS"
+    )]
     pub live_window: u64,
 }
 
@@ -172,14 +207,25 @@ mod tests {
 
     #[test]
     fn token_add_parses() {
-        let cli = Cli::try_parse_from(["jsacc", "token", "add", "--gid", "1", "--nid", "5"]).unwrap();
-        let Some(Sub::Token(TokenCmd::Add(a))) = cli.command else { panic!("not token add") };
+        let cli =
+            Cli::try_parse_from(["jsacc", "token", "add", "--gid", "1", "--nid", "5"]).unwrap();
+        let Some(Sub::Token(TokenCmd::Add(a))) = cli.command else {
+            panic!("not token add")
+        };
         assert_eq!((a.gid, a.nid), (1, 5));
     }
 
     #[test]
     fn cert_without_key_is_refused() {
         assert!(Cli::try_parse_from(["jsacc", "--tls-cert", "c.pem"]).is_err());
-        assert!(Cli::try_parse_from(["jsacc", "--insecure-http", "--tls-cert", "c", "--tls-key", "k"]).is_err());
+        assert!(Cli::try_parse_from([
+            "jsacc",
+            "--insecure-http",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k"
+        ])
+        .is_err());
     }
 }

@@ -45,7 +45,10 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
 
 async fn keep_alive(state: &Shared) -> redis::RedisResult<()> {
     let ttl = ALIVE_TTL.as_millis() as u64;
-    state.conn().pset_ex(keys::controller(&state.instance), schemas::now_ms(), ttl).await
+    state
+        .conn()
+        .pset_ex(keys::controller(&state.instance), schemas::now_ms(), ttl)
+        .await
 }
 
 /// Replays the routing list of every instance whose liveness key is gone.
@@ -60,7 +63,9 @@ async fn recover_dead(state: &Shared) -> redis::RedisResult<()> {
         out
     };
     for list in lists {
-        let Some(instance) = keys::routing_instance(&list) else { continue };
+        let Some(instance) = keys::routing_instance(&list) else {
+            continue;
+        };
         if instance == state.instance || conn.exists(keys::controller(instance)).await? {
             continue;
         }
@@ -79,7 +84,11 @@ async fn recover_dead(state: &Shared) -> redis::RedisResult<()> {
         }
         let mut items: Vec<Vec<u8>> = conn.lrange(&list, 0, -1).await?;
         items.reverse(); // oldest first
-        tracing::info!(dead_instance = instance, commands = items.len(), "replaying a dead instance's routing list");
+        tracing::info!(
+            dead_instance = instance,
+            commands = items.len(),
+            "replaying a dead instance's routing list"
+        );
         router::route_batch(state, items, true).await?;
         let _: () = conn.del(&[list.as_str(), lock.as_str()]).await?;
     }
@@ -89,7 +98,9 @@ async fn recover_dead(state: &Shared) -> redis::RedisResult<()> {
 /// Ends commands that waited for their (offline) agent longer than their `max_wait`.
 async fn expire_waiting(state: &Shared) -> redis::RedisResult<()> {
     let mut conn = state.conn();
-    let due: Vec<String> = conn.zrangebyscore_limit(keys::DEADLINES, 0, schemas::now_ms(), 0, 100).await?;
+    let due: Vec<String> = conn
+        .zrangebyscore_limit(keys::DEADLINES, 0, schemas::now_ms(), 0, 100)
+        .await?;
     for member in due {
         let Some((agent, id)) = member.split_once('|') else {
             let _: () = conn.zrem(keys::DEADLINES, &member).await?;
@@ -97,8 +108,13 @@ async fn expire_waiting(state: &Shared) -> redis::RedisResult<()> {
         };
         let raw: Option<String> = conn.hget(keys::job(id), "cmd").await?;
         if let Some(raw) = raw {
-            let removed: i64 =
-                state.scripts.expire_waiting.key(keys::agent_queue(agent)).arg(&raw).invoke_async(&mut conn).await?;
+            let removed: i64 = state
+                .scripts
+                .expire_waiting
+                .key(keys::agent_queue(agent))
+                .arg(&raw)
+                .invoke_async(&mut conn)
+                .await?;
             if removed == 1 {
                 let (gid, nid) = router::split_agent(agent);
                 let cmd = serde_json::from_str::<schemas::Command>(&raw).ok();
@@ -113,7 +129,9 @@ async fn expire_waiting(state: &Shared) -> redis::RedisResult<()> {
                     nid,
                     &name,
                     args,
-                    format!("not delivered: agent {agent} did not ask for it within max_wait {wait} s"),
+                    format!(
+                        "not delivered: agent {agent} did not ask for it within max_wait {wait} s"
+                    ),
                 );
                 result.state = JobState::Error;
                 results::record(state, agent, &result).await?;

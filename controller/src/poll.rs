@@ -31,9 +31,15 @@ pub struct Parked<'a> {
 impl Waiters {
     pub fn park(&self, agent: &str) -> Parked<'_> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = map.entry(agent.to_owned()).or_insert_with(|| (Arc::new(Notify::new()), 0));
+        let entry = map
+            .entry(agent.to_owned())
+            .or_insert_with(|| (Arc::new(Notify::new()), 0));
         entry.1 += 1;
-        Parked { waiters: self, agent: agent.to_owned(), notify: entry.0.clone() }
+        Parked {
+            waiters: self,
+            agent: agent.to_owned(),
+            notify: entry.0.clone(),
+        }
     }
 
     pub fn wake(&self, agent: &str) {
@@ -77,7 +83,11 @@ pub struct PollRequest {
 
 /// Acknowledges, then hands out up to `max` commands, parking up to `wait` when there are none.
 /// Returns the raw commands (empty: nothing arrived in time, or shutdown).
-pub async fn poll(state: &Shared, req: PollRequest, shutdown: &CancellationToken) -> redis::RedisResult<Vec<Vec<u8>>> {
+pub async fn poll(
+    state: &Shared,
+    req: PollRequest,
+    shutdown: &CancellationToken,
+) -> redis::RedisResult<Vec<Vec<u8>>> {
     let deadline = tokio::time::Instant::now() + req.wait.min(state.config.max_wait);
     let parked = state.waiters.park(&req.agent);
     let mut acks = req.acks;
@@ -106,7 +116,12 @@ pub async fn poll(state: &Shared, req: PollRequest, shutdown: &CancellationToken
 }
 
 /// Runs `poll.lua`: settles acks and expired leases, moves up to `max` commands to delivered.
-pub async fn take(state: &Shared, agent: &str, max: usize, acks: &[String]) -> redis::RedisResult<Vec<Vec<u8>>> {
+pub async fn take(
+    state: &Shared,
+    agent: &str,
+    max: usize,
+    acks: &[String],
+) -> redis::RedisResult<Vec<Vec<u8>>> {
     let mut invocation = state.scripts.poll.key(keys::agent_queue(agent));
     invocation
         .key(keys::agent_delivered(agent))
@@ -128,7 +143,11 @@ struct IdOnly {
 /// Jobs handed to an agent go from `QUEUED` to `RUNNING`, which is published.
 async fn mark_running(state: &Shared, agent: &str, items: &[Vec<u8>]) -> redis::RedisResult<()> {
     let (gid, nid) = crate::router::split_agent(agent);
-    let ids: Vec<String> = items.iter().filter_map(|i| serde_json::from_slice::<IdOnly>(i).ok()).map(|i| i.id).collect();
+    let ids: Vec<String> = items
+        .iter()
+        .filter_map(|i| serde_json::from_slice::<IdOnly>(i).ok())
+        .map(|i| i.id)
+        .collect();
     let changed = futures::future::try_join_all(ids.iter().map(|id| {
         let mut conn = state.conn();
         let invocation = state.scripts.mark_running.key(keys::job(id));
@@ -188,7 +207,10 @@ async fn listen(state: &Shared, shutdown: &CancellationToken) -> redis::RedisRes
             _ = shutdown.cancelled() => return Ok(()),
         };
         let Some(msg) = msg else {
-            return Err(redis::RedisError::from((redis::ErrorKind::Io, "subscription closed")));
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "subscription closed",
+            )));
         };
         let payload: Vec<u8> = msg.get_payload()?;
         if let Ok(event) = serde_json::from_slice::<Event>(&payload) {
@@ -226,6 +248,8 @@ mod tests {
         woken.as_mut().enable();
         w.wake("1:2");
         w.wake("1:1");
-        tokio::time::timeout(Duration::from_secs(1), woken).await.expect("woken");
+        tokio::time::timeout(Duration::from_secs(1), woken)
+            .await
+            .expect("woken");
     }
 }

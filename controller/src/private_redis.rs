@@ -13,10 +13,15 @@ pub enum PrivateRedisError {
     #[error("cannot start redis-server (is it installed and on PATH?): {0}")]
     Spawn(std::io::Error),
     #[error("cannot prepare {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("redis-server did not answer within 10 s; see {log}")]
     NotReady { log: PathBuf },
-    #[error("no -r given and no private redis-server recorded in {0}; start `jsacc` first or pass -r")]
+    #[error(
+        "no -r given and no private redis-server recorded in {0}; start `jsacc` first or pass -r"
+    )]
     NotRunning(PathBuf),
 }
 
@@ -39,12 +44,17 @@ pub fn recorded_url(data_dir: &Path) -> Result<String, PrivateRedisError> {
 }
 
 async fn answers(url: &str) -> bool {
-    let Ok(client) = redis::Client::open(url) else { return false };
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
     let ping = async {
         let mut conn = client.get_multiplexed_async_connection().await?;
         redis::cmd("PING").query_async::<String>(&mut conn).await
     };
-    matches!(tokio::time::timeout(Duration::from_secs(1), ping).await, Ok(Ok(_)))
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), ping).await,
+        Ok(Ok(_))
+    )
 }
 
 impl PrivateRedis {
@@ -57,11 +67,23 @@ impl PrivateRedis {
             }
         }
         let dir = data_dir.join("redis");
-        std::fs::create_dir_all(&dir).map_err(|source| PrivateRedisError::Io { path: dir.clone(), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| PrivateRedisError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         let port = free_port().map_err(PrivateRedisError::Spawn)?;
         let log = dir.join("redis.log");
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--appendonly", "yes", "--save", ""])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+            ])
             .arg("--dir")
             .arg(&dir)
             .arg("--logfile")
@@ -72,11 +94,18 @@ impl PrivateRedis {
             .spawn()
             .map_err(PrivateRedisError::Spawn)?;
         let url = format!("redis://127.0.0.1:{port}");
-        let redis = PrivateRedis { url: url.clone(), child: Some(child) };
+        let redis = PrivateRedis {
+            url: url.clone(),
+            child: Some(child),
+        };
         for _ in 0..100 {
             if answers(&url).await {
-                std::fs::write(url_file(data_dir), format!("{url}\n"))
-                    .map_err(|source| PrivateRedisError::Io { path: url_file(data_dir), source })?;
+                std::fs::write(url_file(data_dir), format!("{url}\n")).map_err(|source| {
+                    PrivateRedisError::Io {
+                        path: url_file(data_dir),
+                        source,
+                    }
+                })?;
                 return Ok(redis);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -86,18 +115,25 @@ impl PrivateRedis {
 
     /// Asks redis-server to shut down (flushing its append-only file), then waits for it.
     pub async fn stop(mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         if let Ok(client) = redis::Client::open(self.url.as_str()) {
             if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
                 let _ = redis::cmd("SHUTDOWN").query_async::<()>(&mut conn).await;
             }
         }
-        if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), child.wait())
+            .await
+            .is_err()
+        {
             let _ = child.kill().await;
         }
     }
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }

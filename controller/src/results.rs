@@ -51,12 +51,20 @@ impl BatchAnswer {
     }
 
     pub fn reject(&mut self, id: &str, message: String) {
-        self.rejected.push(Rejected { id: id.to_owned(), error: "bad_request", message });
+        self.rejected.push(Rejected {
+            id: id.to_owned(),
+            error: "bad_request",
+            message,
+        });
     }
 }
 
 /// Records one agent's result of a job.
-pub async fn record(state: &Shared, agent: &str, result: &JobResult) -> redis::RedisResult<Outcome> {
+pub async fn record(
+    state: &Shared,
+    agent: &str,
+    result: &JobResult,
+) -> redis::RedisResult<Outcome> {
     let mut conn = state.conn();
     let body = serde_json::to_string(result).unwrap_or_default();
     let (status, job_state): (String, String) = state
@@ -82,8 +90,13 @@ pub async fn record(state: &Shared, agent: &str, result: &JobResult) -> redis::R
         poll::take(state, agent, 0, std::slice::from_ref(&result.id)).await?;
     }
     if outcome == Outcome::Recorded {
-        let event = json!({"id": result.id, "gid": result.gid, "nid": result.nid, "state": job_state});
-        redis::cmd("PUBLISH").arg(keys::EVENTS).arg(event.to_string()).query_async::<()>(&mut conn).await?;
+        let event =
+            json!({"id": result.id, "gid": result.gid, "nid": result.nid, "state": job_state});
+        redis::cmd("PUBLISH")
+            .arg(keys::EVENTS)
+            .arg(event.to_string())
+            .query_async::<()>(&mut conn)
+            .await?;
         state.metrics.finished(result.state.as_str());
     }
     Ok(outcome)

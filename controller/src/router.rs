@@ -23,7 +23,11 @@ enum Route {
     /// Agents to push it to.
     To(Command, Vec<String>),
     /// It cannot run: dead-letter it and answer `ERROR` when the id is known.
-    Fail { id: Option<String>, cmd: Option<Command>, reason: String },
+    Fail {
+        id: Option<String>,
+        cmd: Option<Command>,
+        reason: String,
+    },
 }
 
 /// Runs the routing loop until `shutdown`; Redis errors are retried with backoff.
@@ -55,7 +59,12 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
 async fn step(state: &Shared, blocking: &mut ConnectionManager) -> redis::RedisResult<()> {
     let routing = keys::routing(&state.instance);
     let mut conn = state.conn();
-    let mut leftover: Vec<Vec<u8>> = redis::cmd("LRANGE").arg(&routing).arg(0).arg(-1).query_async(&mut conn).await?;
+    let mut leftover: Vec<Vec<u8>> = redis::cmd("LRANGE")
+        .arg(&routing)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await?;
     if !leftover.is_empty() {
         leftover.reverse(); // oldest first
         route_batch(state, leftover, true).await?;
@@ -88,13 +97,23 @@ async fn step(state: &Shared, blocking: &mut ConnectionManager) -> redis::RedisR
 
 /// Routes a batch of raw commands. `replay`: they come from a routing list, and may have been
 /// partly routed already.
-pub async fn route_batch(state: &Shared, batch: Vec<Vec<u8>>, replay: bool) -> redis::RedisResult<()> {
+pub async fn route_batch(
+    state: &Shared,
+    batch: Vec<Vec<u8>>,
+    replay: bool,
+) -> redis::RedisResult<()> {
     let mut role_cache: HashMap<(u64, String), Vec<String>> = HashMap::new();
     let mut routes = Vec::with_capacity(batch.len());
     for raw in &batch {
         routes.push(plan(state, raw, &mut role_cache).await?);
     }
-    try_join_all(batch.iter().zip(routes).map(|(raw, route)| settle(state, raw, route, replay))).await?;
+    try_join_all(
+        batch
+            .iter()
+            .zip(routes)
+            .map(|(raw, route)| settle(state, raw, route, replay)),
+    )
+    .await?;
     Ok(())
 }
 
@@ -106,9 +125,19 @@ async fn plan(
 ) -> redis::RedisResult<Route> {
     let cmd = match Command::parse(raw) {
         Ok((cmd, _)) => cmd,
-        Err((id, e)) => return Ok(Route::Fail { id, cmd: None, reason: e.to_string() }),
+        Err((id, e)) => {
+            return Ok(Route::Fail {
+                id,
+                cmd: None,
+                reason: e.to_string(),
+            })
+        }
     };
-    let fail = |cmd: Command, reason: String| Route::Fail { id: Some(cmd.id.clone()), cmd: Some(cmd), reason };
+    let fail = |cmd: Command, reason: String| Route::Fail {
+        id: Some(cmd.id.clone()),
+        cmd: Some(cmd),
+        reason,
+    };
     match cmd.target() {
         Ok(Target::Node { gid, nid }) => {
             let agent = keys::agent_id(gid, nid);
@@ -129,7 +158,10 @@ async fn plan(
             }
             let live = &role_cache[&key];
             if live.is_empty() {
-                return Ok(fail(cmd, format!("no live agent with role `{role}` in grid {gid}")));
+                return Ok(fail(
+                    cmd,
+                    format!("no live agent with role `{role}` in grid {gid}"),
+                ));
             }
             let targets = if fanout {
                 live.clone()
@@ -147,7 +179,9 @@ async fn settle(state: &Shared, raw: &[u8], route: Route, replay: bool) -> redis
     let mut conn = state.conn();
     let ttl = state.config.result_ttl.as_secs();
     let (cmd, targets) = match route {
-        Route::Fail { id, cmd, reason } => return fail(state, raw, id, cmd.as_ref(), &reason).await,
+        Route::Fail { id, cmd, reason } => {
+            return fail(state, raw, id, cmd.as_ref(), &reason).await
+        }
         Route::To(cmd, targets) => (cmd, targets),
     };
     let targets_json = serde_json::to_string(&targets).unwrap_or_else(|_| "[]".into());
@@ -166,14 +200,21 @@ async fn settle(state: &Shared, raw: &[u8], route: Route, replay: bool) -> redis
         _ => return fail(state, raw, Some(cmd.id.clone()), Some(&cmd), "duplicate id").await,
     }
     // On a replay the record may name other targets (a role pick): keep the recorded ones.
-    let targets = if created == 0 { recorded_targets(&mut conn, &cmd.id).await?.unwrap_or(targets) } else { targets };
+    let targets = if created == 0 {
+        recorded_targets(&mut conn, &cmd.id)
+            .await?
+            .unwrap_or(targets)
+    } else {
+        targets
+    };
     let max_wait = cmd.max_wait();
     let mut pipe = redis::pipe();
     for agent in &targets {
         pipe.lpush(keys::agent_queue(agent), raw).ignore();
         if max_wait > 0 {
             let deadline = schemas::now_ms() + max_wait * 1000;
-            pipe.zadd(keys::DEADLINES, format!("{agent}|{}", cmd.id), deadline).ignore();
+            pipe.zadd(keys::DEADLINES, format!("{agent}|{}", cmd.id), deadline)
+                .ignore();
         }
         let (gid, nid) = split_agent(agent);
         let event = json!({"id": cmd.id, "gid": gid, "nid": nid, "state": "QUEUED"}).to_string();
@@ -184,13 +225,26 @@ async fn settle(state: &Shared, raw: &[u8], route: Route, replay: bool) -> redis
     Ok(())
 }
 
-async fn recorded_targets(conn: &mut ConnectionManager, id: &str) -> redis::RedisResult<Option<Vec<String>>> {
-    let raw: Option<String> = redis::cmd("HGET").arg(keys::job(id)).arg("targets").query_async(conn).await?;
+async fn recorded_targets(
+    conn: &mut ConnectionManager,
+    id: &str,
+) -> redis::RedisResult<Option<Vec<String>>> {
+    let raw: Option<String> = redis::cmd("HGET")
+        .arg(keys::job(id))
+        .arg("targets")
+        .query_async(conn)
+        .await?;
     Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
 }
 
 /// Dead-letters a command and, when its id is known, answers it with an `ERROR` result.
-async fn fail(state: &Shared, raw: &[u8], id: Option<String>, cmd: Option<&Command>, reason: &str) -> redis::RedisResult<()> {
+async fn fail(
+    state: &Shared,
+    raw: &[u8],
+    id: Option<String>,
+    cmd: Option<&Command>,
+    reason: &str,
+) -> redis::RedisResult<()> {
     let mut conn = state.conn();
     let text = String::from_utf8_lossy(raw);
     let letter = json!({"raw": text, "reason": reason}).to_string();
@@ -202,11 +256,17 @@ async fn fail(state: &Shared, raw: &[u8], id: Option<String>, cmd: Option<&Comma
         .exec_async(&mut conn)
         .await?;
     state.metrics.dead_lettered();
-    tracing::debug!(id = id.as_deref().unwrap_or("-"), reason, "command dead-lettered");
+    tracing::debug!(
+        id = id.as_deref().unwrap_or("-"),
+        reason,
+        "command dead-lettered"
+    );
     let Some(id) = id else { return Ok(()) };
     let (gid, nid) = cmd.map(|c| (c.gid, c.nid.unwrap_or(0))).unwrap_or((0, 0));
     let name = cmd.map(|c| c.cmd.as_str()).unwrap_or("");
-    let args = cmd.map(|c| c.args.clone()).unwrap_or(serde_json::Value::Null);
+    let args = cmd
+        .map(|c| c.args.clone())
+        .unwrap_or(serde_json::Value::Null);
     let result = JobResult::error(&id, gid, nid, name, args, reason);
     let result = serde_json::to_string(&result).unwrap_or_default();
     let created: i64 = state
@@ -222,7 +282,11 @@ async fn fail(state: &Shared, raw: &[u8], id: Option<String>, cmd: Option<&Comma
         .await?;
     if created == 1 {
         let event = json!({"id": id, "gid": gid, "nid": nid, "state": "ERROR"}).to_string();
-        redis::cmd("PUBLISH").arg(keys::EVENTS).arg(event).query_async::<()>(&mut conn).await?;
+        redis::cmd("PUBLISH")
+            .arg(keys::EVENTS)
+            .arg(event)
+            .query_async::<()>(&mut conn)
+            .await?;
     }
     state.metrics.finished("ERROR");
     Ok(())

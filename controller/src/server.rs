@@ -20,8 +20,14 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
     let private = match &args.redis.redis {
         Some(_) => None,
         None => {
-            let r = PrivateRedis::start(&args.redis.data_dir).await.context("private redis-server")?;
-            println!("private redis-server: {} (data in {})", r.url, args.redis.data_dir.join("redis").display());
+            let r = PrivateRedis::start(&args.redis.data_dir)
+                .await
+                .context("private redis-server")?;
+            println!(
+                "private redis-server: {} (data in {})",
+                r.url,
+                args.redis.data_dir.join("redis").display()
+            );
             Some(r)
         }
     };
@@ -39,14 +45,19 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
 
 async fn serve(args: &ServeArgs, url: &str, shutdown: CancellationToken) -> anyhow::Result<()> {
     let config = Config::from_args(args);
-    let state = Shared::connect(config.clone(), url).await.with_context(|| format!("cannot connect to redis at {url}"))?;
+    let state = Shared::connect(config.clone(), url)
+        .await
+        .with_context(|| format!("cannot connect to redis at {url}"))?;
     let tracker = TaskTracker::new();
     tracker.spawn(router::run(state.clone(), shutdown.clone()));
     tracker.spawn(instances::run(state.clone(), shutdown.clone()));
     tracker.spawn(poll::subscribe(state.clone(), shutdown.clone()));
     tracker.close();
 
-    let app = api::app(Api { state: state.clone(), shutdown: shutdown.clone() });
+    let app = api::app(Api {
+        state: state.clone(),
+        shutdown: shutdown.clone(),
+    });
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();
     let stop = shutdown.clone();
@@ -57,25 +68,52 @@ async fn serve(args: &ServeArgs, url: &str, shutdown: CancellationToken) -> anyh
     let scheme = if args.insecure_http { "http" } else { "https" };
     let server = if args.insecure_http {
         tracing::warn!("serving plain HTTP: agent tokens cross the network in clear");
-        tokio::spawn(axum_server::bind(config.listen).handle(handle.clone()).serve(app.into_make_service()))
+        tokio::spawn(
+            axum_server::bind(config.listen)
+                .handle(handle.clone())
+                .serve(app.into_make_service()),
+        )
     } else {
         let files = match (&args.tls_cert, &args.tls_key) {
-            (Some(cert), Some(key)) => tls::CertFiles { cert: cert.clone(), key: key.clone() },
+            (Some(cert), Some(key)) => tls::CertFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
             _ => {
                 let (files, created) = tls::self_signed(&args.redis.data_dir)?;
                 let verb = if created { "generated" } else { "using" };
-                println!("{verb} self-signed certificate {} (give it to agents as --ca-cert)", files.cert.display());
+                println!(
+                    "{verb} self-signed certificate {} (give it to agents as --ca-cert)",
+                    files.cert.display()
+                );
                 files
             }
         };
-        println!("certificate SHA-256 fingerprint {}", tls::fingerprint(&files.cert)?);
+        println!(
+            "certificate SHA-256 fingerprint {}",
+            tls::fingerprint(&files.cert)?
+        );
         let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
             .await
-            .with_context(|| format!("cannot load {} / {}", files.cert.display(), files.key.display()))?;
-        tokio::spawn(axum_server::bind_rustls(config.listen, rustls).handle(handle.clone()).serve(app.into_make_service()))
+            .with_context(|| {
+                format!(
+                    "cannot load {} / {}",
+                    files.cert.display(),
+                    files.key.display()
+                )
+            })?;
+        tokio::spawn(
+            axum_server::bind_rustls(config.listen, rustls)
+                .handle(handle.clone())
+                .serve(app.into_make_service()),
+        )
     };
     match handle.listening().await {
-        Some(addr) => println!("jsacc {} listening on {scheme}://{addr} (instance {}, redis {url})", env!("CARGO_PKG_VERSION"), state.instance),
+        Some(addr) => println!(
+            "jsacc {} listening on {scheme}://{addr} (instance {}, redis {url})",
+            env!("CARGO_PKG_VERSION"),
+            state.instance
+        ),
         None => {
             shutdown.cancel();
             return match server.await {
@@ -86,7 +124,10 @@ async fn serve(args: &ServeArgs, url: &str, shutdown: CancellationToken) -> anyh
     }
     let served = server.await.context("server task")?;
     shutdown.cancel();
-    if tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("background tasks did not stop within 5 s");
     }
     served.context("server failed")

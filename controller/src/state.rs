@@ -78,7 +78,10 @@ impl Shared {
 }
 
 /// A reconnecting connection whose requests may take up to `response_timeout`.
-pub async fn connection(client: &redis::Client, response_timeout: Duration) -> redis::RedisResult<ConnectionManager> {
+pub async fn connection(
+    client: &redis::Client,
+    response_timeout: Duration,
+) -> redis::RedisResult<ConnectionManager> {
     let config = ConnectionManagerConfig::new()
         .set_response_timeout(Some(response_timeout))
         .set_connection_timeout(Some(Duration::from_secs(5)))

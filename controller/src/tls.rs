@@ -7,7 +7,10 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read or write {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot generate a certificate: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("{path} holds no PEM certificate")]
@@ -25,7 +28,10 @@ pub struct CertFiles {
 /// certificate names localhost, 127.0.0.1, ::1 and this host's name.
 pub fn self_signed(data_dir: &Path) -> Result<(CertFiles, bool), TlsError> {
     let dir = data_dir.join("tls");
-    let files = CertFiles { cert: dir.join("cert.pem"), key: dir.join("key.pem") };
+    let files = CertFiles {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
     if files.cert.exists() && files.key.exists() {
         return Ok((files, false));
     }
@@ -34,15 +40,22 @@ pub fn self_signed(data_dir: &Path) -> Result<(CertFiles, bool), TlsError> {
         move |source| TlsError::Io { path, source }
     };
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
-    if let Ok(host) = std::env::var("HOSTNAME").or_else(|_| std::fs::read_to_string("/etc/hostname")) {
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    if let Ok(host) =
+        std::env::var("HOSTNAME").or_else(|_| std::fs::read_to_string("/etc/hostname"))
+    {
         let host = host.trim().to_owned();
         if !host.is_empty() && !names.contains(&host) {
             names.push(host);
         }
     }
     let certified = rcgen::generate_simple_self_signed(names)?;
-    write_private(&files.key, certified.signing_key.serialize_pem().as_bytes()).map_err(io(&files.key))?;
+    write_private(&files.key, certified.signing_key.serialize_pem().as_bytes())
+        .map_err(io(&files.key))?;
     std::fs::write(&files.cert, certified.cert.pem()).map_err(io(&files.cert))?;
     Ok((files, true))
 }
@@ -51,7 +64,12 @@ pub fn self_signed(data_dir: &Path) -> Result<(CertFiles, bool), TlsError> {
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(bytes)
 }
 
@@ -63,14 +81,20 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// SHA-256 fingerprint of the first certificate in a PEM file, as `AB:CD:…`.
 pub fn fingerprint(cert_pem: &Path) -> Result<String, TlsError> {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
-    let no_cert = || TlsError::NoCertificate { path: cert_pem.to_path_buf() };
+    let no_cert = || TlsError::NoCertificate {
+        path: cert_pem.to_path_buf(),
+    };
     let der = CertificateDer::pem_file_iter(cert_pem)
         .map_err(|_| no_cert())?
         .next()
         .ok_or_else(no_cert)?
         .map_err(|_| no_cert())?;
     let digest = Sha256::digest(der.as_ref());
-    Ok(digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":"))
+    Ok(digest
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":"))
 }
 
 #[cfg(test)]
@@ -94,7 +118,10 @@ mod tests {
     fn fingerprint_of_garbage_is_an_error() {
         let path = std::env::temp_dir().join(format!("jsacc-notpem-{}", uuid::Uuid::new_v4()));
         std::fs::write(&path, "not a certificate").unwrap();
-        assert!(matches!(fingerprint(&path), Err(TlsError::NoCertificate { .. })));
+        assert!(matches!(
+            fingerprint(&path),
+            Err(TlsError::NoCertificate { .. })
+        ));
         std::fs::remove_file(path).unwrap();
     }
 }

@@ -126,14 +126,31 @@ pub enum InvalidArgs {
 
 /// The commands the agents know, for `--help` texts and error messages.
 pub const COMMANDS: &[&str] = &[
-    "execute", "execute_js_py", "execute_js_lua", "ping", "get_os_info", "get_cpu_info",
-    "get_mem_info", "get_disk_info", "get_nic_info", "get_processes_stats", "get_process_stats",
-    "get_msgs", "del_msgs", "kill", "killall", "restart",
+    "execute",
+    "execute_js_py",
+    "execute_js_lua",
+    "ping",
+    "get_os_info",
+    "get_cpu_info",
+    "get_mem_info",
+    "get_disk_info",
+    "get_nic_info",
+    "get_processes_stats",
+    "get_process_stats",
+    "get_msgs",
+    "del_msgs",
+    "kill",
+    "killall",
+    "restart",
 ];
 
 impl CommandKind {
     pub fn parse(cmd: &str, args: &Value) -> Result<CommandKind, InvalidArgs> {
-        let args = if args.is_null() { &Value::Object(Default::default()) } else { args };
+        let args = if args.is_null() {
+            &Value::Object(Default::default())
+        } else {
+            args
+        };
         let kind = match cmd {
             "execute" => CommandKind::Execute(typed(cmd, args)?),
             "execute_js_py" => CommandKind::ExecutePy(typed(cmd, args)?),
@@ -159,11 +176,18 @@ impl CommandKind {
 
     /// Rules serde cannot say: required fields that depend on the command, value ranges.
     fn check(&self, cmd: &str) -> Result<(), InvalidArgs> {
-        let bad = |detail: &str| Err(InvalidArgs::Bad { cmd: cmd.to_owned(), detail: detail.to_owned() });
+        let bad = |detail: &str| {
+            Err(InvalidArgs::Bad {
+                cmd: cmd.to_owned(),
+                detail: detail.to_owned(),
+            })
+        };
         match self {
             CommandKind::Execute(a) | CommandKind::ExecutePy(a) | CommandKind::ExecuteLua(a) => {
                 if a.max_time < -1 {
-                    return bad("`max_time` must be -1 (long-running), 0 (no limit) or a number of seconds");
+                    return bad(
+                        "`max_time` must be -1 (long-running), 0 (no limit) or a number of seconds",
+                    );
                 }
                 if matches!(self, CommandKind::Execute(_)) {
                     match &a.cmd {
@@ -176,7 +200,9 @@ impl CommandKind {
                     }
                 } else {
                     if a.cmd.is_some() {
-                        return bad("`cmd` is for execute; a script comes from `script` or domain/name");
+                        return bad(
+                            "`cmd` is for execute; a script comes from `script` or domain/name",
+                        );
                     }
                     if a.script.is_none() && (a.domain.is_empty() || a.name.is_empty()) {
                         return bad("give `script`, or `domain` and `name` of a script in the jumpscripts dir");
@@ -190,7 +216,9 @@ impl CommandKind {
                 }
                 Ok(())
             }
-            CommandKind::Kill(j) | CommandKind::GetProcessStats(j) if j.id.is_empty() => bad("`id` is empty"),
+            CommandKind::Kill(j) | CommandKind::GetProcessStats(j) if j.id.is_empty() => {
+                bad("`id` is empty")
+            }
             _ => Ok(()),
         }
     }
@@ -200,8 +228,15 @@ impl CommandKind {
 fn typed<T: DeserializeOwned>(cmd: &str, args: &Value) -> Result<T, InvalidArgs> {
     serde_path_to_error::deserialize(args).map_err(|e| {
         let path = e.path().to_string();
-        let detail = if path == "." { e.inner().to_string() } else { format!("`{path}`: {}", e.inner()) };
-        InvalidArgs::Bad { cmd: cmd.to_owned(), detail }
+        let detail = if path == "." {
+            e.inner().to_string()
+        } else {
+            format!("`{path}`: {}", e.inner())
+        };
+        InvalidArgs::Bad {
+            cmd: cmd.to_owned(),
+            detail,
+        }
     })
 }
 
@@ -217,7 +252,10 @@ mod tests {
     #[test]
     fn execute_needs_cmd() {
         let err = CommandKind::parse("execute", &json!({"args": ["-l"]})).unwrap_err();
-        assert_eq!(err.to_string(), "bad args for `execute`: missing `cmd`: the executable to run");
+        assert_eq!(
+            err.to_string(),
+            "bad args for `execute`: missing `cmd`: the executable to run"
+        );
     }
 
     #[test]
@@ -225,28 +263,44 @@ mod tests {
         let args = json!({"domain":"ops","name":"ls","cmd":"/bin/ls","args":["-l"],"workingdir":"$tmp",
             "env":{"A":"1"},"max_time":10,"max_restart":2,"recurring_period":0,"stats_interval":5,
             "loglevels":"*","loglevels_db":"1-5","loglevels_ac":"8,9","queue":"q","max_wait":3});
-        let CommandKind::Execute(a) = CommandKind::parse("execute", &args).unwrap() else { panic!() };
-        assert_eq!((a.cmd.as_deref(), a.max_time, a.max_wait), (Some("/bin/ls"), 10, 3));
+        let CommandKind::Execute(a) = CommandKind::parse("execute", &args).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (a.cmd.as_deref(), a.max_time, a.max_wait),
+            (Some("/bin/ls"), 10, 3)
+        );
     }
 
     #[test]
     fn wrong_arg_types_say_which() {
-        let err = CommandKind::parse("execute", &json!({"cmd": "/bin/ls", "max_time": "ten"})).unwrap_err();
-        assert!(err.to_string().contains("invalid type: string \"ten\""), "{err}");
-        let err = CommandKind::parse("execute", &json!({"cmd": "/bin/ls", "args": "-l"})).unwrap_err();
+        let err = CommandKind::parse("execute", &json!({"cmd": "/bin/ls", "max_time": "ten"}))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("invalid type: string \"ten\""),
+            "{err}"
+        );
+        let err =
+            CommandKind::parse("execute", &json!({"cmd": "/bin/ls", "args": "-l"})).unwrap_err();
         assert!(err.to_string().contains("expected a sequence"), "{err}");
     }
 
     #[test]
     fn unknown_arg_is_named() {
-        let err = CommandKind::parse("execute", &json!({"cmd": "/bin/ls", "max_tme": 3})).unwrap_err();
+        let err =
+            CommandKind::parse("execute", &json!({"cmd": "/bin/ls", "max_tme": 3})).unwrap_err();
         assert!(err.to_string().contains("unknown field `max_tme`"), "{err}");
     }
 
     #[test]
     fn negative_periods_are_refused() {
-        let err = CommandKind::parse("execute", &json!({"cmd": "x", "recurring_period": -5})).unwrap_err();
-        assert!(err.to_string().contains("`recurring_period`: invalid value: integer `-5`"), "{err}");
+        let err = CommandKind::parse("execute", &json!({"cmd": "x", "recurring_period": -5}))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`recurring_period`: invalid value: integer `-5`"),
+            "{err}"
+        );
         let err = CommandKind::parse("execute", &json!({"cmd": "x", "max_time": -2})).unwrap_err();
         assert!(err.to_string().contains("max_time"), "{err}");
     }
@@ -260,8 +314,14 @@ mod tests {
 
     #[test]
     fn ping_takes_no_args_but_max_wait() {
-        assert_eq!(CommandKind::parse("ping", &Value::Null).unwrap(), CommandKind::Ping);
-        assert_eq!(CommandKind::parse("ping", &json!({"max_wait": 5})).unwrap(), CommandKind::Ping);
+        assert_eq!(
+            CommandKind::parse("ping", &Value::Null).unwrap(),
+            CommandKind::Ping
+        );
+        assert_eq!(
+            CommandKind::parse("ping", &json!({"max_wait": 5})).unwrap(),
+            CommandKind::Ping
+        );
         assert!(CommandKind::parse("ping", &json!({"x": 1})).is_err());
     }
 

@@ -41,7 +41,11 @@ pub enum Target {
     /// One agent, by node id.
     Node { gid: u64, nid: u64 },
     /// Live agents of a role in a grid: one of them, or all of them with `fanout`.
-    Role { gid: u64, role: String, fanout: bool },
+    Role {
+        gid: u64,
+        role: String,
+        fanout: bool,
+    },
 }
 
 /// Why a command cannot be routed. The text is what the client reads in the `ERROR` result.
@@ -55,7 +59,9 @@ pub enum CommandError {
     Missing(&'static str),
     #[error("field `{field}` has the wrong type: {detail}")]
     WrongType { field: &'static str, detail: String },
-    #[error("id must be 1 to {MAX_ID_LEN} characters without commas, whitespace or control characters")]
+    #[error(
+        "id must be 1 to {MAX_ID_LEN} characters without commas, whitespace or control characters"
+    )]
     BadId,
     #[error("no target: give `nid`, or `role` (with optional `fanout`)")]
     NoTarget,
@@ -80,8 +86,15 @@ impl Command {
             .filter(|id| valid_id(id))
             .map(str::to_owned);
         Self::check_fields(obj).map_err(|e| (id.clone(), e))?;
-        let cmd: Command = serde_json::from_value(value)
-            .map_err(|e| (id.clone(), CommandError::WrongType { field: "command", detail: e.to_string() }))?;
+        let cmd: Command = serde_json::from_value(value).map_err(|e| {
+            (
+                id.clone(),
+                CommandError::WrongType {
+                    field: "command",
+                    detail: e.to_string(),
+                },
+            )
+        })?;
         cmd.target().map_err(|e| (id.clone(), e))?;
         let kind = CommandKind::parse(&cmd.cmd, &cmd.args).map_err(|e| (id.clone(), e.into()))?;
         Ok((cmd, kind))
@@ -129,7 +142,10 @@ impl Command {
     pub fn target(&self) -> Result<Target, CommandError> {
         match (&self.nid, &self.role) {
             (Some(_), Some(_)) => Err(CommandError::TwoTargets),
-            (Some(nid), None) => Ok(Target::Node { gid: self.gid, nid: *nid }),
+            (Some(nid), None) => Ok(Target::Node {
+                gid: self.gid,
+                nid: *nid,
+            }),
             (None, Some(role)) if !role.is_empty() => Ok(Target::Role {
                 gid: self.gid,
                 role: role.clone(),
@@ -141,19 +157,27 @@ impl Command {
 
     /// `args.max_wait`: seconds the command may wait for an offline agent (0: forever).
     pub fn max_wait(&self) -> u64 {
-        self.args.get("max_wait").and_then(Value::as_u64).unwrap_or(0)
+        self.args
+            .get("max_wait")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
     }
 }
 
 fn wrong(field: &'static str, detail: &str) -> CommandError {
-    CommandError::WrongType { field, detail: detail.to_owned() }
+    CommandError::WrongType {
+        field,
+        detail: detail.to_owned(),
+    }
 }
 
 /// Job ids travel in comma-separated `ack=` lists and in key names.
 pub fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_ID_LEN
-        && !id.chars().any(|c| c == ',' || c.is_whitespace() || c.is_control())
+        && !id
+            .chars()
+            .any(|c| c == ',' || c.is_whitespace() || c.is_control())
 }
 
 #[cfg(test)]
@@ -185,10 +209,19 @@ mod tests {
 
     #[test]
     fn missing_fields_are_named() {
-        assert_eq!(parse(r#"{"gid":1,"nid":1,"cmd":"ping"}"#).unwrap_err().1, CommandError::Missing("id"));
+        assert_eq!(
+            parse(r#"{"gid":1,"nid":1,"cmd":"ping"}"#).unwrap_err().1,
+            CommandError::Missing("id")
+        );
         let (id, err) = parse(r#"{"id":"x","gid":1,"nid":1}"#).unwrap_err();
-        assert_eq!((id.as_deref(), err), (Some("x"), CommandError::Missing("cmd")));
-        assert_eq!(parse(r#"{"id":"x","nid":1,"cmd":"ping"}"#).unwrap_err().1, CommandError::Missing("gid"));
+        assert_eq!(
+            (id.as_deref(), err),
+            (Some("x"), CommandError::Missing("cmd"))
+        );
+        assert_eq!(
+            parse(r#"{"id":"x","nid":1,"cmd":"ping"}"#).unwrap_err().1,
+            CommandError::Missing("gid")
+        );
     }
 
     #[test]
@@ -199,23 +232,39 @@ mod tests {
 
     #[test]
     fn nid_and_role_together_are_refused() {
-        let err = parse(r#"{"id":"x","gid":1,"nid":2,"role":"web","cmd":"ping"}"#).unwrap_err().1;
+        let err = parse(r#"{"id":"x","gid":1,"nid":2,"role":"web","cmd":"ping"}"#)
+            .unwrap_err()
+            .1;
         assert_eq!(err, CommandError::TwoTargets);
     }
 
     #[test]
     fn role_with_fanout() {
-        let (cmd, _) = parse(r#"{"id":"x","gid":1,"role":"web","fanout":true,"cmd":"ping"}"#).unwrap();
-        assert_eq!(cmd.target().unwrap(), Target::Role { gid: 1, role: "web".into(), fanout: true });
+        let (cmd, _) =
+            parse(r#"{"id":"x","gid":1,"role":"web","fanout":true,"cmd":"ping"}"#).unwrap();
+        assert_eq!(
+            cmd.target().unwrap(),
+            Target::Role {
+                gid: 1,
+                role: "web".into(),
+                fanout: true
+            }
+        );
     }
 
     #[test]
     fn wrong_types_are_named() {
-        let err = parse(r#"{"id":"x","gid":"one","nid":2,"cmd":"ping"}"#).unwrap_err().1;
+        let err = parse(r#"{"id":"x","gid":"one","nid":2,"cmd":"ping"}"#)
+            .unwrap_err()
+            .1;
         assert!(matches!(err, CommandError::WrongType { field: "gid", .. }));
-        let err = parse(r#"{"id":"x","gid":1,"nid":-2,"cmd":"ping"}"#).unwrap_err().1;
+        let err = parse(r#"{"id":"x","gid":1,"nid":-2,"cmd":"ping"}"#)
+            .unwrap_err()
+            .1;
         assert!(matches!(err, CommandError::WrongType { field: "nid", .. }));
-        let err = parse(r#"{"id":"x","gid":1,"nid":2,"cmd":"ping","args":[1]}"#).unwrap_err().1;
+        let err = parse(r#"{"id":"x","gid":1,"nid":2,"cmd":"ping","args":[1]}"#)
+            .unwrap_err()
+            .1;
         assert!(matches!(err, CommandError::WrongType { field: "args", .. }));
     }
 
@@ -223,12 +272,19 @@ mod tests {
     fn ids_with_commas_or_spaces_are_refused() {
         let (id, err) = parse(r#"{"id":"a,b","gid":1,"nid":2,"cmd":"ping"}"#).unwrap_err();
         assert_eq!((id, err), (None, CommandError::BadId));
-        assert_eq!(parse(r#"{"id":"","gid":1,"nid":2,"cmd":"ping"}"#).unwrap_err().1, CommandError::BadId);
+        assert_eq!(
+            parse(r#"{"id":"","gid":1,"nid":2,"cmd":"ping"}"#)
+                .unwrap_err()
+                .1,
+            CommandError::BadId
+        );
     }
 
     #[test]
     fn unknown_command_is_refused_with_its_name() {
-        let err = parse(r#"{"id":"x","gid":1,"nid":2,"cmd":"fly"}"#).unwrap_err().1;
+        let err = parse(r#"{"id":"x","gid":1,"nid":2,"cmd":"fly"}"#)
+            .unwrap_err()
+            .1;
         assert_eq!(err.to_string(), "unknown command `fly`");
     }
 }

@@ -97,7 +97,14 @@ impl JobResult {
     }
 
     /// An `ERROR` result whose `data` is a human-readable reason.
-    pub fn error(id: &str, gid: u64, nid: u64, cmd: &str, args: Value, reason: impl Into<String>) -> JobResult {
+    pub fn error(
+        id: &str,
+        gid: u64,
+        nid: u64,
+        cmd: &str,
+        args: Value,
+        reason: impl Into<String>,
+    ) -> JobResult {
         let mut r = JobResult::new(id, gid, nid, cmd, args, JobState::Error);
         r.data = Value::String(reason.into());
         r
@@ -110,14 +117,27 @@ mod tests {
 
     #[test]
     fn states_serialize_upper_case() {
-        assert_eq!(serde_json::to_string(&JobState::Timeout).unwrap(), "\"TIMEOUT\"");
-        assert_eq!(serde_json::from_str::<JobState>("\"KILLED\"").unwrap(), JobState::Killed);
+        assert_eq!(
+            serde_json::to_string(&JobState::Timeout).unwrap(),
+            "\"TIMEOUT\""
+        );
+        assert_eq!(
+            serde_json::from_str::<JobState>("\"KILLED\"").unwrap(),
+            JobState::Killed
+        );
         assert!(serde_json::from_str::<JobState>("\"ok\"").is_err());
     }
 
     #[test]
     fn error_result_carries_reason() {
-        let r = JobResult::error("j", 1, 2, "execute", Value::Null, "executable not found: /nope");
+        let r = JobResult::error(
+            "j",
+            1,
+            2,
+            "execute",
+            Value::Null,
+            "executable not found: /nope",
+        );
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["state"], "ERROR");
         assert_eq!(v["data"], "executable not found: /nope");

@@ -40,11 +40,21 @@ fn check<T: Serialize + DeserializeOwned>(schema: &str, prefix: &str) {
         let doc = load(&path);
         let errors: Vec<String> = v.iter_errors(&doc).map(|e| e.to_string()).collect();
         assert!(errors.is_empty(), "{}: {errors:?}", path.display());
-        let typed: T = serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let typed: T = serde_json::from_value(doc.clone())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let back = serde_json::to_value(&typed).expect("serializes");
-        assert!(v.is_valid(&back), "{} does not validate after a round trip", path.display());
+        assert!(
+            v.is_valid(&back),
+            "{} does not validate after a round trip",
+            path.display()
+        );
         let again: T = serde_json::from_value(back.clone()).expect("parses again");
-        assert_eq!(serde_json::to_value(&again).expect("serializes"), back, "{}", path.display());
+        assert_eq!(
+            serde_json::to_value(&again).expect("serializes"),
+            back,
+            "{}",
+            path.display()
+        );
     }
 }
 
@@ -85,6 +95,9 @@ fn schema_refuses_what_the_parser_refuses() {
     ] {
         let doc: Value = serde_json::from_str(bad).expect("json");
         assert!(!v.is_valid(&doc), "schema accepted {bad}");
-        assert!(Command::parse(bad.as_bytes()).is_err(), "parser accepted {bad}");
+        assert!(
+            Command::parse(bad.as_bytes()).is_err(),
+            "parser accepted {bad}"
+        );
     }
 }

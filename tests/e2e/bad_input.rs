@@ -21,19 +21,35 @@ struct Fixture {
 impl Fixture {
     fn start() -> Fixture {
         let redis = Redis::start();
-        let opts = ControllerOpts { extra: vec!["--max-body".into(), "4096".into()], ..Default::default() };
+        let opts = ControllerOpts {
+            extra: vec!["--max-body".into(), "4096".into()],
+            ..Default::default()
+        };
         let controller = Controller::start(&redis, opts);
         let token = redis.token_add(1, 1);
         let client = RedisClient::new(&redis.url());
         let http = controller.http();
-        Fixture { redis, controller, client, http, token }
+        Fixture {
+            redis,
+            controller,
+            client,
+            http,
+            token,
+        }
     }
 
     fn url(&self, gid: u64, nid: u64, what: &str) -> String {
         format!("{}/v1/agents/{gid}/{nid}/{what}", self.controller.url())
     }
 
-    fn post(&self, gid: u64, nid: u64, what: &str, token: Option<&str>, body: String) -> (StatusCode, Value) {
+    fn post(
+        &self,
+        gid: u64,
+        nid: u64,
+        what: &str,
+        token: Option<&str>,
+        body: String,
+    ) -> (StatusCode, Value) {
         let mut req = self.http.post(self.url(gid, nid, what)).body(body);
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -44,7 +60,12 @@ impl Fixture {
     }
 
     fn poll(&self, token: &str, query: &str) -> (StatusCode, Value) {
-        let resp = self.http.get(format!("{}?{query}", self.url(1, 1, "cmd"))).bearer_auth(token).send().expect("poll");
+        let resp = self
+            .http
+            .get(format!("{}?{query}", self.url(1, 1, "cmd")))
+            .bearer_auth(token)
+            .send()
+            .expect("poll");
         let status = resp.status();
         (status, resp.json().unwrap_or(Value::Null))
     }
@@ -52,8 +73,14 @@ impl Fixture {
     /// The only result of a command that cannot run.
     fn error_of(&self, cmd: &str) -> Value {
         self.client.push_raw(cmd);
-        let id = serde_json::from_str::<Value>(cmd).expect("json")["id"].as_str().expect("id").to_owned();
-        let r = self.client.result(&id, T).unwrap_or_else(|| panic!("no ERROR result for {cmd}"));
+        let id = serde_json::from_str::<Value>(cmd).expect("json")["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        let r = self
+            .client
+            .result(&id, T)
+            .unwrap_or_else(|| panic!("no ERROR result for {cmd}"));
         assert_eq!(r["state"], "ERROR", "{r}");
         r
     }
@@ -61,12 +88,20 @@ impl Fixture {
     fn dead_reason(&self, raw: &str) -> String {
         let start = std::time::Instant::now();
         loop {
-            let found = self.client.dead_letters().into_iter().find(|d| d["raw"] == raw);
+            let found = self
+                .client
+                .dead_letters()
+                .into_iter()
+                .find(|d| d["raw"] == raw);
             if let Some(d) = found {
                 return d["reason"].as_str().unwrap_or("").to_owned();
             }
-            let log = std::fs::read_to_string(self.controller.dir.path().join("jsacc.1.log")).unwrap_or_default();
-            assert!(start.elapsed() < T, "no dead letter of {raw:?}; controller log:\n{log}");
+            let log = std::fs::read_to_string(self.controller.dir.path().join("jsacc.1.log"))
+                .unwrap_or_default();
+            assert!(
+                start.elapsed() < T,
+                "no dead letter of {raw:?}; controller log:\n{log}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -78,26 +113,65 @@ fn bad_commands_are_dead_lettered_with_a_clear_error() {
     let cases: &[(&str, &str)] = &[
         (r#"{"id":"no-cmd","gid":1,"nid":1}"#, "missing field `cmd`"),
         (r#"{"id":"no-target","gid":1,"cmd":"ping"}"#, "no target"),
-        (r#"{"id":"no-gid","nid":1,"cmd":"ping"}"#, "missing field `gid`"),
-        (r#"{"id":"unknown-cmd","gid":1,"nid":1,"cmd":"fly"}"#, "unknown command `fly`"),
-        (r#"{"id":"unknown-agent","gid":1,"nid":99,"cmd":"ping"}"#, "unknown agent 1:99"),
-        (r#"{"id":"bad-args","gid":1,"nid":1,"cmd":"execute","args":{"cmd":"/bin/true","max_time":"ten"}}"#, "invalid type"),
-        (r#"{"id":"bad-args2","gid":1,"nid":1,"cmd":"execute","args":{"cmd":"/bin/true","args":"-l"}}"#, "expected a sequence"),
-        (r#"{"id":"neg-period","gid":1,"nid":1,"cmd":"execute","args":{"cmd":"x","recurring_period":-1}}"#, "recurring_period"),
-        (r#"{"id":"typo","gid":1,"nid":1,"cmd":"execute","args":{"cmd":"x","max_tme":1}}"#, "unknown field `max_tme`"),
-        (r#"{"id":"both","gid":1,"nid":1,"role":"web","cmd":"ping"}"#, "not both"),
-        (r#"{"id":"gid-type","gid":"one","nid":1,"cmd":"ping"}"#, "`gid` has the wrong type"),
+        (
+            r#"{"id":"no-gid","nid":1,"cmd":"ping"}"#,
+            "missing field `gid`",
+        ),
+        (
+            r#"{"id":"unknown-cmd","gid":1,"nid":1,"cmd":"fly"}"#,
+            "unknown command `fly`",
+        ),
+        (
+            r#"{"id":"unknown-agent","gid":1,"nid":99,"cmd":"ping"}"#,
+            "unknown agent 1:99",
+        ),
+        (
+            r#"{"id":"bad-args","gid":1,"nid":1,"cmd":"execute","args":{"cmd":"/bin/true","max_time":"ten"}}"#,
+            "invalid type",
+        ),
+        (
+            r#"{"id":"bad-args2","gid":1,"nid":1,"cmd":"execute","args":{"cmd":"/bin/true","args":"-l"}}"#,
+            "expected a sequence",
+        ),
+        (
+            r#"{"id":"neg-period","gid":1,"nid":1,"cmd":"execute","args":{"cmd":"x","recurring_period":-1}}"#,
+            "recurring_period",
+        ),
+        (
+            r#"{"id":"typo","gid":1,"nid":1,"cmd":"execute","args":{"cmd":"x","max_tme":1}}"#,
+            "unknown field `max_tme`",
+        ),
+        (
+            r#"{"id":"both","gid":1,"nid":1,"role":"web","cmd":"ping"}"#,
+            "not both",
+        ),
+        (
+            r#"{"id":"gid-type","gid":"one","nid":1,"cmd":"ping"}"#,
+            "`gid` has the wrong type",
+        ),
     ];
     for (raw, why) in cases {
         let r = f.error_of(raw);
         let data = r["data"].as_str().expect("data is the reason");
         assert!(data.contains(why), "{raw}: expected `{why}` in `{data}`");
         assert!(f.dead_reason(raw).contains(why));
-        let id = serde_json::from_str::<Value>(raw).expect("json")["id"].as_str().expect("id").to_owned();
-        assert_eq!(f.client.job_field(&id, "state").as_deref(), Some("ERROR"), "{raw}");
+        let id = serde_json::from_str::<Value>(raw).expect("json")["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        assert_eq!(
+            f.client.job_field(&id, "state").as_deref(),
+            Some("ERROR"),
+            "{raw}"
+        );
     }
     // Garbage without a readable id: dead letter only.
-    for raw in ["not json at all", "[1,2]", r#"{"gid":1,"nid":1,"cmd":"ping"}"#, "\u{0}\u{1}binary"] {
+    for raw in [
+        "not json at all",
+        "[1,2]",
+        r#"{"gid":1,"nid":1,"cmd":"ping"}"#,
+        "\u{0}\u{1}binary",
+    ] {
         f.client.push_raw(raw);
         let reason = f.dead_reason(raw);
         assert!(!reason.is_empty(), "{raw}");
@@ -116,13 +190,28 @@ fn a_duplicate_job_id_is_refused_and_the_first_job_untouched() {
     let f = Fixture::start();
     let first = json!({"id": "dup", "gid": 1, "nid": 1, "cmd": "ping"});
     f.client.push(&first);
-    wait_for("first job recorded", T, || f.client.job_field("dup", "state"));
-    let second = json!({"id": "dup", "gid": 1, "nid": 1, "cmd": "execute", "args": {"cmd": "/bin/rm"}});
+    wait_for("first job recorded", T, || {
+        f.client.job_field("dup", "state")
+    });
+    let second =
+        json!({"id": "dup", "gid": 1, "nid": 1, "cmd": "execute", "args": {"cmd": "/bin/rm"}});
     f.client.push(&second);
-    let r = f.client.result("dup", T).expect("an answer to the duplicate");
-    assert_eq!((r["state"].as_str(), r["data"].as_str()), (Some("ERROR"), Some("duplicate id")));
-    assert_eq!(f.client.job_field("dup", "cmd").as_deref(), Some(first.to_string().as_str()));
-    assert_eq!(f.client.job_field("dup", "state").as_deref(), Some("QUEUED"));
+    let r = f
+        .client
+        .result("dup", T)
+        .expect("an answer to the duplicate");
+    assert_eq!(
+        (r["state"].as_str(), r["data"].as_str()),
+        (Some("ERROR"), Some("duplicate id"))
+    );
+    assert_eq!(
+        f.client.job_field("dup", "cmd").as_deref(),
+        Some(first.to_string().as_str())
+    );
+    assert_eq!(
+        f.client.job_field("dup", "state").as_deref(),
+        Some("QUEUED")
+    );
     // The agent gets the first command only.
     let (status, body) = f.poll(&f.token, "wait=2&max=10");
     assert_eq!(status, StatusCode::OK);
@@ -144,18 +233,40 @@ fn tokens_are_checked_on_every_agent_endpoint() {
     ] {
         let (status, body) = f.post(1, 1, what, token, hello.clone());
         let want_body = status == StatusCode::OK || body["error"].is_string();
-        assert!(status == want && want_body, "{what} with {token:?}: {status} {body}");
+        assert!(
+            status == want && want_body,
+            "{what} with {token:?}: {status} {body}"
+        );
     }
     let resp = f.http.get(f.url(1, 1, "cmd")).send().expect("poll");
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-    let resp = f.http.get(format!("{}?wait=0", f.url(1, 1, "cmd"))).bearer_auth(&other).send().expect("poll");
+    let resp = f
+        .http
+        .get(format!("{}?wait=0", f.url(1, 1, "cmd")))
+        .bearer_auth(&other)
+        .send()
+        .expect("poll");
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
-    let resp = f.http.get(f.url(1, 1, "cmd")).header("Authorization", "Basic abc").send().expect("poll");
+    let resp = f
+        .http
+        .get(f.url(1, 1, "cmd"))
+        .header("Authorization", "Basic abc")
+        .send()
+        .expect("poll");
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 
     // A revoked token stops working (within the token cache's few seconds).
     let out = std::process::Command::new(tests::bin_dir().join("jsacc"))
-        .args(["token", "revoke", "--gid", "1", "--nid", "2", "-r", &f.redis.addr()])
+        .args([
+            "token",
+            "revoke",
+            "--gid",
+            "1",
+            "--nid",
+            "2",
+            "-r",
+            &f.redis.addr(),
+        ])
         .output()
         .expect("revoke runs");
     assert!(out.status.success());
@@ -177,17 +288,38 @@ fn bad_results_are_refused_and_duplicates_are_no_ops() {
         "state": "OK", "time": 0, "starttime": 1, "exit_code": null, "streams": ["", ""], "critical": ""});
 
     let (status, body) = f.post(1, 1, "result", Some(&f.token), result.to_string());
-    assert_eq!((status, body["recorded"].as_u64()), (StatusCode::OK, Some(1)), "{body}");
-    let (status, body) = f.post(1, 1, "result", Some(&f.token), json!([result, result]).to_string());
-    assert_eq!((status, body["duplicates"].as_u64()), (StatusCode::OK, Some(2)), "{body}");
+    assert_eq!(
+        (status, body["recorded"].as_u64()),
+        (StatusCode::OK, Some(1)),
+        "{body}"
+    );
+    let (status, body) = f.post(
+        1,
+        1,
+        "result",
+        Some(&f.token),
+        json!([result, result]).to_string(),
+    );
+    assert_eq!(
+        (status, body["duplicates"].as_u64()),
+        (StatusCode::OK, Some(2)),
+        "{body}"
+    );
     assert_eq!(f.client.results(&id).len(), 1, "a repeated post is a no-op");
     assert_eq!(f.client.job_field(&id, "state").as_deref(), Some("OK"));
-    assert_eq!(f.client.llen("agent:{1:1}:delivered"), 0, "the result settles the delivery");
+    assert_eq!(
+        f.client.llen("agent:{1:1}:delivered"),
+        0,
+        "the result settles the delivery"
+    );
 
     let mut unknown = result.clone();
     unknown["id"] = json!("never-routed");
     let (status, body) = f.post(1, 1, "result", Some(&f.token), unknown.to_string());
-    assert_eq!((status, body["error"].as_str()), (StatusCode::NOT_FOUND, Some("unknown_job")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("unknown_job"))
+    );
     let (status, body) = f.post(1, 1, "result", Some(&f.token), json!([unknown]).to_string());
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["rejected"][0]["error"], "unknown_job");
@@ -195,16 +327,34 @@ fn bad_results_are_refused_and_duplicates_are_no_ops() {
     let mut elsewhere = result.clone();
     elsewhere["nid"] = json!(2);
     let (status, body) = f.post(1, 1, "result", Some(&f.token), elsewhere.to_string());
-    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("mismatched_agent")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("mismatched_agent"))
+    );
 
-    for garbage in ["not json", "42", r#"{"id": 5}"#, r#"{"id":"x","gid":1,"nid":1,"cmd":"ping","state":"FINE"}"#] {
+    for garbage in [
+        "not json",
+        "42",
+        r#"{"id": 5}"#,
+        r#"{"id":"x","gid":1,"nid":1,"cmd":"ping","state":"FINE"}"#,
+    ] {
         let (status, body) = f.post(1, 1, "result", Some(&f.token), garbage.into());
         assert_eq!(status, StatusCode::BAD_REQUEST, "{garbage}: {body}");
-        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{garbage}: {body}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{garbage}: {body}"
+        );
     }
     let (status, body) = f.poll(&f.token, "wait=abc");
-    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")));
-    let resp = f.http.get(format!("{}/v2/nothing", f.controller.url())).send().expect("get");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("bad_request"))
+    );
+    let resp = f
+        .http
+        .get(format!("{}/v2/nothing", f.controller.url()))
+        .send()
+        .expect("get");
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
 
@@ -214,13 +364,32 @@ fn bodies_over_the_limit_are_refused_on_every_endpoint() {
     let big = format!("{{\"hostname\": \"{}\"}}", "x".repeat(8192));
     for what in ["hello", "result"] {
         let (status, body) = f.post(1, 1, what, Some(&f.token), big.clone());
-        assert_eq!((status, body["error"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("too_large")), "{what}");
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::PAYLOAD_TOO_LARGE, Some("too_large")),
+            "{what}"
+        );
     }
-    let resp = f.http.get(f.url(1, 1, "cmd")).bearer_auth(&f.token).body(big.clone()).send().expect("poll");
+    let resp = f
+        .http
+        .get(f.url(1, 1, "cmd"))
+        .bearer_auth(&f.token)
+        .body(big.clone())
+        .send()
+        .expect("poll");
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    let resp = f.http.post(format!("{}/metrics", f.controller.url())).body(big).send().expect("post");
+    let resp = f
+        .http
+        .post(format!("{}/metrics", f.controller.url()))
+        .body(big)
+        .send()
+        .expect("post");
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
     // The server is still fine.
-    let resp = f.http.get(format!("{}/readyz", f.controller.url())).send().expect("readyz");
+    let resp = f
+        .http
+        .get(format!("{}/readyz", f.controller.url()))
+        .send()
+        .expect("readyz");
     assert_eq!(resp.status(), StatusCode::OK);
 }

@@ -1,1 +1,116 @@
+//! Nothing lost, nothing run twice: 1000 jobs while the controller is SIGKILLed and restarted
+//! twice and the agent once.
 
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tests::{execute, Cluster, ControllerOpts};
+
+#[test]
+fn a_thousand_jobs_survive_controller_and_agent_kills() {
+    let opts = ControllerOpts {
+        extra: vec!["--lease".into(), "5".into()],
+        ..Default::default()
+    };
+    let mut c = Cluster::start_with(&[&[]], opts);
+    let ran = c.agents[0].dir.path().join("ran.log");
+    let ran_s = ran.display().to_string();
+    let cmds: Vec<Value> = (0..1000)
+        .map(|i| {
+            let mut cmd = execute(1, 1, "sh", &["-c", &format!("echo job-{i} >> {ran_s}")]);
+            cmd["id"] = json!(format!("job-{i}-{}", uuid::Uuid::new_v4()));
+            cmd
+        })
+        .collect();
+    // Push in one LPUSH of 1000, then kill things while they are routed and run.
+    let mut push = redis::cmd("LPUSH");
+    push.arg("cmds_queue");
+    for cmd in &cmds {
+        push.arg(cmd.to_string());
+    }
+    let _: i64 = push.query(&mut c.client.blocking()).expect("LPUSH");
+
+    let ids: Vec<String> = cmds
+        .iter()
+        .map(|c| c["id"].as_str().expect("id").to_owned())
+        .collect();
+    let done = |c: &Cluster| {
+        ids.iter()
+            .filter(|id| c.client.llen(&format!("cmds_queue_{id}")) > 0)
+            .count()
+    };
+    let wait_until = |c: &Cluster, n: usize| {
+        let start = Instant::now();
+        while done(c) < n && start.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    c.controller.kill9();
+    c.controller.restart();
+    wait_until(&c, 200);
+    c.controller.kill9();
+    c.controller.restart();
+    wait_until(&c, 400);
+    c.agents[0].kill9();
+    c.agents[0].restart();
+    wait_until(&c, 600);
+    c.controller.kill9();
+    c.controller.restart();
+
+    let start = Instant::now();
+    while done(&c) < ids.len() {
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "only {} of 1000 results\n{}",
+            done(&c),
+            c.dump()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Exactly one result per job (give stragglers a moment to show a second one).
+    std::thread::sleep(Duration::from_secs(2));
+    let mut states: HashMap<String, usize> = HashMap::new();
+    for id in &ids {
+        let results = c.client.results(id);
+        assert_eq!(
+            results.len(),
+            1,
+            "job {id} has {} results: {results:?}",
+            results.len()
+        );
+        let r = &results[0];
+        let state = r["state"].as_str().expect("state").to_owned();
+        if state != "OK" {
+            assert_eq!(
+                r["data"], "agent restarted",
+                "only jobs cut by the agent kill may fail: {r}"
+            );
+        }
+        *states.entry(state).or_default() += 1;
+    }
+    // No process ran twice.
+    let text = std::fs::read_to_string(&ran).expect("ran.log");
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for line in text.lines() {
+        *seen.entry(line).or_default() += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "ran twice: {twice:?}");
+    assert!(states.get("OK").copied().unwrap_or(0) >= 990, "{states:?}");
+    assert!(
+        seen.len() >= states["OK"],
+        "every OK job ran: {} lines, {states:?}",
+        seen.len()
+    );
+    assert_eq!(c.client.llen("cmds_queue"), 0);
+    let replays: usize = (1..=4)
+        .map(|i| {
+            std::fs::read_to_string(c.controller.dir.path().join(format!("jsacc.{i}.log")))
+                .unwrap_or_default()
+                .matches("replaying")
+                .count()
+        })
+        .sum();
+    eprintln!("states: {states:?}; dead routing lists replayed: {replays}; agent log mentions restart: {}", c.agents[0].logs().matches("restarted").count());
+}

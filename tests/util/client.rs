@@ -10,7 +10,9 @@ pub struct RedisClient {
 
 impl RedisClient {
     pub fn new(url: &str) -> RedisClient {
-        RedisClient { client: redis::Client::open(url).expect("redis url") }
+        RedisClient {
+            client: redis::Client::open(url).expect("redis url"),
+        }
     }
 
     /// A synchronous connection without a read timeout (for `BLPOP`).
@@ -23,7 +25,11 @@ impl RedisClient {
     }
 
     pub fn push_raw(&self, raw: &str) {
-        let _: i64 = redis::cmd("LPUSH").arg("cmds_queue").arg(raw).query(&mut self.blocking()).expect("LPUSH");
+        let _: i64 = redis::cmd("LPUSH")
+            .arg("cmds_queue")
+            .arg(raw)
+            .query(&mut self.blocking())
+            .expect("LPUSH");
     }
 
     /// Waits for the next result of a job; `None` after `timeout`.
@@ -41,27 +47,49 @@ impl RedisClient {
     pub fn run(&self, cmd: &Value, timeout: Duration) -> Value {
         self.push(cmd);
         let id = cmd["id"].as_str().expect("command has an id");
-        self.result(id, timeout).unwrap_or_else(|| panic!("no result for {cmd} within {timeout:?}"))
+        self.result(id, timeout)
+            .unwrap_or_else(|| panic!("no result for {cmd} within {timeout:?}"))
     }
 
     /// All results of a job currently in its list, without consuming them.
     pub fn results(&self, id: &str) -> Vec<Value> {
-        let items: Vec<String> =
-            redis::cmd("LRANGE").arg(format!("cmds_queue_{id}")).arg(0).arg(-1).query(&mut self.blocking()).expect("LRANGE");
-        items.iter().map(|s| serde_json::from_str(s).expect("JSON")).collect()
+        let items: Vec<String> = redis::cmd("LRANGE")
+            .arg(format!("cmds_queue_{id}"))
+            .arg(0)
+            .arg(-1)
+            .query(&mut self.blocking())
+            .expect("LRANGE");
+        items
+            .iter()
+            .map(|s| serde_json::from_str(s).expect("JSON"))
+            .collect()
     }
 
     pub fn job_field(&self, id: &str, field: &str) -> Option<String> {
-        redis::cmd("HGET").arg(format!("job:{id}")).arg(field).query(&mut self.blocking()).expect("HGET")
+        redis::cmd("HGET")
+            .arg(format!("job:{id}"))
+            .arg(field)
+            .query(&mut self.blocking())
+            .expect("HGET")
     }
 
     pub fn dead_letters(&self) -> Vec<Value> {
-        let items: Vec<String> =
-            redis::cmd("LRANGE").arg("cmds_queue:dead").arg(0).arg(-1).query(&mut self.blocking()).expect("LRANGE");
-        items.iter().map(|s| serde_json::from_str(s).expect("JSON")).collect()
+        let items: Vec<String> = redis::cmd("LRANGE")
+            .arg("cmds_queue:dead")
+            .arg(0)
+            .arg(-1)
+            .query(&mut self.blocking())
+            .expect("LRANGE");
+        items
+            .iter()
+            .map(|s| serde_json::from_str(s).expect("JSON"))
+            .collect()
     }
 
     pub fn llen(&self, key: &str) -> u64 {
-        redis::cmd("LLEN").arg(key).query(&mut self.blocking()).expect("LLEN")
+        redis::cmd("LLEN")
+            .arg(key)
+            .query(&mut self.blocking())
+            .expect("LLEN")
     }
 }

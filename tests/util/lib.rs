@@ -23,21 +23,30 @@ pub fn bin_dir() -> PathBuf {
         if let Ok(dir) = std::env::var("JSACC_BIN_DIR") {
             return PathBuf::from(dir);
         }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("tests/ has a parent")
+            .to_path_buf();
         let status = Command::new(env!("CARGO"))
             .args(["build", "--bins", "-p", "controller", "-p", "node-agent"])
             .current_dir(&root)
             .status()
             .expect("cargo runs");
         assert!(status.success(), "cargo build of jsacc and jsagent failed");
-        let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| root.join("target"));
         target.join("debug")
     })
     .clone()
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, or panics with `what` after `limit`.
@@ -47,7 +56,10 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Optio
         if let Some(v) = check() {
             return v;
         }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -123,11 +135,24 @@ impl Redis {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path());
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir.path());
         let proc = Proc::spawn(cmd, dir.path().join("redis.log"));
-        let redis = Redis { port, _proc: proc, _dir: dir };
+        let redis = Redis {
+            port,
+            _proc: proc,
+            _dir: dir,
+        };
         wait_for("redis-server", Duration::from_secs(10), || {
             let client = redis::Client::open(redis.url()).ok()?;
             let mut conn = client.get_connection().ok()?;
@@ -147,11 +172,29 @@ impl Redis {
     /// `jsacc token add`: returns the token from its last line.
     pub fn token_add(&self, gid: u64, nid: u64) -> String {
         let out = Command::new(bin_dir().join("jsacc"))
-            .args(["token", "add", "--gid", &gid.to_string(), "--nid", &nid.to_string(), "-r", &self.addr()])
+            .args([
+                "token",
+                "add",
+                "--gid",
+                &gid.to_string(),
+                "--nid",
+                &nid.to_string(),
+                "-r",
+                &self.addr(),
+            ])
             .output()
             .expect("jsacc token add runs");
-        assert!(out.status.success(), "token add failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).lines().last().expect("a token line").trim().to_owned()
+        assert!(
+            out.status.success(),
+            "token add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .expect("a token line")
+            .trim()
+            .to_owned()
     }
 }
 
@@ -190,11 +233,18 @@ impl Controller {
     pub fn restart(&mut self) {
         self.starts += 1;
         let mut cmd = Command::new(bin_dir().join("jsacc"));
-        cmd.args(["--bind", "127.0.0.1", "-p", &self.port.to_string(), "-r", &self.redis])
-            .arg("--data-dir")
-            .arg(self.dir.path())
-            .args(&self.opts.extra)
-            .env("JSACC_LOG", "info,controller=debug");
+        cmd.args([
+            "--bind",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-r",
+            &self.redis,
+        ])
+        .arg("--data-dir")
+        .arg(self.dir.path())
+        .args(&self.opts.extra)
+        .env("JSACC_LOG", "info,controller=debug");
         if self.opts.insecure_http {
             cmd.arg("--insecure-http");
         }
@@ -211,7 +261,13 @@ impl Controller {
             if http.is_none() && (self.opts.insecure_http || self.cert().exists()) {
                 http = Some(self.http());
             }
-            http.as_ref()?.get(&url).send().ok()?.status().is_success().then_some(())
+            http.as_ref()?
+                .get(&url)
+                .send()
+                .ok()?
+                .status()
+                .is_success()
+                .then_some(())
         });
     }
 
@@ -226,7 +282,11 @@ impl Controller {
     }
 
     pub fn url(&self) -> String {
-        let scheme = if self.opts.insecure_http { "http" } else { "https" };
+        let scheme = if self.opts.insecure_http {
+            "http"
+        } else {
+            "https"
+        };
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
@@ -258,7 +318,13 @@ pub struct Agent {
 
 impl Agent {
     /// Adds a token for gid:nid and starts an agent against `controller`.
-    pub fn start(redis: &Redis, controller: &Controller, gid: u64, nid: u64, roles: &[&str]) -> Agent {
+    pub fn start(
+        redis: &Redis,
+        controller: &Controller,
+        gid: u64,
+        nid: u64,
+        roles: &[&str],
+    ) -> Agent {
         let token = redis.token_add(gid, nid);
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("token"), &token).expect("token file");
@@ -280,7 +346,14 @@ impl Agent {
         if !roles.is_empty() {
             args.extend(["--roles".into(), roles.join(",")]);
         }
-        let mut a = Agent { gid, nid, dir, args, proc: None, starts: 0 };
+        let mut a = Agent {
+            gid,
+            nid,
+            dir,
+            args,
+            proc: None,
+            starts: 0,
+        };
         a.restart();
         a
     }
@@ -288,7 +361,8 @@ impl Agent {
     pub fn restart(&mut self) {
         self.starts += 1;
         let mut cmd = Command::new(bin_dir().join("jsagent"));
-        cmd.args(&self.args).env("JSAGENT_LOG", "info,node_agent=debug");
+        cmd.args(&self.args)
+            .env("JSAGENT_LOG", "info,node_agent=debug");
         let log = self.dir.path().join(format!("jsagent.{}.log", self.starts));
         self.proc = Some(Proc::spawn(cmd, log));
     }
@@ -335,7 +409,12 @@ impl Cluster {
             .map(|(i, roles)| Agent::start(&redis, &controller, 1, i as u64 + 1, roles))
             .collect();
         let client = RedisClient::new(&redis.url());
-        let cluster = Cluster { redis, controller, agents, client };
+        let cluster = Cluster {
+            redis,
+            controller,
+            agents,
+            client,
+        };
         for a in &cluster.agents {
             cluster.wait_online(a.gid, a.nid);
         }
@@ -346,17 +425,30 @@ impl Cluster {
     pub fn wait_online(&self, gid: u64, nid: u64) {
         let member = format!("{gid}:{nid}");
         let mut conn = self.client.blocking();
-        wait_for(&format!("agent {member} online"), Duration::from_secs(30), || {
-            let score: Option<f64> = redis::cmd("ZSCORE").arg("agents").arg(&member).query(&mut conn).ok()?;
-            score.map(|_| ())
-        });
+        wait_for(
+            &format!("agent {member} online"),
+            Duration::from_secs(30),
+            || {
+                let score: Option<f64> = redis::cmd("ZSCORE")
+                    .arg("agents")
+                    .arg(&member)
+                    .query(&mut conn)
+                    .ok()?;
+                score.map(|_| ())
+            },
+        );
     }
 
     /// Everything the processes logged, for failure messages.
     pub fn dump(&self) -> String {
         let mut out = String::new();
         for a in &self.agents {
-            out.push_str(&format!("--- agent {}:{} ---\n{}\n", a.gid, a.nid, a.logs()));
+            out.push_str(&format!(
+                "--- agent {}:{} ---\n{}\n",
+                a.gid,
+                a.nid,
+                a.logs()
+            ));
         }
         out
     }
@@ -369,5 +461,10 @@ pub fn command(gid: u64, nid: u64, cmd: &str, args: Value) -> Value {
 
 /// `execute` of an executable with arguments.
 pub fn execute(gid: u64, nid: u64, exe: &str, args: &[&str]) -> Value {
-    command(gid, nid, "execute", serde_json::json!({"cmd": exe, "args": args}))
+    command(
+        gid,
+        nid,
+        "execute",
+        serde_json::json!({"cmd": exe, "args": args}),
+    )
 }

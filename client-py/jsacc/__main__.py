@@ -1,0 +1,5 @@
+"""``python -m jsacc`` is ``jsctl``."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,591 @@
+"""The jsacc client: push commands into Redis, wait for their results.
+
+Everything here follows the Redis contract of DESIGN.md §4 exactly (no key prefix):
+
+* ``LPUSH cmds_queue <command JSON>`` submits a command (DESIGN §3);
+* ``BLPOP cmds_queue_<id>`` takes the results, one per target agent;
+* ``job:<id>`` (hash) holds ``state``, ``targets`` (JSON list of ``"gid:nid"``), ``result:<g>:<n>``;
+* ``agents`` (sorted set, score = last seen ms) and ``agent:{<gid>:<nid>}`` (hash) describe agents.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import uuid
+from contextlib import contextmanager
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
+from urllib.parse import urlsplit, urlunsplit
+
+import redis as _redis
+from redis import exceptions as _redis_errors
+
+from .errors import JsaccError, RedisUnavailable, Timeout
+
+DEFAULT_URL = "redis://127.0.0.1:6379"
+
+#: Redis keys of DESIGN.md §4.
+CMDS_QUEUE = "cmds_queue"
+AGENTS_KEY = "agents"
+
+#: States a job record can be in; the last four are final (and the only ones a result carries).
+STATES = ("QUEUED", "RUNNING", "OK", "ERROR", "TIMEOUT", "KILLED")
+FINAL_STATES = ("OK", "ERROR", "TIMEOUT", "KILLED")
+
+#: Longest single blocking Redis call, in seconds. redis-py 8 defaults ``socket_timeout`` to 5 s:
+#: a ``BLPOP`` that blocks longer than the socket timeout dies with a ``TimeoutError`` (and the
+#: connection is dropped). So instead of one long ``BLPOP`` we block in chunks of at most this
+#: many seconds until the caller's deadline. This keeps working whatever ``socket_timeout`` the
+#: caller configures (the chunk is shrunk below it, see ``Client._chunk``), costs one round trip
+#: every 2 s of waiting, and needs no second connection with different settings.
+MAX_BLOCK_CHUNK = 2.0
+
+# Job ids travel in URLs (`ack=<id>,<id>`) and Redis keys: no commas, whitespace or control chars.
+_ID_BAD = re.compile(r"[,\s\x00-\x1f\x7f-\x9f]")
+
+
+def result_key(job_id: str) -> str:
+    """``cmds_queue_<id>``: the list the results of job ``job_id`` are pushed onto."""
+    return f"cmds_queue_{job_id}"
+
+
+def job_key(job_id: str) -> str:
+    """``job:<id>``: the controller's record of job ``job_id``."""
+    return f"job:{job_id}"
+
+
+def agent_key(gid: int, nid: int) -> str:
+    """``agent:{<gid>:<nid>}``: the hash describing one agent (braces = Redis Cluster hash tag)."""
+    return f"agent:{{{gid}:{nid}}}"
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``, for messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+
+
+# --------------------------------------------------------------------------------------------
+# Building commands (pure functions: no Redis needed, unit-tested on their own)
+# --------------------------------------------------------------------------------------------
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def new_id() -> str:
+    """A fresh job id: a UUID4 as 32 hex digits."""
+    return uuid.uuid4().hex
+
+
+def check_id(job_id: Any) -> str:
+    """Validate a client-chosen job id (non-empty string, at most 200 chars, no comma,
+    whitespace or control character) and return it."""
+    if not isinstance(job_id, str) or not job_id:
+        raise ValueError(f"id must be a non-empty string, got {job_id!r}")
+    if len(job_id) > 200:
+        raise ValueError(f"id is longer than 200 characters ({len(job_id)})")
+    if _ID_BAD.search(job_id):
+        raise ValueError(f"id must not contain commas, whitespace or control characters: {job_id!r}")
+    return job_id
+
+
+def build_command(
+    cmd: str,
+    args: Optional[Mapping[str, Any]] = None,
+    data: Any = None,
+    gid: int = 0,
+    nid: Optional[int] = None,
+    role: Optional[str] = None,
+    fanout: bool = False,
+    id: Optional[str] = None,  # noqa: A002 - the contract's field name
+) -> Dict[str, Any]:
+    """Build a command dict (DESIGN §3) and validate what is obviously wrong.
+
+    Exactly one of ``nid`` (one node) and ``role`` (any live agent of that role in grid
+    ``gid``; with ``fanout=True`` every one of them) must be given. ``data`` is omitted when
+    ``None``. Raises ``ValueError`` naming the problem.
+    """
+    if not isinstance(cmd, str) or not cmd:
+        raise ValueError(f"cmd must be a non-empty string, got {cmd!r}")
+    _check_int("gid", gid, 0)
+    if nid is None and role is None:
+        raise ValueError("no target: give nid (one node) or role (agents of that role)")
+    if nid is not None and role is not None:
+        raise ValueError("give either nid or role, not both")
+    if nid is not None:
+        _check_int("nid", nid, 0)
+    if role is not None and (not isinstance(role, str) or not role):
+        raise ValueError(f"role must be a non-empty string, got {role!r}")
+    if not isinstance(fanout, bool):
+        raise ValueError(f"fanout must be True or False, got {fanout!r}")
+    if fanout and role is None:
+        raise ValueError("fanout needs role (fanout=True sends to every agent of that role)")
+    if args is None:
+        args = {}
+    if not isinstance(args, Mapping):
+        raise ValueError(f"args must be a dict, got {type(args).__name__}")
+    job_id = new_id() if id is None else check_id(id)
+
+    command: Dict[str, Any] = {"id": job_id, "gid": gid}
+    if nid is not None:
+        command["nid"] = nid
+    else:
+        command["role"] = role
+        if fanout:
+            command["fanout"] = True
+    command["cmd"] = cmd
+    command["args"] = dict(args)
+    if data is not None:
+        command["data"] = data
+    try:
+        json.dumps(command)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"command is not JSON-serializable (args or data): {e}") from None
+    return command
+
+
+def _str_arg(name: str, value: Any) -> str:
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, bytes):
+        raise ValueError(f"{name} must be text, not bytes: {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"{name} must be a string, got {value!r}")
+    return str(value)
+
+
+def build_execute_args(
+    cmd: Optional[Union[str, "os.PathLike[str]"]] = None,
+    args: Iterable[Any] = (),
+    domain: str = "",
+    name: str = "",
+    workingdir: Optional[str] = None,
+    env: Optional[Mapping[str, Any]] = None,
+    max_time: int = 0,
+    **more_args: Any,
+) -> Dict[str, Any]:
+    """The ``args`` object of the execute family (DESIGN §3 table).
+
+    ``cmd`` is the executable (full path or on PATH; no shell unless it is one), ``args`` its
+    argument list (numbers and paths are turned into strings). ``more_args`` adds any other
+    field of the table (``max_restart``, ``recurring_period``, ``queue``, ``loglevels``,
+    ``max_wait``, ``script``, ...); ``None`` values are left out.
+    """
+    out: Dict[str, Any] = {"domain": domain, "name": name}
+    if not isinstance(domain, str) or not isinstance(name, str):
+        raise ValueError("domain and name must be strings")
+    if cmd is not None:
+        cmd = _str_arg("cmd", cmd)
+        if not cmd:
+            raise ValueError("cmd (the executable) must not be empty")
+        out["cmd"] = cmd
+    if isinstance(args, (str, bytes)):
+        raise ValueError(f"args must be a list of strings, not one string: {args!r}")
+    try:
+        arg_list = [_str_arg(f"args[{i}]", a) for i, a in enumerate(args)]
+    except TypeError:
+        raise ValueError(f"args must be a list of strings, got {args!r}") from None
+    if cmd is not None or arg_list:
+        out["args"] = arg_list
+    if workingdir is not None:
+        out["workingdir"] = _str_arg("workingdir", workingdir)
+    if env is not None:
+        if not isinstance(env, Mapping):
+            raise ValueError(f"env must be a dict of strings, got {type(env).__name__}")
+        out["env"] = {str(k): _str_arg(f"env[{k!r}]", v) for k, v in env.items()}
+    out["max_time"] = _check_int("max_time", max_time, -1)
+    for key, value in more_args.items():
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def _decode(value: Any) -> Any:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+# --------------------------------------------------------------------------------------------
+# Job
+# --------------------------------------------------------------------------------------------
+
+class Job:
+    """A submitted command. Results are taken with :meth:`result` / :meth:`results`.
+
+    ``BLPOP`` consumes a result from ``cmds_queue_<id>``: the results this object has taken are
+    cached in it, so ``result()`` followed by ``results()`` returns the first one again. Another
+    ``Job`` object (or another process) waiting on the same id competes for the same results;
+    :meth:`stored_results` reads the copies kept in ``job:<id>`` without consuming anything.
+    """
+
+    def __init__(self, client: "Client", id: str, command: Optional[Dict[str, Any]] = None):  # noqa: A002
+        self.client = client
+        self.id = id
+        #: The command as pushed (``None`` for a handle made with :meth:`Client.job`).
+        self.command = command
+        self._results: List[Dict[str, Any]] = []
+        self._targets: Optional[List[str]] = None
+
+    def __repr__(self) -> str:
+        return f"<jsacc.Job {self.id} results={len(self._results)}>"
+
+    # -- job record ---------------------------------------------------------------------------
+    @property
+    def state(self) -> Optional[str]:
+        """``HGET job:<id> state``: QUEUED, RUNNING, OK, ERROR, TIMEOUT, KILLED, or ``None``
+        while the controller has not routed the command yet (or the record expired)."""
+        with self.client._errors():
+            return _decode(self.client.redis.hget(job_key(self.id), "state"))
+
+    @property
+    def targets(self) -> Optional[List[str]]:
+        """The ``"gid:nid"`` agents the controller routed the job to, ``None`` while unknown."""
+        if self._targets is None:
+            with self.client._errors():
+                raw = _decode(self.client.redis.hget(job_key(self.id), "targets"))
+            if raw:
+                try:
+                    targets = json.loads(raw)
+                except ValueError:
+                    raise JsaccError(f"job:{self.id} has invalid targets: {raw!r}") from None
+                if isinstance(targets, list):
+                    self._targets = [str(t) for t in targets]
+        return self._targets
+
+    def stored_results(self) -> Dict[str, Dict[str, Any]]:
+        """The results recorded in ``job:<id>`` (``"gid:nid"`` → result), without consuming
+        ``cmds_queue_<id>``; empty while none arrived."""
+        with self.client._errors():
+            record = self.client.redis.hgetall(job_key(self.id))
+        out = {}
+        for field, value in record.items():
+            field = _decode(field)
+            if field.startswith("result:"):
+                out[field[len("result:"):]] = json.loads(_decode(value))
+        return out
+
+    # -- results ------------------------------------------------------------------------------
+    def _pop_one(self, deadline: Optional[float]) -> Optional[Dict[str, Any]]:
+        """Take one result off ``cmds_queue_<id>``, waiting until ``deadline`` (monotonic
+        seconds; ``None`` = forever) in chunks (see ``MAX_BLOCK_CHUNK``). ``None`` if none."""
+        r = self.client.redis
+        key = result_key(self.id)
+        while True:
+            with self.client._errors():
+                if deadline is None:
+                    item = r.blpop([key], timeout=self.client._chunk)
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0.001:
+                        # Deadline reached (or timeout=0): one last look without blocking.
+                        raw = r.lpop(key)
+                        item = (key, raw) if raw is not None else None
+                        if item is None:
+                            return None
+                    else:
+                        item = r.blpop([key], timeout=min(remaining, self.client._chunk))
+            if item is not None:
+                raw = _decode(item[1])
+                try:
+                    result = json.loads(raw)
+                except ValueError:
+                    raise JsaccError(f"invalid result on {key}: {raw[:200]!r}") from None
+                self._results.append(result)
+                return result
+
+    def _expected(self) -> Optional[int]:
+        """How many results make the job complete: one per target; ``None`` while unknown."""
+        targets = self.targets
+        if targets is not None:
+            return max(len(targets), 1)
+        if self._results:
+            # A command that could not be routed (unknown agent, bad JSON, ...) is answered with
+            # one ERROR result, possibly without a job record carrying targets.
+            return len(self._results)
+        return None
+
+    def _deadline(self, timeout: Optional[float]) -> Optional[float]:
+        if timeout is None:
+            return None
+        if timeout < 0:
+            raise ValueError(f"timeout must be >= 0 or None, got {timeout}")
+        return time.monotonic() + timeout
+
+    def _timeout(self, timeout: Optional[float]) -> Timeout:
+        try:
+            state = self.state
+        except JsaccError:
+            state = None
+        hint = {None: "not routed yet: is a controller running?",
+                "QUEUED": "queued: is the agent online?"}.get(state, "")
+        return Timeout(f"no result for job {self.id} within {timeout} s "
+                       f"(job state: {state or 'unknown'}{'; ' + hint if hint else ''})")
+
+    def result(self, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """The first result (a dict exactly as DESIGN §3: id, gid, nid, cmd, args, data,
+        level, state, time, starttime, exit_code, streams, critical).
+
+        Waits up to ``timeout`` seconds (``None`` = forever, ``0`` = just look) and raises
+        :class:`jsacc.Timeout` if nothing arrived. The job's own outcome is in
+        ``result["state"]``: a failed job is a normal result, not an exception.
+        """
+        if not self._results:
+            if self._pop_one(self._deadline(timeout)) is None:
+                raise self._timeout(timeout)
+        return self._results[0]
+
+    def results(self, timeout: Optional[float] = None) -> List[Dict[str, Any]]:
+        """All results: one per target agent (the count is ``len(job:<id>.targets)``).
+
+        Waits until every target answered or ``timeout`` seconds passed (``None`` = forever).
+        On timeout it returns the results that did arrive (fewer than the targets: compare with
+        :attr:`targets`), and raises :class:`jsacc.Timeout` only if none arrived at all.
+        """
+        return list(self.iter_results(timeout))
+
+    def iter_results(self, timeout: Optional[float] = None) -> Iterator[Dict[str, Any]]:
+        """Like :meth:`results`, but yields each result as soon as it arrives (those already
+        taken first). Same rules: stops when every target answered or at ``timeout``; raises
+        :class:`jsacc.Timeout` only if no result arrived at all."""
+        deadline = self._deadline(timeout)
+        yielded = 0
+        while True:
+            while yielded < len(self._results):
+                yielded += 1
+                yield self._results[yielded - 1]
+            expected = self._expected()
+            if expected is not None and len(self._results) >= expected:
+                return
+            if self._pop_one(deadline) is None:
+                if self._results:
+                    return
+                raise self._timeout(timeout)
+
+    def kill(self, timeout: Optional[float] = None) -> List["Job"]:
+        """Send the internal command ``kill`` (``args.id`` = this job) to each agent running
+        it; returns those kill jobs (their results say whether the kill worked). This job then
+        ends ``KILLED`` with its own result."""
+        targets = self.targets
+        if targets is None and self.command is not None and "nid" in self.command:
+            targets = [f"{self.command['gid']}:{self.command['nid']}"]
+        if not targets:
+            raise JsaccError(f"job {self.id}: targets unknown (not routed yet)")
+        jobs = []
+        for target in targets:
+            g, n = (int(x) for x in target.split(":", 1))
+            jobs.append(self.client.kill(self.id, gid=g, nid=n))
+        return jobs
+
+
+# --------------------------------------------------------------------------------------------
+# Client
+# --------------------------------------------------------------------------------------------
+
+class Client:
+    """A connection to a jsacc cluster through its Redis.
+
+    ``Client("redis://host:6379")`` (also ``rediss://``, ``redis://user:pass@host/0``,
+    ``unix://``). Extra keyword arguments go to ``redis.Redis.from_url``; or pass a ready
+    ``redis=`` client (then ``url`` is only used in messages). Keys are exactly those of
+    DESIGN.md §4 (no prefix). Methods raise :class:`jsacc.RedisUnavailable` when Redis cannot be
+    reached, ``ValueError`` for an obviously wrong command.
+    """
+
+    def __init__(self, url: str = DEFAULT_URL, *, redis: Optional[_redis.Redis] = None,
+                 **redis_kwargs: Any):
+        self.url = url
+        if redis is None:
+            redis_kwargs.setdefault("decode_responses", True)
+            # Fail fast when Redis is down instead of hanging on connect.
+            redis_kwargs.setdefault("socket_connect_timeout", 5)
+            try:
+                redis = _redis.Redis.from_url(url, **redis_kwargs)
+            except ValueError as e:
+                raise ValueError(f"bad Redis URL {mask_url(url)!r}: {e}") from None
+        self.redis = redis
+        # Blocking calls must end before the socket times out (see MAX_BLOCK_CHUNK).
+        socket_timeout = None
+        pool = getattr(redis, "connection_pool", None)
+        if pool is not None:
+            socket_timeout = pool.connection_kwargs.get("socket_timeout")
+        self._chunk = MAX_BLOCK_CHUNK
+        if socket_timeout:
+            self._chunk = max(0.05, min(MAX_BLOCK_CHUNK, float(socket_timeout) / 2))
+
+    def __repr__(self) -> str:
+        return f"<jsacc.Client {mask_url(self.url)}>"
+
+    def close(self) -> None:
+        self.redis.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (_redis_errors.ConnectionError, _redis_errors.TimeoutError) as e:
+            raise RedisUnavailable(f"cannot reach Redis at {mask_url(self.url)}: {e}") from e
+
+    # -- submitting ---------------------------------------------------------------------------
+    def push(self, command: Mapping[str, Any]) -> Job:
+        """``LPUSH cmds_queue <command>`` for a command built elsewhere (not validated)."""
+        payload = json.dumps(command, separators=(",", ":"))
+        with self._errors():
+            self.redis.lpush(CMDS_QUEUE, payload)
+        return Job(self, command["id"], dict(command))
+
+    def cmd(self, cmd: str, args: Optional[Mapping[str, Any]] = None, data: Any = None,
+            gid: int = 0, nid: Optional[int] = None, role: Optional[str] = None,
+            fanout: bool = False, id: Optional[str] = None) -> Job:  # noqa: A002
+        """Submit any command (see :func:`build_command`); returns its :class:`Job`."""
+        return self.push(build_command(cmd, args=args, data=data, gid=gid, nid=nid, role=role,
+                                       fanout=fanout, id=id))
+
+    def execute(self, cmd: Union[str, "os.PathLike[str]"], args: Sequence[Any] = (),
+                gid: int = 0, nid: Optional[int] = None, *, role: Optional[str] = None,
+                fanout: bool = False, domain: str = "", name: str = "",
+                workingdir: Optional[str] = None, env: Optional[Mapping[str, Any]] = None,
+                data: Any = None, max_time: int = 0, id: Optional[str] = None,  # noqa: A002
+                **more_args: Any) -> Job:
+        """Run executable ``cmd`` with ``args`` (no shell) on agent ``gid:nid`` (or a ``role``).
+
+        ``data`` goes to the process's stdin (JSON-encoded when not a string). ``max_time``:
+        seconds before the job is killed and ends ``TIMEOUT`` (0 = no limit, -1 = long-running,
+        remembered and restarted). ``more_args``: other execute fields (``max_restart``,
+        ``recurring_period``, ``queue``, ``loglevels``, ``max_wait``, ...).
+        """
+        args_obj = build_execute_args(cmd, args, domain=domain, name=name, workingdir=workingdir,
+                                      env=env, max_time=max_time, **more_args)
+        return self.cmd("execute", args_obj, data=data, gid=gid, nid=nid, role=role,
+                        fanout=fanout, id=id)
+
+    def _execute_script(self, cmd: str, script: Optional[str], domain: str, name: str,
+                        gid: int, nid: Optional[int], role: Optional[str], fanout: bool,
+                        data: Any, max_time: int, id: Optional[str],  # noqa: A002
+                        more_args: Dict[str, Any]) -> Job:
+        if script is None and not (domain and name):
+            raise ValueError("give script (inline source) or domain and name "
+                             "(the script <jumpscripts_dir>/<domain>/<name>)")
+        args_obj = build_execute_args(None, (), domain=domain, name=name, max_time=max_time,
+                                      script=script, **more_args)
+        return self.cmd(cmd, args_obj, data=data, gid=gid, nid=nid, role=role, fanout=fanout,
+                        id=id)
+
+    def execute_py(self, script: Optional[str] = None, gid: int = 0, nid: Optional[int] = None,
+                   *, role: Optional[str] = None, fanout: bool = False, domain: str = "",
+                   name: str = "", data: Any = None, max_time: int = 0,
+                   id: Optional[str] = None, **more_args: Any) -> Job:  # noqa: A002
+        """``execute_js_py``: run Python ``script`` (inline source) or, without it, the
+        jumpscript ``<jumpscripts_dir>/<domain>/<name>.py``."""
+        return self._execute_script("execute_js_py", script, domain, name, gid, nid, role,
+                                    fanout, data, max_time, id, more_args)
+
+    def execute_lua(self, script: Optional[str] = None, gid: int = 0, nid: Optional[int] = None,
+                    *, role: Optional[str] = None, fanout: bool = False, domain: str = "",
+                    name: str = "", data: Any = None, max_time: int = 0,
+                    id: Optional[str] = None, **more_args: Any) -> Job:  # noqa: A002
+        """``execute_js_lua``: like :meth:`execute_py` for Lua (``.lua``)."""
+        return self._execute_script("execute_js_lua", script, domain, name, gid, nid, role,
+                                    fanout, data, max_time, id, more_args)
+
+    # -- internal commands (DESIGN §6.2) --------------------------------------------------------
+    def _internal(self, name: str, *, gid: int = 0, nid: Optional[int] = None,
+                  role: Optional[str] = None, fanout: bool = False, data: Any = None,
+                  id: Optional[str] = None, **args: Any) -> Job:  # noqa: A002
+        """Submit internal command ``name`` with ``args`` (``None`` values left out).
+
+        Adding a method for another internal command is one line, e.g.::
+
+            def get_os_info(self, gid=0, nid=None, **kw):
+                return self._internal("get_os_info", gid=gid, nid=nid, **kw)
+        """
+        return self.cmd(name, {k: v for k, v in args.items() if v is not None}, data=data,
+                        gid=gid, nid=nid, role=role, fanout=fanout, id=id)
+
+    def ping(self, gid: int = 0, nid: Optional[int] = None, *, role: Optional[str] = None,
+             fanout: bool = False, id: Optional[str] = None) -> Job:  # noqa: A002
+        """Internal ``ping``: the agent answers ``data == "pong"`` without running anything."""
+        return self._internal("ping", gid=gid, nid=nid, role=role, fanout=fanout, id=id)
+
+    def kill(self, job_id: str, gid: int = 0, nid: Optional[int] = None, *,
+             id: Optional[str] = None) -> Job:  # noqa: A002
+        """Internal ``kill``: end job ``job_id`` on agent ``gid:nid`` (and forget it if it was
+        remembered). See also :meth:`Job.kill`."""
+        # Not via _internal: its `id` keyword is the kill job's own id, the target is args.id.
+        return self.cmd("kill", {"id": check_id(job_id)}, gid=gid, nid=nid, id=id)
+
+    # -- reading ------------------------------------------------------------------------------
+    def job(self, job_id: str) -> Job:
+        """A :class:`Job` handle for an id submitted earlier (possibly by someone else)."""
+        return Job(self, check_id(job_id))
+
+    def agents(self, online_within: float = 60.0) -> List[Dict[str, Any]]:
+        """Known agents, sorted by (gid, nid): the ``agents`` sorted set joined with each
+        ``agent:{gid:nid}`` hash.
+
+        Each dict has ``agent`` ("gid:nid"), ``gid``, ``nid``, ``hostname``, ``os``, ``arch``,
+        ``version``, ``roles`` (list), ``started`` and ``last_seen`` (ms since the epoch;
+        ``last_seen`` is the sorted-set score), ``last_seen_ago`` (seconds, by Redis's clock)
+        and ``online`` (seen within ``online_within`` seconds), plus any other hash field.
+        """
+        r = self.redis
+        with self._errors():
+            sec, usec = r.time()
+            now_ms = int(sec) * 1000 + int(usec) // 1000
+            members = r.zrange(AGENTS_KEY, 0, -1, withscores=True)
+            pipe = r.pipeline(transaction=False)
+            parsed = []
+            for member, score in members:
+                member = _decode(member)
+                try:
+                    g, n = (int(x) for x in member.split(":", 1))
+                except ValueError:
+                    continue  # not an agent key: ignore rather than fail the listing
+                parsed.append((g, n, member, int(score)))
+                pipe.hgetall(agent_key(g, n))
+            hashes = pipe.execute() if parsed else []
+        out = []
+        for (g, n, member, last_seen), record in zip(parsed, hashes):
+            info: Dict[str, Any] = {_decode(k): _decode(v) for k, v in (record or {}).items()}
+            roles = info.get("roles")
+            if isinstance(roles, str):
+                try:
+                    roles = json.loads(roles) if roles else []
+                except ValueError:
+                    roles = [x.strip() for x in roles.split(",") if x.strip()]
+            info["roles"] = roles if isinstance(roles, list) else []
+            for field in ("started",):
+                if isinstance(info.get(field), str) and info[field].lstrip("-").isdigit():
+                    info[field] = int(info[field])
+            for field in ("hostname", "os", "arch", "version"):
+                info.setdefault(field, "")
+            info.setdefault("started", None)
+            ago = max(0.0, (now_ms - last_seen) / 1000.0)
+            info.update(agent=member, gid=g, nid=n, last_seen=last_seen, last_seen_ago=ago,
+                        online=ago <= online_within)
+            out.append(info)
+        out.sort(key=lambda a: (a["gid"], a["nid"]))
+        return out
+

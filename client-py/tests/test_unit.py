@@ -1,0 +1,223 @@
+"""Unit tests: no Redis, no controller, no agent."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+import jsacc
+from jsacc import cli
+from jsacc.client import build_command, build_execute_args, check_id, mask_url
+
+from conftest import SCHEMAS_DIR, free_port, run_jsctl
+
+
+def load_schema(name: str) -> dict:
+    schema = json.loads((SCHEMAS_DIR / name).read_text())
+    # Python's `re` (used by jsonschema for "pattern") knows no \p{..} classes: replace the
+    # control-character class by its explicit ranges, the same set of characters.
+    text = json.dumps(schema).replace("\\\\p{Cc}", "\\\\x00-\\\\x1f\\\\x7f-\\\\x9f")
+    return json.loads(text)
+
+
+@pytest.fixture(scope="module")
+def command_validator():
+    schema = load_schema("command.schema.json")
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+# -- command building -------------------------------------------------------------------------
+
+def test_command_fields_and_uuid_id():
+    c = build_command("ping", gid=1, nid=5)
+    assert set(c) == {"id", "gid", "nid", "cmd", "args"}
+    assert c["gid"] == 1 and c["nid"] == 5 and c["cmd"] == "ping" and c["args"] == {}
+    assert re.fullmatch(r"[0-9a-f]{32}", c["id"])
+    assert build_command("ping", gid=1, nid=5)["id"] != c["id"]
+
+
+def test_command_role_fanout_and_data():
+    c = build_command("ping", gid=1, role="storage", fanout=True, id="9a7e")
+    example = json.loads((SCHEMAS_DIR / "examples" / "command.role_fanout.json").read_text())
+    assert c == {**example, "args": {}}
+    assert "fanout" not in build_command("ping", role="web")
+    d = build_command("execute", {"cmd": "cat"}, data={"a": 1}, nid=0)
+    assert d["data"] == {"a": 1} and "data" not in build_command("ping", nid=0)
+
+
+def test_execute_matches_the_contract_example():
+    example = json.loads((SCHEMAS_DIR / "examples" / "command.execute.json").read_text())
+    args = build_execute_args("/bin/ls", ["-l", "/opt"], domain="ops", name="ls", max_time=10)
+    c = build_command("execute", args, data=example["data"], gid=1, nid=5, id=example["id"])
+    assert c == example
+
+
+def test_execute_args_conversions_and_extras():
+    a = build_execute_args(Path("/bin/echo"), [1, 2.5, Path("/tmp")], env={"N": 3},
+                           workingdir="$tmp", queue="serial", max_restart=None, max_wait=5)
+    assert a == {"domain": "", "name": "", "cmd": "/bin/echo", "args": ["1", "2.5", "/tmp"],
+                 "workingdir": "$tmp", "env": {"N": "3"}, "max_time": 0, "queue": "serial",
+                 "max_wait": 5}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(cmd="ping"), "no target"),
+    (dict(cmd="ping", nid=1, role="web"), "not both"),
+    (dict(cmd="ping", nid=1, fanout=True), "fanout needs role"),
+    (dict(cmd="", nid=1), "cmd"),
+    (dict(cmd="ping", nid=-1), "nid"),
+    (dict(cmd="ping", nid="1"), "nid"),
+    (dict(cmd="ping", nid=True), "nid"),
+    (dict(cmd="ping", gid=-2, nid=1), "gid"),
+    (dict(cmd="ping", role=""), "role"),
+    (dict(cmd="ping", nid=1, args=["x"]), "args"),
+    (dict(cmd="ping", nid=1, id="a,b"), "id"),
+    (dict(cmd="ping", nid=1, id="a b"), "id"),
+    (dict(cmd="ping", nid=1, id=""), "id"),
+    (dict(cmd="ping", nid=1, id="x" * 201), "id"),
+    (dict(cmd="ping", nid=1, data=object()), "JSON"),
+])
+def test_command_value_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build_command(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(cmd="/bin/echo", args="hi"), "list of strings"),
+    (dict(cmd="/bin/echo", args=[{"a": 1}]), r"args\[0\]"),
+    (dict(cmd="/bin/echo", args=5), "list of strings"),
+    (dict(cmd=""), "must not be empty"),
+    (dict(cmd="/bin/true", max_time=-2), "max_time"),
+    (dict(cmd="/bin/true", max_time=1.5), "max_time"),
+    (dict(cmd="/bin/true", env=["A=1"]), "env"),
+])
+def test_execute_value_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build_execute_args(**kwargs)
+
+
+def test_client_methods_validate_before_touching_redis():
+    # Nothing listens on this port: a ValueError proves validation happens before any I/O.
+    c = jsacc.Client(f"redis://127.0.0.1:{free_port()}")
+    with pytest.raises(ValueError, match="no target"):
+        c.execute("/bin/true", gid=1)
+    with pytest.raises(ValueError, match="not both"):
+        c.ping(gid=1, nid=1, role="web")
+    with pytest.raises(ValueError, match="script"):
+        c.execute_py(nid=1)
+    with pytest.raises(jsacc.RedisUnavailable, match=r"127\.0\.0\.1"):
+        c.ping(gid=1, nid=1)
+
+
+def test_commands_validate_against_the_schema(command_validator):
+    c = jsacc.Client("redis://127.0.0.1:1")
+    built = [
+        build_command("ping", gid=1, nid=5),
+        build_command("ping", gid=1, role="web", fanout=True),
+        build_command("execute", build_execute_args("/bin/echo", ["hi"], max_time=3,
+                                                    env={"A": "b"}, workingdir="/"),
+                      data="in", gid=0, nid=0),
+        build_command("execute_js_py",
+                      build_execute_args(None, (), domain="ops", name="x", script="print(1)",
+                                         max_time=-1, recurring_period=60, queue="q"),
+                      gid=0, nid=0),
+        build_command("kill", {"id": "abc"}, gid=1, nid=2),
+    ]
+    for command in built:
+        command_validator.validate(command)
+    assert c  # constructing a client does not connect
+
+
+def test_id_check_accepts_uuid_and_dashes():
+    assert check_id("6f1c2a9e-0d4f-4b8e-9c51-2f0a7d3c9b10")
+    with pytest.raises(ValueError):
+        check_id("tab\tinside")
+
+
+def test_keys_are_the_contract():
+    assert jsacc.result_key("x") == "cmds_queue_x"
+    assert jsacc.job_key("x") == "job:x"
+    assert jsacc.agent_key(1, 5) == "agent:{1:5}"
+
+
+def test_mask_url():
+    assert mask_url("redis://u:secret@h:1/0") == "redis://u:***@h:1/0"
+    assert mask_url("redis://:secret@h:1") == "redis://:***@h:1"
+    assert mask_url("redis://h:1") == "redis://h:1"
+
+
+def test_block_chunk_stays_below_socket_timeout():
+    assert jsacc.Client("redis://127.0.0.1:1")._chunk <= 2.0
+    assert jsacc.Client("redis://127.0.0.1:1", socket_timeout=1)._chunk == 0.5
+    assert jsacc.Client("redis://127.0.0.1:1", socket_timeout=None)._chunk == 2.0
+
+
+def test_timeout_is_a_jsacc_error():
+    assert issubclass(jsacc.Timeout, jsacc.JsaccError)
+    assert issubclass(jsacc.Timeout, TimeoutError)
+    assert issubclass(jsacc.RedisUnavailable, jsacc.JsaccError)
+
+
+# -- jsctl --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("state, code", [
+    ("OK", 0), ("ERROR", 1), ("TIMEOUT", 3), ("KILLED", 4), ("WEIRD", 1), (None, 1)])
+def test_exit_code_for_state(state, code):
+    assert cli.exit_code_for_state(state) == code
+
+
+def test_exit_code_for_results():
+    ok, err, to = {"state": "OK"}, {"state": "ERROR"}, {"state": "TIMEOUT"}
+    assert cli.exit_code_for_results([ok]) == 0
+    assert cli.exit_code_for_results([ok, to, err]) == 3
+    assert cli.exit_code_for_results([ok], expected=2) == 5
+    assert cli.exit_code_for_results([err], expected=2) == 1
+    assert cli.exit_code_for_results([]) == 5
+
+
+@pytest.mark.parametrize("argv", [
+    ["exec", "--nid", "1"],                              # no command
+    ["exec", "--nid", "1", "--role", "web", "--", "ls"],  # both targets
+    ["exec", "--", "ls"],                                # no target
+    ["exec", "--nid", "x", "--", "ls"],                  # not a number
+    ["exec", "--nid", "1", "--fanout", "--", "ls"],      # fanout without role
+    ["ping"],
+    ["nosuchcommand"],
+    [],
+])
+def test_jsctl_usage_errors_exit_2(argv):
+    cp = run_jsctl(*argv, redis_url="redis://127.0.0.1:1")
+    assert cp.returncode == 2, cp.stderr
+    assert "usage" in cp.stderr
+
+
+def test_jsctl_unreachable_redis_exits_6_naming_the_url():
+    url = f"redis://user:hunter2@127.0.0.1:{free_port()}"
+    for argv in (["ping", "--gid", "1", "--nid", "1"], ["agents"],
+                 ["exec", "--nid", "1", "--", "/bin/true"]):
+        cp = run_jsctl(*argv, redis_url=url)
+        assert cp.returncode == 6, (argv, cp.stderr)
+        assert "cannot reach Redis" in cp.stderr and "127.0.0.1" in cp.stderr
+        assert "hunter2" not in cp.stderr
+
+
+def test_jsctl_help_documents_exit_codes():
+    for argv in ([], ["exec"], ["ping"]):
+        cp = run_jsctl(*argv, "--help")
+        assert cp.returncode == 0
+        for line in ("0  OK", "1  ERROR", "2  usage", "3  TIMEOUT", "4  KILLED", "5  no result",
+                     "6  cannot reach Redis"):
+            assert line in cp.stdout, (argv, line)
+    assert "JSACC_REDIS" in run_jsctl("--help").stdout
+
+
+def test_result_examples_validate():
+    schema = load_schema("result.schema.json")
+    for path in sorted((SCHEMAS_DIR / "examples").glob("result.*.json")):
+        jsonschema.validate(json.loads(path.read_text()), schema,
+                            cls=jsonschema.Draft202012Validator)

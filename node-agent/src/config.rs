@@ -1,0 +1,590 @@
+//! The agent's configuration: command-line flags (each with a `JSAGENT_*` environment variable)
+//! over the TOML file of DESIGN §9, resolved once into a validated [`Config`].
+//!
+//! Precedence, highest first: flag, its environment variable, the config file, the default.
+//! The token comes from `token_file` (flag, env or file) or else from `JSAGENT_TOKEN`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use reqwest::Url;
+use serde::Deserialize;
+
+/// Environment variable that may carry the token itself (a token file wins over it).
+pub const TOKEN_ENV: &str = "JSAGENT_TOKEN";
+
+const ABOUT: &str = "jsagent, the jsacc node agent: long-polls the controller for commands, \
+runs them under its process manager and reports their results";
+
+const AFTER_HELP: &str = "\
+Every flag overrides the same key of the config file. The token may also be given directly in \
+the JSAGENT_TOKEN environment variable (a token file wins if both are set).
+
+Template variables in execute's cmd, args and workingdir: $agentroot = the data dir; \
+$root = the install root, the parent of the directory holding the jsagent executable \
+(/opt/jsagent for /opt/jsagent/bin/jsagent); $tmp = the system temporary directory.
+
+Exit codes: 0 stopped by SIGTERM/SIGINT; 1 fatal error; 2 bad flags or configuration; \
+75 restart requested by the `restart` command (the service manager should start it again).
+
+Logging: JSAGENT_LOG (or RUST_LOG) filters the log on stderr; default info, e.g. \
+JSAGENT_LOG=info,node_agent=debug.";
+
+/// Raw command-line flags. Every one is optional here: [`Config::resolve`] decides what is missing.
+#[derive(Debug, Default, Parser)]
+#[command(name = "jsagent", version, about = ABOUT, after_help = AFTER_HELP)]
+pub struct Flags {
+    /// TOML config file: the settings of these flags (controller, gid, nid, roles, token_file,
+    /// ca_cert, data_dir, max_jobs) and jumpscripts_dir, [interpreters] python and lua, stats_* and
+    /// log_* settings. Unknown keys are an error.
+    #[arg(short = 'c', long, env = "JSAGENT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Base URL of the controller, e.g. https://127.0.0.1:4000 (https needs --ca-cert).
+    #[arg(long, env = "JSAGENT_CONTROLLER", value_name = "URL")]
+    pub controller: Option<String>,
+    /// Grid id of this agent (integer >= 0).
+    #[arg(long, env = "JSAGENT_GID", value_name = "N")]
+    pub gid: Option<u64>,
+    /// Node id of this agent, unique within its grid (integer >= 0).
+    #[arg(long, env = "JSAGENT_NID", value_name = "N")]
+    pub nid: Option<u64>,
+    /// File holding this agent's bearer token (from `jsacc token add --gid G --nid N`).
+    #[arg(long, env = "JSAGENT_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// PEM file with the controller's certificate or the CA that signed it; the only roots trusted.
+    #[arg(long, env = "JSAGENT_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Directory for the agent's database and temporary scripts; the `$agentroot` of commands
+    /// [default: ./jsagent-data].
+    #[arg(long, env = "JSAGENT_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Roles of this agent, comma-separated (commands may target a role instead of a node).
+    #[arg(
+        long,
+        env = "JSAGENT_ROLES",
+        value_name = "ROLE,...",
+        value_delimiter = ','
+    )]
+    pub roles: Option<Vec<String>>,
+    /// Most processes run at once; further jobs wait for a free slot [default: 16].
+    #[arg(long, env = "JSAGENT_MAX_JOBS", value_name = "N")]
+    pub max_jobs: Option<usize>,
+}
+
+/// The config file as written. Durations are seconds, sizes bytes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    controller: Option<String>,
+    gid: Option<u64>,
+    nid: Option<u64>,
+    roles: Option<Vec<String>>,
+    token_file: Option<PathBuf>,
+    ca_cert: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    jumpscripts_dir: Option<PathBuf>,
+    max_jobs: Option<usize>,
+    stats_interval: Option<f64>,
+    stats_flush_interval: Option<f64>,
+    statsd_listen: Option<String>,
+    log_db_max_size: Option<u64>,
+    log_db_keep: Option<u32>,
+    loglevels_db: Option<String>,
+    loglevels_ac: Option<String>,
+    log_batch_size: Option<usize>,
+    log_flush_interval: Option<f64>,
+    #[serde(default)]
+    interpreters: FileInterpreters,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileInterpreters {
+    python: Option<String>,
+    lua: Option<String>,
+}
+
+/// The bearer token. Its `Debug` never shows it, so a logged config cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// Interpreters of `execute_js_py` and `execute_js_lua`: a full path or a name on PATH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interpreters {
+    pub python: String,
+    pub lua: String,
+}
+
+/// The validated configuration the agent runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Base URL of the controller; its path ends with `/`.
+    pub controller: Url,
+    pub gid: u64,
+    pub nid: u64,
+    pub token: Token,
+    /// Where the token came from (a file path or `JSAGENT_TOKEN`), for error messages.
+    pub token_source: String,
+    pub ca_cert: Option<PathBuf>,
+    pub roles: Vec<String>,
+    /// `$agentroot`: absolute.
+    pub data_dir: PathBuf,
+    /// `$root`: the install root (see [`install_root`]).
+    pub install_root: PathBuf,
+    pub jumpscripts_dir: PathBuf,
+    pub max_jobs: usize,
+    pub interpreters: Interpreters,
+    // Read and checked now; used by the logger and stats issues.
+    pub stats_interval: Duration,
+    pub stats_flush_interval: Duration,
+    pub statsd_listen: Option<SocketAddr>,
+    pub log_db_max_size: u64,
+    pub log_db_keep: u32,
+    pub loglevels_db: String,
+    pub loglevels_ac: String,
+    pub log_batch_size: usize,
+    pub log_flush_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("missing {what}: set {how}")]
+    Missing {
+        what: &'static str,
+        how: &'static str,
+    },
+    #[error("cannot read token file {path}: {source}")]
+    ReadToken {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("token file {0} is empty")]
+    EmptyToken(PathBuf),
+    #[error("bad controller URL `{url}`: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads the config file named by the flags (if any), the token, and resolves everything.
+    pub fn load(flags: Flags) -> Result<Config, ConfigError> {
+        let file = match &flags.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let env_token = std::env::var(TOKEN_ENV).ok();
+        Config::resolve(flags, file, env_token, install_root())
+    }
+
+    /// Merges flags over the file and validates. `env_token` is `JSAGENT_TOKEN`'s value.
+    pub fn resolve(
+        flags: Flags,
+        file: FileConfig,
+        env_token: Option<String>,
+        install_root: PathBuf,
+    ) -> Result<Config, ConfigError> {
+        let controller = flags
+            .controller
+            .or(file.controller)
+            .ok_or(ConfigError::Missing {
+                what: "controller URL",
+                how: "--controller, JSAGENT_CONTROLLER or `controller` in the config file",
+            })?;
+        let controller = parse_url(&controller)?;
+        let gid = flags.gid.or(file.gid).ok_or(ConfigError::Missing {
+            what: "grid id",
+            how: "--gid, JSAGENT_GID or `gid` in the config file",
+        })?;
+        let nid = flags.nid.or(file.nid).ok_or(ConfigError::Missing {
+            what: "node id",
+            how: "--nid, JSAGENT_NID or `nid` in the config file",
+        })?;
+        let (token, token_source) = read_token(flags.token_file.or(file.token_file), env_token)?;
+        let ca_cert = flags.ca_cert.or(file.ca_cert);
+        if controller.scheme() == "https" && ca_cert.is_none() {
+            return Err(ConfigError::Missing {
+                what: "CA certificate for the https controller",
+                how: "--ca-cert, JSAGENT_CA_CERT or `ca_cert` in the config file",
+            });
+        }
+        let data_dir = absolute(
+            flags
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| "jsagent-data".into()),
+        )?;
+        let jumpscripts_dir = absolute(
+            file.jumpscripts_dir
+                .unwrap_or_else(|| data_dir.join("jumpscripts")),
+        )?;
+        let max_jobs = flags.max_jobs.or(file.max_jobs).unwrap_or(16);
+        if max_jobs == 0 {
+            return Err(ConfigError::Invalid("max_jobs must be at least 1".into()));
+        }
+        let statsd_listen = file
+            .statsd_listen
+            .map(|s| {
+                s.parse()
+                    .map_err(|e| ConfigError::Invalid(format!("statsd_listen `{s}`: {e}")))
+            })
+            .transpose()?;
+        Ok(Config {
+            controller,
+            gid,
+            nid,
+            token,
+            token_source,
+            ca_cert,
+            roles: roles(flags.roles.or(file.roles)),
+            data_dir,
+            install_root,
+            jumpscripts_dir,
+            max_jobs,
+            interpreters: Interpreters {
+                python: file.interpreters.python.unwrap_or_else(|| "python3".into()),
+                lua: file.interpreters.lua.unwrap_or_else(|| "lua5.4".into()),
+            },
+            stats_interval: seconds("stats_interval", file.stats_interval, 30.0)?,
+            stats_flush_interval: seconds("stats_flush_interval", file.stats_flush_interval, 10.0)?,
+            statsd_listen,
+            log_db_max_size: file.log_db_max_size.unwrap_or(100_000_000),
+            log_db_keep: file.log_db_keep.unwrap_or(5),
+            loglevels_db: file.loglevels_db.unwrap_or_else(|| "*".into()),
+            loglevels_ac: file.loglevels_ac.unwrap_or_else(|| "7,8,9".into()),
+            log_batch_size: file.log_batch_size.unwrap_or(1000),
+            log_flush_interval: seconds("log_flush_interval", file.log_flush_interval, 5.0)?,
+        })
+    }
+}
+
+/// Roles without surrounding blanks or empty entries (`--roles ""` means none).
+fn roles(raw: Option<Vec<String>>) -> Vec<String> {
+    let roles = raw.unwrap_or_default().into_iter();
+    roles
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_file(path, &text)
+}
+
+/// Parses the text of a config file; `path` only names it in errors.
+pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })
+}
+
+fn parse_url(raw: &str) -> Result<Url, ConfigError> {
+    let bad = |reason: &str| ConfigError::BadUrl {
+        url: raw.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let mut url = Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("the scheme must be https or http"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("give only scheme, host, port and an optional path"));
+    }
+    // A base path must end in `/`, or joining `v1/...` onto it would replace its last segment.
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+fn read_token(
+    file: Option<PathBuf>,
+    env_token: Option<String>,
+) -> Result<(Token, String), ConfigError> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::ReadToken {
+            path: path.clone(),
+            source,
+        })?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(ConfigError::EmptyToken(path));
+        }
+        return Ok((
+            Token(token.to_owned()),
+            format!("token file {}", path.display()),
+        ));
+    }
+    match env_token.as_deref().map(str::trim) {
+        Some(token) if !token.is_empty() => Ok((Token(token.to_owned()), TOKEN_ENV.to_owned())),
+        _ => Err(ConfigError::Missing {
+            what: "agent token",
+            how: "--token-file, JSAGENT_TOKEN_FILE, `token_file` in the config file, or JSAGENT_TOKEN",
+        }),
+    }
+}
+
+fn seconds(key: &str, value: Option<f64>, default: f64) -> Result<Duration, ConfigError> {
+    let secs = value.unwrap_or(default);
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "{key} must be a positive number of seconds, not {secs}"
+            ))
+        })
+}
+
+fn absolute(path: PathBuf) -> Result<PathBuf, ConfigError> {
+    std::path::absolute(&path)
+        .map_err(|e| ConfigError::Invalid(format!("cannot make {} absolute: {e}", path.display())))
+}
+
+/// `$root`: the parent of the directory holding the running executable (`/opt/jsagent` for
+/// `/opt/jsagent/bin/jsagent`); the executable's own directory when it has no parent.
+pub fn install_root() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let bin_dir = exe.parent().unwrap_or(Path::new("."));
+    bin_dir.parent().unwrap_or(bin_dir).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(args: &[&str]) -> Flags {
+        let argv = std::iter::once("jsagent").chain(args.iter().copied());
+        Flags::try_parse_from(argv).unwrap()
+    }
+
+    fn file(text: &str) -> Result<FileConfig, ConfigError> {
+        parse_file(Path::new("agent.toml"), text)
+    }
+
+    fn resolve(flags: Flags, file: FileConfig) -> Result<Config, ConfigError> {
+        Config::resolve(flags, file, Some("t0ken".into()), "/opt/jsagent".into())
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let err = file("controller = \"http://x\"\nmax_jobz = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_jobz"), "{err}");
+        assert!(err.contains("agent.toml"), "{err}");
+        let err = file("[interpreters]\nperl = \"perl\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("perl"), "{err}");
+    }
+
+    #[test]
+    fn every_documented_key_is_accepted() {
+        let text = r#"
+            controller = "https://127.0.0.1:4000"
+            gid = 1
+            nid = 5
+            roles = ["storage", "web"]
+            token_file = "/etc/jsagent/token"
+            ca_cert = "/etc/jsagent/ca.pem"
+            data_dir = "/var/lib/jsagent"
+            jumpscripts_dir = "/opt/jumpscripts"
+            max_jobs = 4
+            stats_interval = 30
+            stats_flush_interval = 2.5
+            statsd_listen = "127.0.0.1:8125"
+            log_db_max_size = 1000
+            log_db_keep = 2
+            loglevels_db = "1-9"
+            loglevels_ac = "8,9"
+            log_batch_size = 10
+            log_flush_interval = 1
+            [interpreters]
+            python = "/usr/bin/python3"
+            lua = "lua"
+        "#;
+        let cfg = file(text).unwrap();
+        let cfg = Config::resolve(
+            Flags::default(),
+            FileConfig {
+                token_file: None,
+                ..cfg
+            },
+            Some("x".into()),
+            "/r".into(),
+        )
+        .unwrap();
+        assert_eq!((cfg.gid, cfg.nid, cfg.max_jobs), (1, 5, 4));
+        assert_eq!(cfg.roles, ["storage", "web"]);
+        assert_eq!(cfg.stats_flush_interval, Duration::from_millis(2500));
+        assert_eq!(cfg.interpreters.python, "/usr/bin/python3");
+        assert_eq!(cfg.statsd_listen, Some("127.0.0.1:8125".parse().unwrap()));
+    }
+
+    #[test]
+    fn the_shipped_example_config_is_accepted() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/agent.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let cfg = Config::resolve(
+            Flags::default(),
+            parse_file(&path, &text).unwrap(),
+            None,
+            "/".into(),
+        );
+        // Its token file does not exist here; everything before the token resolved.
+        let err = cfg.unwrap_err().to_string();
+        assert!(err.contains("cannot read token file"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let f = file(
+            "controller = \"http://file:1\"\ngid = 1\nnid = 2\nmax_jobs = 3\nroles = [\"a\"]\n",
+        )
+        .unwrap();
+        let cfg = resolve(
+            flags(&[
+                "--nid",
+                "7",
+                "--controller",
+                "http://flag:2/",
+                "--roles",
+                "x, y,",
+            ]),
+            f,
+        )
+        .unwrap();
+        assert_eq!(cfg.controller.as_str(), "http://flag:2/");
+        assert_eq!((cfg.gid, cfg.nid, cfg.max_jobs), (1, 7, 3));
+        assert_eq!(cfg.roles, ["x", "y"]);
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let cfg = resolve(
+            flags(&["--controller", "http://c", "--gid", "0", "--nid", "0"]),
+            FileConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(cfg.max_jobs, 16);
+        assert_eq!(cfg.stats_interval, Duration::from_secs(30));
+        assert_eq!(cfg.log_db_max_size, 100_000_000);
+        assert_eq!(cfg.log_db_keep, 5);
+        assert_eq!(
+            cfg.interpreters,
+            Interpreters {
+                python: "python3".into(),
+                lua: "lua5.4".into()
+            }
+        );
+        assert!(cfg.data_dir.is_absolute() && cfg.data_dir.ends_with("jsagent-data"));
+        assert_eq!(cfg.jumpscripts_dir, cfg.data_dir.join("jumpscripts"));
+    }
+
+    #[test]
+    fn missing_settings_name_flag_env_and_key() {
+        let err = resolve(Flags::default(), FileConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--controller") && err.contains("JSAGENT_CONTROLLER"),
+            "{err}"
+        );
+        let err = resolve(
+            flags(&["--controller", "http://c", "--gid", "1"]),
+            FileConfig::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--nid") && err.contains("`nid`"), "{err}");
+        let f = flags(&["--controller", "http://c", "--gid", "1", "--nid", "1"]);
+        let err = Config::resolve(f, FileConfig::default(), None, "/".into())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("JSAGENT_TOKEN") && err.contains("--token-file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn https_needs_a_ca_cert() {
+        let f = flags(&["--controller", "https://c:4000", "--gid", "1", "--nid", "1"]);
+        let err = resolve(f, FileConfig::default()).unwrap_err().to_string();
+        assert!(err.contains("--ca-cert"), "{err}");
+    }
+
+    #[test]
+    fn token_file_wins_over_env_and_is_trimmed() {
+        let dir = std::env::temp_dir().join(format!("jsagent-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("token");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let f = flags(&["--controller", "http://c", "--gid", "1", "--nid", "1"]);
+        let f = Flags {
+            token_file: Some(path.clone()),
+            ..f
+        };
+        let cfg =
+            Config::resolve(f, FileConfig::default(), Some("env".into()), "/".into()).unwrap();
+        assert_eq!(cfg.token.secret(), "s3cret");
+        assert!(!format!("{cfg:?}").contains("s3cret"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let base = || flags(&["--controller", "http://c", "--gid", "1", "--nid", "1"]);
+        let err = resolve(
+            Flags {
+                max_jobs: Some(0),
+                ..base()
+            },
+            FileConfig::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("max_jobs"), "{err}");
+        let err = resolve(
+            Flags {
+                controller: Some("ftp://x".into()),
+                ..base()
+            },
+            FileConfig::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("ftp://x"), "{err}");
+        let err = resolve(base(), file("stats_interval = -1").unwrap()).unwrap_err();
+        assert!(err.to_string().contains("stats_interval"), "{err}");
+        let err = file("gid = \"one\"").unwrap_err();
+        assert!(err.to_string().contains("gid"), "{err}");
+    }
+}

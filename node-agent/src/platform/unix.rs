@@ -1,0 +1,71 @@
+//! Unix: each job's process leads its own process group (`setpgid(0, 0)` at spawn), so
+//! `killpg` reaches every descendant that did not deliberately leave the group.
+
+use std::io;
+use std::process::ExitStatus;
+
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+/// Makes the spawned process the leader of a new process group.
+pub fn configure(command: &mut Command) {
+    command.process_group(0);
+}
+
+/// The process group of a spawned job.
+#[derive(Debug)]
+pub struct ProcessTree {
+    pgid: Pid,
+}
+
+impl ProcessTree {
+    pub fn attach(child: &Child) -> io::Result<ProcessTree> {
+        let pid = child
+            .id()
+            .ok_or_else(|| io::Error::other("the process has already been reaped"))?;
+        Ok(ProcessTree { pgid: pid_of(pid) })
+    }
+
+    /// SIGKILLs every process of the group. A group that is already gone is not an error.
+    pub fn kill(&self) {
+        kill_group(self.pgid);
+    }
+}
+
+/// Kills the process group a previous agent started as `pid`; the caller has checked that the
+/// process is still the one it started (same start time).
+pub fn kill_orphan(pid: u32) {
+    kill_group(pid_of(pid));
+}
+
+fn kill_group(pgid: Pid) {
+    match killpg(pgid, Signal::SIGKILL) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(e) => tracing::warn!(pgid = pgid.as_raw(), error = %e, "cannot kill a process group"),
+    }
+}
+
+fn pid_of(pid: u32) -> Pid {
+    // Pids fit in i32 on every unix; a u32 pid comes from the kernel through std.
+    Pid::from_raw(pid as i32)
+}
+
+/// The signal that ended the process, if one did.
+pub fn exit_signal(status: &ExitStatus) -> Option<i32> {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal()
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn terminate_signal() -> io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! One running job process: spawned without a shell in its own process tree (see [`platform`]),
+//! fed its stdin, its stdout and stderr tails collected while it runs, ended by its exit, its
+//! time limit or the agent stopping.
+//!
+//! When the process exits, whatever it left running in its tree is killed too: a job's
+//! processes end with it, so nothing is orphaned and its output pipes close.
+//!
+//! [`platform`]: crate::platform
+
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::launch::Launch;
+use crate::platform::{self, ProcessTree};
+use crate::tail::Tail;
+
+/// How long output is still read after the process ended (something that left its tree may
+/// hold the pipes open; its output is then cut off).
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// How a run ended.
+#[derive(Debug)]
+pub enum Ending {
+    Exited(ExitStatus),
+    /// Killed when `max_time` ran out.
+    TimedOut,
+    /// Killed because the agent is stopping.
+    Cancelled,
+    /// The agent lost track of the process (an OS error while waiting for it).
+    Lost(std::io::Error),
+}
+
+/// A finished run: how it ended and the tails of its output.
+#[derive(Debug)]
+pub struct Finished {
+    pub ending: Ending,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A spawned process with its tree.
+#[derive(Debug)]
+pub struct Process {
+    child: Child,
+    tree: ProcessTree,
+    pid: u32,
+}
+
+impl Process {
+    /// Starts the launch; `stdin` says whether data will be written to it (else stdin is null).
+    pub fn spawn(launch: &Launch, stdin: bool) -> std::io::Result<Process> {
+        let mut command = Command::new(&launch.program);
+        command
+            .args(&launch.args)
+            .envs(&launch.env)
+            .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(dir) = &launch.workingdir {
+            command.current_dir(dir);
+        }
+        platform::configure(&mut command);
+        let child = command.spawn()?;
+        let pid = child
+            .id()
+            .ok_or_else(|| std::io::Error::other("the process vanished at once"))?;
+        let tree = ProcessTree::attach(&child)?;
+        Ok(Process { child, tree, pid })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Runs to the end: writes `stdin` (then closes it), collects the output tails, and kills
+    /// the tree after `limit` or on `cancel`.
+    pub async fn run(
+        mut self,
+        stdin: Option<Vec<u8>>,
+        limit: Option<Duration>,
+        cancel: &CancellationToken,
+    ) -> Finished {
+        if let (Some(mut pipe), Some(data)) = (self.child.stdin.take(), stdin) {
+            // Detached: a process that never reads its stdin must not hold up the job.
+            tokio::spawn(async move {
+                let _ = pipe.write_all(&data).await;
+            });
+        }
+        let stop_reading = CancellationToken::new();
+        let stdout = self
+            .child
+            .stdout
+            .take()
+            .map(|r| read_tail(r, stop_reading.clone()));
+        let stderr = self
+            .child
+            .stderr
+            .take()
+            .map(|r| read_tail(r, stop_reading.clone()));
+
+        let ending = tokio::select! {
+            status = self.child.wait() => match status {
+                Ok(status) => Ending::Exited(status),
+                Err(e) => Ending::Lost(e),
+            },
+            _ = time_limit(limit) => Ending::TimedOut,
+            _ = cancel.cancelled() => Ending::Cancelled,
+        };
+        // A small race remains after a normal exit: the group id could be reused between the
+        // reap above and this kill; pids are not reused that quickly in practice.
+        self.tree.kill();
+        let _ = self.child.wait().await;
+
+        let (stdout, stderr) = drain(stdout, stderr, stop_reading).await;
+        Finished {
+            ending,
+            stdout,
+            stderr,
+        }
+    }
+}
+
+async fn time_limit(limit: Option<Duration>) {
+    match limit {
+        Some(limit) => tokio::time::sleep(limit).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn read_tail<R: AsyncRead + Unpin + Send + 'static>(
+    mut reader: R,
+    stop: CancellationToken,
+) -> JoinHandle<String> {
+    tokio::spawn(async move {
+        let mut tail = Tail::default();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let read = tokio::select! {
+                read = reader.read(&mut buf) => read,
+                _ = stop.cancelled() => break,
+            };
+            match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => tail.feed(&buf[..n]),
+            }
+        }
+        tail.into_text()
+    })
+}
+
+/// Waits for both readers, at most [`DRAIN`], then stops them and takes what they have.
+async fn drain(
+    stdout: Option<JoinHandle<String>>,
+    stderr: Option<JoinHandle<String>>,
+    stop: CancellationToken,
+) -> (String, String) {
+    let join = |h: Option<JoinHandle<String>>| async move {
+        match h {
+            Some(h) => h.await.unwrap_or_default(),
+            None => String::new(),
+        }
+    };
+    let both = async { tokio::join!(join(stdout), join(stderr)) };
+    tokio::pin!(both);
+    if let Ok(tails) = tokio::time::timeout(DRAIN, both.as_mut()).await {
+        return tails;
+    }
+    stop.cancel();
+    both.await
+}
+
+/// When the process `pid` started (seconds since the epoch), to recognise it later.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let mut system = sysinfo::System::new();
+    let pid = sysinfo::Pid::from_u32(pid);
+    system.refresh_processes_specifics(
+        sysinfo::ProcessesToUpdate::Some(&[pid]),
+        true,
+        sysinfo::ProcessRefreshKind::nothing(),
+    );
+    system.process(pid).map(sysinfo::Process::start_time)
+}

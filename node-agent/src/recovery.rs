@@ -1,0 +1,161 @@
+//! Start-up recovery (DESIGN §10): settles the jobs a previous run of the agent left unfinished.
+//!
+//! - `RUNNING`: the agent stopped or died while the job ran. If its process is still there —
+//!   the recorded pid exists *and* started at the recorded time, never the pid alone, since pids
+//!   are reused — its tree is killed. The job ends `ERROR` "agent restarted".
+//! - `QUEUED`: stored but never started; it is dispatched now, like a new command. A stored
+//!   `restart` is answered but does not restart again: this start is that restart.
+
+use crate::dispatch::{Dispatched, Dispatcher, Incoming};
+use crate::platform;
+use crate::process;
+use crate::store::{Store, StoreError, Unfinished};
+
+/// Data of a job that was running when the agent went away.
+pub const AGENT_RESTARTED: &str = "agent restarted";
+
+/// Counts of what recovery did, for the start-up log line.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Recovered {
+    pub ended: usize,
+    pub killed: usize,
+    pub resumed: usize,
+}
+
+pub async fn recover(store: &Store, dispatcher: &Dispatcher) -> Result<Recovered, StoreError> {
+    let mut recovered = Recovered::default();
+    for job in store.unfinished().await? {
+        if job.state == schemas::JobState::Running.as_str() {
+            if kill_leftover(&job) {
+                recovered.killed += 1;
+            }
+            store
+                .finish(&dispatcher.error_for_raw(&job.id, &job.raw, AGENT_RESTARTED))
+                .await?;
+            recovered.ended += 1;
+            continue;
+        }
+        let incoming = Incoming::parse(job.raw.clone()).unwrap_or_else(|reason| Incoming {
+            id: job.id.clone(),
+            raw: job.raw.clone(),
+            parsed: Err(reason),
+        });
+        if dispatcher.dispatch(incoming).await? == Dispatched::Restart {
+            tracing::info!(id = %job.id, "answered a restart stored before the last stop");
+        }
+        recovered.resumed += 1;
+    }
+    Ok(recovered)
+}
+
+/// Kills the job's process tree if its process is still the one the agent started.
+fn kill_leftover(job: &Unfinished) -> bool {
+    let (Some(pid), Some(recorded)) = (job.pid, job.pid_start_time) else {
+        return false;
+    };
+    if process::start_time(pid) != Some(recorded) {
+        return false;
+    }
+    tracing::warn!(id = %job.id, pid, "killing a job process left by the previous run");
+    platform::kill_orphan(pid);
+    true
+}
+
+#[cfg(test)]
+#[cfg(unix)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, FileConfig, Flags};
+    use crate::store::{OutboxKind, Received, Started};
+    use crate::supervisor::Supervisor;
+    use schemas::{JobResult, JobState};
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn running_jobs_end_and_their_trees_die_queued_jobs_run() {
+        let dir = std::env::temp_dir().join(format!("jsagent-recovery-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let flags = Flags {
+            controller: Some("http://127.0.0.1:1".into()),
+            gid: Some(1),
+            nid: Some(2),
+            data_dir: Some(dir.clone()),
+            ..Default::default()
+        };
+        let config =
+            Config::resolve(flags, FileConfig::default(), Some("t".into()), "/".into()).unwrap();
+        let store = Store::open(&dir.join("agent.db")).await.unwrap();
+        let dispatcher =
+            Dispatcher::new(store.clone(), Supervisor::new(&config, store.clone()), 1, 2);
+
+        // A "previous agent's" job process, in its own group, still running.
+        let mut orphan = std::process::Command::new("sleep");
+        std::os::unix::process::CommandExt::process_group(&mut orphan, 0);
+        let mut orphan = orphan.arg("100").spawn().unwrap();
+        let pid = orphan.id();
+        let raw =
+            |id: &str, cmd: &str| json!({"id": id, "gid": 1, "nid": 2, "cmd": cmd}).to_string();
+        let received = ["running", "stale", "queued"].map(|id| Received {
+            id: id.into(),
+            raw: raw(id, "ping"),
+        });
+        store.receive(received.to_vec()).await.unwrap();
+        store
+            .start(
+                "running",
+                Started {
+                    started_ms: 1,
+                    pid,
+                    pid_start_time: process::start_time(pid),
+                },
+            )
+            .await
+            .unwrap();
+        // Same pid, different start time: some other process now; must not be killed.
+        store
+            .start(
+                "stale",
+                Started {
+                    started_ms: 1,
+                    pid: std::process::id(),
+                    pid_start_time: Some(1),
+                },
+            )
+            .await
+            .unwrap();
+
+        let recovered = recover(&store, &dispatcher).await.unwrap();
+        assert_eq!(
+            recovered,
+            Recovered {
+                ended: 2,
+                killed: 1,
+                resumed: 1
+            }
+        );
+        let status = orphan.wait().unwrap();
+        assert!(
+            status.code().is_none(),
+            "the orphan was not killed: {status}"
+        );
+
+        let rows = store.outbox_take(OutboxKind::Result, 10).await.unwrap();
+        let results: Vec<JobResult> = rows
+            .iter()
+            .map(|r| serde_json::from_str(&r.body).unwrap())
+            .collect();
+        let by_id = |id: &str| results.iter().find(|r| r.id == id).unwrap().clone();
+        assert_eq!(
+            (by_id("running").state, by_id("running").data),
+            (JobState::Error, json!(AGENT_RESTARTED))
+        );
+        assert_eq!(by_id("stale").state, JobState::Error);
+        assert_eq!(
+            (by_id("queued").state, by_id("queued").data),
+            (JobState::Ok, json!("pong"))
+        );
+        assert!(store.unfinished().await.unwrap().is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,128 @@
+//! The tail of an output stream: the last lines a process printed, for a result's `streams`
+//! (DESIGN §3: the last 1000 lines, each at most 64 KiB). Fed raw chunks as they are read, so a
+//! line without a newline can never grow past its limit in memory.
+
+use std::collections::VecDeque;
+
+pub const MAX_LINES: usize = 1000;
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+#[derive(Debug)]
+pub struct Tail {
+    lines: VecDeque<String>,
+    max_lines: usize,
+    max_line_bytes: usize,
+    /// The line being read (no newline yet), already cut to `max_line_bytes`.
+    current: Vec<u8>,
+    /// Whether the last byte seen was a newline.
+    ended_with_newline: bool,
+}
+
+impl Default for Tail {
+    fn default() -> Self {
+        Tail::new(MAX_LINES, MAX_LINE_BYTES)
+    }
+}
+
+impl Tail {
+    pub fn new(max_lines: usize, max_line_bytes: usize) -> Tail {
+        Tail {
+            lines: VecDeque::new(),
+            max_lines,
+            max_line_bytes,
+            current: Vec::new(),
+            ended_with_newline: false,
+        }
+    }
+
+    /// Adds bytes as read from the stream.
+    pub fn feed(&mut self, mut chunk: &[u8]) {
+        while !chunk.is_empty() {
+            let (part, rest, newline) = match chunk.iter().position(|&b| b == b'\n') {
+                Some(i) => (&chunk[..i], &chunk[i + 1..], true),
+                None => (chunk, &chunk[chunk.len()..], false),
+            };
+            let room = self.max_line_bytes.saturating_sub(self.current.len());
+            self.current
+                .extend_from_slice(&part[..part.len().min(room)]);
+            if newline {
+                self.end_line();
+            }
+            self.ended_with_newline = newline;
+            chunk = rest;
+        }
+    }
+
+    fn end_line(&mut self) {
+        let line = String::from_utf8_lossy(&self.current).into_owned();
+        self.current.clear();
+        if self.lines.len() == self.max_lines {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(line);
+    }
+
+    /// The kept lines joined with `\n`, ending with `\n` when the output did.
+    pub fn into_text(mut self) -> String {
+        if !self.current.is_empty() {
+            self.end_line();
+        }
+        let mut text = Vec::from(self.lines).join("\n");
+        if self.ended_with_newline {
+            text.push('\n');
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tail_of(max_lines: usize, max_bytes: usize, chunks: &[&str]) -> String {
+        let mut t = Tail::new(max_lines, max_bytes);
+        for c in chunks {
+            t.feed(c.as_bytes());
+        }
+        t.into_text()
+    }
+
+    #[test]
+    fn short_output_is_kept_as_is() {
+        assert_eq!(tail_of(10, 100, &["hello\nworld\n"]), "hello\nworld\n");
+        assert_eq!(tail_of(10, 100, &["no newline"]), "no newline");
+        assert_eq!(tail_of(10, 100, &[]), "");
+    }
+
+    #[test]
+    fn lines_split_across_chunks_are_joined() {
+        assert_eq!(
+            tail_of(10, 100, &["hel", "lo\nwo", "rld\n"]),
+            "hello\nworld\n"
+        );
+    }
+
+    #[test]
+    fn only_the_last_lines_are_kept() {
+        let input: String = (1..=5).map(|i| format!("{i}\n")).collect();
+        assert_eq!(tail_of(2, 100, &[&input]), "4\n5\n");
+    }
+
+    #[test]
+    fn long_lines_are_cut() {
+        assert_eq!(tail_of(10, 4, &["abcdefgh\nxy\n"]), "abcd\nxy\n");
+        assert_eq!(tail_of(10, 4, &["ab", "cd", "ef", "\n"]), "abcd\n");
+    }
+
+    #[test]
+    fn empty_lines_count() {
+        assert_eq!(tail_of(10, 100, &["\n\n"]), "\n\n");
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_not_a_panic() {
+        let mut t = Tail::new(10, 100);
+        t.feed(&[0xff, b'a', b'\n']);
+        assert_eq!(t.into_text(), "\u{fffd}a\n");
+    }
+}
