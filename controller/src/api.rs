@@ -265,6 +265,7 @@ async fn result(
     let mut answer = BatchAnswer::default();
     match value {
         Value::Array(items) => {
+            let mut valid = Vec::with_capacity(items.len());
             for item in items {
                 let id = item
                     .get("id")
@@ -272,9 +273,13 @@ async fn result(
                     .unwrap_or("")
                     .to_owned();
                 match check_result(item, gid, nid) {
-                    Ok(r) => answer.add(&id, results::record(&api.state, &agent, &r).await?),
+                    Ok(r) => valid.push(r),
                     Err(e) => answer.reject(&id, e.message),
                 }
+            }
+            let outcomes = results::record_all(&api.state, &agent, &valid).await?;
+            for (r, outcome) in valid.iter().zip(outcomes) {
+                answer.add(&r.id, outcome);
             }
         }
         item @ Value::Object(_) => {

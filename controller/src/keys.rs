@@ -41,9 +41,14 @@ pub fn agent_delivered(agent_id: &str) -> String {
     format!("agent:{{{agent_id}}}:delivered")
 }
 
-/// Lease deadlines (ms) of delivered, unacknowledged commands: job id → deadline.
+/// Lease deadlines of delivered, unacknowledged commands: sorted set of job ids, score = deadline (ms).
 pub fn agent_leases(agent_id: &str) -> String {
     format!("agent:{{{agent_id}}}:leases")
+}
+
+/// Delivered, unacknowledged commands by job id (so an ack needs no scan of `delivered`).
+pub fn agent_inflight(agent_id: &str) -> String {
+    format!("agent:{{{agent_id}}}:inflight")
 }
 
 pub fn controller(instance: &str) -> String {

@@ -126,6 +126,7 @@ pub async fn take(
     invocation
         .key(keys::agent_delivered(agent))
         .key(keys::agent_leases(agent))
+        .key(keys::agent_inflight(agent))
         .arg(schemas::now_ms())
         .arg(state.config.lease.as_millis() as u64)
         .arg(max);

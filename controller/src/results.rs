@@ -65,6 +65,50 @@ pub async fn record(
     agent: &str,
     result: &JobResult,
 ) -> redis::RedisResult<Outcome> {
+    Ok(record_all(state, agent, std::slice::from_ref(result)).await?[0])
+}
+
+/// Records an agent's results: each (job, agent) once, concurrently (the multiplexed connection
+/// pipelines them), then settles their deliveries and publishes the changes in one go each.
+pub async fn record_all(
+    state: &Shared,
+    agent: &str,
+    results: &[JobResult],
+) -> redis::RedisResult<Vec<Outcome>> {
+    let recorded =
+        futures::future::try_join_all(results.iter().map(|r| record_one(state, agent, r))).await?;
+    // Settles the deliveries even when the agent's ack was lost with a previous answer.
+    let settled: Vec<String> = results
+        .iter()
+        .zip(&recorded)
+        .filter(|(_, (o, _))| matches!(o, Outcome::Recorded | Outcome::Duplicate))
+        .map(|(r, _)| r.id.clone())
+        .collect();
+    if !settled.is_empty() {
+        poll::take(state, agent, 0, &settled).await?;
+    }
+    let mut pipe = redis::pipe();
+    let mut any = false;
+    for (r, (outcome, job_state)) in results.iter().zip(&recorded) {
+        if *outcome == Outcome::Recorded {
+            let event = json!({"id": r.id, "gid": r.gid, "nid": r.nid, "state": job_state});
+            pipe.publish(keys::EVENTS, event.to_string()).ignore();
+            state.metrics.finished(r.state.as_str());
+            any = true;
+        }
+    }
+    if any {
+        pipe.exec_async(&mut state.conn()).await?;
+    }
+    Ok(recorded.into_iter().map(|(o, _)| o).collect())
+}
+
+/// Runs `record_result.lua` for one result; returns what became of it and the job's state.
+async fn record_one(
+    state: &Shared,
+    agent: &str,
+    result: &JobResult,
+) -> redis::RedisResult<(Outcome, String)> {
     let mut conn = state.conn();
     let body = serde_json::to_string(result).unwrap_or_default();
     let (status, job_state): (String, String) = state
@@ -85,19 +129,5 @@ pub async fn record(
         "not_a_target" => Outcome::NotATarget,
         _ => Outcome::UnknownJob,
     };
-    if matches!(outcome, Outcome::Recorded | Outcome::Duplicate) {
-        // Settles the delivery even when the agent's ack was lost with a previous answer.
-        poll::take(state, agent, 0, std::slice::from_ref(&result.id)).await?;
-    }
-    if outcome == Outcome::Recorded {
-        let event =
-            json!({"id": result.id, "gid": result.gid, "nid": result.nid, "state": job_state});
-        redis::cmd("PUBLISH")
-            .arg(keys::EVENTS)
-            .arg(event.to_string())
-            .query_async::<()>(&mut conn)
-            .await?;
-        state.metrics.finished(result.state.as_str());
-    }
-    Ok(outcome)
+    Ok((outcome, job_state))
 }

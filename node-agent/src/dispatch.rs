@@ -1,7 +1,8 @@
 //! Where a stored command goes: internal commands are answered here (`ping`, `restart`, and an
-//! `ERROR` for those this version does not implement yet), process commands go to the
-//! [`Supervisor`], and a command the agent cannot parse ends `ERROR` with the reason. Every
-//! command that reaches [`Dispatcher::dispatch`] gets exactly one result; none is dropped.
+//! `ERROR` for those this version does not implement yet), process commands — and `kill`,
+//! `killall`, which the supervisor answers once the jobs have ended — go to the [`Supervisor`],
+//! and a command the agent cannot parse ends `ERROR` with the reason. Every command that
+//! reaches [`Dispatcher::dispatch`] gets exactly one result; none is dropped.
 //!
 //! Used by the poller for new commands and by start-up recovery for commands stored but never
 //! started.
@@ -84,6 +85,14 @@ impl Dispatcher {
                 let mut result = self.result(&command, JobState::Ok);
                 result.data = Value::String("pong".into());
                 return self.store.finish(&result).await.map(|()| Dispatched::Done);
+            }
+            CommandKind::Kill(target) => {
+                self.supervisor.kill(command, &target.id);
+                return Ok(Dispatched::Done);
+            }
+            CommandKind::Killall => {
+                self.supervisor.killall(command);
+                return Ok(Dispatched::Done);
             }
             CommandKind::Restart => {
                 let mut result = self.result(&command, JobState::Ok);
@@ -239,13 +248,13 @@ mod tests {
         let (_, r) = answer(
             &d,
             &store,
-            json!({"id": "k", "gid": 1, "nid": 2, "cmd": "kill", "args": {"id": "x"}}),
+            json!({"id": "s", "gid": 1, "nid": 2, "cmd": "get_process_stats", "args": {"id": "x"}}),
         )
         .await;
         assert_eq!(r.state, JobState::Error);
         assert_eq!(
             r.data,
-            json!("command `kill` is not supported by this agent version yet")
+            json!("command `get_process_stats` is not supported by this agent version yet")
         );
         assert_eq!(r.args, json!({"id": "x"}));
         let recurring = json!({"id": "rc", "gid": 1, "nid": 2, "cmd": "execute", "args": {"cmd": "true", "recurring_period": 5}});
@@ -254,6 +263,53 @@ mod tests {
             r.data.as_str().unwrap().contains("recurring_period"),
             "{}",
             r.data
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn kill_and_killall_are_answered_by_the_supervisor() {
+        let (d, store, dir) = dispatcher("kill").await;
+        for raw in [
+            json!({"id": "k", "gid": 1, "nid": 2, "cmd": "kill", "args": {"id": "nope"}}),
+            json!({"id": "ka", "gid": 1, "nid": 2, "cmd": "killall"}),
+        ] {
+            let incoming = Incoming::parse(raw.to_string()).unwrap();
+            let received = Received {
+                id: incoming.id.clone(),
+                raw: incoming.raw.clone(),
+            };
+            store.receive(vec![received]).await.unwrap();
+            assert_eq!(d.dispatch(incoming).await.unwrap(), Dispatched::Done);
+        }
+        let mut results: Vec<JobResult> = Vec::new();
+        while results.len() < 2 {
+            store.outbox_added().await;
+            let rows = store.outbox_take(OutboxKind::Result, 10).await.unwrap();
+            results = rows
+                .iter()
+                .map(|r| serde_json::from_str(&r.body).unwrap())
+                .collect();
+        }
+        results.sort_by(|a, b| a.id.cmp(&b.id));
+        let got: Vec<(&str, JobState, &Value)> = results
+            .iter()
+            .map(|r| (r.id.as_str(), r.state, &r.data))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "k",
+                    JobState::Error,
+                    &json!("no running or queued job `nope` on this agent")
+                ),
+                ("ka", JobState::Ok, &json!({"killed": []})),
+            ]
+        );
+        assert_eq!(
+            store.job_state("k").await.unwrap().as_deref(),
+            Some("ERROR")
         );
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -8,7 +8,9 @@
 //! - [`backoff`]: jittered exponential backoff for every retry.
 //! - [`poller`]: hello, long-poll, store-then-acknowledge, hand over to dispatch.
 //! - [`dispatch`]: answers internal commands, sends process commands to the supervisor.
-//! - [`supervisor`]: the process manager: job slots (`max_jobs`), serial queues, results.
+//! - [`supervisor`]: the process manager: job slots (`max_jobs`), serial queues, results,
+//!   `kill` and `killall`.
+//! - [`registry`]: the jobs the supervisor holds by id, and how a kill reaches their owners.
 //! - [`launch`]: a command's args turned into a program to start (templates, PATH, scripts).
 //! - [`process`]: one running process: stdin, output tails, time limit, killing its tree.
 //! - [`tail`]: the last lines of an output stream.
@@ -32,6 +34,7 @@ pub mod platform;
 pub mod poller;
 pub mod process;
 pub mod recovery;
+pub mod registry;
 pub mod store;
 pub mod supervisor;
 pub mod tail;

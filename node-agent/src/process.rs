@@ -1,6 +1,10 @@
 //! One running job process: spawned without a shell in its own process tree (see [`platform`]),
 //! fed its stdin, its stdout and stderr tails collected while it runs, ended by its exit, its
-//! time limit or the agent stopping.
+//! time limit, a `kill` command or the agent stopping.
+//!
+//! A `kill` is the only gentle ending: the tree is asked to stop (SIGTERM to the process group;
+//! on Windows the Job Object is terminated at once) and gets a grace period to exit before it
+//! is killed outright. A time limit or the agent stopping kills at once.
 //!
 //! When the process exits, whatever it left running in its tree is killed too: a job's
 //! processes end with it, so nothing is orphaned and its output pipes close.
@@ -29,6 +33,8 @@ pub enum Ending {
     Exited(ExitStatus),
     /// Killed when `max_time` ran out.
     TimedOut,
+    /// Killed on request (a `kill` or `killall` command).
+    Killed,
     /// Killed because the agent is stopping.
     Cancelled,
     /// The agent lost track of the process (an OS error while waiting for it).
@@ -41,6 +47,18 @@ pub struct Finished {
     pub ending: Ending,
     pub stdout: String,
     pub stderr: String,
+}
+
+/// What ends a run besides the process's own exit.
+#[derive(Debug, Clone, Copy)]
+pub struct Stops<'a> {
+    /// `max_time`: killed (at once) when it runs out.
+    pub limit: Option<Duration>,
+    /// A kill request: asked to stop, then killed after `kill_grace`.
+    pub kill: &'a CancellationToken,
+    pub kill_grace: Duration,
+    /// The agent is stopping: killed at once.
+    pub stop: &'a CancellationToken,
 }
 
 /// A spawned process with its tree.
@@ -78,14 +96,9 @@ impl Process {
         self.pid
     }
 
-    /// Runs to the end: writes `stdin` (then closes it), collects the output tails, and kills
-    /// the tree after `limit` or on `cancel`.
-    pub async fn run(
-        mut self,
-        stdin: Option<Vec<u8>>,
-        limit: Option<Duration>,
-        cancel: &CancellationToken,
-    ) -> Finished {
+    /// Runs to the end: writes `stdin` (then closes it), collects the output tails, and ends
+    /// the tree as [`Stops`] says.
+    pub async fn run(mut self, stdin: Option<Vec<u8>>, stops: Stops<'_>) -> Finished {
         if let (Some(mut pipe), Some(data)) = (self.child.stdin.take(), stdin) {
             // Detached: a process that never reads its stdin must not hold up the job.
             tokio::spawn(async move {
@@ -109,8 +122,12 @@ impl Process {
                 Ok(status) => Ending::Exited(status),
                 Err(e) => Ending::Lost(e),
             },
-            _ = time_limit(limit) => Ending::TimedOut,
-            _ = cancel.cancelled() => Ending::Cancelled,
+            _ = time_limit(stops.limit) => Ending::TimedOut,
+            _ = stops.kill.cancelled() => {
+                self.terminate(stops).await;
+                Ending::Killed
+            }
+            _ = stops.stop.cancelled() => Ending::Cancelled,
         };
         // A small race remains after a normal exit: the group id could be reused between the
         // reap above and this kill; pids are not reused that quickly in practice.
@@ -122,6 +139,20 @@ impl Process {
             ending,
             stdout,
             stderr,
+        }
+    }
+
+    /// Asks the tree to stop and waits for the process to exit, at most the grace period (less
+    /// if the agent stops meanwhile). The caller then kills what is left of the tree.
+    async fn terminate(&mut self, stops: Stops<'_>) {
+        tracing::debug!(pid = self.pid, "asking the process tree to stop");
+        self.tree.terminate();
+        tokio::select! {
+            _ = self.child.wait() => {}
+            _ = tokio::time::sleep(stops.kill_grace) => {
+                tracing::debug!(pid = self.pid, "grace period over; killing the process tree");
+            }
+            _ = stops.stop.cancelled() => {}
         }
     }
 }

@@ -5,7 +5,11 @@
 //!
 //! A job's life: `QUEUED` (stored by the poller) → waits for a slot → launch prepared (a bad
 //! command ends here, `ERROR` with the reason) → spawned, `RUNNING` with its pid recorded → ends
-//! `OK`, `ERROR`, or `TIMEOUT` after `max_time`.
+//! `OK`, `ERROR`, or `TIMEOUT` after `max_time`. A `kill` or `killall` ([`Supervisor::kill`])
+//! ends it `KILLED` at any point before that, without starting it if it was still waiting.
+//!
+//! Each job is owned by its own task, which alone touches its process; the [`Registry`] holds
+//! the jobs by id so a kill can reach their owners.
 //!
 //! Stopping the agent ([`Supervisor::shutdown`]) kills every running tree and reports those jobs
 //! `ERROR` "agent stopped" at once; jobs still waiting for a slot stay `QUEUED` in the store and
@@ -24,13 +28,19 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::Config;
-use crate::launch::{Launcher, Program};
+use crate::launch::{Launch, Launcher, Program};
 use crate::platform;
-use crate::process::{self, Ending, Finished, Process};
+use crate::process::{self, Ending, Finished, Process, Stops};
+use crate::registry::{Claim, Killer, Registry, Ticket};
 use crate::store::{Started, Store};
+
+mod kill;
 
 /// Data of a job killed because the agent stopped.
 pub const AGENT_STOPPED: &str = "agent stopped";
+
+/// How long a killed job's process tree has to exit after SIGTERM before it gets SIGKILL.
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// A job for the process manager.
 #[derive(Debug, Clone)]
@@ -55,6 +65,7 @@ struct Inner {
     /// Serial queues by name. A std mutex: it is held only to look up an entry, never across
     /// an await.
     queues: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    registry: Registry,
     tasks: TaskTracker,
     stop: CancellationToken,
 }
@@ -63,6 +74,15 @@ struct Inner {
 struct Turn {
     _queue: Option<OwnedMutexGuard<()>>,
     _slot: OwnedSemaphorePermit,
+}
+
+/// How waiting for a turn ended.
+enum Waited {
+    Turn(Turn),
+    /// A kill claimed the job while it waited.
+    Killed,
+    /// The agent is stopping.
+    Stopping,
 }
 
 impl Supervisor {
@@ -75,19 +95,27 @@ impl Supervisor {
                 nid: config.nid,
                 slots: Arc::new(Semaphore::new(config.max_jobs)),
                 queues: Mutex::new(HashMap::new()),
+                registry: Registry::default(),
                 tasks: TaskTracker::new(),
                 stop: CancellationToken::new(),
             }),
         }
     }
 
-    /// Starts a stored job; it runs when a slot (and its queue) is free.
+    /// Starts a stored job; it runs when a slot (and its queue) is free. From now on a `kill`
+    /// finds it.
     pub fn submit(&self, job: Job) {
+        let _span = tracing::info_span!("job", id = %job.command.id).entered();
+        let Some(ticket) = self.inner.registry.register(&job.command.id) else {
+            // The store lets an id in once, so this is the same command again: the job already
+            // held answers for it.
+            tracing::error!("a job with this id is held already; not running it twice");
+            return;
+        };
         let this = self.clone();
-        let span = tracing::info_span!("job", id = %job.command.id);
         self.inner
             .tasks
-            .spawn(async move { this.run(job).await }.instrument(span));
+            .spawn(async move { this.run(job, ticket).await }.in_current_span());
     }
 
     /// Kills every running process tree, reports those jobs, and waits (at most `grace`) for
@@ -105,18 +133,34 @@ impl Supervisor {
         }
     }
 
-    async fn run(&self, job: Job) {
-        let Some(_turn) = self.wait_turn(&job).await else {
-            return; // stopping: the job stays QUEUED and runs on the next start
+    async fn run(&self, job: Job, ticket: Ticket) {
+        let turn = match self.wait_turn(&job, &ticket).await {
+            // The job stays QUEUED and runs on the next start.
+            Waited::Stopping => return,
+            Waited::Turn(turn) if ticket.start() => Some(turn),
+            // Claimed by a kill while waiting, or just as its turn came: it never starts.
+            Waited::Turn(_) | Waited::Killed => None,
         };
-        let result = self.execute(&job).await;
+        let (result, claim, _turn) = match turn {
+            Some(turn) => {
+                let (result, claim) = self.execute(&job, ticket).await;
+                (result, claim, Some(turn))
+            }
+            None => {
+                let claim = ticket.leave();
+                (self.killed_queued(&job, claim.as_ref()), claim, None)
+            }
+        };
         tracing::debug!(state = result.state.as_str(), "job finished");
         if let Err(e) = self.inner.store.finish(&result).await {
             tracing::error!(error = %e, "cannot store a job's result");
         }
+        if let Some(claim) = claim {
+            claim.answer(result.state);
+        }
     }
 
-    async fn wait_turn(&self, job: &Job) -> Option<Turn> {
+    async fn wait_turn(&self, job: &Job, ticket: &Ticket) -> Waited {
         let queue = job.args.queue.as_ref().map(|name| self.queue(name));
         let slots = self.inner.slots.clone();
         let turn = async move {
@@ -124,16 +168,20 @@ impl Supervisor {
                 Some(q) => Some(q.lock_owned().await),
                 None => None,
             };
-            let slot = slots.acquire_owned().await.ok()?;
-            Some(Turn {
-                _queue: queue,
-                _slot: slot,
-            })
+            match slots.acquire_owned().await {
+                Ok(slot) => Waited::Turn(Turn {
+                    _queue: queue,
+                    _slot: slot,
+                }),
+                // The slots are never closed; if they were, nothing could run any more.
+                Err(_) => Waited::Stopping,
+            }
         };
         tokio::select! {
             biased;
-            _ = self.inner.stop.cancelled() => None,
-            turn = turn => turn,
+            _ = ticket.killed().cancelled() => Waited::Killed,
+            _ = self.inner.stop.cancelled() => Waited::Stopping,
+            waited = turn => waited,
         }
     }
 
@@ -148,24 +196,15 @@ impl Supervisor {
         queues.entry(name.to_owned()).or_default().clone()
     }
 
-    async fn execute(&self, job: &Job) -> JobResult {
+    /// Runs a job whose turn came, and leaves the registry once it has ended: its result, and
+    /// the claim of a kill that came before its end (to be answered once the result is stored).
+    async fn execute(&self, job: &Job, ticket: Ticket) -> (JobResult, Option<Claim>) {
         let inner = &self.inner;
-        let launch = match inner
-            .launcher
-            .prepare(&job.command.id, job.program, &job.args)
-        {
-            Ok(launch) => launch,
-            Err(e) => return self.error(job, e.to_string()),
-        };
         let stdin = stdin_bytes(job.command.data.as_ref());
-        let process = match Process::spawn(&launch, stdin.is_some()) {
-            Ok(process) => process,
-            Err(e) => {
-                return self.error(
-                    job,
-                    format!("cannot start {}: {e}", launch.program.display()),
-                )
-            }
+        // `_launch` is kept until the end: it removes an inline script when dropped.
+        let (_launch, process) = match self.spawn(job, stdin.is_some()) {
+            Ok(spawned) => spawned,
+            Err(reason) => return (self.error(job, reason), ticket.leave()),
         };
         let starttime = schemas::now_ms();
         let clock = Instant::now();
@@ -182,14 +221,34 @@ impl Supervisor {
             .ok()
             .filter(|&s| s > 0)
             .map(Duration::from_secs);
-        let finished = process.run(stdin, limit, &inner.stop).await;
-        let mut result = self.result_of(job, finished);
+        let stops = Stops {
+            limit,
+            kill: ticket.killed(),
+            kill_grace: KILL_GRACE,
+            stop: &inner.stop,
+        };
+        let finished = process.run(stdin, stops).await;
+        let claim = ticket.leave();
+        let mut result = self.result_of(job, finished, claim.as_ref());
         result.starttime = starttime;
         result.time = clock.elapsed().as_millis() as u64;
-        result
+        (result, claim)
     }
 
-    fn result_of(&self, job: &Job, finished: Finished) -> JobResult {
+    /// Prepares and spawns a job's process; the error is the reason the job cannot start.
+    fn spawn(&self, job: &Job, stdin: bool) -> Result<(Launch, Process), String> {
+        let launch = self
+            .inner
+            .launcher
+            .prepare(&job.command.id, job.program, &job.args)
+            .map_err(|e| e.to_string())?;
+        match Process::spawn(&launch, stdin) {
+            Ok(process) => Ok((launch, process)),
+            Err(e) => Err(format!("cannot start {}: {e}", launch.program.display())),
+        }
+    }
+
+    fn result_of(&self, job: &Job, finished: Finished, claim: Option<&Claim>) -> JobResult {
         let (state, exit_code, data) = match finished.ending {
             Ending::Exited(status) => match status.code() {
                 Some(0) => (JobState::Ok, Some(0), String::new()),
@@ -206,6 +265,7 @@ impl Supervisor {
                 None,
                 format!("killed after max_time {} s", job.args.max_time),
             ),
+            Ending::Killed => (JobState::Killed, None, killed_by(claim, "")),
             Ending::Cancelled => (JobState::Error, None, AGENT_STOPPED.to_owned()),
             Ending::Lost(e) => (
                 JobState::Error,
@@ -220,8 +280,19 @@ impl Supervisor {
         result
     }
 
+    /// The result of a job killed before it started.
+    fn killed_queued(&self, job: &Job, claim: Option<&Claim>) -> JobResult {
+        let mut result = self.result(job, JobState::Killed);
+        result.data = Value::String(killed_by(claim, " before it started"));
+        result
+    }
+
     fn result(&self, job: &Job, state: JobState) -> JobResult {
-        let c = &job.command;
+        self.result_for(&job.command, state)
+    }
+
+    /// A result for a command, with no output.
+    fn result_for(&self, c: &Command, state: JobState) -> JobResult {
         JobResult::new(
             &c.id,
             self.inner.gid,
@@ -236,6 +307,18 @@ impl Supervisor {
         let mut result = self.result(job, JobState::Error);
         result.data = Value::String(reason);
         result
+    }
+}
+
+/// Data of a killed job: `killed by kill command <id>`, then `suffix`.
+fn killed_by(claim: Option<&Claim>, suffix: &str) -> String {
+    match claim {
+        Some(Claim {
+            by: Killer { cmd, id },
+            ..
+        }) => format!("killed by {cmd} command {id}{suffix}"),
+        // A kill always leaves its claim; this is only a fallback.
+        None => format!("killed{suffix}"),
     }
 }
 
@@ -257,10 +340,10 @@ mod tests {
     use serde_json::json;
     use std::path::PathBuf;
 
-    struct Fixture {
-        dir: PathBuf,
-        store: Store,
-        supervisor: Supervisor,
+    pub(super) struct Fixture {
+        pub(super) dir: PathBuf,
+        pub(super) store: Store,
+        pub(super) supervisor: Supervisor,
     }
 
     impl Drop for Fixture {
@@ -270,6 +353,11 @@ mod tests {
     }
 
     async fn fixture(name: &str) -> Fixture {
+        fixture_with(name, None).await
+    }
+
+    /// A supervisor in its own data dir; `max_jobs` defaults to the config's default.
+    pub(super) async fn fixture_with(name: &str, max_jobs: Option<usize>) -> Fixture {
         let dir = std::env::temp_dir().join(format!("jsagent-sup-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -278,6 +366,7 @@ mod tests {
             gid: Some(1),
             nid: Some(2),
             data_dir: Some(dir.clone()),
+            max_jobs,
             ..Default::default()
         };
         let config = Config::resolve(
@@ -299,6 +388,12 @@ mod tests {
     impl Fixture {
         /// Stores and submits an execute command, and waits for its result.
         async fn run(&self, id: &str, args: Value, data: Option<Value>) -> JobResult {
+            self.submit(id, args, data).await;
+            self.result(id).await
+        }
+
+        /// Stores and submits an execute command.
+        pub(super) async fn submit(&self, id: &str, args: Value, data: Option<Value>) {
             let mut command = json!({"id": id, "gid": 1, "nid": 2, "cmd": "execute", "args": args});
             if let Some(data) = data {
                 command["data"] = data;
@@ -317,10 +412,49 @@ mod tests {
                 args,
                 program: Program::Executable,
             });
-            self.result(id).await
         }
 
-        async fn result(&self, id: &str) -> JobResult {
+        /// Stores an internal command and returns it, to hand to the supervisor.
+        pub(super) async fn internal(&self, id: &str, cmd: &str, args: Value) -> Command {
+            let raw = json!({"id": id, "gid": 1, "nid": 2, "cmd": cmd, "args": args}).to_string();
+            let (command, _) = Command::parse(raw.as_bytes()).unwrap();
+            self.store
+                .receive(vec![Received { id: id.into(), raw }])
+                .await
+                .unwrap();
+            command
+        }
+
+        /// Waits until a job's record says `RUNNING`; returns its pid (its process group).
+        pub(super) async fn running(&self, id: &str) -> u32 {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let job = self.store.unfinished().await.unwrap();
+                if let Some(pid) = job
+                    .iter()
+                    .find(|j| j.id == id && j.state == "RUNNING")
+                    .and_then(|j| j.pid)
+                {
+                    return pid;
+                }
+                assert!(std::time::Instant::now() < deadline, "{id} did not start");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+
+        /// The results in the outbox, in the order they were stored.
+        pub(super) async fn results(&self) -> Vec<JobResult> {
+            let rows = self
+                .store
+                .outbox_take(OutboxKind::Result, 1000)
+                .await
+                .unwrap();
+            rows.iter()
+                .map(|r| serde_json::from_str(&r.body).unwrap())
+                .collect()
+        }
+
+        pub(super) async fn result(&self, id: &str) -> JobResult {
             for _ in 0..600 {
                 let rows = self
                     .store

@@ -1,1 +1,243 @@
-fn main() {}
+//! Round trips through the whole stack (DESIGN §5): a client pushes into Redis, jsacc routes
+//! over HTTPS to jsagent, the result comes back through Redis. Prints figures; asserts nothing.
+//!
+//!     cargo bench -p tests --bench roundtrip
+//!
+//! Settings (environment): BENCH_AGENTS (4), BENCH_CLIENTS client processes (4), BENCH_INFLIGHT
+//! jobs in flight per client process (16), BENCH_SECS per phase (10).
+//! Release builds of jsacc and jsagent are used; TLS is on (the controller's self-signed
+//! certificate). The bench re-executes itself as each client process.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tests::{Agent, Controller, ControllerOpts, Redis};
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One client process: `threads` closed loops (or paced loops at `rate` jobs/s in total) of
+/// LPUSH + BLPOP for `secs` seconds; prints one latency (µs) per line to stdout.
+fn client(url: &str, agents: u64, threads: u64, secs: u64, cmd: &str, rate: f64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (url, cmd) = (url.to_owned(), cmd.to_owned());
+            std::thread::spawn(move || {
+                let client = redis::Client::open(url.as_str()).expect("redis url");
+                let mut conn = client.get_connection().expect("redis");
+                let interval = (rate > 0.0).then(|| Duration::from_secs_f64(threads as f64 / rate));
+                let mut next = Instant::now() + interval.map(|i| i.mul_f64(t as f64 / threads as f64)).unwrap_or_default();
+                let mut lat = Vec::new();
+                let mut i = 0u64;
+                while Instant::now() < deadline {
+                    if interval.is_some() {
+                        let now = Instant::now();
+                        if next > now {
+                            std::thread::sleep(next - now);
+                        }
+                    }
+                    // Latency counts from the scheduled send time when paced (no coordinated omission).
+                    let start = if interval.is_some() { next } else { Instant::now() };
+                    let id = format!("b{}-{t}-{i}", std::process::id());
+                    let nid = (t + i) % agents + 1;
+                    let body = if cmd == "ping" {
+                        json!({"id": id, "gid": 1, "nid": nid, "cmd": "ping"})
+                    } else {
+                        json!({"id": id, "gid": 1, "nid": nid, "cmd": "execute", "args": {"cmd": cmd}})
+                    };
+                    let _: i64 = redis::cmd("LPUSH").arg("cmds_queue").arg(body.to_string()).query(&mut conn).expect("LPUSH");
+                    let got: Option<(String, String)> =
+                        redis::cmd("BLPOP").arg(format!("cmds_queue_{id}")).arg(30).query(&mut conn).expect("BLPOP");
+                    assert!(got.is_some(), "no result for {id} within 30 s");
+                    lat.push(start.elapsed().as_micros() as u64);
+                    i += 1;
+                    if let Some(iv) = interval {
+                        next += iv;
+                    }
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut out = String::new();
+    for h in handles {
+        for l in h.join().expect("client thread") {
+            out.push_str(&format!("{l}\n"));
+        }
+    }
+    print!("{out}");
+}
+
+struct Figures {
+    rate: f64,
+    p50: f64,
+    p99: f64,
+    n: usize,
+}
+
+/// Runs `procs` client processes at once and gathers their latencies.
+fn phase(
+    redis: &Redis,
+    agents: u64,
+    procs: u64,
+    threads: u64,
+    secs: u64,
+    cmd: &str,
+    rate: f64,
+) -> Figures {
+    let exe = std::env::current_exe().expect("own path");
+    let started = Instant::now();
+    let children: Vec<_> = (0..procs)
+        .map(|_| {
+            Command::new(&exe)
+                .env(
+                    "BENCH_CLIENT",
+                    format!(
+                        "{}|{agents}|{threads}|{secs}|{cmd}|{}",
+                        redis.url(),
+                        rate / procs as f64
+                    ),
+                )
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("client process")
+        })
+        .collect();
+    let mut lat: Vec<u64> = vec![];
+    for c in children {
+        let out = c.wait_with_output().expect("client output");
+        assert!(out.status.success(), "a client process failed");
+        lat.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.parse::<u64>().ok()),
+        );
+    }
+    let elapsed = started.elapsed().as_secs_f64().max(secs as f64);
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    Figures {
+        rate: lat.len() as f64 / elapsed,
+        p50: pct(0.50),
+        p99: pct(0.99),
+        n: lat.len(),
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().next().map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<u64>()
+                    .unwrap_or(0)
+                    / 1024
+                    / 1024
+            })
+        })
+        .unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cores} cores ({cpu}), {mem} GiB, Linux {}", kernel.trim())
+}
+
+/// Spawns and reaps `/bin/true` from one thread for `secs`: the machine's raw spawn rate.
+fn raw_spawn_rate(secs: u64) -> f64 {
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(secs) {
+        Command::new("/bin/true").status().expect("spawn /bin/true");
+        n += 1;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("BENCH_CLIENT") {
+        let p: Vec<&str> = spec.split('|').collect();
+        let num = |i: usize| p[i].parse::<u64>().expect("number");
+        client(
+            p[0],
+            num(1),
+            num(2),
+            num(3),
+            p[4],
+            p[5].parse().expect("rate"),
+        );
+        return;
+    }
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` / `cargo test --benches` probes
+    }
+    let (agents, procs, inflight, secs) = (
+        env_or("BENCH_AGENTS", 4),
+        env_or("BENCH_CLIENTS", 4),
+        env_or("BENCH_INFLIGHT", 16),
+        env_or("BENCH_SECS", 10),
+    );
+    std::env::set_var("JSACC_BIN_DIR", tests::release_bin_dir());
+    std::env::set_var("JSACC_LOG", "warn");
+    std::env::set_var("JSAGENT_LOG", "warn");
+    println!("machine: {}", machine());
+    let redis = Redis::start();
+    let controller = Controller::start(&redis, ControllerOpts::default());
+    let _agents: Vec<Agent> = (1..=agents)
+        .map(|nid| Agent::start(&redis, &controller, 1, nid, &[]))
+        .collect();
+    // Let every agent say hello and park its first poll.
+    let client = tests::RedisClient::new(&redis.url());
+    for nid in 1..=agents {
+        let r = client.run(
+            &json!({"id": format!("warm-{nid}"), "gid": 1, "nid": nid, "cmd": "ping"}),
+            Duration::from_secs(30),
+        );
+        assert_eq!(r["state"], "OK");
+    }
+    println!("stack: redis-server, 1 jsacc (HTTPS, self-signed), {agents} jsagent, {procs} client processes");
+
+    let f = phase(&redis, agents, procs, inflight, secs, "ping", 0.0);
+    println!(
+        "ping, closed loop, {} in flight: {:.0} round trips/s, p50 {:.2} ms, p99 {:.2} ms ({} jobs)",
+        procs * inflight, f.rate, f.p50, f.p99, f.n
+    );
+    let half = f.rate / 2.0;
+    let h = phase(&redis, agents, procs, inflight, secs, "ping", half);
+    println!(
+        "ping, paced at {half:.0}/s: {:.0} round trips/s, p50 {:.2} ms, p99 {:.2} ms ({} jobs)",
+        h.rate, h.p50, h.p99, h.n
+    );
+    let e = phase(&redis, agents, procs, inflight, secs, "/bin/true", 0.0);
+    println!(
+        "execute /bin/true, closed loop, {} in flight: {:.0} jobs/s, p50 {:.2} ms, p99 {:.2} ms ({} jobs)",
+        procs * inflight, e.rate, e.p50, e.p99, e.n
+    );
+    let raw = raw_spawn_rate(secs.min(5));
+    println!(
+        "raw spawn+wait of /bin/true, one thread, this machine: {raw:.0}/s; ratio {:.2}",
+        e.rate / raw
+    );
+}

@@ -114,3 +114,40 @@ fn a_thousand_jobs_survive_controller_and_agent_kills() {
         .sum();
     eprintln!("states: {states:?}; dead routing lists replayed: {replays}; agent log mentions restart: {}", c.agents[0].logs().matches("restarted").count());
 }
+
+#[test]
+fn an_unacknowledged_command_is_delivered_again_after_its_lease() {
+    let redis = tests::Redis::start();
+    let opts = ControllerOpts {
+        extra: vec!["--lease".into(), "1".into()],
+        ..Default::default()
+    };
+    let controller = tests::Controller::start(&redis, opts);
+    let token = redis.token_add(1, 1);
+    let client = tests::RedisClient::new(&redis.url());
+    let http = controller.http();
+    let poll = |query: &str| -> Option<Value> {
+        let url = format!("{}/v1/agents/1/1/cmd?{query}", controller.url());
+        let resp = http.get(url).bearer_auth(&token).send().expect("poll");
+        (resp.status() == reqwest::StatusCode::OK).then(|| resp.json().expect("JSON"))
+    };
+    let cmd = tests::command(1, 1, "ping", json!({}));
+    let id = cmd["id"].as_str().expect("id").to_owned();
+    client.push(&cmd);
+    assert_eq!(poll("wait=5").expect("delivered")["id"], cmd["id"]);
+    // Not acknowledged (the agent "died"): after the 1 s lease it comes again, and only then.
+    assert_eq!(poll("wait=0"), None, "not redelivered within its lease");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(poll("wait=0").expect("redelivered")["id"], cmd["id"]);
+    // Acknowledged: gone for good.
+    assert_eq!(poll(&format!("wait=0&ack={id}")), None);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(
+        poll("wait=0"),
+        None,
+        "an acknowledged command is not delivered again"
+    );
+    for key in ["agent:{1:1}:delivered", "agent:{1:1}:queue"] {
+        assert_eq!(client.llen(key), 0, "{key}");
+    }
+}

@@ -4,3 +4,4 @@
 mod bad_input;
 mod command_path;
 mod faults;
+mod kill;

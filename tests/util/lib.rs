@@ -41,6 +41,35 @@ pub fn bin_dir() -> PathBuf {
     .clone()
 }
 
+/// Directory holding release builds of `jsacc` and `jsagent`, for benchmarks.
+pub fn release_bin_dir() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf();
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "--bins",
+            "-p",
+            "controller",
+            "-p",
+            "node-agent",
+        ])
+        .current_dir(&root)
+        .status()
+        .expect("cargo runs");
+    assert!(
+        status.success(),
+        "cargo build --release of jsacc and jsagent failed"
+    );
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    target.join("release")
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -244,7 +273,10 @@ impl Controller {
         .arg("--data-dir")
         .arg(self.dir.path())
         .args(&self.opts.extra)
-        .env("JSACC_LOG", "info,controller=debug");
+        .env(
+            "JSACC_LOG",
+            std::env::var("JSACC_LOG").unwrap_or_else(|_| "info,controller=debug".into()),
+        );
         if self.opts.insecure_http {
             cmd.arg("--insecure-http");
         }

@@ -28,6 +28,12 @@ impl ProcessTree {
         Ok(ProcessTree { pgid: pid_of(pid) })
     }
 
+    /// SIGTERMs every process of the group, asking it to stop. A group that is already gone is
+    /// not an error.
+    pub fn terminate(&self) {
+        signal_group(self.pgid, Signal::SIGTERM);
+    }
+
     /// SIGKILLs every process of the group. A group that is already gone is not an error.
     pub fn kill(&self) {
         kill_group(self.pgid);
@@ -41,9 +47,15 @@ pub fn kill_orphan(pid: u32) {
 }
 
 fn kill_group(pgid: Pid) {
-    match killpg(pgid, Signal::SIGKILL) {
+    signal_group(pgid, Signal::SIGKILL);
+}
+
+fn signal_group(pgid: Pid, signal: Signal) {
+    match killpg(pgid, signal) {
         Ok(()) | Err(Errno::ESRCH) => {}
-        Err(e) => tracing::warn!(pgid = pgid.as_raw(), error = %e, "cannot kill a process group"),
+        Err(e) => {
+            tracing::warn!(pgid = pgid.as_raw(), %signal, error = %e, "cannot signal a process group")
+        }
     }
 }
 

@@ -59,6 +59,13 @@ impl ProcessTree {
         Ok(tree)
     }
 
+    /// Asks the tree to stop. Windows has no SIGTERM for arbitrary processes (console control
+    /// events reach only console process groups sharing the agent's console), so this
+    /// terminates the job at once, like [`ProcessTree::kill`].
+    pub fn terminate(&self) {
+        self.kill();
+    }
+
     /// Terminates every process in the job.
     pub fn kill(&self) {
         // SAFETY: `job` is an open Job Object handle owned by self.
