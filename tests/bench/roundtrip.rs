@@ -79,11 +79,55 @@ struct Figures {
     p50: f64,
     p99: f64,
     n: usize,
+    /// CPU µs per job of: redis-server, jsacc, all agents, everything else (clients, kernel, …).
+    cpu: [f64; 4],
+}
+
+/// The processes whose CPU is accounted: redis, controller, agents.
+struct Pids {
+    redis: u32,
+    controller: u32,
+    agents: Vec<u32>,
+}
+
+impl Pids {
+    fn sample(&self) -> [Duration; 4] {
+        let agents = self.agents.iter().map(|p| tests::cpu_time(*p)).sum();
+        [
+            tests::cpu_time(self.redis),
+            tests::cpu_time(self.controller),
+            agents,
+            total_cpu(),
+        ]
+    }
+}
+
+/// CPU time of the whole machine (all cores, not idle), from /proc/stat.
+fn total_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy = f
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4 && *i < 8)
+        .map(|(_, v)| v)
+        .sum::<u64>();
+    Duration::from_millis(busy * 10)
 }
 
 /// Runs `procs` client processes at once and gathers their latencies.
+#[allow(clippy::too_many_arguments)]
 fn phase(
     redis: &Redis,
+    pids: &Pids,
     agents: u64,
     procs: u64,
     threads: u64,
@@ -92,6 +136,7 @@ fn phase(
     rate: f64,
 ) -> Figures {
     let exe = std::env::current_exe().expect("own path");
+    let before = pids.sample();
     let started = Instant::now();
     let children: Vec<_> = (0..procs)
         .map(|_| {
@@ -120,6 +165,19 @@ fn phase(
         );
     }
     let elapsed = started.elapsed().as_secs_f64().max(secs as f64);
+    let after = pids.sample();
+    let used: Vec<f64> = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| a.saturating_sub(*b).as_secs_f64() * 1e6)
+        .collect();
+    let per_job = |us: f64| us / lat.len().max(1) as f64;
+    let cpu = [
+        per_job(used[0]),
+        per_job(used[1]),
+        per_job(used[2]),
+        per_job(used[3] - used[0] - used[1] - used[2]),
+    ];
     lat.sort_unstable();
     let pct = |p: f64| {
         lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
@@ -132,7 +190,13 @@ fn phase(
         p50: pct(0.50),
         p99: pct(0.99),
         n: lat.len(),
+        cpu,
     }
+}
+
+fn print_cpu(f: &Figures) {
+    let [r, c, a, o] = f.cpu;
+    println!("    CPU per job: redis-server {r:.0} µs, jsacc {c:.0} µs, jsagents {a:.0} µs, clients and the rest {o:.0} µs");
 }
 
 fn machine() -> String {
@@ -205,9 +269,15 @@ fn main() {
     println!("machine: {}", machine());
     let redis = Redis::start();
     let controller = Controller::start(&redis, ControllerOpts::default());
-    let _agents: Vec<Agent> = (1..=agents)
+    let mut controller = controller;
+    let mut agent_procs: Vec<Agent> = (1..=agents)
         .map(|nid| Agent::start(&redis, &controller, 1, nid, &[]))
         .collect();
+    let pids = Pids {
+        redis: redis.pid(),
+        controller: controller.proc().pid(),
+        agents: agent_procs.iter_mut().map(|a| a.proc().pid()).collect(),
+    };
     // Let every agent say hello and park its first poll.
     let client = tests::RedisClient::new(&redis.url());
     for nid in 1..=agents {
@@ -219,22 +289,34 @@ fn main() {
     }
     println!("stack: redis-server, 1 jsacc (HTTPS, self-signed), {agents} jsagent, {procs} client processes");
 
-    let f = phase(&redis, agents, procs, inflight, secs, "ping", 0.0);
+    let f = phase(&redis, &pids, agents, procs, inflight, secs, "ping", 0.0);
     println!(
         "ping, closed loop, {} in flight: {:.0} round trips/s, p50 {:.2} ms, p99 {:.2} ms ({} jobs)",
         procs * inflight, f.rate, f.p50, f.p99, f.n
     );
+    print_cpu(&f);
     let half = f.rate / 2.0;
-    let h = phase(&redis, agents, procs, inflight, secs, "ping", half);
+    let h = phase(&redis, &pids, agents, procs, inflight, secs, "ping", half);
     println!(
         "ping, paced at {half:.0}/s: {:.0} round trips/s, p50 {:.2} ms, p99 {:.2} ms ({} jobs)",
         h.rate, h.p50, h.p99, h.n
     );
-    let e = phase(&redis, agents, procs, inflight, secs, "/bin/true", 0.0);
+    print_cpu(&h);
+    let e = phase(
+        &redis,
+        &pids,
+        agents,
+        procs,
+        inflight,
+        secs,
+        "/bin/true",
+        0.0,
+    );
     println!(
         "execute /bin/true, closed loop, {} in flight: {:.0} jobs/s, p50 {:.2} ms, p99 {:.2} ms ({} jobs)",
         procs * inflight, e.rate, e.p50, e.p99, e.n
     );
+    print_cpu(&e);
     let raw = raw_spawn_rate(secs.min(5));
     println!(
         "raw spawn+wait of /bin/true, one thread, this machine: {raw:.0}/s; ratio {:.2}",
