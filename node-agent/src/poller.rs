@@ -130,22 +130,25 @@ impl Poller {
             .collect();
         let new = self.store.receive(received).await?;
         acks.extend(incoming.iter().map(|i| i.id.clone()));
-        let mut outcome = Dispatched::Done;
-        for (incoming, new) in incoming.into_iter().zip(new) {
-            if !new {
-                tracing::debug!(id = %incoming.id, "dropped a command already received");
-                continue;
+        let fresh: Vec<Incoming> = incoming
+            .into_iter()
+            .zip(new)
+            .filter_map(|(incoming, new)| {
+                if !new {
+                    tracing::debug!(id = %incoming.id, "dropped a command already received");
+                }
+                new.then_some(incoming)
+            })
+            .collect();
+        match self.dispatcher.dispatch_batch(fresh).await {
+            Err(StoreError::Closed) => Err(StoreError::Closed),
+            // Stored and acknowledged already: they stay QUEUED and are dispatched on the next start.
+            Err(e) => {
+                tracing::error!(error = %e, "cannot dispatch stored commands");
+                Ok(Dispatched::Done)
             }
-            let id = incoming.id.clone();
-            match self.dispatcher.dispatch(incoming).await {
-                Ok(Dispatched::Restart) => outcome = Dispatched::Restart,
-                Ok(Dispatched::Done) => {}
-                Err(StoreError::Closed) => return Err(StoreError::Closed),
-                // Stored and acknowledged already: it stays QUEUED and is dispatched on the next start.
-                Err(e) => tracing::error!(%id, error = %e, "cannot dispatch a stored command"),
-            }
+            outcome => outcome,
         }
-        Ok(outcome)
     }
 
     fn report(&self, failure: &Failure) {

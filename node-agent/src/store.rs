@@ -195,18 +195,28 @@ impl Store {
     /// Ends a job and queues its result, in one transaction: a result is never lost and a
     /// job never stays `RUNNING` once its result exists.
     pub async fn finish(&self, result: &JobResult) -> Result<(), StoreError> {
-        let body = serde_json::to_string(result)?;
-        let (id, state) = (result.id.clone(), result.state);
+        self.finish_many(vec![result.clone()]).await
+    }
+
+    /// Ends several jobs and queues their results, all in one transaction.
+    pub async fn finish_many(&self, results: Vec<JobResult>) -> Result<(), StoreError> {
+        let rows = results
+            .iter()
+            .map(|r| Ok((r.id.clone(), r.state, serde_json::to_string(r)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
         self.call(move |conn| {
             let tx = conn.transaction()?;
-            tx.execute(
-                "UPDATE jobs SET state = ?2, finished = ?3 WHERE id = ?1",
-                params![id, state.as_str(), schemas::now_ms()],
-            )?;
-            tx.execute(
-                "INSERT INTO outbox (kind, body) VALUES (?1, ?2)",
-                params![OutboxKind::Result.as_str(), body],
-            )?;
+            {
+                let mut end =
+                    tx.prepare_cached("UPDATE jobs SET state = ?2, finished = ?3 WHERE id = ?1")?;
+                let mut queue =
+                    tx.prepare_cached("INSERT INTO outbox (kind, body) VALUES (?1, ?2)")?;
+                let now = schemas::now_ms();
+                for (id, state, body) in &rows {
+                    end.execute(params![id, state.as_str(), now])?;
+                    queue.execute(params![OutboxKind::Result.as_str(), body])?;
+                }
+            }
             tx.commit()?;
             Ok(())
         })
