@@ -53,7 +53,7 @@ pub enum Dispatched {
 /// What [`Dispatcher::route`] did with a command.
 enum Routed {
     /// Answered here: the result to store, and what the poller must do next.
-    Answered(JobResult, Dispatched),
+    Answered(Box<JobResult>, Dispatched),
     /// Handed to the supervisor, which stores its result when it ends.
     Submitted,
 }
@@ -88,7 +88,7 @@ impl Dispatcher {
         let mut outcome = Dispatched::Done;
         for incoming in batch {
             if let Routed::Answered(result, dispatched) = self.route(incoming) {
-                answers.push(result);
+                answers.push(*result);
                 if dispatched == Dispatched::Restart {
                     outcome = Dispatched::Restart;
                 }
@@ -106,7 +106,7 @@ impl Dispatcher {
             Ok(parsed) => parsed,
             Err(reason) => {
                 let result = self.error_for_raw(&incoming.id, &incoming.raw, reason);
-                return Routed::Answered(result, Dispatched::Done);
+                return Routed::Answered(Box::new(result), Dispatched::Done);
             }
         };
         let (args, program) = match kind {
@@ -116,7 +116,7 @@ impl Dispatcher {
             CommandKind::Ping => {
                 let mut result = self.result(&command, JobState::Ok);
                 result.data = Value::String("pong".into());
-                return Routed::Answered(result, Dispatched::Done);
+                return Routed::Answered(Box::new(result), Dispatched::Done);
             }
             CommandKind::Kill(target) => {
                 self.supervisor.kill(command, &target.id);
@@ -129,18 +129,21 @@ impl Dispatcher {
             CommandKind::Restart => {
                 let mut result = self.result(&command, JobState::Ok);
                 result.data = Value::String("restarting".into());
-                return Routed::Answered(result, Dispatched::Restart);
+                return Routed::Answered(Box::new(result), Dispatched::Restart);
             }
             _ => {
                 let reason = format!(
                     "command `{}` is not supported by this agent version yet",
                     command.cmd
                 );
-                return Routed::Answered(self.fail(&command, reason), Dispatched::Done);
+                return Routed::Answered(Box::new(self.fail(&command, reason)), Dispatched::Done);
             }
         };
         if let Some(reason) = not_supported_yet(&args) {
-            return Routed::Answered(self.fail(&command, reason.to_owned()), Dispatched::Done);
+            return Routed::Answered(
+                Box::new(self.fail(&command, reason.to_owned())),
+                Dispatched::Done,
+            );
         }
         self.supervisor.submit(Job {
             command,
