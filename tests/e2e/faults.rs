@@ -151,3 +151,78 @@ fn an_unacknowledged_command_is_delivered_again_after_its_lease() {
         assert_eq!(client.llen(key), 0, "{key}");
     }
 }
+
+/// Whether a process is gone (or a zombie about to be reaped).
+fn gone(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.is_empty()
+        || stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().next())
+            == Some("Z")
+}
+
+#[test]
+fn a_job_running_when_the_agent_is_killed_ends_agent_restarted_and_its_tree_dies() {
+    let mut c = Cluster::start(&[&[]]);
+    let pidfile = c.agents[0].dir.path().join("pid");
+    let script = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
+    let cmd = execute(1, 1, "sh", &["-c", &script]);
+    let id = cmd["id"].as_str().expect("id").to_owned();
+    c.client.push(&cmd);
+    let pid: u32 = tests::wait_for("the job's grandchild", Duration::from_secs(30), || {
+        std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
+    });
+    c.agents[0].kill9();
+    assert!(
+        !gone(pid),
+        "the job outlives a SIGKILLed agent until the agent comes back"
+    );
+    c.agents[0].restart();
+    let r = c
+        .client
+        .result(&id, Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("no result\n{}", c.dump()));
+    assert_eq!(
+        (r["state"].as_str(), r["data"].as_str()),
+        (Some("ERROR"), Some("agent restarted")),
+        "{r}"
+    );
+    tests::wait_for("the old tree killed", Duration::from_secs(10), || {
+        gone(pid).then_some(())
+    });
+    // Exactly one result, and the agent still works.
+    assert_eq!(c.client.result(&id, Duration::from_secs(1)), None);
+    let ping = c.client.run(
+        &tests::command(1, 1, "ping", json!({})),
+        Duration::from_secs(30),
+    );
+    assert_eq!(ping["state"], "OK");
+}
+
+#[test]
+fn a_result_made_while_the_controller_is_down_arrives_once_when_it_is_back() {
+    let mut c = Cluster::start(&[&[]]);
+    let cmd = execute(1, 1, "sh", &["-c", "sleep 2; echo done"]);
+    let id = cmd["id"].as_str().expect("id").to_owned();
+    c.client.push(&cmd);
+    tests::wait_for("job running", Duration::from_secs(30), || {
+        (c.client.job_field(&id, "state")? == "RUNNING").then_some(())
+    });
+    c.controller.kill9();
+    // The job finishes while no controller answers; the agent keeps the result in its outbox.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(c.client.llen(&format!("cmds_queue_{id}")), 0);
+    c.controller.restart();
+    let r = c
+        .client
+        .result(&id, Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("no result\n{}", c.dump()));
+    assert_eq!(r["state"], "OK", "{r}");
+    assert!(r["streams"][0].as_str().is_some_and(|s| s.contains("done")));
+    assert_eq!(
+        c.client.result(&id, Duration::from_secs(2)),
+        None,
+        "exactly once"
+    );
+}
