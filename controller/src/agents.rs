@@ -6,23 +6,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use serde::Deserialize;
+pub use schemas::Hello;
 use tokio::time::Instant;
 
 use crate::keys;
 use crate::state::Shared;
-
-/// What an agent says about itself on `POST …/hello`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct Hello {
-    pub hostname: String,
-    pub os: String,
-    pub arch: String,
-    pub version: String,
-    pub roles: Vec<String>,
-    pub started: u64,
-}
 
 /// How often a polling agent's `last_seen` is written (polls are far more frequent).
 const SEEN_EVERY: Duration = Duration::from_secs(5);

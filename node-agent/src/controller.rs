@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use reqwest::{Certificate, Response, StatusCode, Url};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::{Config, Token};
@@ -19,29 +19,19 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const BODY_EXCERPT: usize = 500;
 
 /// What the agent tells the controller about itself, on start and after a reconnect.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Hello {
-    pub hostname: String,
-    pub os: String,
-    pub arch: String,
-    pub version: String,
-    pub roles: Vec<String>,
-    pub started: u64,
-}
+pub use schemas::Hello;
 
-impl Hello {
-    /// This machine and agent build, started now.
-    pub fn local(roles: &[String]) -> Hello {
-        Hello {
-            hostname: hostname::get()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            os: std::env::consts::OS.to_owned(),
-            arch: std::env::consts::ARCH.to_owned(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            roles: roles.to_vec(),
-            started: schemas::now_ms(),
-        }
+/// This machine and agent build, started now.
+pub fn local_hello(roles: &[String]) -> Hello {
+    Hello {
+        hostname: hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        os: std::env::consts::OS.to_owned(),
+        arch: std::env::consts::ARCH.to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        roles: roles.to_vec(),
+        started: schemas::now_ms(),
     }
 }
 
@@ -324,7 +314,7 @@ mod tests {
 
     #[test]
     fn hello_names_this_build() {
-        let hello = Hello::local(&["web".into()]);
+        let hello = local_hello(&["web".into()]);
         assert_eq!(hello.version, env!("CARGO_PKG_VERSION"));
         assert_eq!(hello.os, std::env::consts::OS);
         assert_eq!(hello.roles, ["web"]);

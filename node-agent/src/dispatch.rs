@@ -197,27 +197,12 @@ fn not_supported_yet(args: &ExecuteArgs) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, FileConfig, Flags};
     use crate::store::{OutboxKind, Received};
     use serde_json::json;
 
     async fn dispatcher(name: &str) -> (Dispatcher, Store, std::path::PathBuf) {
-        let dir =
-            std::env::temp_dir().join(format!("jsagent-dispatch-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let flags = Flags {
-            controller: Some("http://127.0.0.1:1".into()),
-            gid: Some(1),
-            nid: Some(2),
-            data_dir: Some(dir.clone()),
-            ..Default::default()
-        };
-        let config =
-            Config::resolve(flags, FileConfig::default(), Some("t".into()), "/".into()).unwrap();
-        let store = Store::open(&dir.join("agent.db")).await.unwrap();
-        let supervisor = Supervisor::new(&config, store.clone());
-        (Dispatcher::new(store.clone(), supervisor, 1, 2), store, dir)
+        let kit = crate::testkit::kit(&format!("dispatch-{name}")).await;
+        (kit.dispatcher, kit.store, kit.dir)
     }
 
     async fn answer(d: &Dispatcher, store: &Store, raw: Value) -> (Dispatched, JobResult) {

@@ -40,6 +40,9 @@ pub mod supervisor;
 pub mod tail;
 pub mod uploader;
 
+#[cfg(test)]
+mod testkit;
+
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -47,7 +50,7 @@ use tokio_util::task::TaskTracker;
 
 pub use config::Config;
 
-use controller::{Controller, ControllerError, Hello};
+use controller::{Controller, ControllerError};
 use dispatch::Dispatcher;
 use poller::{Poller, PollerExit};
 use store::{Store, StoreError};
@@ -121,7 +124,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Exit, Ag
     tasks.spawn(uploader.run(stop_uploads.clone()));
     tasks.spawn(store.clone().prune_periodically(shutdown.clone()));
 
-    let hello = Hello::local(&config.roles);
+    let hello = crate::controller::local_hello(&config.roles);
     let poller = Poller::new(
         controller,
         store,

@@ -173,35 +173,24 @@ enum Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, FileConfig, Flags};
     use crate::store::OutboxKind;
-    use crate::supervisor::Supervisor;
     use schemas::{JobResult, JobState};
     use serde_json::json;
 
     #[tokio::test]
     async fn batches_are_stored_acknowledged_and_run_once() {
-        let dir = std::env::temp_dir().join(format!("jsagent-poller-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let flags = Flags {
-            controller: Some("http://127.0.0.1:1".into()),
-            gid: Some(1),
-            nid: Some(2),
-            data_dir: Some(dir.clone()),
-            ..Default::default()
-        };
-        let config =
-            Config::resolve(flags, FileConfig::default(), Some("t".into()), "/".into()).unwrap();
-        let store = Store::open(&dir.join("agent.db")).await.unwrap();
-        let dispatcher =
-            Dispatcher::new(store.clone(), Supervisor::new(&config, store.clone()), 1, 2);
+        let crate::testkit::Kit {
+            dir,
+            config,
+            store,
+            dispatcher,
+        } = crate::testkit::kit("poller").await;
         let controller = Controller::new(&config).unwrap();
         let poller = Poller::new(
             controller,
             store.clone(),
             dispatcher,
-            Hello::local(&[]),
+            crate::controller::local_hello(&[]),
             "test".into(),
         );
 

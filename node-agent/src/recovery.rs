@@ -65,29 +65,18 @@ fn kill_leftover(job: &Unfinished) -> bool {
 #[cfg(unix)]
 mod tests {
     use super::*;
-    use crate::config::{Config, FileConfig, Flags};
     use crate::store::{OutboxKind, Received, Started};
-    use crate::supervisor::Supervisor;
     use schemas::{JobResult, JobState};
     use serde_json::json;
 
     #[tokio::test]
     async fn running_jobs_end_and_their_trees_die_queued_jobs_run() {
-        let dir = std::env::temp_dir().join(format!("jsagent-recovery-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let flags = Flags {
-            controller: Some("http://127.0.0.1:1".into()),
-            gid: Some(1),
-            nid: Some(2),
-            data_dir: Some(dir.clone()),
-            ..Default::default()
-        };
-        let config =
-            Config::resolve(flags, FileConfig::default(), Some("t".into()), "/".into()).unwrap();
-        let store = Store::open(&dir.join("agent.db")).await.unwrap();
-        let dispatcher =
-            Dispatcher::new(store.clone(), Supervisor::new(&config, store.clone()), 1, 2);
+        let crate::testkit::Kit {
+            dir,
+            store,
+            dispatcher,
+            ..
+        } = crate::testkit::kit("recovery").await;
 
         // A "previous agent's" job process, in its own group, still running.
         let mut orphan = std::process::Command::new("sleep");

@@ -4,6 +4,7 @@
 //! - [`command`]: a command as a client pushes it onto `cmds_queue`, and its validation.
 //! - [`args`]: the typed `args` of each known command, so bad input is refused with a clear reason.
 //! - [`result`]: the result an agent reports and the controller appends to `cmds_queue_<id>`.
+//! - [`hello`]: what an agent says about itself when it connects.
 //! - [`log`]: a log message as the agent stores and forwards it.
 //! - [`stats`]: a flushed stats batch.
 //!
@@ -12,12 +13,14 @@
 
 pub mod args;
 pub mod command;
+pub mod hello;
 pub mod log;
 pub mod result;
 pub mod stats;
 
 pub use args::{CommandKind, ExecuteArgs, InvalidArgs};
 pub use command::{Command, CommandError, Target};
+pub use hello::Hello;
 pub use log::LogMessage;
 pub use result::{JobResult, JobState};
 pub use stats::{Metric, StatsBatch};
