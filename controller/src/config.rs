@@ -61,6 +61,10 @@ pub struct RedisArgs {
         value_name = "HOST:PORT|URL"
     )]
     pub redis: Option<String>,
+    /// PEM CA certificate that signed the Redis server's certificate, for a rediss:// URL whose
+    /// server the system's trust store does not know.
+    #[arg(long, env = "JSACC_REDIS_CA", value_name = "PEM")]
+    pub redis_ca: Option<PathBuf>,
     /// Directory for the self-signed certificate and the private redis-server's data.
     #[arg(
         long,

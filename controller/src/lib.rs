@@ -57,7 +57,7 @@ async fn connect(args: &TokenArgs) -> anyhow::Result<redis::aio::MultiplexedConn
         Some(addr) => state::redis_url(addr),
         None => private_redis::recorded_url(&args.redis.data_dir)?,
     };
-    let client = redis::Client::open(url.as_str())?;
+    let client = state::open_client(&url, args.redis.redis_ca.as_deref())?;
     client
         .get_multiplexed_async_connection()
         .await

@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{self, Api};
 use crate::config::{Config, ServeArgs};
 use crate::private_redis::PrivateRedis;
-use crate::state::{redis_url, Shared};
+use crate::state::{open_client, redis_url, Shared};
 use crate::{instances, poll, router, tls};
 
 /// Runs a controller until `shutdown` is cancelled. Parked long-polls are released at once;
@@ -48,7 +48,8 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
 
 async fn serve(args: &ServeArgs, url: &str, shutdown: CancellationToken) -> anyhow::Result<()> {
     let config = Config::from_args(args);
-    let state = Shared::connect(config.clone(), url)
+    let client = open_client(url, args.redis.redis_ca.as_deref())?;
+    let state = Shared::connect(config.clone(), client)
         .await
         .with_context(|| format!("cannot connect to redis at {url}"))?;
     let tracker = TaskTracker::new();

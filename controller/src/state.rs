@@ -55,8 +55,7 @@ pub struct Shared {
 pub type AppState = Arc<Shared>;
 
 impl Shared {
-    pub async fn connect(config: Config, redis_url: &str) -> redis::RedisResult<AppState> {
-        let redis = redis::Client::open(redis_url)?;
+    pub async fn connect(config: Config, redis: redis::Client) -> redis::RedisResult<AppState> {
         let conn = connection(&redis, Duration::from_secs(5)).await?;
         Ok(Arc::new(Shared {
             config,
@@ -87,6 +86,23 @@ pub async fn connection(
         .set_connection_timeout(Some(Duration::from_secs(5)))
         .set_number_of_retries(2);
     ConnectionManager::new_with_config(client.clone(), config).await
+}
+
+/// A Redis client for `url`; a `rediss://` server is checked against `ca` when given, else
+/// against the system's trust store.
+pub fn open_client(url: &str, ca: Option<&std::path::Path>) -> anyhow::Result<redis::Client> {
+    use anyhow::Context;
+    let Some(ca) = ca else {
+        return redis::Client::open(url).with_context(|| format!("bad redis address {url}"));
+    };
+    let root_cert =
+        std::fs::read(ca).with_context(|| format!("cannot read --redis-ca {}", ca.display()))?;
+    let certs = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(root_cert),
+    };
+    redis::Client::build_with_tls(url, certs)
+        .with_context(|| format!("bad redis address or CA for {url}"))
 }
 
 /// Turns `host:port` into `redis://host:port`; URLs pass through.

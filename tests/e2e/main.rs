@@ -5,3 +5,4 @@ mod bad_input;
 mod command_path;
 mod faults;
 mod kill;
+mod redis_tls;

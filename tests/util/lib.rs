@@ -251,6 +251,8 @@ impl Redis {
 pub struct ControllerOpts {
     pub insecure_http: bool,
     pub extra: Vec<String>,
+    /// `-r` other than the given [`Redis`]'s address (e.g. a `rediss://` URL).
+    pub redis: Option<String>,
 }
 
 /// A `jsacc` process; keeps its port and data dir (certificate) across restarts.
@@ -268,7 +270,7 @@ impl Controller {
         let mut c = Controller {
             port: free_port(),
             dir: tempfile::tempdir().expect("tempdir"),
-            redis: redis.addr(),
+            redis: opts.redis.clone().unwrap_or_else(|| redis.addr()),
             opts,
             proc: None,
             starts: 0,
