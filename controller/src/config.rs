@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
     about = "jsacc, the agent controller: routes commands from the Redis list `cmds_queue` to node agents over HTTPS and writes their results to `cmds_queue_<id>`",
     long_about = None,
     args_conflicts_with_subcommands = true,
-    after_help = "Examples:\n  jsacc -p 4000 -r redis.example:6379          controller against an existing Redis\n  jsacc                                        controller with a private redis-server in ./jsacc-data\n  jsacc token add --gid 1 --nid 5 -r redis:6379  print a new token for agent 1:5"
+    after_help = "Examples:\n  jsacc -p 4000 -r redis.example:6379    against an existing Redis\n  jsacc                                  with a private redis-server in ./jsacc-data\n  jsacc token add --gid 1 --nid 5 -r redis.example:6379    print a token for agent 1:5"
 )]
 pub struct Cli {
     #[command(subcommand)]
