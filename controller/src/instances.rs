@@ -40,36 +40,56 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
             }
         }
     }
-    let _: Result<(), _> = state.conn().del(keys::controller(&state.instance)).await;
+}
+
+/// Makes this instance known (liveness key and the instance set) before its router may move
+/// anything into its routing list, so a crash at any later moment leaves a list others recover.
+pub async fn register(state: &Shared) -> redis::RedisResult<()> {
+    keep_alive(state).await
+}
+
+/// After a clean stop (the router has finished): forgets this instance if its routing list is
+/// empty. If it is not, the registration stays and another instance replays the list.
+pub async fn forget(state: &Shared) -> redis::RedisResult<()> {
+    let mut conn = state.conn();
+    let left: u64 = conn.llen(keys::routing(&state.instance)).await?;
+    if left > 0 {
+        tracing::warn!(
+            commands = left,
+            "stopping with commands in the routing list; another instance will replay them"
+        );
+        return Ok(());
+    }
+    redis::pipe()
+        .del(keys::controller(&state.instance))
+        .ignore()
+        .srem(keys::INSTANCES, &state.instance)
+        .ignore()
+        .exec_async(&mut conn)
+        .await
 }
 
 async fn keep_alive(state: &Shared) -> redis::RedisResult<()> {
     let ttl = ALIVE_TTL.as_millis() as u64;
-    state
-        .conn()
+    redis::pipe()
         .pset_ex(keys::controller(&state.instance), schemas::now_ms(), ttl)
+        .ignore()
+        .sadd(keys::INSTANCES, &state.instance)
+        .ignore()
+        .exec_async(&mut state.conn())
         .await
 }
 
-/// Replays the routing list of every instance whose liveness key is gone.
+/// Replays the routing list of every known instance whose liveness key is gone, then forgets
+/// the instance. Looks only at the members of `{cmds_queue}:instances`, never at the keyspace.
 async fn recover_dead(state: &Shared) -> redis::RedisResult<()> {
     let mut conn = state.conn();
-    let lists: Vec<String> = {
-        let mut iter: redis::AsyncIter<String> = conn.scan_match(keys::ROUTING_PATTERN).await?;
-        let mut out = vec![];
-        while let Some(k) = futures::StreamExt::next(&mut iter).await {
-            out.push(k?);
-        }
-        out
-    };
-    for list in lists {
-        let Some(instance) = keys::routing_instance(&list) else {
-            continue;
-        };
-        if instance == state.instance || conn.exists(keys::controller(instance)).await? {
+    let instances: Vec<String> = conn.smembers(keys::INSTANCES).await?;
+    for instance in instances {
+        if instance == state.instance || conn.exists(keys::controller(&instance)).await? {
             continue;
         }
-        let lock = keys::recovering(instance);
+        let lock = keys::recovering(&instance);
         let locked: bool = redis::cmd("SET")
             .arg(&lock)
             .arg(&state.instance)
@@ -82,15 +102,26 @@ async fn recover_dead(state: &Shared) -> redis::RedisResult<()> {
         if !locked {
             continue;
         }
+        let list = keys::routing(&instance);
         let mut items: Vec<Vec<u8>> = conn.lrange(&list, 0, -1).await?;
-        items.reverse(); // oldest first
-        tracing::info!(
-            dead_instance = instance,
-            commands = items.len(),
-            "replaying a dead instance's routing list"
-        );
-        router::route_batch(state, items, true).await?;
-        let _: () = conn.del(&[list.as_str(), lock.as_str()]).await?;
+        if !items.is_empty() {
+            items.reverse(); // oldest first
+            tracing::info!(
+                dead_instance = instance,
+                commands = items.len(),
+                "replaying a dead instance's routing list"
+            );
+            router::route_batch(state, items, true).await?;
+        }
+        redis::pipe()
+            .del(&list)
+            .ignore()
+            .srem(keys::INSTANCES, &instance)
+            .ignore()
+            .del(&lock)
+            .ignore()
+            .exec_async(&mut conn)
+            .await?;
     }
     Ok(())
 }

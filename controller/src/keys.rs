@@ -13,8 +13,8 @@ pub const AGENTS: &str = "agents";
 pub const AUTH_AGENTS: &str = "auth:agents";
 /// Pub/sub channel of job state changes.
 pub const EVENTS: &str = "jsacc:events";
-/// Glob matching every routing list, for recovery.
-pub const ROUTING_PATTERN: &str = "{cmds_queue}:routing:*";
+/// Set of controller instances that may own a routing list (recovery looks only at these).
+pub const INSTANCES: &str = "{cmds_queue}:instances";
 
 /// The `"gid:nid"` string that names an agent.
 pub fn agent_id(gid: u64, nid: u64) -> String {
@@ -59,11 +59,6 @@ pub fn routing(instance: &str) -> String {
     format!("{{cmds_queue}}:routing:{instance}")
 }
 
-/// The instance a routing list belongs to.
-pub fn routing_instance(key: &str) -> Option<&str> {
-    key.strip_prefix("{cmds_queue}:routing:")
-}
-
 /// Lock held while one instance recovers a dead instance's routing list.
 pub fn recovering(instance: &str) -> String {
     format!("{{cmds_queue}}:recovering:{instance}")
@@ -85,9 +80,8 @@ mod tests {
     }
 
     #[test]
-    fn routing_keys_round_trip() {
-        let k = routing("abc");
-        assert_eq!(k, "{cmds_queue}:routing:abc");
-        assert_eq!(routing_instance(&k), Some("abc"));
+    fn routing_keys_share_the_queue_slot() {
+        assert_eq!(routing("abc"), "{cmds_queue}:routing:abc");
+        assert!(INSTANCES.starts_with("{cmds_queue}"));
     }
 }

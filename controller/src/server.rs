@@ -52,6 +52,9 @@ async fn serve(args: &ServeArgs, url: &str, shutdown: CancellationToken) -> anyh
     let state = Shared::connect(config.clone(), client)
         .await
         .with_context(|| format!("cannot connect to redis at {url}"))?;
+    instances::register(&state)
+        .await
+        .with_context(|| format!("cannot register this instance in redis at {url}"))?;
     let tracker = TaskTracker::new();
     tracker.spawn(router::run(state.clone(), shutdown.clone()));
     tracker.spawn(instances::run(state.clone(), shutdown.clone()));
@@ -132,6 +135,8 @@ async fn serve(args: &ServeArgs, url: &str, shutdown: CancellationToken) -> anyh
         .is_err()
     {
         tracing::warn!("background tasks did not stop within 5 s");
+    } else if let Err(e) = instances::forget(&state).await {
+        tracing::warn!(error = %e, "cannot deregister this instance; others will once its liveness key expires");
     }
     served.context("server failed")
 }

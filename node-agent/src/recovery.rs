@@ -147,4 +147,37 @@ mod tests {
         assert!(store.unfinished().await.unwrap().is_empty());
         std::fs::remove_dir_all(dir).unwrap();
     }
+
+    /// Regression: a job killed between being marked starting and being spawned ran twice,
+    /// because it was still QUEUED and recovery started it again.
+    #[tokio::test]
+    async fn a_job_marked_starting_is_never_started_again() {
+        let crate::testkit::Kit {
+            dir,
+            store,
+            dispatcher,
+            ..
+        } = crate::testkit::kit("recovery-starting").await;
+        let marker = dir.join("ran");
+        let raw = json!({"id": "half", "gid": 1, "nid": 2, "cmd": "execute",
+            "args": {"cmd": "sh", "args": ["-c", format!("touch {}", marker.display())]}});
+        store
+            .receive(vec![Received {
+                id: "half".into(),
+                raw: raw.to_string(),
+            }])
+            .await
+            .unwrap();
+        store.starting("half").await.unwrap();
+
+        recover(&store, &dispatcher).await.unwrap();
+        let rows = store.outbox_take(OutboxKind::Result, 10).await.unwrap();
+        let result: JobResult = serde_json::from_str(&rows[0].body).unwrap();
+        assert_eq!(
+            (result.state, result.data),
+            (JobState::Error, json!(AGENT_RESTARTED))
+        );
+        assert!(!marker.exists(), "the job ran again after the restart");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -179,6 +179,20 @@ impl Store {
         .await
     }
 
+    /// Records, before its process is spawned, that a job is starting. A job found `RUNNING`
+    /// after a crash may have run, so it is never started again (at most once).
+    pub async fn starting(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.call(move |conn| {
+            conn.execute(
+                "UPDATE jobs SET state = ?2, started_ms = ?3 WHERE id = ?1",
+                params![id, JobState::Running.as_str(), schemas::now_ms()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Records that a job's process started.
     pub async fn start(&self, id: &str, started: Started) -> Result<(), StoreError> {
         let id = id.to_owned();

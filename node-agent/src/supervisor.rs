@@ -201,6 +201,11 @@ impl Supervisor {
     async fn execute(&self, job: &Job, ticket: Ticket) -> (JobResult, Option<Claim>) {
         let inner = &self.inner;
         let stdin = stdin_bytes(job.command.data.as_ref());
+        // Durably RUNNING before the spawn: a crash in between must not run it twice.
+        if let Err(e) = inner.store.starting(&job.command.id).await {
+            let reason = format!("cannot record the job's start, so it was not started: {e}");
+            return (self.error(job, reason), ticket.leave());
+        }
         // `_launch` is kept until the end: it removes an inline script when dropped.
         let (_launch, process) = match self.spawn(job, stdin.is_some()) {
             Ok(spawned) => spawned,

@@ -60,12 +60,14 @@ fn a_thousand_jobs_survive_controller_and_agent_kills() {
 
     let start = Instant::now();
     while done(&c) < ids.len() {
-        assert!(
-            start.elapsed() < Duration::from_secs(240),
-            "only {} of 1000 results\n{}",
-            done(&c),
-            c.dump()
-        );
+        if start.elapsed() > Duration::from_secs(240) {
+            panic!(
+                "only {} of 1000 results; redis:\n{}\n{}",
+                done(&c),
+                redis_state(&c),
+                c.dump()
+            );
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
     // Exactly one result per job (give stragglers a moment to show a second one).
@@ -225,4 +227,33 @@ fn a_result_made_while_the_controller_is_down_arrives_once_when_it_is_back() {
         None,
         "exactly once"
     );
+}
+
+/// Every key with a hash tag (routing, agent and instance keys), its type and size, for failures.
+fn redis_state(c: &Cluster) -> String {
+    let mut conn = c.client.blocking();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*[{]*")
+        .query(&mut conn)
+        .expect("KEYS");
+    let mut state = String::new();
+    for k in keys {
+        let t: String = redis::cmd("TYPE").arg(&k).query(&mut conn).expect("TYPE");
+        let size = match t.as_str() {
+            "list" => "LLEN",
+            "set" => "SCARD",
+            "zset" => "ZCARD",
+            "hash" => "HLEN",
+            _ => "STRLEN",
+        };
+        let n: i64 = redis::cmd(size).arg(&k).query(&mut conn).unwrap_or(-1);
+        state.push_str(&format!("{k} {t} {n}\n"));
+    }
+    for i in 1..=4 {
+        let log = std::fs::read_to_string(c.controller.dir.path().join(format!("jsacc.{i}.log")))
+            .unwrap_or_default();
+        let kept: Vec<&str> = log.lines().filter(|l| !l.contains("DEBUG")).collect();
+        state.push_str(&format!("--- jsacc start {i} ---\n{}\n", kept.join("\n")));
+    }
+    state
 }
