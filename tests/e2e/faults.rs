@@ -99,7 +99,11 @@ fn a_thousand_jobs_survive_controller_and_agent_kills() {
     }
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "ran twice: {twice:?}");
-    assert!(states.get("OK").copied().unwrap_or(0) >= 990, "{states:?}");
+    // Only jobs running at the agent's SIGKILL end "agent restarted": at most max_jobs (16).
+    assert!(
+        states.get("ERROR").copied().unwrap_or(0) <= 16,
+        "{states:?}"
+    );
     assert!(
         seen.len() >= states["OK"],
         "every OK job ran: {} lines, {states:?}",
