@@ -2,8 +2,8 @@
 //! checked on every agent request through a short-lived cache so a poll costs no extra Redis
 //! round trip. A revoked token stops working within [`CACHE_TTL`].
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -69,11 +69,13 @@ pub async fn revoke(
     Ok(removed > 0)
 }
 
-/// Token hashes as last read from Redis, per agent.
+/// Token hashes as last read from Redis: per agent, and all of them (to tell a token of
+/// another agent, 403, from no token at all, 401, without reading the whole hash per request).
 #[derive(Default)]
 pub struct TokenCache {
-    // A std mutex: never held across an `.await`.
+    // std mutexes: never held across an `.await`.
     entries: Mutex<HashMap<String, (Option<String>, Instant)>>,
+    all: Mutex<Option<(Arc<HashSet<String>>, Instant)>>,
 }
 
 impl TokenCache {
@@ -85,20 +87,10 @@ impl TokenCache {
         token: &str,
     ) -> redis::RedisResult<Verdict> {
         let presented = hash(token);
-        let expected = match self.cached(agent_id) {
-            Some(h) => h,
-            None => {
-                let h: Option<String> = conn.hget(keys::AUTH_AGENTS, agent_id).await?;
-                self.store(agent_id, h.clone());
-                h
-            }
-        };
-        if expected.as_deref() == Some(presented.as_str()) {
+        if self.expected(conn, agent_id).await?.as_deref() == Some(presented.as_str()) {
             return Ok(Verdict::Allowed);
         }
-        // The rare path: is it some other agent's token? (403 rather than 401.)
-        let all: HashMap<String, String> = conn.hgetall(keys::AUTH_AGENTS).await?;
-        Ok(if all.values().any(|h| *h == presented) {
+        Ok(if self.all_hashes(conn).await?.contains(&presented) {
             Verdict::OtherAgent
         } else {
             Verdict::Invalid
@@ -111,12 +103,38 @@ impl TokenCache {
         conn: &mut redis::aio::ConnectionManager,
         agent_id: &str,
     ) -> redis::RedisResult<bool> {
+        Ok(self.expected(conn, agent_id).await?.is_some())
+    }
+
+    /// The agent's token hash, from the cache or Redis.
+    async fn expected(
+        &self,
+        conn: &mut redis::aio::ConnectionManager,
+        agent_id: &str,
+    ) -> redis::RedisResult<Option<String>> {
         if let Some(h) = self.cached(agent_id) {
-            return Ok(h.is_some());
+            return Ok(h);
         }
         let h: Option<String> = conn.hget(keys::AUTH_AGENTS, agent_id).await?;
         self.store(agent_id, h.clone());
-        Ok(h.is_some())
+        Ok(h)
+    }
+
+    /// Every agent's token hash, read from Redis at most once per [`CACHE_TTL`].
+    async fn all_hashes(
+        &self,
+        conn: &mut redis::aio::ConnectionManager,
+    ) -> redis::RedisResult<Arc<HashSet<String>>> {
+        {
+            let all = self.all.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((set, _)) = all.as_ref().filter(|(_, at)| at.elapsed() < CACHE_TTL) {
+                return Ok(set.clone());
+            }
+        }
+        let map: HashMap<String, String> = conn.hgetall(keys::AUTH_AGENTS).await?;
+        let set = Arc::new(map.into_values().collect::<HashSet<_>>());
+        *self.all.lock().unwrap_or_else(|e| e.into_inner()) = Some((set.clone(), Instant::now()));
+        Ok(set)
     }
 
     fn cached(&self, agent_id: &str) -> Option<Option<String>> {

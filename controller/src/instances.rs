@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 
-use schemas::{JobResult, JobState};
+use schemas::JobResult;
 
 use crate::state::{AppState, Shared};
 use crate::{keys, results, router};
@@ -148,23 +148,16 @@ async fn expire_waiting(state: &Shared) -> redis::RedisResult<()> {
                 .await?;
             if removed == 1 {
                 let (gid, nid) = router::split_agent(agent);
-                let cmd = serde_json::from_str::<schemas::Command>(&raw).ok();
-                let (name, args) = cmd.map(|c| (c.cmd, c.args)).unwrap_or_default();
-                let wait = serde_json::from_str::<serde_json::Value>(&raw)
-                    .ok()
-                    .and_then(|v| v["args"]["max_wait"].as_u64())
-                    .unwrap_or(0);
-                let mut result = JobResult::error(
-                    id,
-                    gid,
-                    nid,
-                    &name,
-                    args,
-                    format!(
-                        "not delivered: agent {agent} did not ask for it within max_wait {wait} s"
-                    ),
+                let (name, args, wait) = serde_json::from_str::<schemas::Command>(&raw)
+                    .map(|c| {
+                        let wait = c.max_wait();
+                        (c.cmd, c.args, wait)
+                    })
+                    .unwrap_or_default();
+                let reason = format!(
+                    "not delivered: agent {agent} did not ask for it within max_wait {wait} s"
                 );
-                result.state = JobState::Error;
+                let result = JobResult::error(id, gid, nid, &name, args, reason);
                 results::record(state, agent, &result).await?;
             }
         }
