@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use reqwest::{Certificate, Response, StatusCode, Url};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::config::{Config, Token};
 
@@ -176,7 +176,7 @@ impl Controller {
         wait: Duration,
         max: usize,
         acks: &[String],
-    ) -> Result<Vec<Value>, ControllerError> {
+    ) -> Result<Vec<String>, ControllerError> {
         let mut url = self.cmd_url.clone();
         url.query_pairs_mut()
             .append_pair("wait", &wait.as_secs().to_string())
@@ -196,15 +196,7 @@ impl Controller {
             return Ok(Vec::new());
         }
         let body = response.bytes().await?;
-        match serde_json::from_slice(&body) {
-            Ok(Value::Array(commands)) => Ok(commands),
-            // With max = 1 the controller answers one object; accept it whatever `max` was.
-            Ok(command @ Value::Object(_)) => Ok(vec![command]),
-            Ok(_) => Err(ControllerError::Malformed(
-                "poll answer is neither an array nor an object".into(),
-            )),
-            Err(e) => Err(ControllerError::Malformed(format!("poll answer: {e}"))),
-        }
+        raw_commands(&body)
     }
 
     /// Posts results (each a JSON object as text) as one array.
@@ -269,8 +261,41 @@ fn excerpt(mut body: String) -> String {
     body
 }
 
+/// The commands of a poll answer, each as the exact JSON text the client pushed (parsed once,
+/// later, by `Command::parse`): an array of them, or one object (what `max = 1` answers).
+fn raw_commands(body: &[u8]) -> Result<Vec<String>, ControllerError> {
+    let malformed = |e: serde_json::Error| ControllerError::Malformed(format!("poll answer: {e}"));
+    let whole: &RawValue = serde_json::from_slice(body).map_err(malformed)?;
+    match whole.get().as_bytes().first() {
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_str(whole.get()).map_err(malformed)?;
+            Ok(items.into_iter().map(|i| i.get().to_owned()).collect())
+        }
+        Some(b'{') => Ok(vec![whole.get().to_owned()]),
+        _ => Err(ControllerError::Malformed(
+            "poll answer is neither an array nor an object".into(),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn poll_answers_keep_each_command_as_pushed() {
+        let one = r#"{"id":"a","gid":1,"nid":2,"cmd":"ping"}"#;
+        assert_eq!(raw_commands(one.as_bytes()).unwrap(), [one]);
+        let two = format!(" [ {one} ,\n{one}] ");
+        assert_eq!(raw_commands(two.as_bytes()).unwrap(), [one, one]);
+        assert!(matches!(
+            raw_commands(b"42"),
+            Err(ControllerError::Malformed(_))
+        ));
+        assert!(matches!(
+            raw_commands(b"[1,"),
+            Err(ControllerError::Malformed(_))
+        ));
+    }
+
     use super::*;
 
     #[test]

@@ -105,13 +105,13 @@ impl Poller {
     /// Stores a polled batch, queues its ids for acknowledgement, and dispatches the new ones.
     async fn accept(
         &self,
-        commands: Vec<serde_json::Value>,
+        commands: Vec<String>,
         acks: &mut Vec<String>,
     ) -> Result<Dispatched, StoreError> {
         let incoming: Vec<Incoming> = commands
             .into_iter()
-            .filter_map(|value| {
-                Incoming::parse(value.to_string())
+            .filter_map(|raw| {
+                Incoming::parse(raw)
                     .inspect_err(
                         |reason| tracing::warn!(%reason, "dropped a command without a readable id"),
                     )
@@ -196,10 +196,10 @@ mod tests {
 
         let ping = json!({"id": "p", "gid": 1, "nid": 2, "cmd": "ping"});
         let batch = vec![
-            ping.clone(),
-            ping.clone(),
-            json!({"no": "id"}),
-            json!({"id": "bad", "gid": 1, "nid": 2, "cmd": "fly"}),
+            ping.to_string(),
+            ping.to_string(),
+            json!({"no": "id"}).to_string(),
+            json!({"id": "bad", "gid": 1, "nid": 2, "cmd": "fly"}).to_string(),
         ];
         let mut acks = Vec::new();
         assert_eq!(
@@ -209,7 +209,10 @@ mod tests {
         assert_eq!(acks, ["p", "p", "bad"]);
         // Delivered again (say, the ack was lost): acknowledged again, not run again.
         acks.clear();
-        poller.accept(vec![ping], &mut acks).await.unwrap();
+        poller
+            .accept(vec![ping.to_string()], &mut acks)
+            .await
+            .unwrap();
         assert_eq!(acks, ["p"]);
 
         let rows = store.outbox_take(OutboxKind::Result, 10).await.unwrap();
