@@ -279,7 +279,7 @@ fn main() {
         agents: agent_procs.iter_mut().map(|a| a.proc().pid()).collect(),
     };
     // Let every agent say hello and park its first poll.
-    let client = tests::RedisClient::new(&redis.url());
+    let client = redis.client();
     for nid in 1..=agents {
         let r = client.run(
             &json!({"id": format!("warm-{nid}"), "gid": 1, "nid": nid, "cmd": "ping"}),

@@ -27,7 +27,7 @@ impl Fixture {
         };
         let controller = Controller::start(&redis, opts);
         let token = redis.token_add(1, 1);
-        let client = RedisClient::new(&redis.url());
+        let client = redis.client();
         let http = controller.http();
         Fixture {
             redis,

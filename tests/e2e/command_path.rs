@@ -212,7 +212,7 @@ fn max_wait_ends_a_command_for_an_offline_agent() {
     let redis = Redis::start();
     let _controller = Controller::start(&redis, ControllerOpts::default());
     redis.token_add(1, 9);
-    let client = tests::RedisClient::new(&redis.url());
+    let client = redis.client();
     let mut cmd = command(1, 9, "ping", json!({"max_wait": 1}));
     let r = client.run(&cmd, T);
     assert_eq!(r["state"], "ERROR");
@@ -239,15 +239,44 @@ fn max_wait_ends_a_command_for_an_offline_agent() {
 
 #[test]
 fn shutdown_does_not_wait_for_parked_polls() {
-    let mut c = Cluster::start(&[&[]]);
-    // The agent is parked in a long-poll now; SIGTERM must not wait out its 30 s.
-    std::thread::sleep(Duration::from_millis(500));
-    let took = c.controller.proc().terminate(Duration::from_secs(20));
+    let redis = Redis::start();
+    let mut controller = Controller::start(&redis, ControllerOpts::default());
+    let token = redis.token_add(1, 1);
+    let http = controller.http();
+    let url = controller.url();
+    // A poll parked for 55 s. Released on shutdown it gets a clean 204; cut by the server's
+    // forced close (after its 5 s grace) it would get a connection error instead.
+    let poll = {
+        let (http, url) = (http.clone(), url.clone());
+        std::thread::spawn(move || {
+            http.get(format!("{url}/v1/agents/1/1/cmd?wait=55"))
+                .bearer_auth(token)
+                .send()
+                .map(|r| r.status())
+        })
+    };
+    wait_for("a parked poll", T, || {
+        let text = http
+            .get(format!("{url}/metrics"))
+            .send()
+            .ok()?
+            .text()
+            .ok()?;
+        text.lines()
+            .any(|l| l == "jsacc_polls_parked 1")
+            .then_some(())
+    });
+    let took = controller.proc().terminate(Duration::from_secs(20));
     assert!(
         took.is_some(),
         "jsacc did not exit on SIGTERM:\n{}",
-        c.controller.proc().output()
+        controller.proc().output()
     );
+    let status = poll
+        .join()
+        .expect("poll thread")
+        .expect("the parked poll got an answer");
+    assert_eq!(status, reqwest::StatusCode::NO_CONTENT);
 }
 
 #[test]

@@ -130,7 +130,7 @@ fn an_unacknowledged_command_is_delivered_again_after_its_lease() {
     };
     let controller = tests::Controller::start(&redis, opts);
     let token = redis.token_add(1, 1);
-    let client = tests::RedisClient::new(&redis.url());
+    let client = redis.client();
     let http = controller.http();
     let poll = |query: &str| -> Option<Value> {
         let url = format!("{}/v1/agents/1/1/cmd?{query}", controller.url());

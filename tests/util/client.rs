@@ -8,6 +8,12 @@ pub struct RedisClient {
     client: redis::Client,
 }
 
+impl From<redis::Client> for RedisClient {
+    fn from(client: redis::Client) -> RedisClient {
+        RedisClient { client }
+    }
+}
+
 impl RedisClient {
     pub fn new(url: &str) -> RedisClient {
         RedisClient {
@@ -18,6 +24,25 @@ impl RedisClient {
     /// A synchronous connection without a read timeout (for `BLPOP`).
     pub fn blocking(&self) -> redis::Connection {
         self.client.get_connection().expect("redis connection")
+    }
+
+    /// A connection, or `None` while the server is not up yet.
+    pub fn blocking_checked(&self) -> Option<redis::Connection> {
+        self.client.get_connection().ok()
+    }
+
+    /// A list of JSON documents, without consuming it.
+    fn json_list(&self, key: &str) -> Vec<Value> {
+        let items: Vec<String> = redis::cmd("LRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(-1)
+            .query(&mut self.blocking())
+            .expect("LRANGE");
+        items
+            .iter()
+            .map(|s| serde_json::from_str(s).expect("JSON"))
+            .collect()
     }
 
     pub fn push(&self, cmd: &Value) {
@@ -53,16 +78,7 @@ impl RedisClient {
 
     /// All results of a job currently in its list, without consuming them.
     pub fn results(&self, id: &str) -> Vec<Value> {
-        let items: Vec<String> = redis::cmd("LRANGE")
-            .arg(format!("cmds_queue_{id}"))
-            .arg(0)
-            .arg(-1)
-            .query(&mut self.blocking())
-            .expect("LRANGE");
-        items
-            .iter()
-            .map(|s| serde_json::from_str(s).expect("JSON"))
-            .collect()
+        self.json_list(&format!("cmds_queue_{id}"))
     }
 
     pub fn job_field(&self, id: &str, field: &str) -> Option<String> {
@@ -74,16 +90,7 @@ impl RedisClient {
     }
 
     pub fn dead_letters(&self) -> Vec<Value> {
-        let items: Vec<String> = redis::cmd("LRANGE")
-            .arg("cmds_queue:dead")
-            .arg(0)
-            .arg(-1)
-            .query(&mut self.blocking())
-            .expect("LRANGE");
-        items
-            .iter()
-            .map(|s| serde_json::from_str(s).expect("JSON"))
-            .collect()
+        self.json_list("cmds_queue:dead")
     }
 
     pub fn llen(&self, key: &str) -> u64 {

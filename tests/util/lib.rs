@@ -167,42 +167,96 @@ impl Drop for Proc {
     }
 }
 
-/// A private redis-server on a free port.
+/// A private redis-server on a free port; with [`Redis::start_tls`], TLS only, with its own CA.
 pub struct Redis {
     pub port: u16,
+    /// The certificate the TLS server serves (its own CA), when it speaks TLS.
+    pub ca: Option<PathBuf>,
     _proc: Proc,
     _dir: tempfile::TempDir,
 }
 
 impl Redis {
     pub fn start() -> Redis {
+        Redis::spawn(false)
+    }
+
+    /// A redis-server that speaks only TLS, with a self-signed certificate for 127.0.0.1.
+    pub fn start_tls() -> Redis {
+        Redis::spawn(true)
+    }
+
+    fn spawn(tls: bool) -> Redis {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let mut cmd = Command::new("redis-server");
-        cmd.args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(dir.path());
+        cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path());
+        let ca = tls.then(|| {
+            let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+            let certified = rcgen::generate_simple_self_signed(names).expect("certificate");
+            let (cert, key) = (dir.path().join("redis.pem"), dir.path().join("redis.key"));
+            std::fs::write(&cert, certified.cert.pem()).expect("write certificate");
+            std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
+            cmd.args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--tls-auth-clients",
+                "no",
+            ])
+            .arg("--tls-cert-file")
+            .arg(&cert)
+            .arg("--tls-key-file")
+            .arg(&key)
+            .arg("--tls-ca-cert-file")
+            .arg(&cert);
+            cert
+        });
+        if !tls {
+            cmd.args(["--port", &port.to_string()]);
+        }
         let proc = Proc::spawn(cmd, dir.path().join("redis.log"));
         let redis = Redis {
             port,
+            ca,
             _proc: proc,
             _dir: dir,
         };
         wait_for("redis-server", Duration::from_secs(10), || {
-            let client = redis::Client::open(redis.url()).ok()?;
-            let mut conn = client.get_connection().ok()?;
+            let mut conn = redis.client().blocking_checked()?;
             redis::cmd("PING").query::<String>(&mut conn).ok()
         });
         redis
+    }
+
+    /// The flags that point `jsacc` (and `jsacc token`) at this server.
+    pub fn jsacc_args(&self) -> Vec<String> {
+        let mut args = vec!["-r".to_owned(), self.url()];
+        if let Some(ca) = &self.ca {
+            args.extend(["--redis-ca".to_owned(), ca.display().to_string()]);
+        }
+        args
+    }
+
+    /// A client of this server (trusting its CA when it speaks TLS).
+    pub fn client(&self) -> RedisClient {
+        match &self.ca {
+            None => RedisClient::new(&self.url()),
+            Some(ca) => {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let root_cert = Some(std::fs::read(ca).expect("CA"));
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert,
+                };
+                RedisClient::from(
+                    redis::Client::build_with_tls(self.url(), certs).expect("TLS client"),
+                )
+            }
+        }
     }
 
     pub fn addr(&self) -> String {
@@ -214,7 +268,8 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.ca.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// `jsacc token add`: returns the token from its last line.
@@ -227,9 +282,8 @@ impl Redis {
                 &gid.to_string(),
                 "--nid",
                 &nid.to_string(),
-                "-r",
-                &self.addr(),
             ])
+            .args(self.jsacc_args())
             .output()
             .expect("jsacc token add runs");
         assert!(
@@ -251,15 +305,14 @@ impl Redis {
 pub struct ControllerOpts {
     pub insecure_http: bool,
     pub extra: Vec<String>,
-    /// `-r` other than the given [`Redis`]'s address (e.g. a `rediss://` URL).
-    pub redis: Option<String>,
 }
 
 /// A `jsacc` process; keeps its port and data dir (certificate) across restarts.
 pub struct Controller {
     pub port: u16,
     pub dir: tempfile::TempDir,
-    redis: String,
+    /// `-r …` (and `--redis-ca …`) of its Redis.
+    redis: Vec<String>,
     opts: ControllerOpts,
     proc: Option<Proc>,
     starts: usize,
@@ -270,7 +323,7 @@ impl Controller {
         let mut c = Controller {
             port: free_port(),
             dir: tempfile::tempdir().expect("tempdir"),
-            redis: opts.redis.clone().unwrap_or_else(|| redis.addr()),
+            redis: redis.jsacc_args(),
             opts,
             proc: None,
             starts: 0,
@@ -283,21 +336,15 @@ impl Controller {
     pub fn restart(&mut self) {
         self.starts += 1;
         let mut cmd = Command::new(bin_dir().join("jsacc"));
-        cmd.args([
-            "--bind",
-            "127.0.0.1",
-            "-p",
-            &self.port.to_string(),
-            "-r",
-            &self.redis,
-        ])
-        .arg("--data-dir")
-        .arg(self.dir.path())
-        .args(&self.opts.extra)
-        .env(
-            "JSACC_LOG",
-            std::env::var("JSACC_LOG").unwrap_or_else(|_| "info,controller=debug".into()),
-        );
+        cmd.args(["--bind", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(&self.redis)
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .args(&self.opts.extra)
+            .env(
+                "JSACC_LOG",
+                std::env::var("JSACC_LOG").unwrap_or_else(|_| "info,controller=debug".into()),
+            );
         if self.opts.insecure_http {
             cmd.arg("--insecure-http");
         }
@@ -461,7 +508,7 @@ impl Cluster {
             .enumerate()
             .map(|(i, roles)| Agent::start(&redis, &controller, 1, i as u64 + 1, roles))
             .collect();
-        let client = RedisClient::new(&redis.url());
+        let client = redis.client();
         let cluster = Cluster {
             redis,
             controller,
