@@ -9,6 +9,7 @@
 #   cargo-build cargo build --bins                     (workspace, debug)
 #   cargo-test  cargo test --workspace --no-fail-fast
 #   pytest      .venv/bin/python -m pytest client-py/tests -q
+#   wine        jsagent.exe built by scripts/windows-agent.sh, run under Wine by the e2e test `wine`
 # Works non-interactively (CI=true, no stdin) and from any working directory.
 #
 # Environment:
@@ -89,6 +90,16 @@ pytest_run() {
     return "$rc"
 }
 
+# The Windows agent under Wine: installs the cross toolchain and Wine (scripts/windows-agent.sh
+# setup), builds jsagent.exe, and runs the e2e test `wine` against it (ignored in plain runs).
+wine_test() {
+    local exe
+    bash scripts/windows-agent.sh setup || return 1
+    exe=$(with_timeout bash scripts/windows-agent.sh build) || return 1
+    JSACC_WINDOWS_AGENT="$ROOT/$exe" WINEPREFIX=${WINEPREFIX:-/tmp/jsacc-wineprefix} WINEDEBUG=-all \
+        with_timeout cargo test -p tests --test e2e wine -- --ignored --nocapture
+}
+
 main() {
     # where tests that start real jsacc/jsagent processes find the freshly built binaries
     # (client-py/tests/conftest.py reads JSACC_BIN_DIR; they are on PATH too)
@@ -111,6 +122,11 @@ main() {
         step pytest pytest_run
     else
         skip pytest "no Python environment"
+    fi
+    if ((build_ok)); then
+        step wine wine_test
+    else
+        skip wine "cargo build failed"
     fi
 
     printf '\n=== test-all: summary ===\n'

@@ -12,6 +12,7 @@ See README.md for the API and the ``jsctl`` command line.
 from .client import (
     DEFAULT_URL,
     FINAL_STATES,
+    INFO_COMMANDS,
     STATES,
     Client,
     Job,
@@ -20,6 +21,8 @@ from .client import (
     build_execute_args,
     job_key,
     result_key,
+    stats_key,
+    stats_latest_key,
 )
 from .errors import JsaccError, RedisUnavailable, Timeout
 
@@ -39,4 +42,7 @@ __all__ = [
     "result_key",
     "job_key",
     "agent_key",
+    "stats_key",
+    "stats_latest_key",
+    "INFO_COMMANDS",
 ]

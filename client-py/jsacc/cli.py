@@ -9,18 +9,14 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
+from . import cli_procs
 from .client import DEFAULT_URL, Client, Job
+from .client import DEFAULT_URL, INFO_COMMANDS, Client, Job
 from .errors import JsaccError, RedisUnavailable, Timeout
 
-# Exit codes (documented in --help and README.md).
-EXIT_OK = 0          # the job ended OK (every target, with --fanout)
-EXIT_ERROR = 1       # the job ended ERROR: it failed or could not run (reason on stderr)
-EXIT_USAGE = 2       # bad command line (argparse)
-EXIT_TIMEOUT = 3     # the job ended TIMEOUT: its --max-time was hit
-EXIT_KILLED = 4      # the job ended KILLED
-EXIT_NO_RESULT = 5   # no result within --timeout (client-side wait)
-EXIT_REDIS = 6       # cannot reach Redis
-EXIT_INTERRUPTED = 130
+from .cli_common import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_KILLED, EXIT_NO_RESULT, EXIT_OK,
+                         EXIT_REDIS, EXIT_TIMEOUT, EXIT_USAGE, table)
+from .cli_common import err as _err
 
 _STATE_EXIT = {"OK": EXIT_OK, "ERROR": EXIT_ERROR, "TIMEOUT": EXIT_TIMEOUT, "KILLED": EXIT_KILLED}
 
@@ -82,10 +78,6 @@ def _write(stream: Any, text: str) -> None:
         stream.flush()
 
 
-def _err(msg: str) -> None:
-    print(f"jsctl: {msg}", file=sys.stderr, flush=True)
-
-
 def _wait(job: Job, fanout: bool, timeout: Optional[float]) -> List[Dict[str, Any]]:
     """The results to report (raises Timeout when none arrived)."""
     if fanout:
@@ -129,7 +121,8 @@ def cmd_exec(client: Client, a: argparse.Namespace) -> int:
         raise ValueError("no command given: jsctl exec [options] -- CMD [ARGS...]")
     job = client.execute(command[0], command[1:], gid=a.gid, nid=a.nid, role=a.role,
                          fanout=a.fanout, domain=a.domain, name=a.name, workingdir=a.workingdir,
-                         env=_parse_env(a.env), data=data, max_time=a.max_time, id=a.id)
+                         env=_parse_env(a.env), data=data, max_time=a.max_time, id=a.id,
+                         max_restart=a.max_restart, recurring_period=a.every, queue=a.queue)
     try:
         results = _wait(job, a.fanout, a.timeout)
     except Timeout as e:
@@ -203,10 +196,117 @@ def cmd_agents(client: Client, a: argparse.Namespace) -> int:
         rows.append((ag["agent"], str(ag.get("hostname") or "-"), str(ag.get("os") or "-"),
                      ",".join(ag.get("roles") or []) or "-", _ago(ag["last_seen_ago"]),
                      "yes" if ag["online"] else "no"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    print("\n".join(table(rows)))
     return EXIT_OK
+
+
+def _format_log(m: Dict[str, Any]) -> str:
+    epoch = m.get("epoch")
+    when = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch / 1000.0))
+            + f".{epoch % 1000:03d}") if isinstance(epoch, int) else "?"
+    return f"{when} {m.get('gid')}:{m.get('nid')} L{m.get('level')} {m.get('jobid')} {m.get('data')}"
+
+
+def cmd_logs(client: Client, a: argparse.Namespace) -> int:
+    out = (lambda m: json.dumps(m)) if a.json else _format_log
+    last = None
+    for m in client.logs(a.domain, a.name, count=a.count) if a.count > 0 else []:
+        print(out(m), flush=True)
+        last = m["stream_id"]
+    if not a.follow:
+        return EXIT_OK
+    for m in client.follow_logs(a.domain, a.name, since=last or "$"):
+        print(out(m), flush=True)
+    return EXIT_OK
+
+
+def format_values(values: Dict[str, Any]) -> str:
+    """A metric's values as ``k=v`` pairs in a fixed order (type and times left out), numbers
+    kept short."""
+    order = ["value", "sum", "rate", "count", "min", "max", "mean", "p50", "p90", "p99"]
+    parts = []
+    for k, v in sorted(values.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order
+                                                       else len(order), kv[0])):
+        if k in ("type", "epoch", "interval"):
+            continue
+        if isinstance(v, float):
+            v = f"{v:.6g}"
+        parts.append(f"{k}={v}")
+    return " ".join(parts)
+
+
+def cmd_stats(client: Client, a: argparse.Namespace) -> int:
+    if a.history:
+        batches = client.stats_batches(a.gid, a.nid, count=a.history)
+        print(json.dumps(batches, indent=2))
+        return EXIT_OK
+    stats = {k: v for k, v in client.stats(a.gid, a.nid).items() if k.startswith(a.prefix)}
+    if a.json:
+        print(json.dumps(stats, indent=2))
+        return EXIT_OK
+    if not stats:
+        _err(f"no stats from agent {a.gid}:{a.nid}" + (f" under {a.prefix!r}" if a.prefix else ""))
+        return EXIT_OK
+    now_ms = time.time() * 1000.0
+    rows = [("KEY", "TYPE", "AGE", "VALUES")]
+    for key, values in stats.items():
+        age = _ago(max(0.0, (now_ms - float(values.get("epoch") or 0)) / 1000.0))
+        rows.append((key, str(values.get("type", "?")), age, format_values(values)))
+    print("\n".join(table(rows)))
+    return EXIT_OK
+
+
+def format_info(value: Any, indent: str = "") -> List[str]:
+    """A host-facts document as indented ``key: value`` lines."""
+    lines: List[str] = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(v, (dict, list)) and v and not all(
+                    isinstance(x, (int, float, str)) for x in (v if isinstance(v, list) else [{}])):
+                lines.append(f"{indent}{k}:")
+                lines.extend(format_info(v, indent + "  "))
+            elif isinstance(v, list):
+                lines.append(f"{indent}{k}: {', '.join(str(x) for x in v)}")
+            else:
+                lines.append(f"{indent}{k}: {'-' if v is None else v}")
+    elif isinstance(value, list):
+        for item in value:
+            sub = format_info(item, indent + "  ")
+            if sub:
+                lines.append(f"{indent}- {sub[0].strip()}")
+                lines.extend(sub[1:])
+    else:
+        lines.append(f"{indent}{value}")
+    return lines
+
+
+def cmd_info(client: Client, a: argparse.Namespace) -> int:
+    wanted = a.what or list(INFO_COMMANDS)
+    docs: Dict[str, Any] = {}
+    code = EXIT_OK
+    # Submitted together, awaited one by one: the answers come in parallel.
+    jobs = {w: client.cmd(INFO_COMMANDS[w], gid=a.gid, nid=a.nid) for w in wanted}
+    for what, job in jobs.items():
+        try:
+            result = job.result(timeout=a.timeout)
+        except Timeout as e:
+            _err(str(e))
+            code = EXIT_NO_RESULT
+            continue
+        if result.get("state") != "OK":
+            _err(f"{INFO_COMMANDS[what]} on {_agent(result)} ended {result.get('state')}: "
+                 f"{_reason(result)}")
+            code = code or exit_code_for_state(result.get("state"))
+            continue
+        docs[what] = result.get("data")
+    if a.json:
+        print(json.dumps(docs if len(wanted) > 1 else docs.get(wanted[0]), indent=2))
+    else:
+        for what, doc in docs.items():
+            if len(wanted) > 1:
+                print(f"== {what}")
+            print("\n".join(format_info(doc)))
+    return code
 
 
 # -- argument parsing -------------------------------------------------------------------------
@@ -223,6 +323,13 @@ def _nonneg_float(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
     return value
+
+
+def _info_what(text: str) -> str:
+    if text not in INFO_COMMANDS:
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {text!r} (choose from {', '.join(INFO_COMMANDS)})")
+    return text
 
 
 def _target_args(p: argparse.ArgumentParser) -> None:
@@ -248,7 +355,13 @@ examples:
   jsctl exec --gid 1 --nid 5 -- /bin/ls -l /opt
   jsctl exec --gid 1 --nid 5 --max-time 60 --timeout 90 -- sh -c 'df -h | tail -1'
   jsctl exec --gid 1 --role web --fanout --json -- uptime
+  jsctl stats 1 5
+  jsctl info 1 5 mem
   echo hello | jsctl exec --gid 1 --nid 5 --data-file - -- cat
+  jsctl exec --gid 1 --nid 5 --max-time -1 --max-restart 5 --domain ops --name web -- ./server
+  jsctl ps --gid 1 --nid 5
+  jsctl kill --gid 1 --nid 5 6f1c...
+  jsctl logs ops backup -f
   JSACC_REDIS=redis://:secret@redis.example:6379 jsctl agents --json
 
 Put `--` before the command so that its own options are not read as jsctl's.
@@ -281,6 +394,14 @@ examples:
     p.add_argument("--max-time", type=int, default=0, metavar="S",
                    help="seconds the job may run before the agent kills it (state TIMEOUT, exit 3); "
                         "0 = no limit (default), -1 = long-running (restarted by the agent)")
+    p.add_argument("--max-restart", type=int, default=None, metavar="N",
+                   help="restart a process that fails within 5 min of its start up to N times "
+                        "(waits 1 s, doubling); then a critical alert and ERROR")
+    p.add_argument("--every", type=int, default=None, metavar="S",
+                   help="recurring: run every S seconds (never overlapping) until killed; "
+                        "jsctl prints the first run's result")
+    p.add_argument("--queue", metavar="NAME",
+                   help="serial queue: jobs naming the same queue run one at a time on the agent")
     p.add_argument("--domain", default="", help="domain of the process (groups stats and logs)")
     p.add_argument("--name", default="", help="name of the process (groups stats and logs)")
     p.add_argument("--workingdir", metavar="DIR",
@@ -323,6 +444,64 @@ examples:
     p.add_argument("--online-within", type=_nonneg_float, default=60.0, metavar="S",
                    help="an agent is online when seen within S seconds (default 60)")
     p.set_defaults(func=cmd_agents)
+    cli_procs.add_parsers(sub, fmt)
+
+    p = sub.add_parser(
+        "logs", formatter_class=fmt, help="show (and follow) the forwarded logs of a process",
+        description="Print the last messages agents forwarded for process DOMAIN/NAME (the Redis "
+                    "stream log.DOMAIN.NAME: the levels each job's loglevels_ac selects, by default "
+                    "7-9), one per line: time, agent, level, job id, text. With -f, keep printing "
+                    "new ones as they arrive (Ctrl-C to stop).",
+        epilog="examples:\n  jsctl logs ops backup\n  jsctl logs ops backup -f -n 0\n"
+               "  jsctl logs ops backup --json | jq -r .data\n\n"
+               "exit codes: 0 printed, 6 cannot reach Redis, 130 interrupted (-f).\n")
+    p.add_argument("domain", metavar="DOMAIN")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("-f", "--follow", action="store_true", help="follow new messages")
+    p.add_argument("-n", "--count", type=int, default=20, metavar="N",
+                   help="how many of the last messages to print first (default 20)")
+    p.add_argument("--json", action="store_true", help="print each message as a JSON line")
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser(
+        "stats", formatter_class=fmt, help="show an agent's latest aggregated stats",
+        description="Show the latest aggregated stats of agent GID:NID (the Redis hash "
+                    "stats:{GID:NID}:latest): one line per metric with its type, the age of its "
+                    "last flush and its values (counter: sum, rate/s; gauge: value; timer and "
+                    "histogram: count, sum, min, max, mean, p50, p90, p99; set: count).",
+        epilog="examples:\n  jsctl stats 1 5\n  jsctl stats 1 5 --prefix ops.web.\n"
+               "  jsctl stats 1 5 --history 3      # the last 3 flushed batches as JSON\n\n"
+               "exit codes: 0 shown (also when empty), 6 cannot reach Redis.\n")
+    p.add_argument("gid", type=int, metavar="GID", help="grid id of the agent")
+    p.add_argument("nid", type=int, metavar="NID", help="node id of the agent")
+    p.add_argument("--prefix", default="", metavar="P", help="only metrics whose key starts with P")
+    p.add_argument("--json", action="store_true", help="print the metrics as a JSON object")
+    p.add_argument("--history", type=int, default=0, metavar="N",
+                   help="print the last N batches of the stream stats:{GID:NID} as JSON instead")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser(
+        "info", formatter_class=fmt, help="show an agent's host facts (os, cpu, mem, disk, nic)",
+        description="Ask agent GID:NID for host facts (the internal commands get_os_info, "
+                    "get_cpu_info, get_mem_info, get_disk_info, get_nic_info) and print them; "
+                    "all five without WHAT.",
+        epilog=f"""\
+examples:
+  jsctl info 1 5
+  jsctl info 1 5 mem disk
+  jsctl info 1 5 nic --json | jq '.nics[].mac'
+
+{EXIT_CODES_HELP}""")
+    p.add_argument("gid", type=int, metavar="GID", help="grid id of the agent")
+    p.add_argument("nid", type=int, metavar="NID", help="node id of the agent")
+    # Not `choices`: with nargs="*" Python < 3.12 refuses the empty default.
+    p.add_argument("what", nargs="*", type=_info_what, metavar="WHAT",
+                   help="os, cpu, mem, disk or nic (several allowed; default all)")
+    p.add_argument("--timeout", type=_nonneg_float, default=30.0, metavar="S",
+                   help="seconds to wait for each answer (default 30); then exit 5")
+    p.add_argument("--json", action="store_true",
+                   help="print the documents as JSON (an object by WHAT when several)")
+    p.set_defaults(func=cmd_info)
     return parser
 
 

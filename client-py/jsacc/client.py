@@ -5,7 +5,8 @@ Everything here follows the Redis contract of DESIGN.md §4 exactly (no key pref
 * ``LPUSH cmds_queue <command JSON>`` submits a command (DESIGN §3);
 * ``BLPOP cmds_queue_<id>`` takes the results, one per target agent;
 * ``job:<id>`` (hash) holds ``state``, ``targets`` (JSON list of ``"gid:nid"``), ``result:<g>:<n>``;
-* ``agents`` (sorted set, score = last seen ms) and ``agent:{<gid>:<nid>}`` (hash) describe agents.
+* ``agents`` (sorted set, score = last seen ms) and ``agent:{<gid>:<nid>}`` (hash) describe agents;
+* ``log.<domain>.<name>`` (stream) holds the log messages agents forwarded (``loglevels_ac``).
 """
 
 from __future__ import annotations
@@ -56,9 +57,44 @@ def job_key(job_id: str) -> str:
     return f"job:{job_id}"
 
 
+def log_key(domain: str, name: str) -> str:
+    """``log.<domain>.<name>``: the stream of forwarded log messages of that process."""
+    return f"log.{domain}.{name}"
+
+
+#: Fields of a stream entry that are integers (DESIGN §3 log message, plus gid and nid).
+_LOG_INT_FIELDS = ("id", "epoch", "level", "gid", "nid")
+
+
+def _log_entry(stream_id: Any, fields: Mapping[Any, Any]) -> Dict[str, Any]:
+    """A stream entry as a dict: the message's fields (integers as ints) and ``stream_id``."""
+    msg: Dict[str, Any] = {_decode(k): _decode(v) for k, v in fields.items()}
+    for field in _LOG_INT_FIELDS:
+        value = msg.get(field)
+        if isinstance(value, str) and value.lstrip("-").isdigit():
+            msg[field] = int(value)
+    msg["stream_id"] = _decode(stream_id)
+    return msg
+
+
 def agent_key(gid: int, nid: int) -> str:
     """``agent:{<gid>:<nid>}``: the hash describing one agent (braces = Redis Cluster hash tag)."""
     return f"agent:{{{gid}:{nid}}}"
+
+
+def stats_key(gid: int, nid: int) -> str:
+    """``stats:{<gid>:<nid>}``: the stream of the agent's flushed stats batches (field ``batch``)."""
+    return f"stats:{{{gid}:{nid}}}"
+
+
+def stats_latest_key(gid: int, nid: int) -> str:
+    """``stats:{<gid>:<nid>}:latest``: metric key → JSON of its latest aggregated values."""
+    return f"stats:{{{gid}:{nid}}}:latest"
+
+
+#: The host-fact internal commands (DESIGN §6.2) by short name, as ``jsctl info`` takes them.
+INFO_COMMANDS = {"os": "get_os_info", "cpu": "get_cpu_info", "mem": "get_mem_info",
+                 "disk": "get_disk_info", "nic": "get_nic_info"}
 
 
 def mask_url(url: str) -> str:
@@ -351,6 +387,16 @@ class Job:
                 raise self._timeout(timeout)
         return self._results[0]
 
+    def next_result(self, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """Take the next result off ``cmds_queue_<id>`` (waiting like :meth:`result`), for jobs
+        that post more than one: each run of a recurring job posts its own result (``run`` = its
+        number, ``final`` = False) until the job is killed, whose last result has no ``final``
+        field. The list keeps the last 100."""
+        result = self._pop_one(self._deadline(timeout))
+        if result is None:
+            raise self._timeout(timeout)
+        return result
+
     def results(self, timeout: Optional[float] = None) -> List[Dict[str, Any]]:
         """All results: one per target agent (the count is ``len(job:<id>.targets)``).
 
@@ -536,7 +582,168 @@ class Client:
         # Not via _internal: its `id` keyword is the kill job's own id, the target is args.id.
         return self.cmd("kill", {"id": check_id(job_id)}, gid=gid, nid=nid, id=id)
 
+    def killall(self, gid: int = 0, nid: Optional[int] = None, *, role: Optional[str] = None,
+                fanout: bool = False, id: Optional[str] = None) -> Job:  # noqa: A002
+        """Internal ``killall``: kill every process the agent runs. Its result's ``data`` is
+        ``{"killed": [ids], "remembered": [ids]}``: remembered jobs (long-running, recurring)
+        stay registered and come back."""
+        return self._internal("killall", gid=gid, nid=nid, role=role, fanout=fanout, id=id)
+
+    def get_processes_stats(self, gid: int = 0, nid: Optional[int] = None, *,
+                            domain: Optional[str] = None, name: Optional[str] = None,
+                            role: Optional[str] = None, fanout: bool = False,
+                            id: Optional[str] = None) -> Job:  # noqa: A002
+        """Internal ``get_processes_stats``: the agent's running jobs, sampled now and summed by
+        domain/name (optionally only ``domain`` and/or ``name``). ``data`` is a list of
+        ``{"domain", "name", "jobs": [ids], "cpu_percent", "rss", "vms", "swap", "threads",
+        "processes"}`` (bytes; cpu in percent of one core)."""
+        # Not via _internal: its first parameter is called `name` too.
+        args = {k: v for k, v in (("domain", domain), ("name", name)) if v is not None}
+        return self.cmd("get_processes_stats", args, gid=gid, nid=nid, role=role,
+                        fanout=fanout, id=id)
+
+    def get_process_stats(self, job_id: str, gid: int = 0, nid: Optional[int] = None, *,
+                          id: Optional[str] = None) -> Job:  # noqa: A002
+        """Internal ``get_process_stats``: running job ``job_id``'s process tree sampled now:
+        ``{"id", "domain", "name", "pid", "cpu_percent", "rss", "vms", "swap", "threads",
+        "processes"}``; ``ERROR`` when the job is not running there."""
+        # Not via _internal: its `id` keyword is this job's own id, the target is args.id.
+        return self.cmd("get_process_stats", {"id": check_id(job_id)}, gid=gid, nid=nid, id=id)
+    def get_msgs(self, gid: int = 0, nid: Optional[int] = None, *, jobid: Optional[str] = None,
+                 timefrom: Optional[int] = None, timeto: Optional[int] = None,
+                 levels: Optional[str] = None, role: Optional[str] = None, fanout: bool = False,
+                 id: Optional[str] = None) -> Job:  # noqa: A002
+        """Internal ``get_msgs``: messages the agent stored (DESIGN §6.2), filtered by ``jobid``,
+        ``timefrom``/``timeto`` (ms since the epoch, inclusive) and ``levels`` (``"*"``,
+        ``"1,3-5"``...). The result's ``data`` is a list of messages (``id``, ``jobid``,
+        ``domain``, ``name``, ``epoch``, ``level``, ``data``): the newest 1000 matches, oldest first.
+        """
+        return self._internal("get_msgs", gid=gid, nid=nid, role=role, fanout=fanout, id=id,
+                              jobid=jobid, timefrom=timefrom, timeto=timeto, levels=levels)
+
+    def del_msgs(self, gid: int = 0, nid: Optional[int] = None, *, jobid: Optional[str] = None,
+                 timefrom: Optional[int] = None, timeto: Optional[int] = None,
+                 levels: Optional[str] = None, role: Optional[str] = None, fanout: bool = False,
+                 id: Optional[str] = None) -> Job:  # noqa: A002
+        """Internal ``del_msgs``: deletes the stored messages :meth:`get_msgs` would match (all
+        of them, not only 1000); the result's ``data`` is how many were deleted."""
+        return self._internal("del_msgs", gid=gid, nid=nid, role=role, fanout=fanout, id=id,
+                              jobid=jobid, timefrom=timefrom, timeto=timeto, levels=levels)
+
     # -- reading ------------------------------------------------------------------------------
+    def logs(self, domain: str, name: str, since: Optional[str] = None,
+             count: int = 100) -> List[Dict[str, Any]]:
+        """Forwarded log messages of process ``domain``/``name`` from ``log.<domain>.<name>``.
+
+        Without ``since``: the last ``count`` messages. With ``since`` (a ``stream_id`` from an
+        earlier answer, or ``"0"``): up to ``count`` messages after it. Oldest first; each a dict
+        with ``id``, ``jobid``, ``domain``, ``name``, ``epoch``, ``level``, ``data``, ``gid``,
+        ``nid`` and ``stream_id``.
+        """
+        key = log_key(domain, name)
+        count = _check_int("count", count, 1)
+        with self._errors():
+            if since is None:
+                entries = list(reversed(self.redis.xrevrange(key, count=count)))
+            else:
+                entries = self.redis.xrange(key, min=f"({since}" if since != "0" else "-",
+                                            count=count)
+        return [_log_entry(sid, fields) for sid, fields in entries]
+
+    def follow_logs(self, domain: str, name: str, since: str = "$",
+                    timeout: Optional[float] = None) -> Iterator[Dict[str, Any]]:
+        """Yields messages of ``log.<domain>.<name>`` as they arrive (``XREAD BLOCK``), after
+        ``since`` (default ``"$"``: only new ones), until ``timeout`` seconds pass (default:
+        forever). Blocks in chunks shorter than the socket timeout (see ``MAX_BLOCK_CHUNK``)."""
+        key = log_key(domain, name)
+        last = since
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while deadline is None or time.monotonic() < deadline:
+            chunk = self._chunk
+            if deadline is not None:
+                chunk = max(0.001, min(chunk, deadline - time.monotonic()))
+            with self._errors():
+                if last == "$":
+                    # Pin "$" to the current last id once, so nothing between reads is missed.
+                    info = self.redis.xrevrange(key, count=1)
+                    last = _decode(info[0][0]) if info else "0-0"
+                got = self.redis.xread({key: last}, count=1000, block=max(1, int(chunk * 1000)))
+            for _stream, entries in got or []:
+                for sid, fields in entries:
+                    last = _decode(sid)
+                    yield _log_entry(sid, fields)
+    # Host facts: each answers ``data`` as the document of ``schemas/<what>_info.schema.json``.
+    def get_os_info(self, gid: int = 0, nid: Optional[int] = None, **kw: Any) -> Job:
+        """``get_os_info``: hostname, os, name, version, kernel, arch, uptime, boot_time."""
+        return self._internal("get_os_info", gid=gid, nid=nid, **kw)
+
+    def get_cpu_info(self, gid: int = 0, nid: Optional[int] = None, **kw: Any) -> Job:
+        """``get_cpu_info``: cores, physical_cores, model, vendor, frequency_mhz, usage (%),
+        per_core (%)."""
+        return self._internal("get_cpu_info", gid=gid, nid=nid, **kw)
+
+    def get_mem_info(self, gid: int = 0, nid: Optional[int] = None, **kw: Any) -> Job:
+        """``get_mem_info``: total, available, free, used and swap_* in bytes."""
+        return self._internal("get_mem_info", gid=gid, nid=nid, **kw)
+
+    def get_disk_info(self, gid: int = 0, nid: Optional[int] = None, **kw: Any) -> Job:
+        """``get_disk_info``: ``disks`` (block devices and their partitions) and ``partitions``
+        (mounted file systems with mount point, fs, total and available bytes)."""
+        return self._internal("get_disk_info", gid=gid, nid=nid, **kw)
+
+    def get_nic_info(self, gid: int = 0, nid: Optional[int] = None, **kw: Any) -> Job:
+        """``get_nic_info``: ``nics``, each with name, mac, mtu, addresses, byte counters."""
+        return self._internal("get_nic_info", gid=gid, nid=nid, **kw)
+
+    def info(self, what: str, gid: int, nid: int, timeout: Optional[float] = 30.0) -> Any:
+        """The ``data`` of host fact ``what`` (``os``, ``cpu``, ``mem``, ``disk`` or ``nic``)
+        of agent ``gid:nid``; raises :class:`JsaccError` when the command ended otherwise than
+        ``OK``, :class:`Timeout` when no answer came within ``timeout`` seconds."""
+        if what not in INFO_COMMANDS:
+            raise ValueError(f"unknown host fact {what!r}: one of {', '.join(INFO_COMMANDS)}")
+        result = self._internal(INFO_COMMANDS[what], gid=gid, nid=nid).result(timeout)
+        if result.get("state") != "OK":
+            raise JsaccError(f"{INFO_COMMANDS[what]} on {gid}:{nid} ended "
+                             f"{result.get('state')}: {result.get('data')}")
+        return result.get("data")
+
+    # -- reading ------------------------------------------------------------------------------
+    def stats(self, gid: int, nid: int) -> Dict[str, Dict[str, Any]]:
+        """The latest aggregated stats of agent ``gid:nid`` (``HGETALL stats:{gid:nid}:latest``):
+        metric key → dict with ``type`` (counter, gauge, timer, histogram, set), ``epoch`` (ms,
+        end of its flush interval), ``interval`` (s) and its values (counter: ``sum``, ``rate``;
+        gauge: ``value``; timer/histogram: ``count``, ``sum``, ``min``, ``max``, ``mean``,
+        ``p50``, ``p90``, ``p99``; set: ``count``). Empty when the agent sent none."""
+        _check_int("gid", gid, 0)
+        _check_int("nid", nid, 0)
+        with self._errors():
+            raw = self.redis.hgetall(stats_latest_key(gid, nid))
+        out = {}
+        for key, value in raw.items():
+            try:
+                out[_decode(key)] = json.loads(_decode(value))
+            except ValueError:
+                continue  # not written by jsacc: skip rather than fail the reading
+        return dict(sorted(out.items()))
+
+    def stats_batches(self, gid: int, nid: int, count: int = 10) -> List[Dict[str, Any]]:
+        """The last ``count`` stats batches of agent ``gid:nid`` from the stream
+        ``stats:{gid:nid}``, oldest first (each as DESIGN §7: gid, nid, epoch, interval,
+        metrics), with the stream entry id as ``stream_id``."""
+        _check_int("count", count, 1)
+        with self._errors():
+            entries = self.redis.xrevrange(stats_key(gid, nid), count=count)
+        out = []
+        for entry_id, fields in reversed(entries):
+            fields = {_decode(k): _decode(v) for k, v in fields.items()}
+            try:
+                batch = json.loads(fields.get("batch", ""))
+            except ValueError:
+                continue
+            batch["stream_id"] = _decode(entry_id)
+            out.append(batch)
+        return out
+
     def job(self, job_id: str) -> Job:
         """A :class:`Job` handle for an id submitted earlier (possibly by someone else)."""
         return Job(self, check_id(job_id))

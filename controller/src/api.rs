@@ -23,6 +23,7 @@ use crate::keys;
 use crate::poll::{self, PollRequest};
 use crate::results::{self, BatchAnswer, Outcome};
 use crate::state::AppState;
+use crate::stats;
 
 /// An error answer: `{"error": code, "message": text}` with its status.
 #[derive(Debug)]
@@ -33,7 +34,11 @@ pub struct AppError {
 }
 
 impl AppError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> AppError {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> AppError {
         AppError {
             status,
             code,
@@ -41,7 +46,7 @@ impl AppError {
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> AppError {
+    pub(crate) fn bad_request(message: impl Into<String>) -> AppError {
         AppError::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 }
@@ -94,9 +99,12 @@ pub fn app(api: Api) -> Router {
         .route("/v1/agents/{gid}/{nid}/hello", post(hello))
         .route("/v1/agents/{gid}/{nid}/cmd", get(cmd))
         .route("/v1/agents/{gid}/{nid}/result", post(result))
+        .route("/v1/agents/{gid}/{nid}/logs", post(crate::logs::post))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/v1/agents/{gid}/{nid}/stats", post(stats::post))
+        .route("/metrics/agents", get(stats::metrics))
         .fallback(|| async {
             AppError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
@@ -120,7 +128,9 @@ async fn observe(State(api): State<Api>, req: Request, next: Next) -> Response {
         Some("hello") => "hello",
         Some("cmd") => "cmd",
         Some("result") => "result",
-        Some("healthz" | "readyz" | "metrics") => "operator",
+        Some("logs") => "logs",
+        Some("stats") => "stats",
+        Some("healthz" | "readyz" | "metrics" | "agents") => "operator",
         _ => "other",
     };
     let start = tokio::time::Instant::now();
@@ -148,7 +158,12 @@ async fn refuse_large(State(api): State<Api>, req: Request, next: Next) -> Respo
 }
 
 /// Checks the bearer token against the path's agent; returns its "gid:nid".
-async fn authorize(api: &Api, headers: &HeaderMap, gid: u64, nid: u64) -> Result<String, AppError> {
+pub(crate) async fn authorize(
+    api: &Api,
+    headers: &HeaderMap,
+    gid: u64,
+    nid: u64,
+) -> Result<String, AppError> {
     let unauthorized = |m: &str| AppError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
     let token = headers
         .get(header::AUTHORIZATION)
@@ -172,6 +187,21 @@ async fn authorize(api: &Api, headers: &HeaderMap, gid: u64, nid: u64) -> Result
         )),
         Verdict::Invalid => Err(unauthorized("invalid or revoked token")),
     }
+}
+
+/// The agent a post comes from (authorized) and its body as JSON: the common start of
+/// `…/result`, `…/logs` and `…/stats`.
+pub(crate) async fn agent_json(
+    api: &Api,
+    headers: &HeaderMap,
+    (gid, nid): (u64, u64),
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(String, Value), AppError> {
+    let body = body?;
+    let agent = authorize(api, headers, gid, nid).await?;
+    let value = serde_json::from_slice(&body)
+        .map_err(|e| AppError::bad_request(format!("not JSON: {e}")))?;
+    Ok((agent, value))
 }
 
 async fn hello(
@@ -258,10 +288,7 @@ async fn result(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<BatchAnswer>, AppError> {
-    let body = body?;
-    let agent = authorize(&api, &headers, gid, nid).await?;
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| AppError::bad_request(format!("not JSON: {e}")))?;
+    let (agent, value) = agent_json(&api, &headers, (gid, nid), body).await?;
     let mut answer = BatchAnswer::default();
     match value {
         Value::Array(items) => {
@@ -360,6 +387,7 @@ async fn metrics(State(api): State<Api>) -> Result<Response, AppError> {
         .zcard(keys::AGENTS)
         .query_async(&mut state.conn())
         .await?;
+    let (waiting, delivered) = stats::agent_queue_depths(state).await?;
     let gauges = [
         (
             "jsacc_cmds_queue_depth",
@@ -380,6 +408,16 @@ async fn metrics(State(api): State<Api>) -> Result<Response, AppError> {
             "jsacc_agents_known",
             "Agents that ever said hello.",
             known as f64,
+        ),
+        (
+            "jsacc_agent_queues_depth",
+            "Commands waiting in agents' queues (all agents).",
+            waiting as f64,
+        ),
+        (
+            "jsacc_agent_delivered_depth",
+            "Commands delivered to agents and not yet acknowledged (all agents).",
+            delivered as f64,
         ),
         (
             "jsacc_polls_parked",

@@ -139,6 +139,22 @@ pub struct ServeArgs {
         value_name = "SECS"
     )]
     pub live_window: u64,
+    /// Length cap (`MAXLEN ~`) of each `log.<domain>.<name>` stream and of `alerts`.
+    #[arg(
+        long,
+        env = "JSACC_LOG_MAXLEN",
+        default_value_t = 100_000,
+        value_name = "N"
+    )]
+    pub log_maxlen: usize,
+    /// Approximate length cap of each agent's stats stream `stats:{gid:nid}` (flushed batches).
+    #[arg(
+        long,
+        env = "JSACC_STATS_MAXLEN",
+        default_value_t = 10_000,
+        value_name = "N"
+    )]
+    pub stats_maxlen: usize,
 }
 
 /// Settings of a running controller, resolved from [`ServeArgs`].
@@ -157,6 +173,9 @@ pub struct Config {
     pub recheck: Duration,
     /// Results kept per job (a recurring job posts one per run).
     pub max_results: usize,
+    /// Length cap of the log streams and `alerts`.
+    pub log_maxlen: usize,
+    pub stats_maxlen: usize,
 }
 
 impl Config {
@@ -169,6 +188,8 @@ impl Config {
             route_batch: args.route_batch.clamp(1, 10_000),
             dead_maxlen: args.dead_maxlen.max(1),
             live_window: Duration::from_secs(args.live_window.max(1)),
+            log_maxlen: args.log_maxlen.max(1),
+            stats_maxlen: args.stats_maxlen.max(1),
             ..Config::default()
         }
     }
@@ -187,6 +208,8 @@ impl Default for Config {
             max_wait: Duration::from_secs(60),
             recheck: Duration::from_secs(5),
             max_results: 100,
+            log_maxlen: 100_000,
+            stats_maxlen: 10_000,
         }
     }
 }

@@ -51,6 +51,16 @@ pub fn agent_inflight(agent_id: &str) -> String {
     format!("agent:{{{agent_id}}}:inflight")
 }
 
+/// Stream of an agent's flushed stats batches (field `batch`: the batch JSON).
+pub fn stats(agent_id: &str) -> String {
+    format!("stats:{{{agent_id}}}")
+}
+
+/// Hash of an agent's latest aggregated values: metric key → JSON of its values.
+pub fn stats_latest(agent_id: &str) -> String {
+    format!("stats:{{{agent_id}}}:latest")
+}
+
 pub fn controller(instance: &str) -> String {
     format!("controller:{instance}")
 }
@@ -62,6 +72,20 @@ pub fn routing(instance: &str) -> String {
 /// Lock held while one instance recovers a dead instance's routing list.
 pub fn recovering(instance: &str) -> String {
     format!("{{cmds_queue}}:recovering:{instance}")
+}
+
+/// Level ≥ 8 log messages and supervisor alerts of every agent (a stream).
+pub const ALERTS: &str = "alerts";
+
+/// The stream of a job's forwarded log messages.
+pub fn log_stream(domain: &str, name: &str) -> String {
+    format!("log.{domain}.{name}")
+}
+
+/// The high-water marks of a log stream (or `alerts`): field `"gid:nid"` → the largest message
+/// id of that agent appended. Tagged with the stream's own name, so it shares the stream's slot.
+pub fn stream_seq(stream: &str) -> String {
+    format!("{{{stream}}}:seq")
 }
 
 /// Commands with `max_wait`: member `"<gid>:<nid>|<job id>"`, score = deadline (ms).
@@ -77,6 +101,16 @@ mod tests {
         assert_eq!(agent_queue(&a), "agent:{1:5}:queue");
         assert_eq!(agent_delivered(&a), "agent:{1:5}:delivered");
         assert_eq!(agent(&a), "agent:{1:5}");
+        assert_eq!(stats(&a), "stats:{1:5}");
+        assert_eq!(stats_latest(&a), "stats:{1:5}:latest");
+    }
+
+    #[test]
+    fn log_streams_and_their_marks() {
+        let stream = log_stream("ops", "backup");
+        assert_eq!(stream, "log.ops.backup");
+        assert_eq!(stream_seq(&stream), "{log.ops.backup}:seq");
+        assert_eq!(stream_seq(ALERTS), "{alerts}:seq");
     }
 
     #[test]

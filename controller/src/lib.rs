@@ -7,11 +7,13 @@
 //! - [`router`]: moves commands from `cmds_queue` to agent queues (DESIGN §5.1).
 //! - [`poll`]: long-polls and the one subscription that wakes them (DESIGN §5.2).
 //! - [`results`]: records each (job, agent) result once (DESIGN §5.3).
+//! - [`logs`]: appends forwarded log messages to `log.<domain>.<name>` and `alerts`, once each.
 //! - [`instances`]: liveness of instances, recovery of dead ones' routing lists, `max_wait`.
 //! - [`agents`]: the agent registry (`agents`, `agent:{g:n}`) and role lookups.
 //! - [`auth`]: agent tokens.
 //! - [`keys`]: every Redis key name; the Lua scripts live in `src/lua/`.
-//! - [`metrics`]: Prometheus counters and histograms.
+//! - [`metrics`]: Prometheus counters and histograms, and the rendering of agents' stats.
+//! - [`stats`]: stats batch intake (`stats:{g:n}`, `stats:{g:n}:latest`) and `/metrics/agents`.
 //! - [`tls`], [`private_redis`]: the self-signed certificate and the private redis-server.
 
 pub mod agents;
@@ -20,6 +22,7 @@ pub mod auth;
 pub mod config;
 pub mod instances;
 pub mod keys;
+pub mod logs;
 pub mod metrics;
 pub mod poll;
 pub mod private_redis;
@@ -27,6 +30,7 @@ pub mod results;
 pub mod router;
 pub mod server;
 pub mod state;
+pub mod stats;
 pub mod tls;
 
 use config::{TokenArgs, TokenCmd};

@@ -1,6 +1,8 @@
 //! Counters and histograms of this instance, rendered as Prometheus text on `GET /metrics`
-//! together with gauges read from Redis at scrape time.
+//! together with gauges read from Redis at scrape time; and [`render_agent_stats`], the agents'
+//! latest aggregated stats for `GET /metrics/agents`.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -11,7 +13,7 @@ const BUCKETS: [f64; 12] = [
 ];
 const STATES: [&str; 4] = ["OK", "ERROR", "TIMEOUT", "KILLED"];
 /// Request kinds with their own latency histogram.
-pub const ROUTES: [&str; 5] = ["hello", "cmd", "result", "other", "operator"];
+pub const ROUTES: [&str; 6] = ["hello", "cmd", "result", "logs", "other", "operator"];
 
 #[derive(Default)]
 struct Histogram {
@@ -25,6 +27,7 @@ pub struct Metrics {
     routed: AtomicU64,
     dead: AtomicU64,
     finished: [AtomicU64; STATES.len()],
+    stats_batches: AtomicU64,
     latency: [Histogram; ROUTES.len()],
 }
 
@@ -41,6 +44,11 @@ impl Metrics {
         if let Some(i) = STATES.iter().position(|s| *s == state) {
             self.finished[i].fetch_add(1, Relaxed);
         }
+    }
+
+    /// Stats batches appended to agents' streams.
+    pub fn stats_recorded(&self, batches: usize) {
+        self.stats_batches.fetch_add(batches as u64, Relaxed);
     }
 
     pub fn observe(&self, route: &str, took: Duration) {
@@ -89,6 +97,16 @@ impl Metrics {
                 c.load(Relaxed)
             );
         }
+        counter(
+            &mut out,
+            "jsacc_stats_batches_total",
+            "Stats batches recorded into agents' stats streams.",
+        );
+        let _ = writeln!(
+            out,
+            "jsacc_stats_batches_total {}",
+            self.stats_batches.load(Relaxed)
+        );
         for (name, help, value) in gauges {
             let _ = writeln!(
                 out,
@@ -124,6 +142,89 @@ impl Metrics {
     }
 }
 
+/// Latest values older than this (ms) are left out of `/metrics/agents`: the metric stopped.
+pub const STALE_MS: u64 = 15 * 60 * 1000;
+
+/// An agent (gid, nid) and its `stats:{g:n}:latest` hash.
+pub type AgentLatest = ((u64, u64), HashMap<String, String>);
+
+/// The values exported for each metric type, in order.
+fn fields(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "counter" => &["sum", "rate"],
+        "gauge" => &["value"],
+        "timer" | "histogram" => &["count", "sum", "min", "max", "mean", "p50", "p90", "p99"],
+        "set" => &["count"],
+        _ => &[],
+    }
+}
+
+/// A Prometheus metric name for a statsd key and one of its values: `jsagent_<key>_<field>`
+/// (a gauge's `value` adds no suffix), every character outside `[a-zA-Z0-9_]` turned into `_`.
+pub fn family_name(key: &str, field: &str) -> String {
+    let mut name = String::with_capacity(key.len() + field.len() + 9);
+    name.push_str("jsagent_");
+    name.extend(
+        key.chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }),
+    );
+    if field != "value" {
+        name.push('_');
+        name.push_str(field);
+    }
+    name
+}
+
+/// Renders agents' `stats:{g:n}:latest` hashes (metric key → JSON values) as gauges labelled
+/// `gid`, `nid`. Entries older than [`STALE_MS`] or not understood are skipped; when two keys
+/// map to one name, the first (by key) wins for each agent.
+pub fn render_agent_stats(agents: &[AgentLatest], now_ms: u64) -> String {
+    // family → (help, samples); BTreeMap so each family is written once, in a stable order.
+    let mut families: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+    let mut seen: HashSet<(String, u64, u64)> = HashSet::new();
+    for ((gid, nid), latest) in agents {
+        let mut keys: Vec<&String> = latest.keys().collect();
+        keys.sort();
+        for key in keys {
+            let Ok(values) = serde_json::from_str::<serde_json::Value>(&latest[key]) else {
+                continue;
+            };
+            let epoch = values["epoch"].as_u64().unwrap_or(0);
+            if now_ms.saturating_sub(epoch) > STALE_MS {
+                continue;
+            }
+            let kind = values["type"].as_str().unwrap_or("");
+            for field in fields(kind) {
+                let Some(v) = values[*field].as_f64() else {
+                    continue;
+                };
+                let family = family_name(key, field);
+                if !seen.insert((family.clone(), *gid, *nid)) {
+                    continue;
+                }
+                let help = format!(
+                    "statsd {kind} `{}`: {field} over the last flush interval.",
+                    escape_help(key)
+                );
+                let entry = families.entry(family).or_insert_with(|| (help, Vec::new()));
+                entry.1.push(format!("{{gid=\"{gid}\",nid=\"{nid}\"}} {v}"));
+            }
+        }
+    }
+    let mut out = String::new();
+    for (family, (help, samples)) in &families {
+        let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} gauge");
+        for sample in samples {
+            let _ = writeln!(out, "{family}{sample}");
+        }
+    }
+    out
+}
+
+fn escape_help(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +235,7 @@ mod tests {
         m.routed(2);
         m.finished("OK");
         m.observe("cmd", Duration::from_millis(3));
+        m.stats_recorded(2);
         let text = m.render(&[("jsacc_agents_online", "Agents seen recently.", 1.0)]);
         assert!(text.contains("jsacc_jobs_routed_total 2"));
         assert!(text.contains("jsacc_jobs_finished_total{state=\"OK\"} 1"));
@@ -142,5 +244,64 @@ mod tests {
         assert!(text
             .contains("jsacc_http_request_duration_seconds_bucket{route=\"cmd\",le=\"0.0025\"} 0"));
         assert!(text.contains("jsacc_agents_online 1"));
+        assert!(text.contains("jsacc_stats_batches_total 2"));
+    }
+
+    fn latest(pairs: &[(&str, serde_json::Value)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn agent_stats_are_gauges_with_gid_and_nid_labels() {
+        let now = 1_000_000_000;
+        let a = latest(&[
+            (
+                "ops.web.req",
+                serde_json::json!({"type": "counter", "epoch": now, "sum": 25.0, "rate": 2.5}),
+            ),
+            (
+                "ops.web.process.rss",
+                serde_json::json!({"type": "gauge", "epoch": now, "value": 1e6}),
+            ),
+            (
+                "old",
+                serde_json::json!({"type": "gauge", "epoch": now - STALE_MS - 1, "value": 1}),
+            ),
+            ("bad", serde_json::json!("not an object")),
+        ]);
+        let b = latest(&[(
+            "ops.web.req",
+            serde_json::json!({"type": "counter", "epoch": now, "sum": 1, "rate": 0.1}),
+        )]);
+        let text = render_agent_stats(&[((1, 1), a), ((1, 2), b)], now);
+        assert_eq!(
+            text.matches("# TYPE jsagent_ops_web_req_sum gauge").count(),
+            1
+        );
+        assert!(text.contains("jsagent_ops_web_req_sum{gid=\"1\",nid=\"1\"} 25\n"));
+        assert!(text.contains("jsagent_ops_web_req_rate{gid=\"1\",nid=\"2\"} 0.1\n"));
+        assert!(text.contains("jsagent_ops_web_process_rss{gid=\"1\",nid=\"1\"} 1000000\n"));
+        assert!(!text.contains("old") && !text.contains("bad"), "{text}");
+    }
+
+    #[test]
+    fn keys_that_collide_after_sanitizing_give_one_sample_per_agent() {
+        let now = 5;
+        let a = latest(&[
+            (
+                "a.b",
+                serde_json::json!({"type": "gauge", "epoch": now, "value": 1}),
+            ),
+            (
+                "a-b",
+                serde_json::json!({"type": "gauge", "epoch": now, "value": 2}),
+            ),
+        ]);
+        let text = render_agent_stats(&[((0, 0), a)], now);
+        assert_eq!(text.matches("jsagent_a_b{").count(), 1, "{text}");
+        assert_eq!(family_name("x.y:z", "p99"), "jsagent_x_y_z_p99");
     }
 }

@@ -121,6 +121,8 @@ async fn record_one(
         .arg(result.state.as_str())
         .arg(state.config.result_ttl.as_secs())
         .arg(state.config.max_results)
+        .arg(result.run)
+        .arg(if result.is_final { "1" } else { "0" })
         .invoke_async(&mut conn)
         .await?;
     let outcome = match status.as_str() {

@@ -22,6 +22,8 @@ pub struct Scripts {
     pub record_result: Script,
     pub expire_waiting: Script,
     pub mark_running: Script,
+    pub append_logs: Script,
+    pub record_stats: Script,
 }
 
 impl Scripts {
@@ -34,6 +36,8 @@ impl Scripts {
             record_result: Script::new(include_str!("lua/record_result.lua")),
             expire_waiting: Script::new(include_str!("lua/expire_waiting.lua")),
             mark_running: Script::new(include_str!("lua/mark_running.lua")),
+            append_logs: Script::new(include_str!("lua/append_logs.lua")),
+            record_stats: Script::new(include_str!("lua/record_stats.lua")),
         }
     }
 }

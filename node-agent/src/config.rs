@@ -87,6 +87,7 @@ pub struct FileConfig {
     data_dir: Option<PathBuf>,
     jumpscripts_dir: Option<PathBuf>,
     max_jobs: Option<usize>,
+    restart_backoff_max: Option<f64>,
     stats_interval: Option<f64>,
     stats_flush_interval: Option<f64>,
     statsd_listen: Option<String>,
@@ -148,6 +149,9 @@ pub struct Config {
     pub install_root: PathBuf,
     pub jumpscripts_dir: PathBuf,
     pub max_jobs: usize,
+    /// Longest wait before restarting a failed process (`max_restart`, long-running jobs); the
+    /// wait starts at 1 s and doubles.
+    pub restart_backoff_max: Duration,
     pub interpreters: Interpreters,
     // Read and checked now; used by the logger and stats issues.
     pub stats_interval: Duration,
@@ -263,6 +267,7 @@ impl Config {
             install_root,
             jumpscripts_dir,
             max_jobs,
+            restart_backoff_max: seconds("restart_backoff_max", file.restart_backoff_max, 300.0)?,
             interpreters: Interpreters {
                 python: file.interpreters.python.unwrap_or_else(|| "python3".into()),
                 lua: file.interpreters.lua.unwrap_or_else(|| "lua5.4".into()),

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::config::{Config, Token};
+use crate::store::OutboxKind;
 
 /// Added to a long-poll's `wait` for its request timeout, so a parked poll is not cut short.
 const POLL_SLACK: Duration = Duration::from_secs(10);
@@ -109,6 +110,8 @@ pub struct Controller {
     hello_url: Url,
     cmd_url: Url,
     result_url: Url,
+    logs_url: Url,
+    stats_url: Url,
 }
 
 impl Controller {
@@ -153,6 +156,8 @@ impl Controller {
             hello_url: url("hello")?,
             cmd_url: url("cmd")?,
             result_url: url("result")?,
+            logs_url: url("logs")?,
+            stats_url: url("stats")?,
         })
     }
 
@@ -201,18 +206,43 @@ impl Controller {
 
     /// Posts results (each a JSON object as text) as one array.
     pub async fn post_results(&self, results: &[&str]) -> Result<PostOutcome, ControllerError> {
-        let body = format!("[{}]", results.join(","));
+        let body = self
+            .post_array(&self.result_url, results)
+            .await?
+            .bytes()
+            .await?;
+        serde_json::from_slice(&body)
+            .map_err(|e| ControllerError::Malformed(format!("result answer: {e}")))
+    }
+
+    /// Posts log messages or stats batches (each a JSON value as text) as one array to
+    /// `…/logs` or `…/stats`. Any 2xx answer settles them all.
+    pub async fn post_items(
+        &self,
+        kind: OutboxKind,
+        items: &[&str],
+    ) -> Result<(), ControllerError> {
+        let url = match kind {
+            OutboxKind::Result => &self.result_url,
+            OutboxKind::Logs => &self.logs_url,
+            OutboxKind::Stats => &self.stats_url,
+        };
+        self.post_array(url, items).await?;
+        Ok(())
+    }
+
+    /// Posts `items` (each a JSON value as text) as one JSON array; a 2xx answer or the error.
+    async fn post_array(&self, url: &Url, items: &[&str]) -> Result<Response, ControllerError> {
+        let body = format!("[{}]", items.join(","));
         let response = self
             .http
-            .post(self.result_url.clone())
+            .post(url.clone())
             .bearer_auth(self.token.secret())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body)
             .send()
             .await?;
-        let body = check(response).await?.bytes().await?;
-        serde_json::from_slice(&body)
-            .map_err(|e| ControllerError::Malformed(format!("result answer: {e}")))
+        check(response).await
     }
 }
 

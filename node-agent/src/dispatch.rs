@@ -1,16 +1,22 @@
-//! Where a stored command goes: internal commands are answered here (`ping`, `restart`, and an
-//! `ERROR` for those this version does not implement yet), process commands — and `kill`,
-//! `killall`, which the supervisor answers once the jobs have ended — go to the [`Supervisor`],
+//! Where a stored command goes: internal commands are answered here (`ping`, `restart`) or by a
+//! task of their own (host facts of [`crate::info`], `get_msgs`/`del_msgs` from the log store,
+//! process stats from the sampler); process commands — and `kill`, `killall`, which the
+//! supervisor answers once the jobs have ended — go to the [`Supervisor`],
 //! and a command the agent cannot parse ends `ERROR` with the reason. Every command that
 //! reaches [`Dispatcher::dispatch`] gets exactly one result; none is dropped.
 //!
 //! Used by the poller for new commands and by start-up recovery for commands stored but never
 //! started.
 
-use schemas::{Command, CommandKind, ExecuteArgs, JobResult, JobState};
+use std::future::Future;
+
+use futures::future::BoxFuture;
+use schemas::{Command, CommandKind, JobResult, JobState};
 use serde_json::Value;
 
+use crate::info::{self, Fact};
 use crate::launch::Program;
+use crate::logger::Logs;
 use crate::store::{Store, StoreError};
 use crate::supervisor::{Job, Supervisor};
 
@@ -56,21 +62,26 @@ enum Routed {
     Answered(Box<JobResult>, Dispatched),
     /// Handed to the supervisor, which stores its result when it ends.
     Submitted,
+    /// Answered by a task of its own (commands that read the disk or wait: host facts, the log
+    /// store), which stores the result when it is ready.
+    Deferred(BoxFuture<'static, JobResult>),
 }
 
 #[derive(Clone)]
 pub struct Dispatcher {
     store: Store,
     supervisor: Supervisor,
+    logs: Logs,
     gid: u64,
     nid: u64,
 }
 
 impl Dispatcher {
-    pub fn new(store: Store, supervisor: Supervisor, gid: u64, nid: u64) -> Dispatcher {
+    pub fn new(store: Store, supervisor: Supervisor, logs: Logs, gid: u64, nid: u64) -> Dispatcher {
         Dispatcher {
             store,
             supervisor,
+            logs,
             gid,
             nid,
         }
@@ -87,10 +98,22 @@ impl Dispatcher {
         let mut answers = Vec::new();
         let mut outcome = Dispatched::Done;
         for incoming in batch {
-            if let Routed::Answered(result, dispatched) = self.route(incoming) {
-                answers.push(*result);
-                if dispatched == Dispatched::Restart {
-                    outcome = Dispatched::Restart;
+            match self.route(incoming) {
+                Routed::Answered(result, dispatched) => {
+                    answers.push(*result);
+                    if dispatched == Dispatched::Restart {
+                        outcome = Dispatched::Restart;
+                    }
+                }
+                Routed::Submitted => {}
+                Routed::Deferred(answer) => {
+                    let store = self.store.clone();
+                    tokio::spawn(async move {
+                        let result = answer.await;
+                        if let Err(e) = store.finish(&result).await {
+                            tracing::error!(id = %result.id, error = %e, "cannot store a command's answer");
+                        }
+                    });
                 }
             }
         }
@@ -109,54 +132,98 @@ impl Dispatcher {
                 return Routed::Answered(Box::new(result), Dispatched::Done);
             }
         };
-        let (args, program) = match kind {
-            CommandKind::Execute(args) => (args, Program::Executable),
-            CommandKind::ExecutePy(args) => (args, Program::Python),
-            CommandKind::ExecuteLua(args) => (args, Program::Lua),
-            CommandKind::Ping => {
-                let mut result = self.result(&command, JobState::Ok);
-                result.data = Value::String("pong".into());
-                return Routed::Answered(Box::new(result), Dispatched::Done);
-            }
-            CommandKind::Kill(target) => {
-                self.supervisor.kill(command, &target.id);
-                return Routed::Submitted;
-            }
-            CommandKind::Killall => {
-                self.supervisor.killall(command);
-                return Routed::Submitted;
-            }
-            CommandKind::Restart => {
-                let mut result = self.result(&command, JobState::Ok);
-                result.data = Value::String("restarting".into());
-                return Routed::Answered(Box::new(result), Dispatched::Restart);
-            }
-            _ => {
-                let reason = format!(
-                    "command `{}` is not supported by this agent version yet",
-                    command.cmd
-                );
-                return Routed::Answered(Box::new(self.fail(&command, reason)), Dispatched::Done);
-            }
+        let (args, program) = match Program::of(kind) {
+            Ok(process) => process,
+            Err(internal) => return self.internal(command, internal),
         };
-        if let Some(reason) = not_supported_yet(&args) {
-            return Routed::Answered(
-                Box::new(self.fail(&command, reason.to_owned())),
-                Dispatched::Done,
-            );
-        }
         self.supervisor.submit(Job {
             command,
             args,
             program,
+            resume: None,
         });
         Routed::Submitted
     }
 
-    fn fail(&self, command: &Command, reason: String) -> JobResult {
-        let mut result = self.result(command, JobState::Error);
-        result.data = Value::String(reason);
-        result
+    /// Answers an internal command (DESIGN §6.2), here or from a task of its own; `kill` and
+    /// `killall` go to the supervisor, which answers once the jobs have ended.
+    fn internal(&self, command: Command, kind: CommandKind) -> Routed {
+        match kind {
+            CommandKind::Execute(_) | CommandKind::ExecutePy(_) | CommandKind::ExecuteLua(_) => {
+                // `route` hands these to the supervisor; never dropped silently all the same.
+                let reason = format!("`{}` is not an internal command", command.cmd);
+                let result = JobResult::error(
+                    &command.id,
+                    self.gid,
+                    self.nid,
+                    &command.cmd,
+                    command.args.clone(),
+                    reason,
+                );
+                Routed::Answered(Box::new(result), Dispatched::Done)
+            }
+            CommandKind::Ping => {
+                let mut result = self.result(&command, JobState::Ok);
+                result.data = Value::String("pong".into());
+                Routed::Answered(Box::new(result), Dispatched::Done)
+            }
+            CommandKind::Kill(target) => {
+                self.supervisor.kill(command, &target.id);
+                Routed::Submitted
+            }
+            CommandKind::Killall => {
+                self.supervisor.killall(command);
+                Routed::Submitted
+            }
+            CommandKind::GetProcessStats(target) => {
+                let sampler = self.supervisor.sampler().clone();
+                self.defer(&command, async move { sampler.job_stats(&target.id).await })
+            }
+            CommandKind::GetProcessesStats(filter) => {
+                let sampler = self.supervisor.sampler().clone();
+                self.defer(&command, async move {
+                    let (domain, name) = (filter.domain.as_deref(), filter.name.as_deref());
+                    Ok(sampler.group_stats(domain, name).await)
+                })
+            }
+            CommandKind::GetMsgs(filter) => {
+                let logs = self.logs.clone();
+                self.defer(&command, async move { logs.get_msgs(filter).await })
+            }
+            CommandKind::DelMsgs(filter) => {
+                let logs = self.logs.clone();
+                self.defer(&command, async move { logs.del_msgs(filter).await })
+            }
+            CommandKind::Restart => {
+                let mut result = self.result(&command, JobState::Ok);
+                result.data = Value::String("restarting".into());
+                Routed::Answered(Box::new(result), Dispatched::Restart)
+            }
+            CommandKind::GetOsInfo => self.defer(&command, info::read(Fact::Os)),
+            CommandKind::GetCpuInfo => self.defer(&command, info::read(Fact::Cpu)),
+            CommandKind::GetMemInfo => self.defer(&command, info::read(Fact::Mem)),
+            CommandKind::GetDiskInfo => self.defer(&command, info::read(Fact::Disk)),
+            CommandKind::GetNicInfo => self.defer(&command, info::read(Fact::Nic)),
+        }
+    }
+
+    /// Answers a command from a task: `Ok` is the JSON `data` of an `OK` result, `Err` the
+    /// reason of an `ERROR`.
+    fn defer<F>(&self, command: &Command, answer: F) -> Routed
+    where
+        F: Future<Output = Result<Value, String>> + Send + 'static,
+    {
+        let mut result = self.result(command, JobState::Ok);
+        Routed::Deferred(Box::pin(async move {
+            match answer.await {
+                Ok(data) => result.data = data,
+                Err(reason) => {
+                    result.state = JobState::Error;
+                    result.data = Value::String(reason);
+                }
+            }
+            result
+        }))
     }
 
     fn result(&self, command: &Command, state: JobState) -> JobResult {
@@ -183,17 +250,6 @@ impl Dispatcher {
     }
 }
 
-/// Process features of later versions. Refused clearly rather than run differently.
-fn not_supported_yet(args: &ExecuteArgs) -> Option<&'static str> {
-    if args.max_time == -1 {
-        Some("long-running jobs (`max_time` -1) are not supported by this agent version yet")
-    } else if args.recurring_period > 0 {
-        Some("recurring jobs (`recurring_period`) are not supported by this agent version yet")
-    } else {
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,7 +271,17 @@ mod tests {
             .await
             .unwrap();
         let dispatched = d.dispatch(incoming).await.unwrap();
-        let rows = store.outbox_take(OutboxKind::Result, 100).await.unwrap();
+        // A deferred answer is stored by its own task, a moment later.
+        let rows = loop {
+            let rows = store.outbox_take(OutboxKind::Result, 100).await.unwrap();
+            if !rows.is_empty() {
+                break rows;
+            }
+            let limit = std::time::Duration::from_secs(5);
+            tokio::time::timeout(limit, store.outbox_added())
+                .await
+                .expect("no answer within 5 s");
+        };
         store
             .outbox_delete(rows.iter().map(|r| r.seq).collect())
             .await
@@ -259,27 +325,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unimplemented_commands_are_errors_not_silence() {
-        let (d, store, dir) = dispatcher("unsupported").await;
+    async fn process_stats_of_an_unknown_job_are_an_error_not_silence() {
+        let (d, store, dir) = dispatcher("procstats").await;
         let (_, r) = answer(
             &d,
             &store,
             json!({"id": "s", "gid": 1, "nid": 2, "cmd": "get_process_stats", "args": {"id": "x"}}),
         )
         .await;
-        assert_eq!(r.state, JobState::Error);
         assert_eq!(
-            r.data,
-            json!("command `get_process_stats` is not supported by this agent version yet")
+            (r.state, r.data, r.args),
+            (
+                JobState::Error,
+                json!("no running job `x` on this agent"),
+                json!({"id": "x"})
+            )
         );
-        assert_eq!(r.args, json!({"id": "x"}));
-        let recurring = json!({"id": "rc", "gid": 1, "nid": 2, "cmd": "execute", "args": {"cmd": "true", "recurring_period": 5}});
-        let (_, r) = answer(&d, &store, recurring).await;
-        assert!(
-            r.data.as_str().unwrap().contains("recurring_period"),
-            "{}",
-            r.data
-        );
+        let (_, r) = answer(
+            &d,
+            &store,
+            json!({"id": "a", "gid": 1, "nid": 2, "cmd": "get_processes_stats", "args": {"domain": "ops"}}),
+        )
+        .await;
+        assert_eq!((r.state, r.data), (JobState::Ok, json!([])));
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -320,13 +388,51 @@ mod tests {
                     JobState::Error,
                     &json!("no running or queued job `nope` on this agent")
                 ),
-                ("ka", JobState::Ok, &json!({"killed": []})),
+                ("ka", JobState::Ok, &json!({"killed": [], "remembered": []})),
             ]
         );
         assert_eq!(
             store.job_state("k").await.unwrap().as_deref(),
             Some("ERROR")
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn host_facts_are_answered_by_a_task_of_their_own() {
+        let (d, store, dir) = dispatcher("facts").await;
+        let cmds = [
+            "get_os_info",
+            "get_cpu_info",
+            "get_mem_info",
+            "get_disk_info",
+            "get_nic_info",
+        ];
+        for cmd in cmds {
+            let raw = json!({"id": cmd, "gid": 1, "nid": 2, "cmd": cmd});
+            let incoming = Incoming::parse(raw.to_string()).unwrap();
+            let received = Received {
+                id: incoming.id.clone(),
+                raw: incoming.raw.clone(),
+            };
+            store.receive(vec![received]).await.unwrap();
+            assert_eq!(d.dispatch(incoming).await.unwrap(), Dispatched::Done);
+        }
+        let mut results: Vec<JobResult> = Vec::new();
+        while results.len() < cmds.len() {
+            store.outbox_added().await;
+            let rows = store.outbox_take(OutboxKind::Result, 10).await.unwrap();
+            results = rows
+                .iter()
+                .map(|r| serde_json::from_str(&r.body).unwrap())
+                .collect();
+        }
+        for r in &results {
+            assert_eq!(r.state, JobState::Ok, "{}: {}", r.id, r.data);
+            assert!(r.data.is_object(), "{}: {}", r.id, r.data);
+        }
+        let os = results.iter().find(|r| r.id == "get_os_info").unwrap();
+        assert_eq!(os.data["os"], json!(std::env::consts::OS));
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -345,6 +451,85 @@ mod tests {
         );
         assert!(Incoming::parse("{}".into()).is_err());
         assert!(Incoming::parse("not json".into()).is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Dispatches a command and waits for its result (deferred answers and processes too).
+    async fn finished(d: &Dispatcher, store: &Store, raw: Value) -> JobResult {
+        let incoming = Incoming::parse(raw.to_string()).unwrap();
+        let id = incoming.id.clone();
+        let received = Received {
+            id: id.clone(),
+            raw: incoming.raw.clone(),
+        };
+        store.receive(vec![received]).await.unwrap();
+        d.dispatch(incoming).await.unwrap();
+        for _ in 0..300 {
+            let rows = store.outbox_take(OutboxKind::Result, 1000).await.unwrap();
+            let found = rows
+                .iter()
+                .map(|r| serde_json::from_str::<JobResult>(&r.body).unwrap())
+                .find(|r| r.id == id);
+            if let Some(r) = found {
+                return r;
+            }
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_millis(100), store.outbox_added())
+                    .await;
+        }
+        panic!("no result for {id}");
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_jobs_messages_are_found_by_get_msgs_and_deleted_by_del_msgs() {
+        let (d, store, dir) = dispatcher("msgs").await;
+        let script =
+            r#"echo plain; echo 3::hello; printf '20:::\n{"ok": true}\n:::\n'; echo 9::bad >&2"#;
+        let run = json!({"id": "job", "gid": 1, "nid": 2, "cmd": "execute",
+            "args": {"cmd": "sh", "args": ["-c", script], "domain": "ops", "name": "t"}});
+        let r = finished(&d, &store, run).await;
+        assert_eq!(
+            (r.state, r.level, r.critical.as_str()),
+            (JobState::Ok, 20, "bad")
+        );
+        assert_eq!(r.data, json!("{\"ok\": true}"));
+        let get = json!({"id": "g", "gid": 1, "nid": 2, "cmd": "get_msgs", "args": {"jobid": "job", "levels": "3-30"}});
+        let r = finished(&d, &store, get).await;
+        let levels: Vec<u64> = r
+            .data
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["level"].as_u64().unwrap())
+            .collect();
+        let mut sorted = levels.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, [3, 9, 20], "{}", r.data);
+        assert_eq!(r.data[0]["domain"], json!("ops"));
+        let del =
+            json!({"id": "x", "gid": 1, "nid": 2, "cmd": "del_msgs", "args": {"jobid": "job"}});
+        let r = finished(&d, &store, del).await;
+        assert_eq!((r.state, r.data), (JobState::Ok, json!(4)));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_bad_loglevels_ends_the_job_before_it_starts() {
+        let (d, store, dir) = dispatcher("badlevels").await;
+        let run = json!({"id": "b", "gid": 1, "nid": 2, "cmd": "execute",
+            "args": {"cmd": "true", "loglevels_ac": "1-"}});
+        let r = finished(&d, &store, run).await;
+        assert_eq!((r.state, r.exit_code), (JobState::Error, None));
+        assert!(
+            r.data.as_str().unwrap().starts_with("bad `loglevels_ac`"),
+            "{}",
+            r.data
+        );
+        let get =
+            json!({"id": "g", "gid": 1, "nid": 2, "cmd": "get_msgs", "args": {"levels": "z"}});
+        let r = finished(&d, &store, get).await;
+        assert_eq!(r.state, JobState::Error);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
-use schemas::ExecuteArgs;
+use schemas::{CommandKind, ExecuteArgs};
 
 use crate::config::Config;
 
@@ -23,6 +23,21 @@ pub enum Program {
     Python,
     /// `execute_js_lua`: a Lua script.
     Lua,
+}
+
+impl Program {
+    /// The args and program of a command that runs a process; an internal command is given
+    /// back as the `Err`.
+    // The kind is handed back once to the caller's match, never propagated with `?`.
+    #[allow(clippy::result_large_err)]
+    pub fn of(kind: CommandKind) -> Result<(ExecuteArgs, Program), CommandKind> {
+        match kind {
+            CommandKind::Execute(args) => Ok((args, Program::Executable)),
+            CommandKind::ExecutePy(args) => Ok((args, Program::Python)),
+            CommandKind::ExecuteLua(args) => Ok((args, Program::Lua)),
+            internal => Err(internal),
+        }
+    }
 }
 
 /// A job, ready to spawn.

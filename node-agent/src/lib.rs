@@ -12,10 +12,22 @@
 //!   `kill` and `killall`.
 //! - [`registry`]: the jobs the supervisor holds by id, and how a kill reaches their owners.
 //! - [`launch`]: a command's args turned into a program to start (templates, PATH, scripts).
-//! - [`process`]: one running process: stdin, output tails, time limit, killing its tree.
+//! - [`process`]: one running process: stdin, output, time limit, killing its tree.
+//! - [`procstats`]: cpu, memory and threads of each running job's process tree.
+//! - [`output`]: reading a process's stdout/stderr into tails and log messages (backpressure).
 //! - [`tail`]: the last lines of an output stream.
+//! - [`logline`]: the line protocol (DESIGN §6.1), a pure parser; [`loglevels`]: level filters.
+//! - [`logger`]: per-job filters, result capture, statsd sink; the agent-wide [`logger::Logs`].
+//! - [`logstore`]: the rotating SQLite log store on its own thread (`get_msgs`, `del_msgs`).
+//! - [`forwarder`]: batches `loglevels_ac` messages into the outbox for the controller.
 //! - [`platform`]: process groups (unix) / Job Objects (Windows), signals.
 //! - [`uploader`]: posts the outbox to the controller under the retry rules.
+//! - [`statsd`]: the statsd line format (pure parser around the `statsd-parser` crate).
+//! - [`stats`]: the stats aggregator ([`stats::Stats`], one handle for the whole agent) and its
+//!   flush into the outbox every `stats_flush_interval`.
+//! - [`statsd_udp`]: the optional local statsd UDP listener (`statsd_listen`).
+//! - [`info`]: host facts for `get_os_info`, `get_cpu_info`, `get_mem_info`, `get_disk_info`,
+//!   `get_nic_info`.
 //! - [`recovery`]: settles jobs a previous run left unfinished.
 //!
 //! Exit codes of `jsagent`: 0 after SIGTERM/SIGINT, 1 fatal error, 2 bad flags or config,
@@ -29,12 +41,23 @@ pub mod backoff;
 pub mod config;
 pub mod controller;
 pub mod dispatch;
+pub mod forwarder;
+pub mod info;
 pub mod launch;
+pub mod logger;
+pub mod loglevels;
+pub mod logline;
+pub mod logstore;
+pub mod output;
 pub mod platform;
 pub mod poller;
 pub mod process;
+pub mod procstats;
 pub mod recovery;
 pub mod registry;
+pub mod stats;
+pub mod statsd;
+pub mod statsd_udp;
 pub mod store;
 pub mod supervisor;
 pub mod tail;
@@ -43,6 +66,7 @@ pub mod uploader;
 #[cfg(test)]
 mod testkit;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -52,7 +76,11 @@ pub use config::Config;
 
 use controller::{Controller, ControllerError};
 use dispatch::Dispatcher;
+use logger::{Logs, LogsError, StatsSink};
 use poller::{Poller, PollerExit};
+use procstats::GaugeSink;
+use stats::Stats;
+use statsd_udp::StatsdListener;
 use store::{Store, StoreError};
 use supervisor::Supervisor;
 use uploader::Uploader;
@@ -92,6 +120,13 @@ pub enum AgentError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Controller(#[from] ControllerError),
+    #[error(transparent)]
+    Logs(#[from] LogsError),
+    #[error("cannot listen for statsd on {addr}: {source}")]
+    StatsdListen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Runs the agent until `shutdown` is cancelled or a `restart` command arrives.
@@ -104,10 +139,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Exit, Ag
         })?;
     let store = Store::open(&config.data_dir.join("agent.db")).await?;
     let controller = Controller::new(&config)?;
-    let supervisor = Supervisor::new(&config, store.clone());
-    let dispatcher = Dispatcher::new(store.clone(), supervisor.clone(), config.gid, config.nid);
+    // The agent-wide aggregator: level-10 lines (through the logger), the process manager's
+    // samples and the UDP listener feed it.
+    let stats = Stats::new();
+    let statsd_listener = match config.statsd_listen {
+        Some(addr) => Some(
+            StatsdListener::bind(addr, stats.clone())
+                .await
+                .map_err(|source| AgentError::StatsdListen { addr, source })?,
+        ),
+        None => None,
+    };
+    let level10 = stats.clone();
+    let statsd_sink: StatsSink = Arc::new(move |prefix, block| level10.statsd(prefix, block));
+    let logs = Logs::start(&config, store.clone(), Some(statsd_sink)).await?;
+    let supervisor = Supervisor::new(&config, store.clone(), logs.clone());
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        supervisor.clone(),
+        logs.clone(),
+        config.gid,
+        config.nid,
+    );
 
-    let recovered = recovery::recover(&store, &dispatcher).await?;
+    let recovered = recovery::recover(&store, &dispatcher, &supervisor).await?;
     tracing::info!(
         controller = %config.controller, gid = config.gid, nid = config.nid, data_dir = %config.data_dir.display(),
         max_jobs = config.max_jobs, ended = recovered.ended, killed = recovered.killed, resumed = recovered.resumed,
@@ -123,6 +178,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Exit, Ag
     );
     tasks.spawn(uploader.run(stop_uploads.clone()));
     tasks.spawn(store.clone().prune_periodically(shutdown.clone()));
+    let samples = stats.clone();
+    let gauge_sink: GaugeSink = Arc::new(move |prefix, values| samples.gauges(prefix, values));
+    tasks.spawn(
+        supervisor
+            .sampler()
+            .clone()
+            .run(shutdown.clone(), Some(gauge_sink)),
+    );
+    tasks.spawn(stats.clone().run(
+        store.clone(),
+        config.gid,
+        config.nid,
+        config.stats_flush_interval,
+        shutdown.clone(),
+    ));
+    if let Some(listener) = statsd_listener {
+        tasks.spawn(listener.run(shutdown.clone()));
+    }
 
     let hello = crate::controller::local_hello(&config.roles);
     let poller = Poller::new(
@@ -137,6 +210,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Exit, Ag
     tracing::info!("jsagent stopping");
     shutdown.cancel();
     supervisor.shutdown(STOP_JOBS_GRACE).await;
+    // The stopped jobs' last messages, into the outbox before its final upload.
+    logs.flush().await;
     stop_uploads.cancel();
     tasks.close();
     tasks.wait().await;

@@ -184,6 +184,7 @@ mod tests {
             config,
             store,
             dispatcher,
+            ..
         } = crate::testkit::kit("poller").await;
         let controller = Controller::new(&config).unwrap();
         let poller = Poller::new(

@@ -1,6 +1,6 @@
 //! One running job process: spawned without a shell in its own process tree (see [`platform`]),
-//! fed its stdin, its stdout and stderr tails collected while it runs, ended by its exit, its
-//! time limit, a `kill` command or the agent stopping.
+//! fed its stdin, its stdout and stderr read while it runs (tails and log messages, see
+//! [`output`]), ended by its exit, its time limit, a `kill` command or the agent stopping.
 //!
 //! A `kill` is the only gentle ending: the tree is asked to stop (SIGTERM to the process group;
 //! on Windows the Job Object is terminated at once) and gets a grace period to exit before it
@@ -10,22 +10,19 @@
 //! processes end with it, so nothing is orphaned and its output pipes close.
 //!
 //! [`platform`]: crate::platform
+//! [`output`]: crate::output
 
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::launch::Launch;
+use crate::logger::JobLogger;
+use crate::output::Readers;
 use crate::platform::{self, ProcessTree};
-use crate::tail::Tail;
-
-/// How long output is still read after the process ended (something that left its tree may
-/// hold the pipes open; its output is then cut off).
-const DRAIN: Duration = Duration::from_secs(2);
 
 /// How a run ended.
 #[derive(Debug)]
@@ -41,12 +38,19 @@ pub enum Ending {
     Lost(std::io::Error),
 }
 
-/// A finished run: how it ended and the tails of its output.
+/// A finished run: how it ended, the tails of its output, and what its messages leave in
+/// the result.
 #[derive(Debug)]
 pub struct Finished {
     pub ending: Ending,
     pub stdout: String,
     pub stderr: String,
+    /// The last result message (levels 20–23, 30), `""` when none.
+    pub data: String,
+    /// Its level, 0 when none.
+    pub level: u8,
+    /// The last level-9 message, `""` when none.
+    pub critical: String,
 }
 
 /// What ends a run besides the process's own exit.
@@ -96,26 +100,21 @@ impl Process {
         self.pid
     }
 
-    /// Runs to the end: writes `stdin` (then closes it), collects the output tails, and ends
-    /// the tree as [`Stops`] says.
-    pub async fn run(mut self, stdin: Option<Vec<u8>>, stops: Stops<'_>) -> Finished {
+    /// Runs to the end: writes `stdin` (then closes it), reads the output (tails, and messages
+    /// to `logger`), and ends the tree as [`Stops`] says.
+    pub async fn run(
+        mut self,
+        stdin: Option<Vec<u8>>,
+        stops: Stops<'_>,
+        logger: Option<JobLogger>,
+    ) -> Finished {
         if let (Some(mut pipe), Some(data)) = (self.child.stdin.take(), stdin) {
             // Detached: a process that never reads its stdin must not hold up the job.
             tokio::spawn(async move {
                 let _ = pipe.write_all(&data).await;
             });
         }
-        let stop_reading = CancellationToken::new();
-        let stdout = self
-            .child
-            .stdout
-            .take()
-            .map(|r| read_tail(r, stop_reading.clone()));
-        let stderr = self
-            .child
-            .stderr
-            .take()
-            .map(|r| read_tail(r, stop_reading.clone()));
+        let readers = Readers::start(self.child.stdout.take(), self.child.stderr.take(), logger);
 
         let ending = tokio::select! {
             status = self.child.wait() => match status {
@@ -134,11 +133,14 @@ impl Process {
         self.tree.kill();
         let _ = self.child.wait().await;
 
-        let (stdout, stderr) = drain(stdout, stderr, stop_reading).await;
+        let output = readers.drain().await;
         Finished {
             ending,
-            stdout,
-            stderr,
+            stdout: output.stdout,
+            stderr: output.stderr,
+            data: output.captured.data,
+            level: output.captured.level,
+            critical: output.captured.critical,
         }
     }
 
@@ -162,48 +164,6 @@ async fn time_limit(limit: Option<Duration>) {
         Some(limit) => tokio::time::sleep(limit).await,
         None => std::future::pending().await,
     }
-}
-
-fn read_tail<R: AsyncRead + Unpin + Send + 'static>(
-    mut reader: R,
-    stop: CancellationToken,
-) -> JoinHandle<String> {
-    tokio::spawn(async move {
-        let mut tail = Tail::default();
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            let read = tokio::select! {
-                read = reader.read(&mut buf) => read,
-                _ = stop.cancelled() => break,
-            };
-            match read {
-                Ok(0) | Err(_) => break,
-                Ok(n) => tail.feed(&buf[..n]),
-            }
-        }
-        tail.into_text()
-    })
-}
-
-/// Waits for both readers, at most [`DRAIN`], then stops them and takes what they have.
-async fn drain(
-    stdout: Option<JoinHandle<String>>,
-    stderr: Option<JoinHandle<String>>,
-    stop: CancellationToken,
-) -> (String, String) {
-    let join = |h: Option<JoinHandle<String>>| async move {
-        match h {
-            Some(h) => h.await.unwrap_or_default(),
-            None => String::new(),
-        }
-    };
-    let both = async { tokio::join!(join(stdout), join(stderr)) };
-    tokio::pin!(both);
-    if let Ok(tails) = tokio::time::timeout(DRAIN, both.as_mut()).await {
-        return tails;
-    }
-    stop.cancel();
-    both.await
 }
 
 /// When the process `pid` started (seconds since the epoch), to recognise it later.

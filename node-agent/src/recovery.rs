@@ -2,14 +2,21 @@
 //!
 //! - `RUNNING`: the agent stopped or died while the job ran. If its process is still there —
 //!   the recorded pid exists *and* started at the recorded time, never the pid alone, since pids
-//!   are reused — its tree is killed. The job ends `ERROR` "agent restarted".
+//!   are reused — its tree is killed (its output pipes went with the old agent). A remembered
+//!   job (long-running, recurring) then comes back: a long-running one starts again at once, a
+//!   recurring one at its next period; its run count goes on. Any other job ends `ERROR`
+//!   "agent restarted".
 //! - `QUEUED`: stored but never started; it is dispatched now, like a new command. A stored
 //!   `restart` is answered but does not restart again: this start is that restart.
 
+use schemas::Command;
+
 use crate::dispatch::{Dispatched, Dispatcher, Incoming};
+use crate::launch::Program;
 use crate::platform;
 use crate::process;
 use crate::store::{Store, StoreError, Unfinished};
+use crate::supervisor::{Job, Plan, Resume, Supervisor};
 
 /// Data of a job that was running when the agent went away.
 pub const AGENT_RESTARTED: &str = "agent restarted";
@@ -22,12 +29,22 @@ pub struct Recovered {
     pub resumed: usize,
 }
 
-pub async fn recover(store: &Store, dispatcher: &Dispatcher) -> Result<Recovered, StoreError> {
+pub async fn recover(
+    store: &Store,
+    dispatcher: &Dispatcher,
+    supervisor: &Supervisor,
+) -> Result<Recovered, StoreError> {
     let mut recovered = Recovered::default();
     for job in store.unfinished().await? {
         if job.state == schemas::JobState::Running.as_str() {
             if kill_leftover(&job) {
                 recovered.killed += 1;
+            }
+            if let Some(remembered) = remembered(&job) {
+                tracing::info!(id = %job.id, runs = job.runs, "bringing back a remembered job");
+                supervisor.submit(remembered);
+                recovered.resumed += 1;
+                continue;
             }
             store
                 .finish(&dispatcher.error_for_raw(&job.id, &job.raw, AGENT_RESTARTED))
@@ -46,6 +63,24 @@ pub async fn recover(store: &Store, dispatcher: &Dispatcher) -> Result<Recovered
         recovered.resumed += 1;
     }
     Ok(recovered)
+}
+
+/// The job to run again if `job` is a remembered one (long-running, recurring).
+fn remembered(job: &Unfinished) -> Option<Job> {
+    let (command, kind) = Command::parse(job.raw.as_bytes()).ok()?;
+    let (args, program) = Program::of(kind).ok()?;
+    if !Plan::of(&args).remembered() {
+        return None;
+    }
+    Some(Job {
+        command,
+        args,
+        program,
+        resume: Some(Resume {
+            runs: job.runs,
+            last_start_ms: job.started_ms,
+        }),
+    })
 }
 
 /// Kills the job's process tree if its process is still the one the agent started.
@@ -75,6 +110,7 @@ mod tests {
             dir,
             store,
             dispatcher,
+            supervisor,
             ..
         } = crate::testkit::kit("recovery").await;
 
@@ -114,7 +150,7 @@ mod tests {
             .await
             .unwrap();
 
-        let recovered = recover(&store, &dispatcher).await.unwrap();
+        let recovered = recover(&store, &dispatcher, &supervisor).await.unwrap();
         assert_eq!(
             recovered,
             Recovered {
@@ -156,6 +192,7 @@ mod tests {
             dir,
             store,
             dispatcher,
+            supervisor,
             ..
         } = crate::testkit::kit("recovery-starting").await;
         let marker = dir.join("ran");
@@ -168,9 +205,9 @@ mod tests {
             }])
             .await
             .unwrap();
-        store.starting("half").await.unwrap();
+        store.starting("half", 1).await.unwrap();
 
-        recover(&store, &dispatcher).await.unwrap();
+        recover(&store, &dispatcher, &supervisor).await.unwrap();
         let rows = store.outbox_take(OutboxKind::Result, 10).await.unwrap();
         let result: JobResult = serde_json::from_str(&rows[0].body).unwrap();
         assert_eq!(

@@ -224,6 +224,40 @@ impl Ticket {
         }
     }
 
+    /// Who claimed the job, if a kill did.
+    pub fn killer(&self) -> Option<Killer> {
+        let table = self.registry.table();
+        let entry = table.entries.get(&self.id).filter(|e| e.seq == self.seq)?;
+        entry.claim.as_ref().map(|c| c.by.clone())
+    }
+
+    /// Marks a job that runs again later as waiting (`Queued`) between its runs.
+    pub fn idle(&self) {
+        let mut table = self.registry.table();
+        if let Some(entry) = table
+            .entries
+            .get_mut(&self.id)
+            .filter(|e| e.seq == self.seq)
+        {
+            entry.phase = Phase::Queued;
+        }
+    }
+
+    /// Takes back the claim of a kill that did not end the job (a `killall` reaching a
+    /// remembered job, which comes back) and arms the job for the next kill; it waits
+    /// (`Queued`) until its next run. The claim is to be answered by the caller.
+    pub fn rearm(&mut self) -> Option<Claim> {
+        let mut table = self.registry.table();
+        let entry = table
+            .entries
+            .get_mut(&self.id)
+            .filter(|e| e.seq == self.seq)?;
+        self.wake = CancellationToken::new();
+        entry.wake = self.wake.clone();
+        entry.phase = Phase::Queued;
+        entry.claim.take()
+    }
+
     /// Takes the job out of the registry, once its ending is known and before its result is
     /// stored; from then on no kill can claim it. Returns the claim of a kill that came first,
     /// to be answered once the result is stored.
@@ -332,6 +366,29 @@ mod tests {
         drop(ticket);
         assert!(r.is_empty());
         assert!(killing.ended.await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_rearmed_job_can_be_killed_again() {
+        let r = Registry::default();
+        let mut ticket = r.register("j").unwrap();
+        assert!(ticket.start());
+        let all = r.kill_all(&killer("ka"));
+        assert_eq!(ticket.killer(), Some(killer("ka")));
+        let claim = ticket.rearm().unwrap();
+        claim.answer(JobState::Running);
+        assert_eq!(
+            all.into_iter().next().unwrap().ended.await.unwrap(),
+            JobState::Running
+        );
+        assert!(
+            !ticket.killed().is_cancelled(),
+            "a new run must not start killed"
+        );
+        assert_eq!(ticket.killer(), None);
+        let again = r.kill("j", &killer("k")).unwrap();
+        assert_eq!(again.was, Phase::Queued);
+        assert!(ticket.killed().is_cancelled());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! - `jobs`: every command received (raw JSON, state, times, pid). Its primary key is the set of
 //!   job ids already seen, so a command delivered twice is stored, and run, once.
-//! - `outbox`: what still has to reach the controller (`kind` = `result`; later `logs`, `stats`).
+//! - `outbox`: what still has to reach the controller (`kind` = `result`, `logs` or `stats`).
 //!
 //! [`Store`] is a cheap handle; each method sends a closure to the database thread over a bounded
 //! channel and awaits its answer, so SQLite never blocks the async runtime. Changes that must
@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     started_ms INTEGER,
     pid INTEGER,
     pid_start_time INTEGER,
-    finished INTEGER
+    finished INTEGER,
+    runs INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs(finished);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -43,13 +44,24 @@ CREATE TABLE IF NOT EXISTS outbox (
 /// What the outbox holds; the uploader posts each kind to its own path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutboxKind {
+    /// One job result (a JSON object) per row.
     Result,
+    /// Log messages for `POST …/logs`; a row is one JSON value (a message or an array of them).
+    Logs,
+    /// Stats batches for `POST …/stats`; a row is one batch.
+    Stats,
 }
 
 impl OutboxKind {
-    fn as_str(self) -> &'static str {
+    /// Every kind, in the order the uploader serves them: results first, they unblock clients.
+    pub const ALL: [OutboxKind; 3] = [OutboxKind::Result, OutboxKind::Stats, OutboxKind::Logs];
+
+    /// The name in the `kind` column, and the last segment of the controller path it goes to.
+    pub fn as_str(self) -> &'static str {
         match self {
             OutboxKind::Result => "result",
+            OutboxKind::Logs => "logs",
+            OutboxKind::Stats => "stats",
         }
     }
 }
@@ -76,6 +88,10 @@ pub struct Unfinished {
     pub state: String,
     pub pid: Option<u32>,
     pub pid_start_time: Option<u64>,
+    /// When its last run started (ms since the epoch), if it started.
+    pub started_ms: Option<u64>,
+    /// How many times its process was started.
+    pub runs: u64,
 }
 
 /// Where a started job's process is, so a later agent can find (and kill) it.
@@ -179,14 +195,15 @@ impl Store {
         .await
     }
 
-    /// Records, before its process is spawned, that a job is starting. A job found `RUNNING`
-    /// after a crash may have run, so it is never started again (at most once).
-    pub async fn starting(&self, id: &str) -> Result<(), StoreError> {
+    /// Records, before its process is spawned, that run `run` (1 for the first) of a job is
+    /// starting. A job found `RUNNING` after a crash may have run, so it is never started again
+    /// (at most once) unless it is remembered (long-running, recurring).
+    pub async fn starting(&self, id: &str, run: u64) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.call(move |conn| {
             conn.execute(
-                "UPDATE jobs SET state = ?2, started_ms = ?3 WHERE id = ?1",
-                params![id, JobState::Running.as_str(), schemas::now_ms()],
+                "UPDATE jobs SET state = ?2, started_ms = ?3, runs = ?4 WHERE id = ?1",
+                params![id, JobState::Running.as_str(), schemas::now_ms(), run],
             )?;
             Ok(())
         })
@@ -206,6 +223,13 @@ impl Store {
         .await
     }
 
+    /// Queues the result of one run of a job that goes on (a recurring run, or a remembered job's
+    /// run ended by `killall`); the job stays `RUNNING`.
+    pub async fn run_result(&self, result: &JobResult) -> Result<(), StoreError> {
+        let body = serde_json::to_string(result)?;
+        self.outbox_push(OutboxKind::Result, vec![body]).await
+    }
+
     /// Ends a job and queues its result, in one transaction: a result is never lost and a
     /// job never stays `RUNNING` once its result exists.
     pub async fn finish(&self, result: &JobResult) -> Result<(), StoreError> {
@@ -223,14 +247,36 @@ impl Store {
             {
                 let mut end =
                     tx.prepare_cached("UPDATE jobs SET state = ?2, finished = ?3 WHERE id = ?1")?;
-                let mut queue =
-                    tx.prepare_cached("INSERT INTO outbox (kind, body) VALUES (?1, ?2)")?;
                 let now = schemas::now_ms();
-                for (id, state, body) in &rows {
+                for (id, state, _) in &rows {
                     end.execute(params![id, state.as_str(), now])?;
-                    queue.execute(params![OutboxKind::Result.as_str(), body])?;
                 }
             }
+            queue(
+                &tx,
+                OutboxKind::Result,
+                rows.iter().map(|(_, _, body)| body),
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await?;
+        self.outbox_added.notify_one();
+        Ok(())
+    }
+
+    /// Queues messages of one kind (each a JSON value as text) in one transaction.
+    pub async fn outbox_push(
+        &self,
+        kind: OutboxKind,
+        bodies: Vec<String>,
+    ) -> Result<(), StoreError> {
+        if bodies.is_empty() {
+            return Ok(());
+        }
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            queue(&tx, kind, &bodies)?;
             tx.commit()?;
             Ok(())
         })
@@ -285,7 +331,7 @@ impl Store {
     pub async fn unfinished(&self) -> Result<Vec<Unfinished>, StoreError> {
         self.call(|conn| {
             let mut stmt = conn.prepare(
-                "SELECT id, command, state, pid, pid_start_time FROM jobs WHERE finished IS NULL
+                "SELECT id, command, state, pid, pid_start_time, started_ms, runs FROM jobs WHERE finished IS NULL
                  ORDER BY received_ms, rowid",
             )?;
             let rows = stmt.query_map([], |row| {
@@ -295,6 +341,8 @@ impl Store {
                     state: row.get(2)?,
                     pid: row.get(3)?,
                     pid_start_time: row.get(4)?,
+                    started_ms: row.get(5)?,
+                    runs: row.get(6)?,
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -344,13 +392,41 @@ impl Store {
     }
 }
 
+/// Adds rows of one kind to the outbox, inside the caller's transaction.
+fn queue<'a>(
+    tx: &rusqlite::Transaction<'_>,
+    kind: OutboxKind,
+    bodies: impl IntoIterator<Item = &'a String>,
+) -> Result<(), rusqlite::Error> {
+    let mut insert = tx.prepare_cached("INSERT INTO outbox (kind, body) VALUES (?1, ?2)")?;
+    for body in bodies {
+        insert.execute(params![kind.as_str(), body])?;
+    }
+    Ok(())
+}
+
 fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error> {
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.execute_batch(SCHEMA)?;
+    migrate(&conn)?;
     Ok(conn)
+}
+
+/// Brings a database of an older agent up to [`SCHEMA`].
+fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let has_runs: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('jobs') WHERE name = 'runs'",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has_runs {
+        // Added with recurring and restarted jobs: how many times the job's process was started.
+        conn.execute_batch("ALTER TABLE jobs ADD COLUMN runs INTEGER NOT NULL DEFAULT 0")?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

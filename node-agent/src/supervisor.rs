@@ -8,12 +8,18 @@
 //! `OK`, `ERROR`, or `TIMEOUT` after `max_time`. A `kill` or `killall` ([`Supervisor::kill`])
 //! ends it `KILLED` at any point before that, without starting it if it was still waiting.
 //!
+//! Jobs that run more than once — long-running (`max_time` -1), restarted (`max_restart`) and
+//! recurring (`recurring_period`) — are looped over in `supervise.rs`; each run's output goes
+//! through the job's logger ([`crate::logger`]) and its process tree is sampled by the
+//! [`Sampler`] while it runs.
+//!
 //! Each job is owned by its own task, which alone touches its process; the [`Registry`] holds
 //! the jobs by id so a kill can reach their owners.
 //!
 //! Stopping the agent ([`Supervisor::shutdown`]) kills every running tree and reports those jobs
-//! `ERROR` "agent stopped" at once; jobs still waiting for a slot stay `QUEUED` in the store and
-//! run when the agent starts again.
+//! `ERROR` "agent stopped" at once — except remembered jobs (long-running, recurring), which stay
+//! `RUNNING` in the store and come back on the next start; jobs still waiting for a slot stay
+//! `QUEUED` in the store and run when the agent starts again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,12 +35,20 @@ use tracing::Instrument;
 
 use crate::config::Config;
 use crate::launch::{Launch, Launcher, Program};
+use crate::logger::Logs;
 use crate::platform;
 use crate::process::{self, Ending, Finished, Process, Stops};
-use crate::registry::{Claim, Killer, Registry, Ticket};
+use crate::procstats::Sampler;
+use crate::registry::{Killer, Registry, Ticket};
 use crate::store::{Started, Store};
 
 mod kill;
+#[cfg(test)]
+#[cfg(unix)]
+mod repeat_tests;
+mod supervise;
+
+pub use supervise::Plan;
 
 /// Data of a job killed because the agent stopped.
 pub const AGENT_STOPPED: &str = "agent stopped";
@@ -48,6 +62,61 @@ pub struct Job {
     pub command: Command,
     pub args: ExecuteArgs,
     pub program: Program,
+    /// Where a remembered job left off, when a restarted agent brings it back.
+    pub resume: Option<Resume>,
+}
+
+/// What a previous agent recorded of a remembered job (long-running, recurring) it ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resume {
+    /// Runs started so far.
+    pub runs: u64,
+    /// When the last run started, ms since the epoch.
+    pub last_start_ms: Option<u64>,
+}
+
+/// One run of a job, ended.
+struct Run {
+    result: JobResult,
+    ended: Ended,
+    /// How long the process ran.
+    lasted: Duration,
+}
+
+/// How a run ended, as the supervisor acts on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Exit code 0.
+    Succeeded,
+    /// Exited non-zero, killed by a signal, timed out, or lost.
+    Failed,
+    /// Killed by `kill` or `killall`.
+    Killed,
+    /// Killed because the agent is stopping.
+    Stopping,
+    /// The process could not be started (bad launch, missing executable or script).
+    NotStarted,
+}
+
+impl Ended {
+    fn of(ending: &Ending) -> Ended {
+        match ending {
+            Ending::Exited(status) if status.success() => Ended::Succeeded,
+            Ending::Exited(_) | Ending::TimedOut | Ending::Lost(_) => Ended::Failed,
+            Ending::Killed => Ended::Killed,
+            Ending::Cancelled => Ended::Stopping,
+        }
+    }
+}
+
+impl Run {
+    fn not_started(result: JobResult) -> Run {
+        Run {
+            result,
+            ended: Ended::NotStarted,
+            lasted: Duration::ZERO,
+        }
+    }
 }
 
 /// Handle to the process manager; clones share it.
@@ -66,8 +135,15 @@ struct Inner {
     /// an await.
     queues: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     registry: Registry,
+    sampler: Sampler,
+    restart_backoff_max: Duration,
+    /// Every spawn, by job id, on the tokio clock: lets tests on paused time see restarts.
+    #[cfg(test)]
+    spawned: Mutex<Vec<(String, Instant)>>,
     tasks: TaskTracker,
     stop: CancellationToken,
+    /// The logger: each run gets a job logger for its output.
+    logs: Logs,
 }
 
 /// What a job holds while it runs.
@@ -86,7 +162,7 @@ enum Waited {
 }
 
 impl Supervisor {
-    pub fn new(config: &Config, store: Store) -> Supervisor {
+    pub fn new(config: &Config, store: Store, logs: Logs) -> Supervisor {
         Supervisor {
             inner: Arc::new(Inner {
                 store,
@@ -96,8 +172,13 @@ impl Supervisor {
                 slots: Arc::new(Semaphore::new(config.max_jobs)),
                 queues: Mutex::new(HashMap::new()),
                 registry: Registry::default(),
+                sampler: Sampler::new(config.stats_interval),
+                restart_backoff_max: config.restart_backoff_max,
+                #[cfg(test)]
+                spawned: Mutex::default(),
                 tasks: TaskTracker::new(),
                 stop: CancellationToken::new(),
+                logs,
             }),
         }
     }
@@ -118,6 +199,19 @@ impl Supervisor {
             .spawn(async move { this.run(job, ticket).await }.in_current_span());
     }
 
+    /// The process stats sampler of the running jobs.
+    pub fn sampler(&self) -> &Sampler {
+        &self.inner.sampler
+    }
+
+    /// Sends a level-9 critical alert about a job: stored with its logs and forwarded to the
+    /// controller's `alerts` stream whatever the job's `loglevels_ac` says.
+    async fn alert(&self, job: &Job, text: &str) {
+        let (id, a) = (&job.command.id, &job.args);
+        tracing::error!(%id, domain = %a.domain, name = %a.name, alert = text, "critical alert");
+        self.inner.logs.alert(id, &a.domain, &a.name, text).await;
+    }
+
     /// Kills every running process tree, reports those jobs, and waits (at most `grace`) for
     /// their results to be stored. Jobs still waiting stay `QUEUED`.
     pub async fn shutdown(&self, grace: Duration) {
@@ -134,6 +228,9 @@ impl Supervisor {
     }
 
     async fn run(&self, job: Job, ticket: Ticket) {
+        if Plan::of(&job.args).repeats() {
+            return self.supervise(job, ticket).await;
+        }
         let turn = match self.wait_turn(&job, &ticket).await {
             // The job stays QUEUED and runs on the next start.
             Waited::Stopping => return,
@@ -141,16 +238,16 @@ impl Supervisor {
             // Claimed by a kill while waiting, or just as its turn came: it never starts.
             Waited::Turn(_) | Waited::Killed => None,
         };
-        let (result, claim, _turn) = match turn {
-            Some(turn) => {
-                let (result, claim) = self.execute(&job, ticket).await;
-                (result, claim, Some(turn))
-            }
-            None => {
-                let claim = ticket.leave();
-                (self.killed_queued(&job, claim.as_ref()), claim, None)
-            }
+        let result = match turn {
+            Some(_turn) => self.execute(&job, &ticket, 1).await.result,
+            None => self.killed_queued(&job, ticket.killer().as_ref()),
         };
+        self.finish(result, ticket).await;
+    }
+
+    /// Stores a job's final result, then answers the kill that claimed it, if one did.
+    async fn finish(&self, result: JobResult, ticket: Ticket) {
+        let claim = ticket.leave();
         tracing::debug!(state = result.state.as_str(), "job finished");
         if let Err(e) = self.inner.store.finish(&result).await {
             tracing::error!(error = %e, "cannot store a job's result");
@@ -196,23 +293,33 @@ impl Supervisor {
         queues.entry(name.to_owned()).or_default().clone()
     }
 
-    /// Runs a job whose turn came, and leaves the registry once it has ended: its result, and
-    /// the claim of a kill that came before its end (to be answered once the result is stored).
-    async fn execute(&self, job: &Job, ticket: Ticket) -> (JobResult, Option<Claim>) {
+    /// Runs a job whose turn came, once (run number `run`), to its end.
+    async fn execute(&self, job: &Job, ticket: &Ticket, run: u64) -> Run {
         let inner = &self.inner;
         let stdin = stdin_bytes(job.command.data.as_ref());
+        // A bad `loglevels*` ends the job before it starts.
+        let logger = match inner.logs.job_logger(&job.command.id, &job.args) {
+            Ok(logger) => logger,
+            Err(reason) => return Run::not_started(self.error(job, reason)),
+        };
         // Durably RUNNING before the spawn: a crash in between must not run it twice.
-        if let Err(e) = inner.store.starting(&job.command.id).await {
+        if let Err(e) = inner.store.starting(&job.command.id, run).await {
             let reason = format!("cannot record the job's start, so it was not started: {e}");
-            return (self.error(job, reason), ticket.leave());
+            return Run::not_started(self.error(job, reason));
         }
         // `_launch` is kept until the end: it removes an inline script when dropped.
         let (_launch, process) = match self.spawn(job, stdin.is_some()) {
             Ok(spawned) => spawned,
-            Err(reason) => return (self.error(job, reason), ticket.leave()),
+            Err(reason) => return Run::not_started(self.error(job, reason)),
         };
         let starttime = schemas::now_ms();
         let clock = Instant::now();
+        #[cfg(test)]
+        inner
+            .spawned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((job.command.id.clone(), clock));
         let started = Started {
             started_ms: starttime,
             pid: process.pid(),
@@ -221,7 +328,15 @@ impl Supervisor {
         if let Err(e) = inner.store.start(&job.command.id, started).await {
             tracing::warn!(error = %e, "cannot record a started job; a restart will not find its process");
         }
-        tracing::debug!(pid = process.pid(), "job started");
+        tracing::debug!(pid = process.pid(), run, "job started");
+        let a = &job.args;
+        let _sampled = inner.sampler.watch(
+            &job.command.id,
+            &a.domain,
+            &a.name,
+            a.stats_interval,
+            process.pid(),
+        );
         let limit = u64::try_from(job.args.max_time)
             .ok()
             .filter(|&s| s > 0)
@@ -232,12 +347,16 @@ impl Supervisor {
             kill_grace: KILL_GRACE,
             stop: &inner.stop,
         };
-        let finished = process.run(stdin, stops).await;
-        let claim = ticket.leave();
-        let mut result = self.result_of(job, finished, claim.as_ref());
+        let finished = process.run(stdin, stops, Some(logger)).await;
+        let ending = Ended::of(&finished.ending);
+        let mut result = self.result_of(job, finished, ticket.killer().as_ref());
         result.starttime = starttime;
         result.time = clock.elapsed().as_millis() as u64;
-        (result, claim)
+        Run {
+            result,
+            ended: ending,
+            lasted: clock.elapsed(),
+        }
     }
 
     /// Prepares and spawns a job's process; the error is the reason the job cannot start.
@@ -253,7 +372,7 @@ impl Supervisor {
         }
     }
 
-    fn result_of(&self, job: &Job, finished: Finished, claim: Option<&Claim>) -> JobResult {
+    fn result_of(&self, job: &Job, finished: Finished, killer: Option<&Killer>) -> JobResult {
         let (state, exit_code, data) = match finished.ending {
             Ending::Exited(status) => match status.code() {
                 Some(0) => (JobState::Ok, Some(0), String::new()),
@@ -270,7 +389,7 @@ impl Supervisor {
                 None,
                 format!("killed after max_time {} s", job.args.max_time),
             ),
-            Ending::Killed => (JobState::Killed, None, killed_by(claim, "")),
+            Ending::Killed => (JobState::Killed, None, killed_by(killer, "")),
             Ending::Cancelled => (JobState::Error, None, AGENT_STOPPED.to_owned()),
             Ending::Lost(e) => (
                 JobState::Error,
@@ -281,14 +400,20 @@ impl Supervisor {
         let mut result = self.result(job, state);
         result.exit_code = exit_code;
         result.data = Value::String(data);
+        // The process's own result message, unless the run's ending has a reason to tell.
+        if finished.level != 0 && result.data == "" {
+            result.data = Value::String(finished.data);
+            result.level = finished.level;
+        }
+        result.critical = finished.critical;
         result.streams = vec![finished.stdout, finished.stderr];
         result
     }
 
     /// The result of a job killed before it started.
-    fn killed_queued(&self, job: &Job, claim: Option<&Claim>) -> JobResult {
+    fn killed_queued(&self, job: &Job, killer: Option<&Killer>) -> JobResult {
         let mut result = self.result(job, JobState::Killed);
-        result.data = Value::String(killed_by(claim, " before it started"));
+        result.data = Value::String(killed_by(killer, " before it started"));
         result
     }
 
@@ -316,12 +441,9 @@ impl Supervisor {
 }
 
 /// Data of a killed job: `killed by kill command <id>`, then `suffix`.
-fn killed_by(claim: Option<&Claim>, suffix: &str) -> String {
-    match claim {
-        Some(Claim {
-            by: Killer { cmd, id },
-            ..
-        }) => format!("killed by {cmd} command {id}{suffix}"),
+fn killed_by(killer: Option<&Killer>, suffix: &str) -> String {
+    match killer {
+        Some(Killer { cmd, id }) => format!("killed by {cmd} command {id}{suffix}"),
         // A kill always leaves its claim; this is only a fallback.
         None => format!("killed{suffix}"),
     }
@@ -338,368 +460,4 @@ fn stdin_bytes(data: Option<&Value>) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 #[cfg(unix)]
-mod tests {
-    use super::*;
-    use crate::config::{FileConfig, Flags};
-    use crate::store::{OutboxKind, Received};
-    use serde_json::json;
-    use std::path::PathBuf;
-
-    pub(super) struct Fixture {
-        pub(super) dir: PathBuf,
-        pub(super) store: Store,
-        pub(super) supervisor: Supervisor,
-    }
-
-    impl Drop for Fixture {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-
-    async fn fixture(name: &str) -> Fixture {
-        fixture_with(name, None).await
-    }
-
-    /// A supervisor in its own data dir; `max_jobs` defaults to the config's default.
-    pub(super) async fn fixture_with(name: &str, max_jobs: Option<usize>) -> Fixture {
-        let dir = std::env::temp_dir().join(format!("jsagent-sup-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let flags = Flags {
-            controller: Some("http://127.0.0.1:1".into()),
-            gid: Some(1),
-            nid: Some(2),
-            data_dir: Some(dir.clone()),
-            max_jobs,
-            ..Default::default()
-        };
-        let config = Config::resolve(
-            flags,
-            FileConfig::default(),
-            Some("t".into()),
-            "/opt/js".into(),
-        )
-        .unwrap();
-        let store = Store::open(&dir.join("agent.db")).await.unwrap();
-        let supervisor = Supervisor::new(&config, store.clone());
-        Fixture {
-            dir,
-            store,
-            supervisor,
-        }
-    }
-
-    impl Fixture {
-        /// Stores and submits an execute command, and waits for its result.
-        async fn run(&self, id: &str, args: Value, data: Option<Value>) -> JobResult {
-            self.submit(id, args, data).await;
-            self.result(id).await
-        }
-
-        /// Stores and submits an execute command.
-        pub(super) async fn submit(&self, id: &str, args: Value, data: Option<Value>) {
-            let mut command = json!({"id": id, "gid": 1, "nid": 2, "cmd": "execute", "args": args});
-            if let Some(data) = data {
-                command["data"] = data;
-            }
-            let raw = command.to_string();
-            let (command, kind) = Command::parse(raw.as_bytes()).unwrap();
-            let schemas::CommandKind::Execute(args) = kind else {
-                panic!("not execute")
-            };
-            self.store
-                .receive(vec![Received { id: id.into(), raw }])
-                .await
-                .unwrap();
-            self.supervisor.submit(Job {
-                command,
-                args,
-                program: Program::Executable,
-            });
-        }
-
-        /// Stores an internal command and returns it, to hand to the supervisor.
-        pub(super) async fn internal(&self, id: &str, cmd: &str, args: Value) -> Command {
-            let raw = json!({"id": id, "gid": 1, "nid": 2, "cmd": cmd, "args": args}).to_string();
-            let (command, _) = Command::parse(raw.as_bytes()).unwrap();
-            self.store
-                .receive(vec![Received { id: id.into(), raw }])
-                .await
-                .unwrap();
-            command
-        }
-
-        /// Waits until a job's record says `RUNNING`; returns its pid (its process group).
-        pub(super) async fn running(&self, id: &str) -> u32 {
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            loop {
-                let job = self.store.unfinished().await.unwrap();
-                if let Some(pid) = job
-                    .iter()
-                    .find(|j| j.id == id && j.state == "RUNNING")
-                    .and_then(|j| j.pid)
-                {
-                    return pid;
-                }
-                assert!(std::time::Instant::now() < deadline, "{id} did not start");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-
-        /// The results in the outbox, in the order they were stored.
-        pub(super) async fn results(&self) -> Vec<JobResult> {
-            let rows = self
-                .store
-                .outbox_take(OutboxKind::Result, 1000)
-                .await
-                .unwrap();
-            rows.iter()
-                .map(|r| serde_json::from_str(&r.body).unwrap())
-                .collect()
-        }
-
-        pub(super) async fn result(&self, id: &str) -> JobResult {
-            for _ in 0..600 {
-                let rows = self
-                    .store
-                    .outbox_take(OutboxKind::Result, 1000)
-                    .await
-                    .unwrap();
-                let found = rows
-                    .iter()
-                    .map(|r| serde_json::from_str::<JobResult>(&r.body).unwrap())
-                    .find(|r| r.id == id);
-                if let Some(result) = found {
-                    return result;
-                }
-                self.store.outbox_added().await;
-            }
-            panic!("no result for {id}");
-        }
-    }
-
-    #[tokio::test]
-    async fn echo_is_ok_with_its_output() {
-        let f = fixture("echo").await;
-        let r = f
-            .run(
-                "e",
-                json!({"cmd": "echo", "args": ["hello", "world"]}),
-                None,
-            )
-            .await;
-        assert_eq!((r.state, r.exit_code), (JobState::Ok, Some(0)));
-        assert_eq!(r.streams, ["hello world\n", ""]);
-        assert_eq!((r.data, r.level, r.critical.as_str()), (json!(""), 0, ""));
-        assert_eq!((r.gid, r.nid, r.cmd.as_str()), (1, 2, "execute"));
-        assert_eq!(r.args["args"], json!(["hello", "world"]));
-        assert!(r.starttime > 0);
-        assert_eq!(f.store.job_state("e").await.unwrap().as_deref(), Some("OK"));
-    }
-
-    #[tokio::test]
-    async fn stream_tails_keep_the_last_lines() {
-        let f = fixture("tail").await;
-        let r = f
-            .run(
-                "t",
-                json!({"cmd": "sh", "args": ["-c", "seq 1 1500; echo oops >&2"]}),
-                None,
-            )
-            .await;
-        let lines: Vec<&str> = r.streams[0].lines().collect();
-        assert_eq!((lines.len(), lines[0], lines[999]), (1000, "501", "1500"));
-        assert_eq!(r.streams[1], "oops\n");
-    }
-
-    #[tokio::test]
-    async fn a_nonzero_exit_is_an_error_with_its_code() {
-        let f = fixture("exit3").await;
-        let r = f
-            .run("x", json!({"cmd": "sh", "args": ["-c", "exit 3"]}), None)
-            .await;
-        assert_eq!((r.state, r.exit_code), (JobState::Error, Some(3)));
-    }
-
-    #[tokio::test]
-    async fn stdin_data_reaches_the_process() {
-        let f = fixture("stdin").await;
-        let r = f
-            .run(
-                "s",
-                json!({"cmd": "cat"}),
-                Some(json!("line one\nline two")),
-            )
-            .await;
-        assert_eq!(r.streams[0], "line one\nline two");
-        let r = f
-            .run("j", json!({"cmd": "cat"}), Some(json!({"a": [1, 2]})))
-            .await;
-        assert_eq!(r.streams[0], r#"{"a":[1,2]}"#);
-        // Without data, stdin is empty rather than the agent's.
-        let r = f.run("n", json!({"cmd": "cat"}), None).await;
-        assert_eq!((r.state, r.streams[0].as_str()), (JobState::Ok, ""));
-    }
-
-    #[tokio::test]
-    async fn max_time_kills_the_whole_tree() {
-        let f = fixture("timeout").await;
-        let pidfile = f.dir.join("grandchild.pid");
-        let script = format!("sleep 100 & echo $! > {}; sleep 100", pidfile.display());
-        let r = f
-            .run(
-                "t",
-                json!({"cmd": "sh", "args": ["-c", script], "max_time": 1}),
-                None,
-            )
-            .await;
-        assert_eq!(r.state, JobState::Timeout);
-        assert_eq!(
-            (r.exit_code, r.data),
-            (None, json!("killed after max_time 1 s"))
-        );
-        assert!(r.time >= 1000 && r.time < 10_000, "{}", r.time);
-        let grandchild = std::fs::read_to_string(&pidfile).unwrap().trim().to_owned();
-        assert!(gone(&grandchild).await, "grandchild {grandchild} survived");
-    }
-
-    #[tokio::test]
-    async fn leftover_children_die_with_the_job() {
-        let f = fixture("leftover").await;
-        let pidfile = f.dir.join("child.pid");
-        let script = format!("sleep 100 & echo $! > {}", pidfile.display());
-        let r = f
-            .run("l", json!({"cmd": "sh", "args": ["-c", script]}), None)
-            .await;
-        assert_eq!(r.state, JobState::Ok);
-        let child = std::fs::read_to_string(&pidfile).unwrap().trim().to_owned();
-        assert!(gone(&child).await, "child {child} survived");
-    }
-
-    /// Whether a process is gone (or a zombie waiting for init to reap it).
-    async fn gone(pid: &str) -> bool {
-        for _ in 0..50 {
-            match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-                Err(_) => return true,
-                Ok(stat)
-                    if stat
-                        .rsplit(')')
-                        .next()
-                        .is_some_and(|s| s.trim_start().starts_with('Z')) =>
-                {
-                    return true
-                }
-                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-        false
-    }
-
-    #[tokio::test]
-    async fn a_missing_executable_is_named() {
-        let f = fixture("missing").await;
-        let r = f.run("m", json!({"cmd": "/no/such/binary"}), None).await;
-        assert_eq!(r.state, JobState::Error);
-        assert_eq!(r.data, json!("executable not found: /no/such/binary"));
-        let r = f.run("p", json!({"cmd": "no-such-binary-xyz"}), None).await;
-        assert_eq!(
-            r.data,
-            json!("executable `no-such-binary-xyz` not found on PATH")
-        );
-    }
-
-    #[tokio::test]
-    async fn template_vars_and_workingdir_apply() {
-        let f = fixture("templates").await;
-        let args = json!({"cmd": "sh", "args": ["-c", "pwd; echo $0", "$agentroot:$root:$tmp"], "workingdir": "$agentroot"});
-        let r = f.run("v", args, None).await;
-        let dir = f.dir.display().to_string();
-        let tmp = std::env::temp_dir().display().to_string();
-        assert_eq!(r.streams[0], format!("{dir}\n{dir}:/opt/js:{tmp}\n"));
-    }
-
-    #[tokio::test]
-    async fn env_vars_reach_the_process() {
-        let f = fixture("env").await;
-        let r = f
-            .run(
-                "v",
-                json!({"cmd": "sh", "args": ["-c", "echo $GREETING"], "env": {"GREETING": "hi"}}),
-                None,
-            )
-            .await;
-        assert_eq!(r.streams[0], "hi\n");
-    }
-
-    #[tokio::test]
-    async fn a_missing_workingdir_is_an_error() {
-        let f = fixture("nowd").await;
-        let r = f
-            .run(
-                "w",
-                json!({"cmd": "true", "workingdir": "/no/such/dir"}),
-                None,
-            )
-            .await;
-        assert_eq!(
-            (r.state, r.data),
-            (
-                JobState::Error,
-                json!("working directory not found: /no/such/dir")
-            )
-        );
-    }
-
-    #[tokio::test]
-    async fn a_signal_exit_has_no_code() {
-        let f = fixture("signal").await;
-        let r = f
-            .run(
-                "k",
-                json!({"cmd": "sh", "args": ["-c", "kill -9 $$"]}),
-                None,
-            )
-            .await;
-        assert_eq!(
-            (r.state, r.exit_code, r.data),
-            (JobState::Error, None, json!("killed by signal 9"))
-        );
-    }
-
-    #[tokio::test]
-    async fn shutdown_kills_running_jobs_and_reports_them() {
-        let f = fixture("shutdown").await;
-        let raw = json!({"id": "long", "gid": 1, "nid": 2, "cmd": "execute", "args": {"cmd": "sleep", "args": ["100"]}});
-        let (command, kind) = Command::parse(raw.to_string().as_bytes()).unwrap();
-        let schemas::CommandKind::Execute(args) = kind else {
-            panic!()
-        };
-        f.store
-            .receive(vec![Received {
-                id: "long".into(),
-                raw: raw.to_string(),
-            }])
-            .await
-            .unwrap();
-        f.supervisor.submit(Job {
-            command,
-            args,
-            program: Program::Executable,
-        });
-        while f.store.job_state("long").await.unwrap().as_deref() != Some("RUNNING") {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        f.supervisor.shutdown(Duration::from_secs(5)).await;
-        let r = f.result("long").await;
-        assert_eq!((r.state, r.data), (JobState::Error, json!(AGENT_STOPPED)));
-    }
-
-    #[test]
-    fn stdin_is_a_string_as_is_or_json() {
-        assert_eq!(stdin_bytes(None), None);
-        assert_eq!(stdin_bytes(Some(&Value::Null)), None);
-        assert_eq!(stdin_bytes(Some(&json!("a\"b"))), Some(b"a\"b".to_vec()));
-        assert_eq!(stdin_bytes(Some(&json!([1]))), Some(b"[1]".to_vec()));
-    }
-}
+mod tests;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use crate::config::{Config, FileConfig, Flags};
 use crate::dispatch::Dispatcher;
+use crate::logger::Logs;
 use crate::store::Store;
 use crate::supervisor::Supervisor;
 
@@ -14,6 +15,7 @@ pub struct Kit {
     pub config: Config,
     pub store: Store,
     pub dispatcher: Dispatcher,
+    pub supervisor: Supervisor,
 }
 
 pub async fn kit(name: &str) -> Kit {
@@ -30,11 +32,16 @@ pub async fn kit(name: &str) -> Kit {
     let config = Config::resolve(flags, FileConfig::default(), Some("t".into()), "/".into())
         .expect("test config");
     let store = Store::open(&dir.join("agent.db")).await.expect("store");
-    let dispatcher = Dispatcher::new(store.clone(), Supervisor::new(&config, store.clone()), 1, 2);
+    let logs = Logs::start(&config, store.clone(), None)
+        .await
+        .expect("logs");
+    let supervisor = Supervisor::new(&config, store.clone(), logs.clone());
+    let dispatcher = Dispatcher::new(store.clone(), supervisor.clone(), logs, 1, 2);
     Kit {
         dir,
         config,
         store,
         dispatcher,
+        supervisor,
     }
 }

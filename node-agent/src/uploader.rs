@@ -1,4 +1,4 @@
-//! The uploader (DESIGN §5.3, §6): posts the outbox's results to the controller, oldest first,
+//! The uploader (DESIGN §5.3, §6): posts the outbox (results, then stats, then logs) to the controller, oldest first,
 //! up to [`BATCH`] per request, and deletes them only once the controller answered 2xx (every
 //! item of a 2xx array answer is settled; refused ones are logged). Failures follow the agent
 //! retry rules of docs/protocol.md: back off and retry; a 413 splits the batch in halves, and a
@@ -81,29 +81,39 @@ impl Uploader {
         }
     }
 
-    /// Sends batches until the outbox is empty.
+    /// Sends batches until the outbox is empty: after each batch it looks again from the first
+    /// kind, so results (then stats) never wait behind a flood of logs.
     async fn upload_pending(&self) -> Result<(), UploadError> {
-        loop {
-            let rows = self.store.outbox_take(OutboxKind::Result, BATCH).await?;
-            if rows.is_empty() {
-                return Ok(());
+        'again: loop {
+            for kind in OutboxKind::ALL {
+                let rows = self.store.outbox_take(kind, BATCH).await?;
+                if !rows.is_empty() {
+                    self.send(kind, rows).await?;
+                    continue 'again;
+                }
             }
-            self.send(rows).await?;
+            return Ok(());
         }
     }
 
     /// Posts rows, splitting on 413, and deletes what the controller settled.
-    async fn send(&self, rows: Vec<OutboxRow>) -> Result<(), UploadError> {
+    async fn send(&self, kind: OutboxKind, rows: Vec<OutboxRow>) -> Result<(), UploadError> {
         let mut batches = vec![rows];
         while let Some(mut batch) = batches.pop() {
             let bodies: Vec<&str> = batch.iter().map(|r| r.body.as_str()).collect();
-            match self.controller.post_results(&bodies).await {
-                Ok(outcome) => {
+            let posted = match kind {
+                OutboxKind::Result => self.controller.post_results(&bodies).await.map(|outcome| {
                     for rejected in &outcome.rejected {
                         tracing::warn!(id = %rejected.id, error = %rejected.error, message = %rejected.message,
                             "the controller rejected a result; it is dropped");
                     }
+                }),
+                OutboxKind::Logs | OutboxKind::Stats => {
+                    self.controller.post_items(kind, &bodies).await
                 }
+            };
+            match posted {
+                Ok(()) => {}
                 Err(ControllerError::TooLarge) if batch.len() > 1 => {
                     let second = batch.split_off(batch.len() / 2);
                     batches.push(second);
@@ -112,9 +122,16 @@ impl Uploader {
                 }
                 Err(ControllerError::TooLarge) => {
                     tracing::error!(
+                        kind = kind.as_str(),
                         bytes = bodies[0].len(),
-                        "a result is too large for the controller; it is dropped"
+                        "an item is too large for the controller; it is dropped"
                     );
+                }
+                // Logs and stats the controller refuses (a bad item, an older controller without
+                // the path) would block the outbox for ever; results are refused item by item.
+                Err(ControllerError::Rejected { status, body }) if kind != OutboxKind::Result => {
+                    tracing::warn!(kind = kind.as_str(), %status, %body, items = batch.len(),
+                        "the controller rejected a batch; it is dropped");
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -127,7 +144,7 @@ impl Uploader {
 
     fn report(&self, e: &UploadError) {
         match e {
-            UploadError::Controller(e) => e.log("post results", &self.token_source),
+            UploadError::Controller(e) => e.log("post the outbox", &self.token_source),
             UploadError::Store(e) => tracing::error!(error = %e, "cannot read the outbox"),
         }
     }

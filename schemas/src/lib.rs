@@ -7,6 +7,7 @@
 //! - [`hello`]: what an agent says about itself when it connects.
 //! - [`log`]: a log message as the agent stores and forwards it.
 //! - [`stats`]: a flushed stats batch.
+//! - [`info`]: the host facts answered by `get_os_info`, `get_cpu_info`, … .
 //!
 //! The JSON Schema files in `schemas/*.schema.json` describe the same documents for other languages;
 //! the tests check that the example documents in `schemas/examples/` satisfy both.
@@ -14,6 +15,7 @@
 pub mod args;
 pub mod command;
 pub mod hello;
+pub mod info;
 pub mod log;
 pub mod result;
 pub mod stats;
@@ -21,6 +23,7 @@ pub mod stats;
 pub use args::{CommandKind, ExecuteArgs, InvalidArgs};
 pub use command::{Command, CommandError, Target};
 pub use hello::Hello;
+pub use info::{CpuInfo, DiskInfo, MemInfo, NicInfo, OsInfo};
 pub use log::LogMessage;
 pub use result::{JobResult, JobState};
 pub use stats::{Metric, StatsBatch};

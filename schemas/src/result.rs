@@ -66,6 +66,26 @@ pub struct JobResult {
     /// The last level-9 message, if any.
     #[serde(default)]
     pub critical: String,
+    /// Which run of the job this is (1 for the first), for jobs that run more than once
+    /// (recurring, restarted); 0 (and absent) for a job that ran once.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub run: u64,
+    /// `false` on the result of one run of a job that goes on (a recurring run): the job stays
+    /// `RUNNING`. Absent (true) on a job's final result.
+    #[serde(default = "yes", rename = "final", skip_serializing_if = "is_true")]
+    pub is_final: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 fn empty_string() -> Value {
@@ -93,6 +113,8 @@ impl JobResult {
             exit_code: None,
             streams: empty_streams(),
             critical: String::new(),
+            run: 0,
+            is_final: true,
         }
     }
 
@@ -114,6 +136,7 @@ impl JobResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn states_serialize_upper_case() {
@@ -143,5 +166,20 @@ mod tests {
         assert_eq!(v["data"], "executable not found: /nope");
         assert_eq!(v["streams"], serde_json::json!(["", ""]));
         assert_eq!(v["exit_code"], Value::Null);
+        assert!(v.get("run").is_none() && v.get("final").is_none());
+    }
+
+    #[test]
+    fn a_run_of_a_job_that_goes_on_says_so() {
+        let mut r = JobResult::new("j", 1, 2, "execute", Value::Null, JobState::Ok);
+        r.run = 3;
+        r.is_final = false;
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            (v["run"].clone(), v["final"].clone()),
+            (json!(3), json!(false))
+        );
+        let back: JobResult = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
     }
 }

@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use schemas::{Command, JobResult, LogMessage, StatsBatch};
+use schemas::{
+    Command, CpuInfo, DiskInfo, JobResult, LogMessage, MemInfo, NicInfo, OsInfo, StatsBatch,
+};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 
@@ -83,6 +85,15 @@ fn stats_batches_validate_and_round_trip() {
 }
 
 #[test]
+fn host_facts_validate_and_round_trip() {
+    check::<OsInfo>("os_info.schema.json", "os_info");
+    check::<CpuInfo>("cpu_info.schema.json", "cpu_info");
+    check::<MemInfo>("mem_info.schema.json", "mem_info");
+    check::<DiskInfo>("disk_info.schema.json", "disk_info");
+    check::<NicInfo>("nic_info.schema.json", "nic_info");
+}
+
+#[test]
 fn schema_refuses_what_the_parser_refuses() {
     let v = validator("command.schema.json");
     for bad in [
@@ -100,4 +111,22 @@ fn schema_refuses_what_the_parser_refuses() {
             "parser accepted {bad}"
         );
     }
+}
+
+#[test]
+fn stats_schema_wants_the_values_of_each_type() {
+    let v = validator("stats_batch.schema.json");
+    let batch = |metric: Value| serde_json::json!({"gid": 1, "nid": 1, "epoch": 1, "interval": 10, "metrics": [metric]});
+    for bad in [
+        serde_json::json!({"key": "a", "type": "counter", "sum": 1}),
+        serde_json::json!({"key": "a", "type": "gauge"}),
+        serde_json::json!({"key": "a", "type": "timer", "count": 1}),
+        serde_json::json!({"key": "a", "type": "set", "count": "3"}),
+        serde_json::json!({"key": "a", "type": "meter", "sum": 1}),
+    ] {
+        assert!(!v.is_valid(&batch(bad.clone())), "accepted {bad}");
+    }
+    assert!(v.is_valid(&batch(
+        serde_json::json!({"key": "a", "type": "counter", "sum": 1, "rate": 0.1})
+    )));
 }

@@ -141,6 +141,39 @@ fn bad_commands_are_dead_lettered_with_a_clear_error() {
             r#"{"id":"typo","gid":1,"nid":1,"cmd":"execute","args":{"cmd":"x","max_tme":1}}"#,
             "unknown field `max_tme`",
         ),
+        // Process-manager args (issue 3): negative periods, wrong types, unknown queue options.
+        (
+            r#"{"id":"neg-restart","gid":1,"nid":1,"cmd":"execute","args":{"cmd":"x","max_restart":-3}}"#,
+            "max_restart",
+        ),
+        (
+            r#"{"id":"float-period","gid":1,"nid":1,"cmd":"execute","args":{"cmd":"x","recurring_period":"often"}}"#,
+            "recurring_period",
+        ),
+        (
+            r#"{"id":"max-time","gid":1,"nid":1,"cmd":"execute","args":{"cmd":"x","max_time":-2}}"#,
+            "`max_time` must be -1",
+        ),
+        (
+            r#"{"id":"queue-opts","gid":1,"nid":1,"cmd":"execute","args":{"cmd":"x","queue":{"name":"q","size":3}}}"#,
+            "queue",
+        ),
+        (
+            r#"{"id":"queue-empty","gid":1,"nid":1,"cmd":"execute","args":{"cmd":"x","queue":""}}"#,
+            "`queue` is empty",
+        ),
+        (
+            r#"{"id":"stats-zero","gid":1,"nid":1,"cmd":"execute","args":{"cmd":"x","stats_interval":0}}"#,
+            "`stats_interval` must be at least 1 second",
+        ),
+        (
+            r#"{"id":"kill-no-id","gid":1,"nid":1,"cmd":"kill","args":{}}"#,
+            "missing field `id`",
+        ),
+        (
+            r#"{"id":"killall-args","gid":1,"nid":1,"cmd":"killall","args":{"force":true}}"#,
+            "unknown field `force`",
+        ),
         (
             r#"{"id":"both","gid":1,"nid":1,"role":"web","cmd":"ping"}"#,
             "not both",

@@ -125,9 +125,7 @@ fn exit_codes_timeouts_and_missing_executables() {
         .and_then(|s| s.trim().parse().ok())
         .expect("grandchild pid");
     wait_for("grandchild gone", Duration::from_secs(10), || {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // Gone, or a zombie waiting for init to reap it.
-        (stat.is_empty() || stat.split(' ').nth(2) == Some("Z")).then_some(())
+        tests::gone(pid).then_some(())
     });
 }
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tests::{execute, Cluster, ControllerOpts};
+use tests::{execute, gone, Cluster, ControllerOpts};
 
 #[test]
 fn a_thousand_jobs_survive_controller_and_agent_kills() {
@@ -156,16 +156,6 @@ fn an_unacknowledged_command_is_delivered_again_after_its_lease() {
     for key in ["agent:{1:1}:delivered", "agent:{1:1}:queue"] {
         assert_eq!(client.llen(key), 0, "{key}");
     }
-}
-
-/// Whether a process is gone (or a zombie about to be reaped).
-fn gone(pid: u32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.is_empty()
-        || stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().next())
-            == Some("Z")
 }
 
 #[test]

@@ -4,22 +4,9 @@
 use std::time::Duration;
 
 use serde_json::json;
-use tests::{command, execute, wait_for, Cluster};
+use tests::{command, execute, gone, wait_for, Cluster};
 
 const T: Duration = Duration::from_secs(30);
-
-/// Whether process `pid` is gone, or a zombie waiting for init to reap it.
-fn gone(pid: u32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // "pid (comm) state ..."
-    stat.is_empty()
-        || stat
-            .rsplit(')')
-            .next()
-            .map(str::split_whitespace)
-            .and_then(|mut f| f.next())
-            == Some("Z")
-}
 
 #[test]
 fn kill_ends_a_running_job_and_its_grandchild() {

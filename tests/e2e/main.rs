@@ -5,4 +5,8 @@ mod bad_input;
 mod command_path;
 mod faults;
 mod kill;
+mod logs;
 mod redis_tls;
+mod stats;
+mod supervised;
+mod wine;

@@ -28,7 +28,9 @@ pub fn bin_dir() -> PathBuf {
             .expect("tests/ has a parent")
             .to_path_buf();
         let status = Command::new(env!("CARGO"))
-            .args(["build", "--bins", "-p", "controller", "-p", "node-agent"])
+            // The same build as `cargo build --bins` at the root (scripts/test-all.sh): a build
+            // of only the two packages unifies features differently and rebuilds half the deps.
+            .args(["build", "--bins", "--workspace"])
             .current_dir(&root)
             .status()
             .expect("cargo runs");
@@ -76,6 +78,31 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("addr")
         .port()
+}
+
+/// Whether process `pid` is gone, or a zombie waiting for its parent (maybe init) to reap it.
+pub fn gone(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // "pid (comm) state ..."; comm may hold spaces and parentheses.
+    stat.is_empty()
+        || stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            == Some("Z")
+}
+
+/// Live processes whose command line mentions `marker` (Wine shows a Windows process's own
+/// command line there too).
+pub fn processes_with(marker: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmdline).contains(marker) && !gone(pid)
+        })
+        .collect()
 }
 
 /// CPU time (user + system) a process has used so far, from `/proc/<pid>/stat`.
@@ -412,11 +439,28 @@ pub struct Agent {
     pub nid: u64,
     pub dir: tempfile::TempDir,
     args: Vec<String>,
+    /// What runs the agent: `jsagent`, or e.g. `wine jsagent.exe`.
+    program: Vec<String>,
     proc: Option<Proc>,
     starts: usize,
 }
 
 impl Agent {
+    /// Like [`Agent::start`] (no roles), with the agent run by `program`, e.g.
+    /// `["wine", "jsagent.exe"]`.
+    pub fn start_program(
+        redis: &Redis,
+        controller: &Controller,
+        gid: u64,
+        nid: u64,
+        program: Vec<String>,
+    ) -> Agent {
+        let mut a = Agent::configure(redis, controller, gid, nid, &[], "");
+        a.program = program;
+        a.restart();
+        a
+    }
+
     /// Adds a token for gid:nid and starts an agent against `controller`.
     pub fn start(
         redis: &Redis,
@@ -424,6 +468,31 @@ impl Agent {
         gid: u64,
         nid: u64,
         roles: &[&str],
+    ) -> Agent {
+        Agent::start_configured(redis, controller, gid, nid, roles, "")
+    }
+
+    /// Like [`Agent::start`], with `config` (TOML) as its `--config` file when not empty.
+    pub fn start_configured(
+        redis: &Redis,
+        controller: &Controller,
+        gid: u64,
+        nid: u64,
+        roles: &[&str],
+        config: &str,
+    ) -> Agent {
+        let mut a = Agent::configure(redis, controller, gid, nid, roles, config);
+        a.restart();
+        a
+    }
+
+    fn configure(
+        redis: &Redis,
+        controller: &Controller,
+        gid: u64,
+        nid: u64,
+        roles: &[&str],
+        config: &str,
     ) -> Agent {
         let token = redis.token_add(gid, nid);
         let dir = tempfile::tempdir().expect("tempdir");
@@ -446,22 +515,27 @@ impl Agent {
         if !roles.is_empty() {
             args.extend(["--roles".into(), roles.join(",")]);
         }
-        let mut a = Agent {
+        if !config.is_empty() {
+            let file = dir.path().join("agent.toml");
+            std::fs::write(&file, config).expect("config file");
+            args.extend(["--config".into(), file.display().to_string()]);
+        }
+        Agent {
             gid,
             nid,
             dir,
             args,
+            program: vec![bin_dir().join("jsagent").display().to_string()],
             proc: None,
             starts: 0,
-        };
-        a.restart();
-        a
+        }
     }
 
     pub fn restart(&mut self) {
         self.starts += 1;
-        let mut cmd = Command::new(bin_dir().join("jsagent"));
-        cmd.args(&self.args)
+        let mut cmd = Command::new(&self.program[0]);
+        cmd.args(&self.program[1..])
+            .args(&self.args)
             .env("JSAGENT_LOG", "info,node_agent=debug");
         let log = self.dir.path().join(format!("jsagent.{}.log", self.starts));
         self.proc = Some(Proc::spawn(cmd, log));
@@ -475,6 +549,16 @@ impl Agent {
 
     pub fn proc(&mut self) -> &mut Proc {
         self.proc.as_mut().expect("agent running")
+    }
+
+    /// The agent's data dir (`--data-dir`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The agent's token.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("token")).expect("token file")
     }
 
     pub fn logs(&self) -> String {

@@ -7,7 +7,10 @@
 //! - `kill`: `OK` `{"killed": "<id>", "was": "running"|"queued"}`; `ERROR` "no running or queued
 //!   job `<id>` on this agent" when it is unknown or has ended; `ERROR` too when another kill
 //!   has claimed it already, or when it ended on its own before this kill reached it.
-//! - `killall`: `OK` `{"killed": [<ids>]}`, in the order the jobs came.
+//! - `killall`: `OK` `{"killed": [<ids>], "remembered": [<ids>]}`, in the order the jobs came.
+//!   `killed`: the jobs whose process (or wait for a slot) was ended. `remembered`: the
+//!   long-running and recurring jobs among them, and those waiting for their next run, which
+//!   stay registered and come back (DESIGN §6). A `kill` by id forgets a remembered job.
 //!
 //! [`KILL_GRACE`]: super::KILL_GRACE
 //! [`Registry`]: crate::registry::Registry
@@ -24,7 +27,6 @@ use crate::registry::{Killer, Killing};
 impl Supervisor {
     /// Kills job `target`, running or waiting, and answers `command` once it has ended.
     pub fn kill(&self, command: Command, target: &str) {
-        // Remembered jobs (not supported yet) will also be forgotten here, so they do not come back.
         let killing = self.inner.registry.kill(target, &killer(&command));
         self.answer_when(command, async move {
             let killing = killing.map_err(|refused| refused.to_string())?;
@@ -42,18 +44,24 @@ impl Supervisor {
 
     /// Kills every running and waiting job, and answers `command` once they have ended.
     pub fn killall(&self, command: Command) {
-        // Hook for remembered jobs (long-running `max_time` -1, recurring), not supported yet:
-        // killall must end their current runs but keep them registered, so they come back.
         let killings = self.inner.registry.kill_all(&killer(&command));
         self.answer_when(command, async move {
-            let mut killed = Vec::with_capacity(killings.len());
+            let (mut killed, mut remembered) = (Vec::new(), Vec::new());
             for killing in killings {
                 let id = killing.id.clone();
-                if ended(killing).await == Some(JobState::Killed) {
-                    killed.push(id);
+                // A remembered job's owner answers RUNNING (its run was killed; it comes back)
+                // or QUEUED (it was waiting for its next run, and still is).
+                match ended(killing).await {
+                    Some(JobState::Killed) => killed.push(id),
+                    Some(JobState::Running) => {
+                        killed.push(id.clone());
+                        remembered.push(id);
+                    }
+                    Some(JobState::Queued) => remembered.push(id),
+                    _ => {}
                 }
             }
-            Ok(json!({ "killed": killed }))
+            Ok(json!({ "killed": killed, "remembered": remembered }))
         });
     }
 
@@ -368,7 +376,10 @@ mod tests {
         let answer = f.result("ka").await;
         assert_eq!(
             (answer.state, answer.data),
-            (JobState::Ok, json!({"killed": ["a", "b", "c"]}))
+            (
+                JobState::Ok,
+                json!({"killed": ["a", "b", "c"], "remembered": []})
+            )
         );
         for id in ["a", "b", "c"] {
             let r = f.result(id).await;
@@ -397,6 +408,9 @@ mod tests {
         // Nothing left: a second killall kills nothing.
         let command = f.internal("ka2", "killall", json!({})).await;
         f.supervisor.killall(command);
-        assert_eq!(f.result("ka2").await.data, json!({"killed": []}));
+        assert_eq!(
+            f.result("ka2").await.data,
+            json!({"killed": [], "remembered": []})
+        );
     }
 }

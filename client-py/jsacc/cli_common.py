@@ -1,0 +1,27 @@
+"""What every ``jsctl`` command shares: its exit codes, its error line, its table layout."""
+
+from __future__ import annotations
+
+import sys
+from typing import List, Sequence
+
+# Exit codes (documented in --help and README.md).
+EXIT_OK = 0          # the job ended OK (every target, with --fanout)
+EXIT_ERROR = 1       # the job ended ERROR: it failed or could not run (reason on stderr)
+EXIT_USAGE = 2       # bad command line (argparse)
+EXIT_TIMEOUT = 3     # the job ended TIMEOUT: its --max-time was hit
+EXIT_KILLED = 4      # the job ended KILLED
+EXIT_NO_RESULT = 5   # no result within --timeout (client-side wait)
+EXIT_REDIS = 6       # cannot reach Redis
+EXIT_INTERRUPTED = 130
+
+
+def err(msg: str) -> None:
+    """One ``jsctl: …`` line on stderr."""
+    print(f"jsctl: {msg}", file=sys.stderr, flush=True)
+
+
+def table(rows: Sequence[Sequence[str]]) -> List[str]:
+    """Rows (the first one the header) as lines with their columns lined up."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]

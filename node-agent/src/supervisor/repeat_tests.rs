@@ -1,0 +1,230 @@
+//! Tests of jobs that run more than once ([`super::supervise`]), with real processes.
+
+use std::time::Duration;
+
+use schemas::{JobResult, JobState};
+use serde_json::json;
+
+use crate::supervisor::tests::{fixture_with, Fixture};
+
+/// Wall-clock bound of every wait (the restart test runs on paused time).
+const LIMIT: Duration = Duration::from_secs(60);
+
+impl Fixture {
+    /// Waits (at most [`LIMIT`]) for the next rows in the outbox.
+    async fn outbox_grew(&self, what: &str) {
+        tokio::time::timeout(LIMIT, self.store.outbox_added())
+            .await
+            .unwrap_or_else(|_| panic!("{what}: nothing new in the outbox"));
+    }
+
+    /// The job's final result, once stored.
+    async fn final_result(&self, id: &str) -> JobResult {
+        loop {
+            let found = self
+                .results()
+                .await
+                .into_iter()
+                .find(|r| r.id == id && r.is_final);
+            if let Some(r) = found {
+                return r;
+            }
+            self.outbox_grew(&format!("{id} never ended")).await;
+        }
+    }
+
+    /// The results of the job's runs so far (not the final one).
+    async fn run_results(&self, id: &str) -> Vec<JobResult> {
+        let results = self.results().await.into_iter();
+        results.filter(|r| r.id == id && !r.is_final).collect()
+    }
+
+    /// Waits until the job has posted `n` run results.
+    async fn runs(&self, id: &str, n: usize) -> Vec<JobResult> {
+        loop {
+            let runs = self.run_results(id).await;
+            if runs.len() >= n {
+                return runs;
+            }
+            self.outbox_grew(&format!("{id}: {} runs", runs.len()))
+                .await;
+        }
+    }
+
+    /// The job's recorded run count and pid.
+    async fn run_count(&self, id: &str) -> (u64, Option<u32>) {
+        let jobs = self.store.unfinished().await.unwrap();
+        jobs.iter()
+            .find(|j| j.id == id)
+            .map(|j| (j.runs, j.pid))
+            .unwrap_or((0, None))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_quickly_failing_process_is_restarted_with_growing_gaps_then_given_up() {
+    let f = fixture_with("restarts", None).await;
+    let args = json!({"cmd": "sh", "args": ["-c", "exit 1"], "max_restart": 3,
+        "domain": "ops", "name": "crashy"});
+    f.submit("c", args, None).await;
+    // Waits without a timer of its own, so the paused clock only moves to the supervisor's.
+    let r = loop {
+        if let Some(r) = f.results().await.into_iter().find(|r| r.id == "c") {
+            break r;
+        }
+        f.store.outbox_added().await;
+    };
+    // Each start as the (paused) clock saw it.
+    let starts: Vec<tokio::time::Instant> = f
+        .supervisor
+        .inner
+        .spawned
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(id, _)| id == "c")
+        .map(|(_, at)| *at)
+        .collect();
+    assert_eq!(starts.len(), 4, "started {} times", starts.len());
+    assert_eq!((r.state, r.run, r.exit_code), (JobState::Error, 4, Some(1)));
+    assert!(
+        r.critical.contains("failed 4 times in a row"),
+        "{}",
+        r.critical
+    );
+    assert_eq!(r.data, json!(r.critical));
+    let gaps: Vec<Duration> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    eprintln!("gaps between starts (paused clock): {gaps:?}");
+    for (gap, least) in gaps.iter().zip([1, 2, 4]) {
+        assert!(*gap >= Duration::from_secs(least), "gaps {gaps:?}");
+    }
+    assert!(
+        gaps[0] < gaps[1] && gaps[1] < gaps[2],
+        "gaps do not grow: {gaps:?}"
+    );
+    assert!(gaps[2] < Duration::from_secs(5), "gaps {gaps:?}");
+}
+
+#[tokio::test]
+async fn a_process_that_succeeds_after_a_failure_ends_ok() {
+    let f = fixture_with("restart-ok", None).await;
+    let marker = f.dir.join("failed-once");
+    let script = format!(
+        "if [ -e {m} ]; then exit 0; else touch {m}; exit 3; fi",
+        m = marker.display()
+    );
+    f.submit(
+        "o",
+        json!({"cmd": "sh", "args": ["-c", script], "max_restart": 2}),
+        None,
+    )
+    .await;
+    let r = f.final_result("o").await;
+    assert_eq!((r.state, r.run, r.exit_code), (JobState::Ok, 2, Some(0)));
+}
+
+#[tokio::test]
+async fn a_recurring_job_runs_again_and_again_and_never_overlaps_itself() {
+    let f = fixture_with("recurring", None).await;
+    let (lock, log) = (f.dir.join("lock"), f.dir.join("log"));
+    // Runs take 1.5 s, the period is 1 s: a run starting while another runs finds the lock.
+    let script = format!(
+        "[ -e {l} ] && echo overlap >> {g}; touch {l}; echo run >> {g}; sleep 1.5; rm {l}",
+        l = lock.display(),
+        g = log.display()
+    );
+    let args = json!({"cmd": "sh", "args": ["-c", script], "recurring_period": 1});
+    f.submit("r", args, None).await;
+    let runs = f.runs("r", 3).await;
+    let numbers: Vec<u64> = runs.iter().map(|r| r.run).collect();
+    assert_eq!(numbers[..3], [1, 2, 3]);
+    assert!(runs.iter().all(|r| r.state == JobState::Ok));
+    assert_eq!(
+        f.store.job_state("r").await.unwrap().as_deref(),
+        Some("RUNNING")
+    );
+
+    let kill = f.internal("k", "kill", json!({"id": "r"})).await;
+    f.supervisor.kill(kill, "r");
+    let last = f.final_result("r").await;
+    assert_eq!(last.state, JobState::Killed);
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(!log.contains("overlap"), "runs overlapped:\n{log}");
+    assert!(log.lines().count() >= 3, "{log}");
+    assert_eq!(
+        f.store.job_state("r").await.unwrap().as_deref(),
+        Some("KILLED")
+    );
+}
+
+#[tokio::test]
+async fn killall_ends_a_daemons_run_but_it_comes_back_and_kill_forgets_it() {
+    let f = fixture_with("killall-daemon", None).await;
+    f.submit(
+        "d",
+        json!({"cmd": "sleep", "args": ["100"], "max_time": -1}),
+        None,
+    )
+    .await;
+    let first = f.running("d").await;
+
+    let killall = f.internal("ka", "killall", json!({})).await;
+    f.supervisor.killall(killall);
+    let answer = f.result("ka").await;
+    assert_eq!(answer.data, json!({"killed": ["d"], "remembered": ["d"]}));
+    let run = f.runs("d", 1).await;
+    assert_eq!((run[0].state, run[0].run), (JobState::Killed, 1));
+
+    // Back, as a new process.
+    let deadline = std::time::Instant::now() + LIMIT;
+    let second = loop {
+        if let (2, Some(pid)) = f.run_count("d").await {
+            if pid != first {
+                break pid;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        !std::path::Path::new(&format!("/proc/{first}")).exists()
+            || std::fs::read_to_string(format!("/proc/{first}/stat"))
+                .is_ok_and(|s| s.contains(") Z ")),
+        "the first run's process survived"
+    );
+
+    let kill = f.internal("k", "kill", json!({"id": "d"})).await;
+    f.supervisor.kill(kill, "d");
+    let last = f.final_result("d").await;
+    assert_eq!((last.state, last.run), (JobState::Killed, 2));
+    assert!(std::fs::read_to_string(format!("/proc/{second}/stat"))
+        .map_or(true, |s| s.contains(") Z ")));
+}
+
+#[tokio::test]
+async fn a_stopping_agent_leaves_remembered_jobs_running_in_the_store() {
+    let f = fixture_with("stop-remembered", None).await;
+    f.submit(
+        "d",
+        json!({"cmd": "sleep", "args": ["100"], "max_time": -1}),
+        None,
+    )
+    .await;
+    f.submit("o", json!({"cmd": "sleep", "args": ["100"]}), None)
+        .await;
+    f.running("d").await;
+    f.running("o").await;
+    f.supervisor.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(
+        f.store.job_state("d").await.unwrap().as_deref(),
+        Some("RUNNING")
+    );
+    assert_eq!(
+        f.store.job_state("o").await.unwrap().as_deref(),
+        Some("ERROR")
+    );
+    assert!(f.results().await.iter().all(|r| r.id != "d"));
+}

@@ -1,0 +1,420 @@
+//! Jobs that run more than once (DESIGN §3 args, §6): long-running daemons (`max_time` -1),
+//! jobs with a restart limit (`max_restart`) and recurring jobs (`recurring_period`).
+//!
+//! - **Restarts.** A process of a long-running job, or of a job with `max_restart`, that fails
+//!   (exits non-zero, is killed by a signal, times out) is started again. A failure within
+//!   [`QUICK_FAILURE`] of the start counts: after `max_restart` of them in a row the job gives up,
+//!   sends a level-9 alert and ends `ERROR`. A run that lasted longer resets the count and is
+//!   restarted without counting. Restarts wait 1 s, doubling with each counted failure up to
+//!   `restart_backoff_max`, so a crashing daemon cannot spin. A clean exit (code 0) ends the
+//!   job `OK`: a daemon that stops by itself has finished.
+//! - **Recurring.** A run every `recurring_period` seconds, counted from the start of the previous
+//!   run; a run that takes longer than the period is followed at once by the next, never
+//!   overlapped. Each run posts its own result (`run` = its number, `final` = false) and the job
+//!   stays `RUNNING` until it is killed. Failed runs do not stop it (`max_restart` does not apply).
+//! - **Remembered** (long-running and recurring jobs): the agent stopping leaves them `RUNNING`
+//!   in the store, and the next start brings them back ([`crate::recovery`]). `killall` ends
+//!   their current run (posted `KILLED`, `final` = false) but keeps them: a long-running job is
+//!   started again after 1 s, a recurring one at its next period. `kill` forgets them: they end
+//!   `KILLED` for good.
+
+use std::time::Duration;
+
+use schemas::{ExecuteArgs, JobResult, JobState};
+use serde_json::Value;
+
+use super::{Ended, Job, Run, Supervisor, Waited};
+use crate::registry::Ticket;
+
+/// A failure within this long of the start counts against `max_restart`.
+pub const QUICK_FAILURE: Duration = Duration::from_secs(5 * 60);
+
+/// The first restart wait; it doubles with each counted failure.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+
+/// How a job runs over time, from its args.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    /// `max_time` -1.
+    pub long_running: bool,
+    /// `recurring_period`, when not 0.
+    pub period: Option<Duration>,
+    /// `max_restart`.
+    pub max_restart: u32,
+}
+
+/// What comes after a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Next {
+    /// Run again after this wait.
+    Again(Duration),
+    /// The job has ended with this run's result.
+    Finish,
+    /// Too many quick failures: alert and end `ERROR`.
+    GiveUp,
+}
+
+impl Plan {
+    pub fn of(args: &ExecuteArgs) -> Plan {
+        Plan {
+            long_running: args.max_time == -1,
+            period: (args.recurring_period > 0).then(|| Duration::from_secs(args.recurring_period)),
+            max_restart: args.max_restart,
+        }
+    }
+
+    /// Whether the job may run more than once.
+    pub fn repeats(&self) -> bool {
+        self.remembered() || self.max_restart > 0
+    }
+
+    /// Whether the job is kept across agent restarts and `killall`.
+    pub fn remembered(&self) -> bool {
+        self.long_running || self.period.is_some()
+    }
+
+    /// What follows a run that `ended` after `lasted`; `failures` counts the quick failures in
+    /// a row and is updated.
+    pub(super) fn next(
+        &self,
+        ended: Ended,
+        lasted: Duration,
+        failures: &mut u32,
+        cap: Duration,
+    ) -> Next {
+        if let Some(period) = self.period {
+            return Next::Again(period.saturating_sub(lasted));
+        }
+        match ended {
+            Ended::Failed if lasted >= QUICK_FAILURE => {
+                *failures = 0;
+                Next::Again(FIRST_BACKOFF)
+            }
+            Ended::Failed if *failures >= self.max_restart => Next::GiveUp,
+            Ended::Failed => {
+                *failures += 1;
+                Next::Again(backoff(*failures, cap))
+            }
+            _ => Next::Finish,
+        }
+    }
+
+    /// The wait before the first run: none, except for a recurring job brought back by a
+    /// restarted agent, which keeps to its period.
+    fn first_wait(&self, last_start_ms: Option<u64>) -> Duration {
+        match (self.period, last_start_ms) {
+            (Some(period), Some(last)) => {
+                let due = last.saturating_add(period.as_millis() as u64);
+                Duration::from_millis(due.saturating_sub(schemas::now_ms()))
+            }
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+/// The wait before restart number `failures` (1 for the first): 1 s doubling, at most `cap`.
+pub fn backoff(failures: u32, cap: Duration) -> Duration {
+    let doublings = failures.saturating_sub(1).min(31);
+    FIRST_BACKOFF.saturating_mul(1 << doublings).min(cap)
+}
+
+/// What the loop does after a run.
+enum After {
+    /// Run again after this wait.
+    Again(Duration),
+    /// The job is over: store this final result.
+    Finish(JobResult),
+    /// The agent is stopping: leave the job as it is in the store.
+    Leave,
+}
+
+/// How a wait between runs ended.
+enum Woken {
+    /// The run is due and has its turn (slot and queue), held until it ends.
+    Due(super::Turn),
+    Killed,
+    Stopping,
+}
+
+impl Supervisor {
+    /// Runs a job that may run more than once until it ends, is killed, or the agent stops.
+    pub(super) async fn supervise(&self, job: Job, mut ticket: Ticket) {
+        let plan = Plan::of(&job.args);
+        let resume = job.resume.unwrap_or_default();
+        let mut runs = resume.runs;
+        let mut failures = 0;
+        let mut wait = plan.first_wait(resume.last_start_ms);
+        loop {
+            match self.wait_run(&job, &ticket, wait).await {
+                Woken::Stopping => return,
+                Woken::Killed => {
+                    // Killed between runs: nothing runs, so there is no run result.
+                    match self.killed_idle(&job, &plan, &mut ticket, runs) {
+                        Some(next_wait) => {
+                            wait = next_wait;
+                            continue;
+                        }
+                        None => {
+                            let result = self.killed_queued(&job, ticket.killer().as_ref());
+                            return self.finish(numbered(result, runs), ticket).await;
+                        }
+                    }
+                }
+                Woken::Due(turn) => {
+                    runs += 1;
+                    let run = self.execute(&job, &ticket, runs).await;
+                    drop(turn);
+                    let after = self
+                        .after_run(&job, &plan, &mut ticket, run, runs, &mut failures)
+                        .await;
+                    match after {
+                        After::Again(next_wait) => wait = next_wait,
+                        After::Finish(result) => return self.finish(result, ticket).await,
+                        After::Leave => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits `wait`, then for a slot (and the job's queue), killable all along.
+    async fn wait_run(&self, job: &Job, ticket: &Ticket, wait: Duration) -> Woken {
+        ticket.idle();
+        tokio::select! {
+            biased;
+            _ = ticket.killed().cancelled() => return Woken::Killed,
+            _ = self.inner.stop.cancelled() => return Woken::Stopping,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        match self.wait_turn(job, ticket).await {
+            Waited::Turn(turn) if ticket.start() => Woken::Due(turn),
+            Waited::Turn(_) | Waited::Killed => Woken::Killed,
+            Waited::Stopping => Woken::Stopping,
+        }
+    }
+
+    /// Acts on the end of run number `runs`; `failures` counts the quick failures in a row.
+    async fn after_run(
+        &self,
+        job: &Job,
+        plan: &Plan,
+        ticket: &mut Ticket,
+        run: Run,
+        runs: u64,
+        failures: &mut u32,
+    ) -> After {
+        let mut result = numbered(run.result, runs);
+        match run.ended {
+            Ended::Stopping if plan.remembered() => {
+                // Stays RUNNING in the store: the next start brings it back.
+                tracing::debug!("remembered job stopped with the agent");
+                After::Leave
+            }
+            Ended::Killed => {
+                let killall = ticket.killer().is_some_and(|k| k.cmd == "killall");
+                if !(killall && plan.remembered()) {
+                    return After::Finish(result);
+                }
+                result.is_final = false;
+                self.post_run(&result).await;
+                if let Some(claim) = ticket.rearm() {
+                    claim.answer(JobState::Running);
+                }
+                // Comes back: a daemon after the first restart wait, a recurring job on time.
+                After::Again(match plan.period {
+                    Some(period) => period.saturating_sub(run.lasted),
+                    None => FIRST_BACKOFF,
+                })
+            }
+            Ended::Stopping | Ended::NotStarted => After::Finish(result),
+            Ended::Succeeded | Ended::Failed => {
+                let cap = self.inner.restart_backoff_max;
+                match plan.next(run.ended, run.lasted, failures, cap) {
+                    Next::Again(wait) => {
+                        if plan.period.is_some() {
+                            result.is_final = false;
+                            self.post_run(&result).await;
+                        } else {
+                            tracing::warn!(state = result.state.as_str(), exit_code = ?result.exit_code,
+                                failures = *failures, wait_s = wait.as_secs_f64(), "process failed; restarting");
+                        }
+                        After::Again(wait)
+                    }
+                    Next::Finish => After::Finish(result),
+                    Next::GiveUp => {
+                        let text = give_up_text(job, plan, runs);
+                        self.alert(job, &text).await;
+                        result.state = JobState::Error;
+                        result.critical = text.clone();
+                        result.data = Value::String(text);
+                        After::Finish(result)
+                    }
+                }
+            }
+        }
+    }
+
+    /// A remembered job claimed by `killall` while it waited for its next run keeps waiting (the
+    /// wait to its next run); any other kill ends it (`None`).
+    fn killed_idle(
+        &self,
+        job: &Job,
+        plan: &Plan,
+        ticket: &mut Ticket,
+        runs: u64,
+    ) -> Option<Duration> {
+        let killall = ticket.killer().is_some_and(|k| k.cmd == "killall");
+        if !(killall && plan.remembered()) {
+            return None;
+        }
+        if let Some(claim) = ticket.rearm() {
+            claim.answer(JobState::Queued);
+        }
+        tracing::debug!(id = %job.command.id, runs, "killall left a waiting remembered job scheduled");
+        // The wait restarts; a recurring job keeps at most its period between runs.
+        Some(plan.period.unwrap_or(FIRST_BACKOFF))
+    }
+
+    /// Queues the result of one run of a job that goes on.
+    async fn post_run(&self, result: &JobResult) {
+        if let Err(e) = self.inner.store.run_result(result).await {
+            tracing::error!(error = %e, run = result.run, "cannot store a run's result");
+        }
+    }
+}
+
+/// The result with its run number, for jobs that may run more than once.
+fn numbered(mut result: JobResult, runs: u64) -> JobResult {
+    result.run = runs;
+    result
+}
+
+fn give_up_text(job: &Job, plan: &Plan, runs: u64) -> String {
+    let what = match (job.args.domain.as_str(), job.args.name.as_str()) {
+        ("", "") => format!("job {}", job.command.id),
+        (domain, name) => format!("job {} ({domain}/{name})", job.command.id),
+    };
+    format!(
+        "{what} failed {} times in a row within {} min of its start (max_restart {}, {runs} runs); given up",
+        plan.max_restart + 1,
+        QUICK_FAILURE.as_secs() / 60,
+        plan.max_restart,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(long_running: bool, period: u64, max_restart: u32) -> Plan {
+        Plan {
+            long_running,
+            period: (period > 0).then(|| Duration::from_secs(period)),
+            max_restart,
+        }
+    }
+
+    const CAP: Duration = Duration::from_secs(300);
+
+    #[test]
+    fn backoff_doubles_from_one_second_up_to_the_cap() {
+        let waits: Vec<u64> = (1..=11).map(|n| backoff(n, CAP).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(backoff(1000, CAP), CAP);
+    }
+
+    #[test]
+    fn quick_failures_restart_with_growing_waits_then_give_up() {
+        let p = plan(false, 0, 3);
+        let mut failures = 0;
+        let quick = Duration::from_millis(5);
+        let nexts: Vec<Next> = (0..4)
+            .map(|_| p.next(Ended::Failed, quick, &mut failures, CAP))
+            .collect();
+        let secs = Duration::from_secs;
+        assert_eq!(
+            nexts,
+            [
+                Next::Again(secs(1)),
+                Next::Again(secs(2)),
+                Next::Again(secs(4)),
+                Next::GiveUp
+            ]
+        );
+    }
+
+    #[test]
+    fn a_long_run_resets_the_count_and_is_restarted_without_counting() {
+        let p = plan(true, 0, 1);
+        let mut failures = 0;
+        let quick = Duration::from_secs(1);
+        assert_eq!(
+            p.next(Ended::Failed, quick, &mut failures, CAP),
+            Next::Again(FIRST_BACKOFF)
+        );
+        assert_eq!(failures, 1);
+        assert_eq!(
+            p.next(Ended::Failed, QUICK_FAILURE, &mut failures, CAP),
+            Next::Again(FIRST_BACKOFF)
+        );
+        assert_eq!(failures, 0);
+        assert_eq!(
+            p.next(Ended::Failed, quick, &mut failures, CAP),
+            Next::Again(FIRST_BACKOFF)
+        );
+        assert_eq!(
+            p.next(Ended::Failed, quick, &mut failures, CAP),
+            Next::GiveUp
+        );
+    }
+
+    #[test]
+    fn a_daemon_without_restarts_gives_up_on_its_first_quick_failure() {
+        let p = plan(true, 0, 0);
+        assert_eq!(
+            p.next(Ended::Failed, Duration::ZERO, &mut 0, CAP),
+            Next::GiveUp
+        );
+        assert_eq!(
+            p.next(Ended::Succeeded, Duration::ZERO, &mut 0, CAP),
+            Next::Finish
+        );
+    }
+
+    #[test]
+    fn recurring_runs_keep_to_their_period_and_never_overlap() {
+        let p = plan(false, 10, 0);
+        let mut failures = 0;
+        assert_eq!(
+            p.next(Ended::Succeeded, Duration::from_secs(3), &mut failures, CAP),
+            Next::Again(Duration::from_secs(7))
+        );
+        assert_eq!(
+            p.next(Ended::Failed, Duration::from_secs(25), &mut failures, CAP),
+            Next::Again(Duration::ZERO)
+        );
+        assert_eq!(failures, 0, "a recurring job's failures are not restarts");
+    }
+
+    #[test]
+    fn what_repeats_and_what_is_remembered() {
+        assert!(!plan(false, 0, 0).repeats());
+        assert!(plan(false, 0, 2).repeats() && !plan(false, 0, 2).remembered());
+        assert!(plan(true, 0, 0).remembered());
+        assert!(plan(false, 5, 0).remembered());
+    }
+
+    #[test]
+    fn a_resumed_recurring_job_keeps_to_its_period() {
+        let p = plan(false, 60, 0);
+        let now = schemas::now_ms();
+        let wait = p.first_wait(Some(now - 20_000));
+        assert!(
+            wait <= Duration::from_secs(40) && wait > Duration::from_secs(38),
+            "{wait:?}"
+        );
+        assert_eq!(p.first_wait(Some(now - 120_000)), Duration::ZERO);
+        assert_eq!(p.first_wait(None), Duration::ZERO);
+        assert_eq!(plan(true, 0, 0).first_wait(Some(now)), Duration::ZERO);
+    }
+}

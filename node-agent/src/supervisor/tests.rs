@@ -1,0 +1,368 @@
+//! Tests of the process manager with real processes (unix).
+
+use super::*;
+use crate::config::{FileConfig, Flags};
+use crate::store::{OutboxKind, Received};
+use serde_json::json;
+use std::path::PathBuf;
+
+pub(super) struct Fixture {
+    pub(super) dir: PathBuf,
+    pub(super) store: Store,
+    pub(super) supervisor: Supervisor,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn fixture(name: &str) -> Fixture {
+    fixture_with(name, None).await
+}
+
+/// A supervisor in its own data dir; `max_jobs` defaults to the config's default.
+pub(super) async fn fixture_with(name: &str, max_jobs: Option<usize>) -> Fixture {
+    let dir = std::env::temp_dir().join(format!("jsagent-sup-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let flags = Flags {
+        controller: Some("http://127.0.0.1:1".into()),
+        gid: Some(1),
+        nid: Some(2),
+        data_dir: Some(dir.clone()),
+        max_jobs,
+        ..Default::default()
+    };
+    let config = Config::resolve(
+        flags,
+        FileConfig::default(),
+        Some("t".into()),
+        "/opt/js".into(),
+    )
+    .unwrap();
+    let store = Store::open(&dir.join("agent.db")).await.unwrap();
+    let logs = Logs::start(&config, store.clone(), None).await.unwrap();
+    let supervisor = Supervisor::new(&config, store.clone(), logs);
+    Fixture {
+        dir,
+        store,
+        supervisor,
+    }
+}
+
+impl Fixture {
+    /// Stores and submits an execute command, and waits for its result.
+    async fn run(&self, id: &str, args: Value, data: Option<Value>) -> JobResult {
+        self.submit(id, args, data).await;
+        self.result(id).await
+    }
+
+    /// Stores and submits an execute command.
+    pub(super) async fn submit(&self, id: &str, args: Value, data: Option<Value>) {
+        let mut command = json!({"id": id, "gid": 1, "nid": 2, "cmd": "execute", "args": args});
+        if let Some(data) = data {
+            command["data"] = data;
+        }
+        let raw = command.to_string();
+        let (command, kind) = Command::parse(raw.as_bytes()).unwrap();
+        let schemas::CommandKind::Execute(args) = kind else {
+            panic!("not execute")
+        };
+        self.store
+            .receive(vec![Received { id: id.into(), raw }])
+            .await
+            .unwrap();
+        self.supervisor.submit(Job {
+            command,
+            args,
+            program: Program::Executable,
+            resume: None,
+        });
+    }
+
+    /// Stores an internal command and returns it, to hand to the supervisor.
+    pub(super) async fn internal(&self, id: &str, cmd: &str, args: Value) -> Command {
+        let raw = json!({"id": id, "gid": 1, "nid": 2, "cmd": cmd, "args": args}).to_string();
+        let (command, _) = Command::parse(raw.as_bytes()).unwrap();
+        self.store
+            .receive(vec![Received { id: id.into(), raw }])
+            .await
+            .unwrap();
+        command
+    }
+
+    /// Waits until a job's record says `RUNNING`; returns its pid (its process group).
+    pub(super) async fn running(&self, id: &str) -> u32 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let job = self.store.unfinished().await.unwrap();
+            if let Some(pid) = job
+                .iter()
+                .find(|j| j.id == id && j.state == "RUNNING")
+                .and_then(|j| j.pid)
+            {
+                return pid;
+            }
+            assert!(std::time::Instant::now() < deadline, "{id} did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The results in the outbox, in the order they were stored.
+    pub(super) async fn results(&self) -> Vec<JobResult> {
+        let rows = self
+            .store
+            .outbox_take(OutboxKind::Result, 1000)
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| serde_json::from_str(&r.body).unwrap())
+            .collect()
+    }
+
+    pub(super) async fn result(&self, id: &str) -> JobResult {
+        for _ in 0..600 {
+            let rows = self
+                .store
+                .outbox_take(OutboxKind::Result, 1000)
+                .await
+                .unwrap();
+            let found = rows
+                .iter()
+                .map(|r| serde_json::from_str::<JobResult>(&r.body).unwrap())
+                .find(|r| r.id == id);
+            if let Some(result) = found {
+                return result;
+            }
+            self.store.outbox_added().await;
+        }
+        panic!("no result for {id}");
+    }
+}
+
+#[tokio::test]
+async fn echo_is_ok_with_its_output() {
+    let f = fixture("echo").await;
+    let r = f
+        .run(
+            "e",
+            json!({"cmd": "echo", "args": ["hello", "world"]}),
+            None,
+        )
+        .await;
+    assert_eq!((r.state, r.exit_code), (JobState::Ok, Some(0)));
+    assert_eq!(r.streams, ["hello world\n", ""]);
+    assert_eq!((r.data, r.level, r.critical.as_str()), (json!(""), 0, ""));
+    assert_eq!((r.gid, r.nid, r.cmd.as_str()), (1, 2, "execute"));
+    assert_eq!(r.args["args"], json!(["hello", "world"]));
+    assert!(r.starttime > 0);
+    assert_eq!(f.store.job_state("e").await.unwrap().as_deref(), Some("OK"));
+}
+
+#[tokio::test]
+async fn stream_tails_keep_the_last_lines() {
+    let f = fixture("tail").await;
+    let r = f
+        .run(
+            "t",
+            json!({"cmd": "sh", "args": ["-c", "seq 1 1500; echo oops >&2"]}),
+            None,
+        )
+        .await;
+    let lines: Vec<&str> = r.streams[0].lines().collect();
+    assert_eq!((lines.len(), lines[0], lines[999]), (1000, "501", "1500"));
+    assert_eq!(r.streams[1], "oops\n");
+}
+
+#[tokio::test]
+async fn a_nonzero_exit_is_an_error_with_its_code() {
+    let f = fixture("exit3").await;
+    let r = f
+        .run("x", json!({"cmd": "sh", "args": ["-c", "exit 3"]}), None)
+        .await;
+    assert_eq!((r.state, r.exit_code), (JobState::Error, Some(3)));
+}
+
+#[tokio::test]
+async fn stdin_data_reaches_the_process() {
+    let f = fixture("stdin").await;
+    let r = f
+        .run(
+            "s",
+            json!({"cmd": "cat"}),
+            Some(json!("line one\nline two")),
+        )
+        .await;
+    assert_eq!(r.streams[0], "line one\nline two");
+    let r = f
+        .run("j", json!({"cmd": "cat"}), Some(json!({"a": [1, 2]})))
+        .await;
+    assert_eq!(r.streams[0], r#"{"a":[1,2]}"#);
+    // Without data, stdin is empty rather than the agent's.
+    let r = f.run("n", json!({"cmd": "cat"}), None).await;
+    assert_eq!((r.state, r.streams[0].as_str()), (JobState::Ok, ""));
+}
+
+#[tokio::test]
+async fn max_time_kills_the_whole_tree() {
+    let f = fixture("timeout").await;
+    let pidfile = f.dir.join("grandchild.pid");
+    let script = format!("sleep 100 & echo $! > {}; sleep 100", pidfile.display());
+    let r = f
+        .run(
+            "t",
+            json!({"cmd": "sh", "args": ["-c", script], "max_time": 1}),
+            None,
+        )
+        .await;
+    assert_eq!(r.state, JobState::Timeout);
+    assert_eq!(
+        (r.exit_code, r.data),
+        (None, json!("killed after max_time 1 s"))
+    );
+    assert!(r.time >= 1000 && r.time < 10_000, "{}", r.time);
+    let grandchild = std::fs::read_to_string(&pidfile).unwrap().trim().to_owned();
+    assert!(gone(&grandchild).await, "grandchild {grandchild} survived");
+}
+
+#[tokio::test]
+async fn leftover_children_die_with_the_job() {
+    let f = fixture("leftover").await;
+    let pidfile = f.dir.join("child.pid");
+    let script = format!("sleep 100 & echo $! > {}", pidfile.display());
+    let r = f
+        .run("l", json!({"cmd": "sh", "args": ["-c", script]}), None)
+        .await;
+    assert_eq!(r.state, JobState::Ok);
+    let child = std::fs::read_to_string(&pidfile).unwrap().trim().to_owned();
+    assert!(gone(&child).await, "child {child} survived");
+}
+
+/// Whether a process is gone (or a zombie waiting for init to reap it).
+async fn gone(pid: &str) -> bool {
+    for _ in 0..50 {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return true,
+            Ok(stat)
+                if stat
+                    .rsplit(')')
+                    .next()
+                    .is_some_and(|s| s.trim_start().starts_with('Z')) =>
+            {
+                return true
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_missing_executable_is_named() {
+    let f = fixture("missing").await;
+    let r = f.run("m", json!({"cmd": "/no/such/binary"}), None).await;
+    assert_eq!(r.state, JobState::Error);
+    assert_eq!(r.data, json!("executable not found: /no/such/binary"));
+    let r = f.run("p", json!({"cmd": "no-such-binary-xyz"}), None).await;
+    assert_eq!(
+        r.data,
+        json!("executable `no-such-binary-xyz` not found on PATH")
+    );
+}
+
+#[tokio::test]
+async fn template_vars_and_workingdir_apply() {
+    let f = fixture("templates").await;
+    let args = json!({"cmd": "sh", "args": ["-c", "pwd; echo $0", "$agentroot:$root:$tmp"], "workingdir": "$agentroot"});
+    let r = f.run("v", args, None).await;
+    let dir = f.dir.display().to_string();
+    let tmp = std::env::temp_dir().display().to_string();
+    assert_eq!(r.streams[0], format!("{dir}\n{dir}:/opt/js:{tmp}\n"));
+}
+
+#[tokio::test]
+async fn env_vars_reach_the_process() {
+    let f = fixture("env").await;
+    let r = f
+        .run(
+            "v",
+            json!({"cmd": "sh", "args": ["-c", "echo $GREETING"], "env": {"GREETING": "hi"}}),
+            None,
+        )
+        .await;
+    assert_eq!(r.streams[0], "hi\n");
+}
+
+#[tokio::test]
+async fn a_missing_workingdir_is_an_error() {
+    let f = fixture("nowd").await;
+    let r = f
+        .run(
+            "w",
+            json!({"cmd": "true", "workingdir": "/no/such/dir"}),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (r.state, r.data),
+        (
+            JobState::Error,
+            json!("working directory not found: /no/such/dir")
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_signal_exit_has_no_code() {
+    let f = fixture("signal").await;
+    let r = f
+        .run(
+            "k",
+            json!({"cmd": "sh", "args": ["-c", "kill -9 $$"]}),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (r.state, r.exit_code, r.data),
+        (JobState::Error, None, json!("killed by signal 9"))
+    );
+}
+
+#[tokio::test]
+async fn shutdown_kills_running_jobs_and_reports_them() {
+    let f = fixture("shutdown").await;
+    let raw = json!({"id": "long", "gid": 1, "nid": 2, "cmd": "execute", "args": {"cmd": "sleep", "args": ["100"]}});
+    let (command, kind) = Command::parse(raw.to_string().as_bytes()).unwrap();
+    let schemas::CommandKind::Execute(args) = kind else {
+        panic!()
+    };
+    f.store
+        .receive(vec![Received {
+            id: "long".into(),
+            raw: raw.to_string(),
+        }])
+        .await
+        .unwrap();
+    f.supervisor.submit(Job {
+        command,
+        args,
+        program: Program::Executable,
+        resume: None,
+    });
+    while f.store.job_state("long").await.unwrap().as_deref() != Some("RUNNING") {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f.supervisor.shutdown(Duration::from_secs(5)).await;
+    let r = f.result("long").await;
+    assert_eq!((r.state, r.data), (JobState::Error, json!(AGENT_STOPPED)));
+}
+
+#[test]
+fn stdin_is_a_string_as_is_or_json() {
+    assert_eq!(stdin_bytes(None), None);
+    assert_eq!(stdin_bytes(Some(&Value::Null)), None);
+    assert_eq!(stdin_bytes(Some(&json!("a\"b"))), Some(b"a\"b".to_vec()));
+    assert_eq!(stdin_bytes(Some(&json!([1]))), Some(b"[1]".to_vec()));
+}

@@ -1,0 +1,133 @@
+//! Log throughput (issue 4). Prints figures; asserts nothing.
+//!
+//!     cargo bench -p tests --bench logs
+//!
+//! 1. Parsed and stored by one agent: a `seq 1 N` process writes as fast as it can; its stdout is
+//!    read, parsed (DESIGN §6.1) and stored in the SQLite log store with its query indexes, by
+//!    the agent's own code (`node_agent::output`, `logger`, `logstore`) in this process. Timed
+//!    from the spawn until every line is committed.
+//! 2. Forwarded end to end: release `jsacc` + `jsagent` + redis-server; a job `seq 1 M` with
+//!    `loglevels_ac = "1"`: timed from the push until `log.bench.forward` holds M entries.
+//!
+//! Settings (environment): BENCH_LINES (1000000) for 1, BENCH_FORWARD_LINES (300000) for 2.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use node_agent::config::{Config, FileConfig, Flags};
+use node_agent::logger::Logs;
+use node_agent::output::Readers;
+use node_agent::store::Store;
+use serde_json::json;
+use tests::{execute, wait_for, Agent, Controller, ControllerOpts, Redis};
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn config(dir: &std::path::Path) -> Config {
+    let flags = Flags {
+        controller: Some("http://127.0.0.1:1".into()),
+        gid: Some(1),
+        nid: Some(1),
+        data_dir: Some(dir.to_owned()),
+        ..Default::default()
+    };
+    Config::resolve(flags, FileConfig::default(), Some("t".into()), "/".into()).expect("config")
+}
+
+/// Lines per second parsed and stored by the agent's code, from one fast writer.
+async fn stored(lines: u64) -> f64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path());
+    let outbox = Store::open(&dir.path().join("agent.db"))
+        .await
+        .expect("store");
+    let logs = Logs::start(&config, outbox, None).await.expect("logs");
+    let args = serde_json::from_value(json!({"domain": "bench", "name": "seq"})).expect("args");
+    let logger = logs.job_logger("bench", &args).expect("logger");
+    let start = Instant::now();
+    let mut child = tokio::process::Command::new("seq")
+        .args(["1", &lines.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("seq");
+    let readers = Readers::start(
+        child.stdout.take(),
+        None::<tokio::process::ChildStderr>,
+        Some(logger),
+    );
+    let _ = child.wait().await;
+    readers.drain().await;
+    logs.flush().await;
+    let took = start.elapsed();
+    let db = dir.path().join("logs").join("current.db");
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    let count: u64 = conn
+        .query_row("SELECT COUNT(*) FROM logs", [], |r| r.get(0))
+        .expect("count");
+    let size = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0)
+        + std::fs::metadata(db.with_extension("db-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+    println!(
+        "stored: {count} of {lines} lines in {:.2} s = {:.0} lines/s ({:.1} MB on disk, current.db only)",
+        took.as_secs_f64(),
+        lines as f64 / took.as_secs_f64(),
+        size as f64 / 1e6
+    );
+    lines as f64 / took.as_secs_f64()
+}
+
+/// Lines per second from a job's stdout into its Redis stream, through jsagent and jsacc.
+fn forwarded(lines: u64) -> f64 {
+    std::env::set_var("JSACC_BIN_DIR", tests::release_bin_dir());
+    std::env::set_var("JSACC_LOG", "warn");
+    let redis = Redis::start();
+    // The stream must hold every line: its cap above the count.
+    let opts = ControllerOpts {
+        extra: vec!["--log-maxlen".into(), (lines + 1000).to_string()],
+        ..Default::default()
+    };
+    let controller = Controller::start(&redis, opts);
+    let _agent = Agent::start(&redis, &controller, 1, 1, &[]);
+    let client = redis.client();
+    let mut conn = client.blocking();
+    wait_for("agent online", Duration::from_secs(30), || {
+        let score: Option<f64> = redis::cmd("ZSCORE")
+            .arg("agents")
+            .arg("1:1")
+            .query(&mut conn)
+            .ok()?;
+        score.map(|_| ())
+    });
+    let mut cmd = execute(1, 1, "seq", &["1", &lines.to_string()]);
+    cmd["args"]["domain"] = json!("bench");
+    cmd["args"]["name"] = json!("forward");
+    cmd["args"]["loglevels_ac"] = json!("1");
+    let start = Instant::now();
+    client.push(&cmd);
+    wait_for("every line in Redis", Duration::from_secs(600), || {
+        let n: u64 = redis::cmd("XLEN")
+            .arg("log.bench.forward")
+            .query(&mut conn)
+            .ok()?;
+        (n >= lines).then_some(())
+    });
+    let took = start.elapsed();
+    println!(
+        "forwarded: {lines} lines into log.bench.forward in {:.2} s = {:.0} lines/s",
+        took.as_secs_f64(),
+        lines as f64 / took.as_secs_f64()
+    );
+    lines as f64 / took.as_secs_f64()
+}
+
+fn main() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(stored(env_or("BENCH_LINES", 1_000_000)));
+    forwarded(env_or("BENCH_FORWARD_LINES", 300_000));
+}
