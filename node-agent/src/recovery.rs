@@ -4,12 +4,14 @@
 //!   the recorded pid exists *and* started at the recorded time, never the pid alone, since pids
 //!   are reused — its tree is killed (its output pipes went with the old agent). A remembered
 //!   job (long-running, recurring) then comes back: a long-running one starts again at once, a
-//!   recurring one at its next period; its run count goes on. Any other job ends `ERROR`
-//!   "agent restarted".
+//!   recurring one at its next period; its run count goes on. A recurring run that was started
+//!   but whose result was never queued (the agent went away during it, or between its end and
+//!   its result) is posted `ERROR` "agent restarted" with its number, so every run has a
+//!   result. Any other job ends `ERROR` "agent restarted".
 //! - `QUEUED`: stored but never started; it is dispatched now, like a new command. A stored
 //!   `restart` is answered but does not restart again: this start is that restart.
 
-use schemas::Command;
+use schemas::{Command, JobResult};
 
 use crate::dispatch::{Dispatched, Dispatcher, Incoming};
 use crate::launch::Program;
@@ -41,6 +43,10 @@ pub async fn recover(
                 recovered.killed += 1;
             }
             if let Some(remembered) = remembered(&job) {
+                if let Some(cut) = cut_run(&job, &remembered, dispatcher) {
+                    tracing::warn!(id = %job.id, run = cut.run, "a recurring run was cut by the agent's stop");
+                    store.run_result(&cut).await?;
+                }
                 tracing::info!(id = %job.id, runs = job.runs, "bringing back a remembered job");
                 supervisor.submit(remembered);
                 recovered.resumed += 1;
@@ -83,6 +89,18 @@ fn remembered(job: &Unfinished) -> Option<Job> {
     })
 }
 
+/// The result of a recurring job's last run if that run started but its result was never
+/// queued: `ERROR` [`AGENT_RESTARTED`], not final.
+fn cut_run(job: &Unfinished, remembered: &Job, dispatcher: &Dispatcher) -> Option<JobResult> {
+    if Plan::of(&remembered.args).period.is_none() || job.runs <= job.runs_posted {
+        return None;
+    }
+    let mut result = dispatcher.error_for_raw(&job.id, &job.raw, AGENT_RESTARTED);
+    result.run = job.runs;
+    result.is_final = false;
+    Some(result)
+}
+
 /// Kills the job's process tree if its process is still the one the agent started.
 fn kill_leftover(job: &Unfinished) -> bool {
     let (Some(pid), Some(recorded)) = (job.pid, job.pid_start_time) else {
@@ -101,7 +119,7 @@ fn kill_leftover(job: &Unfinished) -> bool {
 mod tests {
     use super::*;
     use crate::store::{OutboxKind, Received, Started};
-    use schemas::{JobResult, JobState};
+    use schemas::JobState;
     use serde_json::json;
 
     #[tokio::test]
@@ -215,6 +233,64 @@ mod tests {
             (JobState::Error, json!(AGENT_RESTARTED))
         );
         assert!(!marker.exists(), "the job ran again after the restart");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A recurring job whose run 2 started but never posted (the agent died during it) gets a
+    /// result for run 2, then comes back counting from 3; a job whose last run posted gets none.
+    #[tokio::test]
+    async fn a_recurring_run_cut_by_the_agents_death_is_posted_as_an_error() {
+        let crate::testkit::Kit {
+            dir,
+            store,
+            dispatcher,
+            supervisor,
+            ..
+        } = crate::testkit::kit("recovery-cut-run").await;
+        let raw = |id: &str| {
+            json!({"id": id, "gid": 1, "nid": 2, "cmd": "execute",
+                "args": {"cmd": "true", "recurring_period": 3600}})
+            .to_string()
+        };
+        let received = ["cut", "posted"].map(|id| Received {
+            id: id.into(),
+            raw: raw(id),
+        });
+        store.receive(received.to_vec()).await.unwrap();
+        for id in ["cut", "posted"] {
+            store.starting(id, 1).await.unwrap();
+            let mut first = dispatcher.error_for_raw(id, &raw(id), "run 1");
+            (first.run, first.is_final) = (1, false);
+            store.run_result(&first).await.unwrap();
+        }
+        store.starting("cut", 2).await.unwrap();
+        let taken = store.outbox_take(OutboxKind::Result, 10).await.unwrap();
+        store
+            .outbox_delete(taken.iter().map(|r| r.seq).collect())
+            .await
+            .unwrap();
+
+        let recovered = recover(&store, &dispatcher, &supervisor).await.unwrap();
+        assert_eq!(recovered.resumed, 2);
+        let rows = store.outbox_take(OutboxKind::Result, 10).await.unwrap();
+        let results: Vec<JobResult> = rows
+            .iter()
+            .map(|r| serde_json::from_str(&r.body).unwrap())
+            .collect();
+        assert_eq!(results.len(), 1, "{results:?}");
+        let cut = &results[0];
+        assert_eq!(
+            (cut.id.as_str(), cut.run, cut.is_final, cut.state),
+            ("cut", 2, false, JobState::Error)
+        );
+        assert_eq!(cut.data, json!(AGENT_RESTARTED));
+        // Recovery again (another restart before run 3): run 2 is not posted twice.
+        let unfinished = store.unfinished().await.unwrap();
+        assert!(
+            unfinished.iter().all(|j| j.runs == j.runs_posted),
+            "{unfinished:?}"
+        );
+        supervisor.shutdown(std::time::Duration::from_secs(5)).await;
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     pid INTEGER,
     pid_start_time INTEGER,
     finished INTEGER,
-    runs INTEGER NOT NULL DEFAULT 0
+    runs INTEGER NOT NULL DEFAULT 0,
+    runs_posted INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs(finished);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -92,6 +93,8 @@ pub struct Unfinished {
     pub started_ms: Option<u64>,
     /// How many times its process was started.
     pub runs: u64,
+    /// The last run whose own result was queued (recurring jobs; see [`Store::run_result`]).
+    pub runs_posted: u64,
 }
 
 /// Where a started job's process is, so a later agent can find (and kill) it.
@@ -224,10 +227,25 @@ impl Store {
     }
 
     /// Queues the result of one run of a job that goes on (a recurring run, or a remembered job's
-    /// run ended by `killall`); the job stays `RUNNING`.
+    /// run ended by `killall`); the job stays `RUNNING`. In the same transaction the job's
+    /// `runs_posted` becomes the run's number, so a later start can tell a run that was
+    /// started but never posted (the agent went away during it) from one that was.
     pub async fn run_result(&self, result: &JobResult) -> Result<(), StoreError> {
         let body = serde_json::to_string(result)?;
-        self.outbox_push(OutboxKind::Result, vec![body]).await
+        let (id, run) = (result.id.clone(), result.run);
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "UPDATE jobs SET runs_posted = max(runs_posted, ?2) WHERE id = ?1",
+                params![id, run],
+            )?;
+            queue(&tx, OutboxKind::Result, [&body])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await?;
+        self.outbox_added.notify_one();
+        Ok(())
     }
 
     /// Ends a job and queues its result, in one transaction: a result is never lost and a
@@ -331,7 +349,7 @@ impl Store {
     pub async fn unfinished(&self) -> Result<Vec<Unfinished>, StoreError> {
         self.call(|conn| {
             let mut stmt = conn.prepare(
-                "SELECT id, command, state, pid, pid_start_time, started_ms, runs FROM jobs WHERE finished IS NULL
+                "SELECT id, command, state, pid, pid_start_time, started_ms, runs, runs_posted FROM jobs WHERE finished IS NULL
                  ORDER BY received_ms, rowid",
             )?;
             let rows = stmt.query_map([], |row| {
@@ -343,6 +361,7 @@ impl Store {
                     pid_start_time: row.get(4)?,
                     started_ms: row.get(5)?,
                     runs: row.get(6)?,
+                    runs_posted: row.get(7)?,
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -415,16 +434,24 @@ fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error> {
     Ok(conn)
 }
 
+/// Columns added to `jobs` after its first version, in the order they were added. Both came
+/// with recurring and restarted jobs: how many times the job's process was started, and the
+/// last run whose result was queued.
+const ADDED_COLUMNS: [&str; 2] = ["runs", "runs_posted"];
+
 /// Brings a database of an older agent up to [`SCHEMA`].
 fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
-    let has_runs: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM pragma_table_info('jobs') WHERE name = 'runs'",
-        [],
-        |row| row.get(0),
-    )?;
-    if !has_runs {
-        // Added with recurring and restarted jobs: how many times the job's process was started.
-        conn.execute_batch("ALTER TABLE jobs ADD COLUMN runs INTEGER NOT NULL DEFAULT 0")?;
+    for column in ADDED_COLUMNS {
+        let present: bool = conn.query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info('jobs') WHERE name = ?1",
+            [column],
+            |row| row.get(0),
+        )?;
+        if !present {
+            conn.execute_batch(&format!(
+                "ALTER TABLE jobs ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+            ))?;
+        }
     }
     Ok(())
 }
@@ -614,6 +641,58 @@ mod tests {
             store.receive(vec![received("done")]).await.unwrap(),
             [false]
         );
+    }
+
+    #[tokio::test]
+    async fn a_run_result_records_its_run_as_posted() {
+        let dir = TempDir::new("run-posted");
+        let store = Store::open(&dir.db()).await.unwrap();
+        store.receive(vec![received("r")]).await.unwrap();
+        store.starting("r", 3).await.unwrap();
+        let unposted = store.unfinished().await.unwrap();
+        assert_eq!((unposted[0].runs, unposted[0].runs_posted), (3, 0));
+
+        let mut run = result("r");
+        run.run = 3;
+        run.is_final = false;
+        store.run_result(&run).await.unwrap();
+        let posted = store.unfinished().await.unwrap();
+        assert_eq!((posted[0].runs, posted[0].runs_posted), (3, 3));
+        assert_eq!(
+            posted[0].state, "RUNNING",
+            "a run result does not end the job"
+        );
+        let rows = store.outbox_take(OutboxKind::Result, 10).await.unwrap();
+        assert_eq!(rows.len(), 1);
+    }
+
+    /// A database made by the first agents (no `runs`, no `runs_posted`) opens, keeps its jobs
+    /// and gains the columns.
+    #[tokio::test]
+    async fn a_database_of_an_older_agent_is_migrated() {
+        let dir = TempDir::new("migrate");
+        {
+            let conn = Connection::open(dir.db()).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE jobs (id TEXT PRIMARY KEY, command TEXT NOT NULL, state TEXT NOT NULL,
+                    received_ms INTEGER NOT NULL, started_ms INTEGER, pid INTEGER,
+                    pid_start_time INTEGER, finished INTEGER);
+                 INSERT INTO jobs (id, command, state, received_ms) VALUES ('old', '{}', 'QUEUED', 1);",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&dir.db()).await.unwrap();
+        let unfinished = store.unfinished().await.unwrap();
+        assert_eq!(
+            (
+                unfinished[0].id.as_str(),
+                unfinished[0].runs,
+                unfinished[0].runs_posted
+            ),
+            ("old", 0, 0)
+        );
+        store.starting("old", 1).await.unwrap();
+        assert_eq!(store.unfinished().await.unwrap()[0].runs, 1);
     }
 
     #[tokio::test]

@@ -130,6 +130,71 @@ fn a_recurring_job_posts_every_run_and_keeps_counting_across_agent_restarts() {
     assert_eq!(c.client.job_field(&id, "state").as_deref(), Some("KILLED"));
 }
 
+/// Every run has a result: one cut by a `kill -9` of its agent is posted `ERROR`
+/// "agent restarted" by the next agent, under its own number, and the count goes on after it.
+#[test]
+fn a_recurring_run_cut_by_kill9_of_its_agent_is_posted_as_an_error() {
+    let mut c = Cluster::start(&[&[]]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shells = dir.path().join("shells");
+    // Each run appends its shell's pid to `$0`, then outlasts the test unless killed.
+    let mut job = execute(
+        1,
+        1,
+        "sh",
+        &[
+            "-c",
+            "echo $$ >> \"$0\"; exec sleep 300",
+            &shells.display().to_string(),
+        ],
+    );
+    job["args"]["recurring_period"] = json!(1);
+    let id = id_of(&job);
+    c.client.push(&job);
+    let first = wait_for("run 1 started", T, || pids(&shells).first().copied());
+
+    c.agents[0].kill9();
+    c.agents[0].restart();
+    let cut = wait_for("the result of the cut run", T, || {
+        c.client.results(&id).into_iter().next()
+    });
+    assert_eq!(
+        (&cut["run"], &cut["final"], &cut["state"], &cut["data"]),
+        (
+            &json!(1),
+            &json!(false),
+            &json!("ERROR"),
+            &json!("agent restarted")
+        ),
+        "{cut}"
+    );
+    wait_for("run 2 started", T, || {
+        (pids(&shells).len() == 2).then_some(())
+    });
+    wait_for("run 1's process gone", T, || gone(first).then_some(()));
+
+    let kill = command(1, 1, "kill", json!({ "id": id }));
+    assert_eq!(c.client.run(&kill, T)["state"], "OK");
+    let last = wait_for("the final result", T, || {
+        c.client
+            .results(&id)
+            .into_iter()
+            .find(|r| r.get("final").is_none())
+    });
+    assert_eq!(
+        (&last["state"], &last["run"]),
+        (&json!("KILLED"), &json!(2)),
+        "{last}"
+    );
+    let runs: Vec<Value> = c
+        .client
+        .results(&id)
+        .iter()
+        .map(|r| r["run"].clone())
+        .collect();
+    assert_eq!(runs, [json!(1), json!(2)], "one result per run, in order");
+}
+
 #[test]
 fn a_job_that_keeps_failing_is_given_up_with_an_alert_whatever_loglevels_ac_says() {
     let c = Cluster::start(&[&[]]);
