@@ -61,6 +61,12 @@ pub fn stats_latest(agent_id: &str) -> String {
     format!("stats:{{{agent_id}}}:latest")
 }
 
+/// Sorted set of the SHA-1 of an agent's latest appended stats batches (score: the batch's
+/// epoch), so a batch posted again after a lost answer is appended once.
+pub fn stats_seen(agent_id: &str) -> String {
+    format!("stats:{{{agent_id}}}:seen")
+}
+
 pub fn controller(instance: &str) -> String {
     format!("controller:{instance}")
 }
@@ -103,6 +109,7 @@ mod tests {
         assert_eq!(agent(&a), "agent:{1:5}");
         assert_eq!(stats(&a), "stats:{1:5}");
         assert_eq!(stats_latest(&a), "stats:{1:5}:latest");
+        assert_eq!(stats_seen(&a), "stats:{1:5}:seen");
     }
 
     #[test]

@@ -4,9 +4,16 @@
 //! of stats batches (or one batch object). Each valid batch is appended to the stream
 //! `stats:{g:n}` (field `batch`, `MAXLEN ~ stats_maxlen`) and each of its metrics written to the
 //! hash `stats:{g:n}:latest` (metric key → `{"type", "epoch", "interval", …values}`), in one
-//! script (`lua/record_stats.lua`). Both keys expire [`STATS_TTL`] after the agent's last batch.
-//! The answer is `{"recorded": n, "rejected": [{"index", "error", "message"}]}`; a single invalid
-//! batch object is a 400.
+//! script (`lua/record_stats.lua`).
+//!
+//! A batch is appended once: the SHA-1 of the newest [`SEEN`] batches is kept in
+//! `stats:{g:n}:seen`, and a batch posted again — the agent re-posts what it sent when an answer
+//! is lost — is counted in `duplicates` instead. That is more than an agent ever posts at once
+//! (its outbox posts 100 rows), and two genuine batches of an agent never hash alike: they differ
+//! in epoch or in metrics. The keys expire [`STATS_TTL`] after the agent's last batch.
+//!
+//! The answer is `{"recorded": n, "duplicates": n, "rejected": [{"index", "error", "message"}]}`;
+//! a single invalid batch object is a 400.
 //!
 //! `GET /metrics/agents` renders every agent's latest values in Prometheus text format with
 //! `gid`/`nid` labels (see [`crate::metrics::render_agent_stats`]).
@@ -30,6 +37,8 @@ use crate::state::Shared;
 
 /// How long an agent's stats keys outlive its last batch (seconds).
 pub const STATS_TTL: u64 = 7 * 24 * 3600;
+/// Batch hashes remembered per agent, to append a batch posted again only once.
+const SEEN: usize = 1000;
 /// Longest metric key accepted.
 const MAX_KEY: usize = 1024;
 const TYPES: [&str; 5] = ["counter", "gauge", "timer", "histogram", "set"];
@@ -38,6 +47,8 @@ const TYPES: [&str; 5] = ["counter", "gauge", "timer", "histogram", "set"];
 #[derive(Debug, Default, Serialize)]
 pub struct StatsAnswer {
     pub recorded: usize,
+    /// Batches appended by an earlier post.
+    pub duplicates: usize,
     pub rejected: Vec<RejectedBatch>,
 }
 
@@ -80,6 +91,7 @@ pub async fn post(
         }
     }
     answer.recorded = record(&api.state, &agent, &valid).await?;
+    answer.duplicates = valid.len() - answer.recorded;
     Ok(Json(answer))
 }
 
@@ -107,8 +119,8 @@ fn check(item: Value, gid: u64, nid: u64) -> Result<StatsBatch, String> {
     Ok(batch)
 }
 
-/// Appends the batches to the agent's stream and updates its latest values; returns how many
-/// batches were appended.
+/// Appends the batches not appended before to the agent's stream and updates its latest values;
+/// returns how many batches were appended.
 pub async fn record(
     state: &Shared,
     agent: &str,
@@ -133,11 +145,16 @@ pub async fn record(
     invocation
         .key(keys::stats(agent))
         .key(keys::stats_latest(agent))
+        .key(keys::stats_seen(agent))
         .arg(state.config.stats_maxlen)
         .arg(STATS_TTL)
-        .arg(batches.len());
+        .arg(batches.len())
+        .arg(SEEN);
     for batch in batches {
-        invocation.arg(serde_json::to_string(batch).unwrap_or_default());
+        // The same batch serializes to the same text: its hash is its identity.
+        invocation
+            .arg(serde_json::to_string(batch).unwrap_or_default())
+            .arg(batch.epoch);
     }
     for (key, values) in &latest {
         invocation.arg(*key).arg(values.to_string());

@@ -222,10 +222,14 @@ fn the_stats_endpoint_checks_its_batches_and_its_caller() {
         json!({"gid": gid, "nid": 1, "epoch": schemas::now_ms(), "interval": 10.0,
                "metrics": [{"key": "ops.web.temp", "type": kind, "value": 21.5}]})
     };
-    let body = json!([batch(1, "gauge"), batch(1, "weird"), batch(2, "gauge")]).to_string();
-    let (status, answer) = post("1/1", Some(&token), body);
+    let good = batch(1, "gauge");
+    let body = json!([good, batch(1, "weird"), batch(2, "gauge")]).to_string();
+    let (status, answer) = post("1/1", Some(&token), body.clone());
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["recorded"], 1);
+    assert_eq!(
+        (&answer["recorded"], &answer["duplicates"]),
+        (&json!(1), &json!(0))
+    );
     let rejected: Vec<u64> = answer["rejected"]
         .as_array()
         .expect("rejected")
@@ -233,6 +237,27 @@ fn the_stats_endpoint_checks_its_batches_and_its_caller() {
         .map(|r| r["index"].as_u64().expect("index"))
         .collect();
     assert_eq!(rejected, [1, 2]);
+    // The same post again (its answer was lost, say): nothing is appended twice.
+    let (status, again) = post("1/1", Some(&token), body);
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        (&again["recorded"], &again["duplicates"]),
+        (&json!(0), &json!(1))
+    );
+    assert_eq!(again["rejected"].as_array().map(Vec::len), Some(2));
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("stats:{1:1}")
+        .arg("-")
+        .arg("+")
+        .query(&mut c.client.blocking())
+        .expect("XRANGE");
+    let copies = entries
+        .ids
+        .iter()
+        .filter_map(|e| e.get::<String>("batch"))
+        .filter(|b| serde_json::from_str::<Value>(b).ok().as_ref() == Some(&good))
+        .count();
+    assert_eq!(copies, 1, "the batch is in the stream once");
     let temp = hget_json(&c, "stats:{1:1}:latest", "ops.web.temp").expect("latest value");
     assert_eq!(
         (temp["type"].clone(), temp["value"].clone()),
