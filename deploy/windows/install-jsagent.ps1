@@ -22,11 +22,15 @@
     day. The failure flag is set so that a stop with a non-zero exit code (75 included) triggers
     them too.
 
-    jsagent.exe registered directly must answer the Service Control Manager (service mode).
-    The current jsagent runs only as a console program, so Windows reports error 1053 on start:
-    until it gains service mode, pass -Nssm C:\path\to\nssm.exe and the script registers it
-    through NSSM, with the same restart-on-exit behaviour and the agent's output in
-    <DataDir>\jsagent.log.
+    The service runs `jsagent.exe --service`: the agent answers the Service Control Manager
+    itself. A stop (Stop-Service, sc.exe stop, a system shutdown) stops it as SIGTERM does on
+    Linux: running jobs are ended and reported, remembered jobs kept for the next start, the
+    outbox flushed. Its exit code becomes the service's (75, "restart requested", is a
+    service-specific error, so the recovery actions start it again). Its log is
+    <DataDir>\jsagent.log (one older file kept as jsagent.log.1, from 10 MB).
+
+    -Nssm C:\path\to\nssm.exe registers it through NSSM instead (as a console program), for
+    those who manage their services with NSSM.
 
 .PARAMETER Source
     jsagent.exe to install. Default: jsagent.exe beside this script.
@@ -39,7 +43,7 @@
 .PARAMETER ServiceName
     Default: jsagent
 .PARAMETER Nssm
-    Path to nssm.exe: register through NSSM instead of directly.
+    Path to nssm.exe: register through NSSM (console mode) instead of directly (service mode).
 .PARAMETER NoStart
     Install but do not start the service.
 .PARAMETER Uninstall
@@ -162,7 +166,7 @@ if ($Nssm) {
     # plain log lines, without terminal colour codes
     Invoke-Native $Nssm @('set', $ServiceName, 'AppEnvironmentExtra', 'NO_COLOR=1')
 } else {
-    $quoted = ($agentArgs | ForEach-Object { if ($_ -match '\s') { "`"$_`"" } else { $_ } }) -join ' '
+    $quoted = (@('--service') + $agentArgs | ForEach-Object { if ($_ -match '\s') { "`"$_`"" } else { $_ } }) -join ' '
     New-Service -Name $ServiceName `
         -BinaryPathName "`"$exe`" $quoted" `
         -DisplayName 'jsacc node agent' `
@@ -184,7 +188,7 @@ if (-not $NoStart) {
     Start-Service -Name $ServiceName
     (Get-Service -Name $ServiceName).WaitForStatus('Running', [TimeSpan]::FromSeconds(30))
     Write-Host "Service $ServiceName is running."
-    if ($Nssm) { Write-Host "Agent log: $(Join-Path $DataDir 'jsagent.log')" }
+    Write-Host "Agent log: $(Join-Path $DataDir 'jsagent.log')"
 } else {
     Write-Host "Start it with: Start-Service $ServiceName"
 }

@@ -30,7 +30,8 @@ $root = the install root, the parent of the directory holding the jsagent execut
 Exit codes: 0 stopped by SIGTERM/SIGINT; 1 fatal error; 2 bad flags or configuration; \
 75 restart requested by the `restart` command (the service manager should start it again).
 
-Logging: JSAGENT_LOG (or RUST_LOG) filters the log on stderr; default info, e.g. \
+Logging: JSAGENT_LOG (or RUST_LOG) filters the log on stderr (with --service: in \
+<data_dir>/jsagent.log, kept with one older file jsagent.log.1); default info, e.g. \
 JSAGENT_LOG=info,node_agent=debug.";
 
 /// Raw command-line flags. Every one is optional here: [`Config::resolve`] decides what is missing.
@@ -72,6 +73,12 @@ pub struct Flags {
     /// Most processes run at once; further jobs wait for a free slot [default: 16].
     #[arg(long, env = "JSAGENT_MAX_JOBS", value_name = "N")]
     pub max_jobs: Option<usize>,
+    /// Windows: run as a service of the Service Control Manager (what
+    /// deploy/windows/install-jsagent.ps1 registers). A stop or a system shutdown stops the agent
+    /// as SIGTERM does; the exit code becomes the service's (75 lets the recovery actions
+    /// restart it); the log goes to <data_dir>/jsagent.log.
+    #[arg(long)]
+    pub service: bool,
 }
 
 /// The config file as written. Durations are seconds, sizes bytes.

@@ -1,7 +1,10 @@
-//! `jsagent`: parses flags, sets up logging, runs the agent (see the library docs).
+//! `jsagent`: parses flags, sets up logging, runs the agent (see the library docs). With
+//! `--service` (Windows) the Service Control Manager starts and stops it ([`service`]).
 
 use std::io::IsTerminal;
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Mutex;
 
 use anyhow::Context;
 use clap::Parser;
@@ -9,16 +12,20 @@ use node_agent::config::{Config, Flags};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+#[cfg(windows)]
+mod service;
+
+/// The log file of service mode, in the data dir.
+const LOG_FILE: &str = "jsagent.log";
+/// A log file larger than this at start is renamed `jsagent.log.1` (replacing the older one).
+const LOG_FILE_MAX: u64 = 10 * 1024 * 1024;
+
 fn main() -> ExitCode {
     let flags = Flags::parse();
-    let filter = EnvFilter::try_from_env("JSAGENT_LOG")
-        .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    if flags.service {
+        return service_mode(flags);
+    }
+    init_logging(std::io::stderr, std::io::stderr().is_terminal());
     let config = match Config::load(flags) {
         Ok(config) => config,
         Err(e) => {
@@ -26,7 +33,58 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match start(config) {
+    let shutdown = CancellationToken::new();
+    exit_code(start(config, shutdown, true))
+}
+
+#[cfg(windows)]
+fn service_mode(flags: Flags) -> ExitCode {
+    service::run(flags)
+}
+
+#[cfg(not(windows))]
+fn service_mode(_flags: Flags) -> ExitCode {
+    eprintln!(
+        "jsagent: --service is for Windows (the Service Control Manager); on Linux run jsagent \
+         under systemd (deploy/systemd/jsagent.service), which stops it with SIGTERM"
+    );
+    ExitCode::from(2)
+}
+
+/// Logs to `writer`, filtered by `JSAGENT_LOG` (or `RUST_LOG`), `info` by default.
+fn init_logging<W>(writer: W, ansi: bool)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = EnvFilter::try_from_env("JSAGENT_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(ansi)
+        .init();
+}
+
+/// Logs to `<data_dir>/jsagent.log` (appended; a file over [`LOG_FILE_MAX`] is moved to
+/// `jsagent.log.1` first), for service mode, where there is no console.
+#[cfg_attr(not(windows), allow(dead_code))]
+fn init_file_logging(data_dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(data_dir)?;
+    let path = data_dir.join(LOG_FILE);
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() > LOG_FILE_MAX) {
+        std::fs::rename(&path, data_dir.join(format!("{LOG_FILE}.1")))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    init_logging(Mutex::new(file), false);
+    Ok(())
+}
+
+fn exit_code(exit: anyhow::Result<u8>) -> ExitCode {
+    match exit {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             tracing::error!("{e:#}");
@@ -35,23 +93,26 @@ fn main() -> ExitCode {
     }
 }
 
-fn start(config: Config) -> anyhow::Result<u8> {
+/// Runs the agent until `shutdown` (or, with `signals`, SIGTERM/SIGINT or their Windows
+/// equivalents); returns its exit code.
+fn start(config: Config, shutdown: CancellationToken, signals: bool) -> anyhow::Result<u8> {
     // reqwest's rustls is built without a default crypto provider: name the one to use.
     // An error only means one is installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let exit = runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        let on_signal = shutdown.clone();
-        tokio::spawn(async move {
-            match node_agent::terminate_signal().await {
-                Ok(()) => {
-                    tracing::info!("stop signal received");
-                    on_signal.cancel();
+        if signals {
+            let on_signal = shutdown.clone();
+            tokio::spawn(async move {
+                match node_agent::terminate_signal().await {
+                    Ok(()) => {
+                        tracing::info!("stop signal received");
+                        on_signal.cancel();
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot listen for stop signals; stop the agent with SIGKILL"),
                 }
-                Err(e) => tracing::error!(error = %e, "cannot listen for stop signals; stop the agent with SIGKILL"),
-            }
-        });
+            });
+        }
         node_agent::run(config, shutdown).await
     })?;
     // Output readers of processes that left their tree may linger; do not wait for them.

@@ -1,6 +1,8 @@
 //! The Windows jsagent under Wine (issue 3): the agent built for `x86_64-pc-windows-gnu` by
 //! `scripts/windows-agent.sh` runs against a real controller and Redis on this machine, runs
-//! `cmd /C echo …` to `OK`, and kills a timed-out job's whole tree (its Job Object).
+//! `cmd /C echo …` to `OK`, and kills a timed-out job's whole tree (its Job Object). Registered
+//! as a service (`sc create`, as the install script does), the SCM starts it and `sc stop` stops
+//! it gracefully.
 //!
 //! Ignored by default (it needs Wine and the Windows build): `scripts/test-all.sh` builds the
 //! agent and runs it with `JSACC_WINDOWS_AGENT=<path of jsagent.exe>` and `--ignored`.
@@ -10,8 +12,17 @@ use std::time::Duration;
 use serde_json::json;
 use tests::{execute, processes_with, wait_for, Agent, Controller, ControllerOpts, Redis};
 
+/// The jsagent.exe under test.
+fn agent_exe() -> String {
+    std::env::var("JSACC_WINDOWS_AGENT")
+        .expect("JSACC_WINDOWS_AGENT must name jsagent.exe (scripts/windows-agent.sh build)")
+}
+
 /// Wine starts slowly (its prefix, wineserver) on a shared machine.
 const T: Duration = Duration::from_secs(180);
+
+/// The tests share one Wine prefix, and each ends by killing its wineserver: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Kills what is left of Wine in its prefix when the test ends, pass or fail.
 struct WineServer;
@@ -25,14 +36,14 @@ impl Drop for WineServer {
 #[test]
 #[ignore = "needs Wine and jsagent.exe: run by scripts/test-all.sh (step wine)"]
 fn the_windows_agent_runs_cmd_and_kills_a_timed_out_tree() {
-    let exe = std::env::var("JSACC_WINDOWS_AGENT")
-        .expect("JSACC_WINDOWS_AGENT must name jsagent.exe (scripts/windows-agent.sh build)");
+    let exe = agent_exe();
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let _wine = WineServer;
     let redis = Redis::start();
     let controller = Controller::start(&redis, ControllerOpts::default());
     let mut agent = Agent::start_program(&redis, &controller, 1, 1, vec!["wine".into(), exe]);
     let client = redis.client();
-    let online = wait_for_online(&client, &mut agent);
+    let online = wait_for_online(&client, || agent.proc().exited().is_none());
     assert!(
         online,
         "the Windows agent never came online:\n{}",
@@ -70,8 +81,8 @@ fn the_windows_agent_runs_cmd_and_kills_a_timed_out_tree() {
     });
 }
 
-/// Waits until the agent said hello; `false` if its process ended first or time ran out.
-fn wait_for_online(client: &tests::RedisClient, agent: &mut Agent) -> bool {
+/// Waits until the agent said hello; `false` if it stopped being `alive` first or time ran out.
+fn wait_for_online(client: &tests::RedisClient, mut alive: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + T;
     let mut conn = client.blocking();
     while std::time::Instant::now() < deadline {
@@ -83,10 +94,151 @@ fn wait_for_online(client: &tests::RedisClient, agent: &mut Agent) -> bool {
         if seen.is_some() {
             return true;
         }
-        if agent.proc().exited().is_some() {
+        if !alive() {
             return false;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
     false
+}
+
+/// A service registered with Wine's service manager; stopped and deleted when dropped.
+struct Service(String);
+
+impl Service {
+    fn create(name: &str, command_line: &str) -> Service {
+        let out = sc(&["create", name, "binPath=", command_line]);
+        let service = Service(name.to_owned());
+        let (state, _) = service.query();
+        assert_eq!(state, "STOPPED", "sc create: {out}");
+        service
+    }
+
+    /// `STATE` in `sc query`, e.g. `RUNNING`, and `WIN32_EXIT_CODE`.
+    fn query(&self) -> (String, Option<u32>) {
+        let out = sc(&["query", &self.0]);
+        let field = |name: &str| -> Option<String> {
+            let line = out.lines().find(|l| l.trim_start().starts_with(name))?;
+            let value = line.split_once(':')?.1.split_whitespace();
+            Some(value.collect::<Vec<_>>().join(" "))
+        };
+        let state = field("STATE").and_then(|v| v.split(' ').nth(1).map(str::to_owned));
+        let exit = field("WIN32_EXIT_CODE").and_then(|v| v.split(' ').next()?.parse().ok());
+        (state.unwrap_or_else(|| out.clone()), exit)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        sc(&["stop", &self.0]);
+        sc(&["delete", &self.0]);
+    }
+}
+
+/// Runs Wine's `sc.exe`; its output, stdout and stderr together.
+///
+/// The output goes through a file, not a pipe: the first Wine program of a prefix starts Wine's
+/// service manager, which hands its stdio on to the services it starts, and a service whose
+/// stderr is a pipe nobody reads any more dies of SIGPIPE the first time Wine writes to it.
+fn sc(args: &[&str]) -> String {
+    let out = tempfile::tempfile().expect("temp file");
+    let status = std::process::Command::new("wine")
+        .arg("sc")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().expect("dup"))
+        .stderr(out.try_clone().expect("dup"))
+        .status()
+        .expect("wine sc");
+    let mut out = out;
+    let mut text = String::new();
+    std::io::Seek::rewind(&mut out).expect("rewind");
+    std::io::Read::read_to_string(&mut out, &mut text).expect("sc output");
+    if !status.success() {
+        text.push_str(&format!("\n(sc {args:?}: {status})"));
+    }
+    text
+}
+
+/// A path of this machine as Wine's Windows programs see it wherever their current directory
+/// is (a service starts in `C:\windows\system32`): `/tmp/x` → `Z:\tmp\x`. Other text is kept.
+fn windows_path(arg: &str) -> String {
+    match arg.strip_prefix('/') {
+        Some(rest) => format!("Z:\\{}", rest.replace('/', "\\")),
+        None => arg.to_owned(),
+    }
+}
+
+#[test]
+#[ignore = "needs Wine and jsagent.exe: run by scripts/test-all.sh (step wine)"]
+fn the_windows_agent_runs_as_a_service_and_sc_stop_stops_it_gracefully() {
+    let exe = agent_exe();
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _wine = WineServer;
+    let redis = Redis::start();
+    let controller = Controller::start(&redis, ControllerOpts::default());
+    let agent = Agent::prepare(&redis, &controller, 1, 1);
+    let exe = std::fs::canonicalize(&exe).expect("jsagent.exe");
+    let mut command_line = vec![windows_path(&exe.display().to_string()), "--service".into()];
+    command_line.extend(agent.args().iter().map(|a| windows_path(a)));
+    let name = format!("jsagent-e2e-{}", std::process::id());
+    let service = Service::create(&name, &command_line.join(" "));
+    sc(&["start", &name]);
+    let client = redis.client();
+    let log = agent.data_dir().join("jsagent.log");
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let online = wait_for_online(&client, || service.query().0 != "STOPPED");
+    assert!(
+        online,
+        "the service never came online: {:?}\n{}",
+        service.query(),
+        log_text()
+    );
+    assert!(
+        log_text().contains("running as a Windows service"),
+        "{}",
+        log_text()
+    );
+
+    let echo = execute(1, 1, "cmd", &["/C", "echo", "hello from a service"]);
+    client.push(&echo);
+    let r = client
+        .result(echo["id"].as_str().expect("id"), T)
+        .unwrap_or_else(|| {
+            let id = echo["id"].as_str().unwrap_or_default();
+            let state = client.job_field(id, "state");
+            let service = service.query();
+            panic!(
+                "no result for {echo} (job {state:?}, service {service:?}):\n{}",
+                log_text()
+            )
+        });
+    assert_eq!(r["state"], "OK", "{r}\n{}", log_text());
+
+    // A job still running when the service is stopped is ended and reported, like on SIGTERM.
+    let marker = format!("jsaccsvc{}", std::process::id());
+    let looping = format!("for /L %i in (0,0,1) do rem {marker}");
+    let slow = execute(1, 1, "cmd", &["/C", &looping]);
+    client.push(&slow);
+    wait_for("the job running", T, || {
+        (!processes_with(&marker).is_empty()).then_some(())
+    });
+    sc(&["stop", &name]);
+    let (_, exit) = wait_for("the service stopped", T, || {
+        let (state, exit) = service.query();
+        (state == "STOPPED").then_some((state, exit))
+    });
+    assert_eq!(exit, Some(0), "a clean stop\n{}", log_text());
+    let id = slow["id"].as_str().expect("id");
+    let r = client.result(id, T).expect("the stopped job's result");
+    assert_eq!(
+        (&r["state"], &r["data"]),
+        (&json!("ERROR"), &json!("agent stopped")),
+        "{r}"
+    );
+    assert!(
+        processes_with(&marker).is_empty(),
+        "the job's process outlived the service"
+    );
+    assert!(log_text().contains("jsagent stopping"), "{}", log_text());
 }

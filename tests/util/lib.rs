@@ -486,6 +486,17 @@ impl Agent {
         a
     }
 
+    /// An agent set up (token, data dir, flags) but not started: for runners of its own, such as
+    /// the Windows service manager. [`Agent::args`] are its flags.
+    pub fn prepare(redis: &Redis, controller: &Controller, gid: u64, nid: u64) -> Agent {
+        Agent::configure(redis, controller, gid, nid, &[], "")
+    }
+
+    /// The agent's command-line flags (controller, ids, token file, data dir, …).
+    pub fn args(&self) -> &[String] {
+        &self.args
+    }
+
     fn configure(
         redis: &Redis,
         controller: &Controller,
