@@ -19,6 +19,18 @@ fn id_of(cmd: &Value) -> String {
     cmd["id"].as_str().expect("id").to_owned()
 }
 
+/// `kill`s a recurring job on agent 1:1; its final result (the one without `"final": false`).
+fn kill_for_good(c: &Cluster, id: &str) -> Value {
+    let kill = command(1, 1, "kill", json!({ "id": id }));
+    assert_eq!(c.client.run(&kill, T)["state"], "OK");
+    wait_for("the final result", T, || {
+        c.client
+            .results(id)
+            .into_iter()
+            .find(|r| r.get("final").is_none())
+    })
+}
+
 #[test]
 fn a_long_running_job_survives_kill9_of_its_agent_as_exactly_one_instance() {
     let mut c = Cluster::start(&[&[]]);
@@ -118,14 +130,7 @@ fn a_recurring_job_posts_every_run_and_keeps_counting_across_agent_restarts() {
     assert_eq!(numbers, expected, "runs are posted once each, in order");
     assert_eq!(c.client.job_field(&id, "state").as_deref(), Some("RUNNING"));
 
-    let kill = command(1, 1, "kill", json!({ "id": id }));
-    assert_eq!(c.client.run(&kill, T)["state"], "OK");
-    let last = wait_for("the final result", T, || {
-        c.client
-            .results(&id)
-            .into_iter()
-            .find(|r| r.get("final").is_none())
-    });
+    let last = kill_for_good(&c, &id);
     assert_eq!(last["state"], "KILLED", "{last}");
     assert_eq!(c.client.job_field(&id, "state").as_deref(), Some("KILLED"));
 }
@@ -173,14 +178,7 @@ fn a_recurring_run_cut_by_kill9_of_its_agent_is_posted_as_an_error() {
     });
     wait_for("run 1's process gone", T, || gone(first).then_some(()));
 
-    let kill = command(1, 1, "kill", json!({ "id": id }));
-    assert_eq!(c.client.run(&kill, T)["state"], "OK");
-    let last = wait_for("the final result", T, || {
-        c.client
-            .results(&id)
-            .into_iter()
-            .find(|r| r.get("final").is_none())
-    });
+    let last = kill_for_good(&c, &id);
     assert_eq!(
         (&last["state"], &last["run"]),
         (&json!("KILLED"), &json!(2)),

@@ -33,15 +33,41 @@ impl Drop for WineServer {
     }
 }
 
+/// What a Wine test runs against: Redis and a controller on this machine, and the prefix to
+/// itself until it ends. Fields drop in order: Wine is killed before the next test may start.
+struct Setup {
+    exe: String,
+    redis: Redis,
+    controller: Controller,
+    _wine: WineServer,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+fn setup() -> Setup {
+    let exe = agent_exe();
+    let serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let redis = Redis::start();
+    let controller = Controller::start(&redis, ControllerOpts::default());
+    Setup {
+        exe,
+        redis,
+        controller,
+        _wine: WineServer,
+        _serial: serial,
+    }
+}
+
 #[test]
 #[ignore = "needs Wine and jsagent.exe: run by scripts/test-all.sh (step wine)"]
 fn the_windows_agent_runs_cmd_and_kills_a_timed_out_tree() {
-    let exe = agent_exe();
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let _wine = WineServer;
-    let redis = Redis::start();
-    let controller = Controller::start(&redis, ControllerOpts::default());
-    let mut agent = Agent::start_program(&redis, &controller, 1, 1, vec!["wine".into(), exe]);
+    let Setup {
+        exe,
+        redis,
+        controller,
+        ..
+    } = &setup();
+    let program = vec!["wine".into(), exe.clone()];
+    let mut agent = Agent::start_program(redis, controller, 1, 1, program);
     let client = redis.client();
     let online = wait_for_online(&client, || agent.proc().exited().is_none());
     assert!(
@@ -172,13 +198,14 @@ fn windows_path(arg: &str) -> String {
 #[test]
 #[ignore = "needs Wine and jsagent.exe: run by scripts/test-all.sh (step wine)"]
 fn the_windows_agent_runs_as_a_service_and_sc_stop_stops_it_gracefully() {
-    let exe = agent_exe();
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let _wine = WineServer;
-    let redis = Redis::start();
-    let controller = Controller::start(&redis, ControllerOpts::default());
-    let agent = Agent::prepare(&redis, &controller, 1, 1);
-    let exe = std::fs::canonicalize(&exe).expect("jsagent.exe");
+    let Setup {
+        exe,
+        redis,
+        controller,
+        ..
+    } = &setup();
+    let agent = Agent::prepare(redis, controller, 1, 1);
+    let exe = std::fs::canonicalize(exe).expect("jsagent.exe");
     let mut command_line = vec![windows_path(&exe.display().to_string()), "--service".into()];
     command_line.extend(agent.args().iter().map(|a| windows_path(a)));
     let name = format!("jsagent-e2e-{}", std::process::id());
