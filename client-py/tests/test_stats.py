@@ -93,12 +93,17 @@ def test_stats_reads_what_the_controller_recorded(stack, client):
     batch = {"gid": 1, "nid": 1, "epoch": now, "interval": 10.0, "metrics": [
         {"key": f"{key}.temp", "type": "gauge", "value": 21.5},
         {"key": f"{key}.req", "type": "counter", "sum": 30.0, "rate": 3.0}]}
-    assert post_stats(stack, 1, 1, [batch]) == {"recorded": 1, "rejected": []}
+    assert post_stats(stack, 1, 1, [batch]) == {"recorded": 1, "duplicates": 0, "rejected": []}
     stats = client.stats(1, 1)
     assert stats[f"{key}.temp"] == {"type": "gauge", "epoch": now, "interval": 10.0, "value": 21.5}
     assert stats[f"{key}.req"]["rate"] == 3.0
-    last = client.stats_batches(1, 1, count=1)[-1]
-    assert last["metrics"] == batch["metrics"] and last["stream_id"]
+    # The agent 1:1 flushes into the same stream: look for this batch among the newest.
+    ours = [b for b in client.stats_batches(1, 1, count=20) if b["metrics"] == batch["metrics"]]
+    assert len(ours) == 1 and ours[0]["stream_id"]
+    # Posted again (an agent whose answer was lost): not appended a second time.
+    assert post_stats(stack, 1, 1, [batch]) == {"recorded": 0, "duplicates": 1, "rejected": []}
+    again = [b for b in client.stats_batches(1, 1, count=20) if b["metrics"] == batch["metrics"]]
+    assert again == ours
 
     cp = run_jsctl("stats", "1", "1", "--prefix", key, redis_url=stack.redis_url)
     assert cp.returncode == 0, cp.stderr
