@@ -261,35 +261,52 @@ mod tests {
         (kit.dispatcher, kit.store, kit.dir)
     }
 
-    async fn answer(d: &Dispatcher, store: &Store, raw: Value) -> (Dispatched, JobResult) {
+    /// Stores a command as the poller does, then dispatches it.
+    async fn submit(d: &Dispatcher, store: &Store, raw: Value) -> Dispatched {
         let incoming = Incoming::parse(raw.to_string()).unwrap();
-        store
-            .receive(vec![Received {
-                id: incoming.id.clone(),
-                raw: incoming.raw.clone(),
-            }])
-            .await
-            .unwrap();
-        let dispatched = d.dispatch(incoming).await.unwrap();
-        // A deferred answer is stored by its own task, a moment later.
-        let rows = loop {
-            let rows = store.outbox_take(OutboxKind::Result, 100).await.unwrap();
-            if !rows.is_empty() {
-                break rows;
-            }
-            let limit = std::time::Duration::from_secs(5);
-            tokio::time::timeout(limit, store.outbox_added())
-                .await
-                .expect("no answer within 5 s");
+        let received = Received {
+            id: incoming.id.clone(),
+            raw: incoming.raw.clone(),
         };
-        store
-            .outbox_delete(rows.iter().map(|r| r.seq).collect())
-            .await
-            .unwrap();
-        (
-            dispatched,
-            serde_json::from_str(&rows.last().unwrap().body).unwrap(),
-        )
+        store.receive(vec![received]).await.unwrap();
+        d.dispatch(incoming).await.unwrap()
+    }
+
+    /// Waits (at most 30 s) until the outbox holds a result for each of `ids`; returns them in
+    /// the order of `ids`. Deferred answers and processes are stored by tasks of their own.
+    async fn results(store: &Store, ids: &[&str]) -> Vec<JobResult> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let rows = store.outbox_take(OutboxKind::Result, 1000).await.unwrap();
+            let stored: Vec<JobResult> = rows
+                .iter()
+                .map(|r| serde_json::from_str(&r.body).unwrap())
+                .collect();
+            let found: Option<Vec<JobResult>> = ids
+                .iter()
+                .map(|id| stored.iter().find(|r| r.id == *id).cloned())
+                .collect();
+            if let Some(found) = found {
+                return found;
+            }
+            tokio::time::timeout_at(deadline, store.outbox_added())
+                .await
+                .unwrap_or_else(|_| panic!("no results for all of {ids:?} within 30 s"));
+        }
+    }
+
+    /// Dispatches a command and waits for its result.
+    async fn finished(d: &Dispatcher, store: &Store, raw: Value) -> JobResult {
+        let id = raw["id"].as_str().unwrap().to_owned();
+        submit(d, store, raw).await;
+        results(store, &[&id]).await.remove(0)
+    }
+
+    /// [`finished`], with what the dispatcher said.
+    async fn answer(d: &Dispatcher, store: &Store, raw: Value) -> (Dispatched, JobResult) {
+        let id = raw["id"].as_str().unwrap().to_owned();
+        let dispatched = submit(d, store, raw).await;
+        (dispatched, results(store, &[&id]).await.remove(0))
     }
 
     #[tokio::test]
@@ -358,25 +375,10 @@ mod tests {
             json!({"id": "k", "gid": 1, "nid": 2, "cmd": "kill", "args": {"id": "nope"}}),
             json!({"id": "ka", "gid": 1, "nid": 2, "cmd": "killall"}),
         ] {
-            let incoming = Incoming::parse(raw.to_string()).unwrap();
-            let received = Received {
-                id: incoming.id.clone(),
-                raw: incoming.raw.clone(),
-            };
-            store.receive(vec![received]).await.unwrap();
-            assert_eq!(d.dispatch(incoming).await.unwrap(), Dispatched::Done);
+            assert_eq!(submit(&d, &store, raw).await, Dispatched::Done);
         }
-        let mut results: Vec<JobResult> = Vec::new();
-        while results.len() < 2 {
-            store.outbox_added().await;
-            let rows = store.outbox_take(OutboxKind::Result, 10).await.unwrap();
-            results = rows
-                .iter()
-                .map(|r| serde_json::from_str(&r.body).unwrap())
-                .collect();
-        }
-        results.sort_by(|a, b| a.id.cmp(&b.id));
-        let got: Vec<(&str, JobState, &Value)> = results
+        let answers = results(&store, &["k", "ka"]).await;
+        let got: Vec<(&str, JobState, &Value)> = answers
             .iter()
             .map(|r| (r.id.as_str(), r.state, &r.data))
             .collect();
@@ -410,28 +412,14 @@ mod tests {
         ];
         for cmd in cmds {
             let raw = json!({"id": cmd, "gid": 1, "nid": 2, "cmd": cmd});
-            let incoming = Incoming::parse(raw.to_string()).unwrap();
-            let received = Received {
-                id: incoming.id.clone(),
-                raw: incoming.raw.clone(),
-            };
-            store.receive(vec![received]).await.unwrap();
-            assert_eq!(d.dispatch(incoming).await.unwrap(), Dispatched::Done);
+            assert_eq!(submit(&d, &store, raw).await, Dispatched::Done);
         }
-        let mut results: Vec<JobResult> = Vec::new();
-        while results.len() < cmds.len() {
-            store.outbox_added().await;
-            let rows = store.outbox_take(OutboxKind::Result, 10).await.unwrap();
-            results = rows
-                .iter()
-                .map(|r| serde_json::from_str(&r.body).unwrap())
-                .collect();
-        }
-        for r in &results {
+        let answers = results(&store, &cmds).await;
+        for r in &answers {
             assert_eq!(r.state, JobState::Ok, "{}: {}", r.id, r.data);
             assert!(r.data.is_object(), "{}: {}", r.id, r.data);
         }
-        let os = results.iter().find(|r| r.id == "get_os_info").unwrap();
+        let os = answers.iter().find(|r| r.id == "get_os_info").unwrap();
         assert_eq!(os.data["os"], json!(std::env::consts::OS));
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -452,32 +440,6 @@ mod tests {
         assert!(Incoming::parse("{}".into()).is_err());
         assert!(Incoming::parse("not json".into()).is_err());
         std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    /// Dispatches a command and waits for its result (deferred answers and processes too).
-    async fn finished(d: &Dispatcher, store: &Store, raw: Value) -> JobResult {
-        let incoming = Incoming::parse(raw.to_string()).unwrap();
-        let id = incoming.id.clone();
-        let received = Received {
-            id: id.clone(),
-            raw: incoming.raw.clone(),
-        };
-        store.receive(vec![received]).await.unwrap();
-        d.dispatch(incoming).await.unwrap();
-        for _ in 0..300 {
-            let rows = store.outbox_take(OutboxKind::Result, 1000).await.unwrap();
-            let found = rows
-                .iter()
-                .map(|r| serde_json::from_str::<JobResult>(&r.body).unwrap())
-                .find(|r| r.id == id);
-            if let Some(r) = found {
-                return r;
-            }
-            let _ =
-                tokio::time::timeout(std::time::Duration::from_millis(100), store.outbox_added())
-                    .await;
-        }
-        panic!("no result for {id}");
     }
 
     #[cfg(unix)]
