@@ -355,6 +355,13 @@ fn check_result(item: Value, gid: u64, nid: u64) -> Result<JobResult, AppError> 
             r.state.as_str()
         )));
     }
+    if !r.is_final && r.run == 0 {
+        // Run results are recorded once per run number: without one it would pass for a
+        // duplicate and be dropped.
+        return Err(AppError::bad_request(
+            "a run's result (\"final\": false) needs its `run` number, 1 or more",
+        ));
+    }
     Ok(r)
 }
 

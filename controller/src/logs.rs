@@ -59,10 +59,9 @@ pub async fn post(
         ));
     };
     let mut answer = LogsAnswer::default();
-    let messages = flatten(items, &mut answer);
-    let (stored, total) = append(&api.state, &agent, gid, nid, &messages).await?;
-    answer.stored = stored;
-    answer.duplicates = total - stored;
+    let mut messages = flatten(items, &mut answer);
+    answer.stored = append(&api.state, &agent, gid, nid, &mut messages).await?;
+    answer.duplicates = messages.len() - answer.stored;
     Ok(Json(answer))
 }
 
@@ -88,15 +87,18 @@ fn flatten(items: Vec<Value>, answer: &mut LogsAnswer) -> Vec<LogMessage> {
     messages
 }
 
-/// Appends messages to their streams (and `alerts`); returns (appended now, appended to
-/// their own stream in all — the alert copies are not counted).
+/// Appends messages to their streams (and `alerts`), each stream in id order; returns how many
+/// were appended to their own stream now (the alert copies are not counted).
 pub async fn append(
     state: &Shared,
     agent: &str,
     gid: u64,
     nid: u64,
-    messages: &[LogMessage],
-) -> redis::RedisResult<(usize, usize)> {
+    messages: &mut [LogMessage],
+) -> redis::RedisResult<usize> {
+    // Sorted once: every stream's share (and the alerts) is then in id order too.
+    messages.sort_by_key(|m| m.id);
+    let messages = &*messages;
     let mut streams: BTreeMap<String, Vec<&LogMessage>> = BTreeMap::new();
     for m in messages {
         streams
@@ -112,10 +114,10 @@ pub async fn append(
     );
     let alerted = append_stream(state, agent, gid, nid, keys::ALERTS, &alerts);
     let (appended, _) = futures::future::try_join(appended, alerted).await?;
-    Ok((appended.iter().sum(), messages.len()))
+    Ok(appended.iter().sum())
 }
 
-/// Appends one stream's messages, in id order, chunk after chunk.
+/// Appends one stream's messages (in id order), chunk after chunk.
 async fn append_stream(
     state: &Shared,
     agent: &str,
@@ -124,10 +126,8 @@ async fn append_stream(
     stream: &str,
     messages: &[&LogMessage],
 ) -> redis::RedisResult<usize> {
-    let mut sorted = messages.to_vec();
-    sorted.sort_by_key(|m| m.id);
     let mut added = 0;
-    for chunk in sorted.chunks(CHUNK) {
+    for chunk in messages.chunks(CHUNK) {
         let mut invocation = state.scripts.append_logs.prepare_invoke();
         invocation
             .key(stream)

@@ -13,7 +13,11 @@ const BUCKETS: [f64; 12] = [
 ];
 const STATES: [&str; 4] = ["OK", "ERROR", "TIMEOUT", "KILLED"];
 /// Request kinds with their own latency histogram.
-pub const ROUTES: [&str; 6] = ["hello", "cmd", "result", "logs", "other", "operator"];
+pub const ROUTES: [&str; 7] = [
+    "hello", "cmd", "result", "logs", "stats", "other", "operator",
+];
+/// Where a request of a kind not in [`ROUTES`] is counted.
+const OTHER: &str = "other";
 
 #[derive(Default)]
 struct Histogram {
@@ -52,10 +56,10 @@ impl Metrics {
     }
 
     pub fn observe(&self, route: &str, took: Duration) {
-        let i = ROUTES
-            .iter()
-            .position(|r| *r == route)
-            .unwrap_or(ROUTES.len() - 2);
+        let position = |route: &str| ROUTES.iter().position(|r| *r == route);
+        let Some(i) = position(route).or_else(|| position(OTHER)) else {
+            return;
+        };
         let h = &self.latency[i];
         let secs = took.as_secs_f64();
         for (b, bound) in h.buckets.iter().zip(BUCKETS) {
@@ -235,6 +239,8 @@ mod tests {
         m.routed(2);
         m.finished("OK");
         m.observe("cmd", Duration::from_millis(3));
+        m.observe("stats", Duration::from_millis(3));
+        m.observe("no such route", Duration::from_millis(3));
         m.stats_recorded(2);
         let text = m.render(&[("jsacc_agents_online", "Agents seen recently.", 1.0)]);
         assert!(text.contains("jsacc_jobs_routed_total 2"));
@@ -243,6 +249,8 @@ mod tests {
             .contains("jsacc_http_request_duration_seconds_bucket{route=\"cmd\",le=\"0.005\"} 1"));
         assert!(text
             .contains("jsacc_http_request_duration_seconds_bucket{route=\"cmd\",le=\"0.0025\"} 0"));
+        assert!(text.contains("jsacc_http_request_duration_seconds_count{route=\"stats\"} 1"));
+        assert!(text.contains("jsacc_http_request_duration_seconds_count{route=\"other\"} 1"));
         assert!(text.contains("jsacc_agents_online 1"));
         assert!(text.contains("jsacc_stats_batches_total 2"));
     }

@@ -110,7 +110,7 @@ async fn record_one(
     result: &JobResult,
 ) -> redis::RedisResult<(Outcome, String)> {
     let mut conn = state.conn();
-    let body = serde_json::to_string(result).unwrap_or_default();
+    let body = serde_json::to_string(result).expect("a result serializes");
     let (status, job_state): (String, String) = state
         .scripts
         .record_result

@@ -133,12 +133,11 @@ pub async fn record(
     let mut latest: HashMap<&str, Value> = HashMap::new();
     for batch in batches {
         for m in &batch.metrics {
-            let mut values =
-                json!({"type": m.kind, "epoch": batch.epoch, "interval": batch.interval});
-            if let Value::Object(map) = &mut values {
-                map.extend(m.values.iter().map(|(k, v)| (k.clone(), v.clone())));
-            }
-            latest.insert(&m.key, values);
+            let mut values = m.values.clone();
+            values.insert("type".into(), json!(m.kind));
+            values.insert("epoch".into(), json!(batch.epoch));
+            values.insert("interval".into(), json!(batch.interval));
+            latest.insert(&m.key, Value::Object(values));
         }
     }
     let mut invocation = state.scripts.record_stats.prepare_invoke();
@@ -153,7 +152,7 @@ pub async fn record(
     for batch in batches {
         // The same batch serializes to the same text: its hash is its identity.
         invocation
-            .arg(serde_json::to_string(batch).unwrap_or_default())
+            .arg(serde_json::to_string(batch).expect("a stats batch serializes"))
             .arg(batch.epoch);
     }
     for (key, values) in &latest {

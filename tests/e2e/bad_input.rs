@@ -378,6 +378,21 @@ fn bad_results_are_refused_and_duplicates_are_no_ops() {
             "{garbage}: {body}"
         );
     }
+    // A run's result without its run number cannot be told from a duplicate: refused.
+    let mut unnumbered = result.clone();
+    unnumbered["final"] = json!(false);
+    let (status, body) = f.post(1, 1, "result", Some(&f.token), unnumbered.to_string());
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("bad_request")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("`run`")),
+        "{body}"
+    );
     let (status, body) = f.poll(&f.token, "wait=abc");
     assert_eq!(
         (status, body["error"].as_str()),
