@@ -10,12 +10,12 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from . import cli_procs
-from .client import DEFAULT_URL, Client, Job
 from .client import DEFAULT_URL, INFO_COMMANDS, Client, Job
 from .errors import JsaccError, RedisUnavailable, Timeout
 
 from .cli_common import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_KILLED, EXIT_NO_RESULT, EXIT_OK,
                          EXIT_REDIS, EXIT_TIMEOUT, EXIT_USAGE, table)
+from .cli_common import nonneg_float as _nonneg_float
 from .cli_common import err as _err
 
 _STATE_EXIT = {"OK": EXIT_OK, "ERROR": EXIT_ERROR, "TIMEOUT": EXIT_TIMEOUT, "KILLED": EXIT_KILLED}
@@ -315,14 +315,6 @@ class _Parser(argparse.ArgumentParser):
     """argparse exits 2 on usage errors: keep that, it is our documented code."""
 
 
-def _nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
-    return value
 
 
 def _info_what(text: str) -> str:

@@ -1,7 +1,9 @@
-"""What every ``jsctl`` command shares: its exit codes, its error line, its table layout."""
+"""What every ``jsctl`` command shares: its exit codes, its error line, its table layout,
+its argument types."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import List, Sequence
 
@@ -25,3 +27,14 @@ def table(rows: Sequence[Sequence[str]]) -> List[str]:
     """Rows (the first one the header) as lines with their columns lined up."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+
+
+def nonneg_float(text: str) -> float:
+    """An argparse type: a number >= 0 (seconds), with a clear message otherwise."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
+    return value

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any, Dict, List
 
-from .cli_common import EXIT_ERROR, EXIT_NO_RESULT, EXIT_OK, err, table
+from .cli_common import EXIT_ERROR, EXIT_NO_RESULT, EXIT_OK, err, nonneg_float, table
 from .client import Client
 from .errors import Timeout
 
@@ -95,12 +95,11 @@ def add_parsers(sub: Any, fmt: Any) -> None:
                "  jsctl ps --nid 5 --job 6f1c... --json\n\n"
                "exit codes: 0 shown, 1 the agent answered ERROR (e.g. no such running job), "
                "5 no answer within --timeout, 6 cannot reach Redis.\n")
-    p.add_argument("--gid", type=int, default=0, metavar="G", help="grid id (default 0)")
-    p.add_argument("--nid", type=int, required=True, metavar="N", help="node id of the agent")
+    _agent_args(p)
     p.add_argument("--domain", help="only jobs of this domain")
     p.add_argument("--name", help="only jobs of this name")
     p.add_argument("--job", metavar="ID", help="one job's process tree instead of the sums")
-    p.add_argument("--timeout", type=float, default=10.0, metavar="S",
+    p.add_argument("--timeout", type=nonneg_float, default=10.0, metavar="S",
                    help="seconds to wait for the agent's answer (default 10)")
     p.add_argument("--json", action="store_true", help="print the agent's answer as JSON")
     p.set_defaults(func=cmd_ps)
@@ -114,12 +113,17 @@ def add_parsers(sub: Any, fmt: Any) -> None:
         epilog="examples:\n  jsctl kill --gid 1 --nid 5 6f1c...\n  jsctl kill --nid 5 --all\n\n"
                "exit codes: 0 killed, 1 the agent refused (unknown job, already ended), "
                "5 no answer within --timeout, 6 cannot reach Redis.\n")
-    p.add_argument("--gid", type=int, default=0, metavar="G", help="grid id (default 0)")
-    p.add_argument("--nid", type=int, required=True, metavar="N", help="node id of the agent")
+    _agent_args(p)
     p.add_argument("--all", action="store_true", help="killall: every process of the agent")
     p.add_argument("job", nargs="?", metavar="JOB", help="id of the job to kill")
-    p.add_argument("--timeout", type=float, default=30.0, metavar="S",
+    p.add_argument("--timeout", type=nonneg_float, default=30.0, metavar="S",
                    help="seconds to wait for the kill's answer (default 30; a kill waits for "
                         "the tree to exit)")
     p.add_argument("--json", action="store_true", help="print the agent's answer as JSON")
     p.set_defaults(func=cmd_kill)
+
+
+def _agent_args(p: argparse.ArgumentParser) -> None:
+    """--gid and --nid: the one agent a command goes to."""
+    p.add_argument("--gid", type=int, default=0, metavar="G", help="grid id (default 0)")
+    p.add_argument("--nid", type=int, required=True, metavar="N", help="node id of the agent")
