@@ -157,6 +157,47 @@ async fn a_recurring_job_runs_again_and_again_and_never_overlaps_itself() {
     );
 }
 
+/// A `killall` while a recurring job waits for its next run leaves that run where it was due:
+/// one period after the previous start, not one period after the `killall`.
+#[tokio::test(start_paused = true)]
+async fn killall_between_runs_keeps_a_recurring_jobs_schedule() {
+    let f = fixture_with("killall-idle", None).await;
+    f.submit("r", json!({"cmd": "true", "recurring_period": 100}), None)
+        .await;
+    // The paused clock jumps to the next timer whenever the runtime idles, as it would while an
+    // awaited store read waits on the store's thread: the reads here block the runtime instead,
+    // and the waits between them are 1 s sleeps, so the clock moves in steps of 1 s at most.
+    let runs = || futures::executor::block_on(f.run_results("r")).len();
+    while runs() < 1 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // Halfway to run 2, then killall.
+    tokio::time::sleep(Duration::from_secs(50)).await;
+    let killall = f.internal("ka", "killall", json!({})).await;
+    f.supervisor.killall(killall);
+    // Listed as killed too if run 1's result was still being stored (the clock jumps to 50 s
+    // at once); either way the job is remembered and kept.
+    assert_eq!(f.result("ka").await.data["remembered"], json!(["r"]));
+    while runs() < 2 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let starts: Vec<tokio::time::Instant> = f
+        .supervisor
+        .inner
+        .spawned
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(id, _)| id == "r")
+        .map(|(_, at)| *at)
+        .collect();
+    let gap = starts[1] - starts[0];
+    assert!(
+        gap >= Duration::from_secs(100) && gap < Duration::from_secs(150),
+        "run 2 started {gap:?} after run 1; due 100 s after it"
+    );
+}
+
 #[tokio::test]
 async fn killall_ends_a_daemons_run_but_it_comes_back_and_kill_forgets_it() {
     let f = fixture_with("killall-daemon", None).await;

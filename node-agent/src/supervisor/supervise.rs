@@ -20,6 +20,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use schemas::{ExecuteArgs, JobResult, JobState};
 use serde_json::Value;
 
@@ -143,32 +145,29 @@ impl Supervisor {
         let resume = job.resume.unwrap_or_default();
         let mut runs = resume.runs;
         let mut failures = 0;
-        let mut wait = plan.first_wait(resume.last_start_ms);
+        // When the next run is due: a `killall` between runs leaves it where it is.
+        let mut due = Instant::now() + plan.first_wait(resume.last_start_ms);
         loop {
-            match self.wait_run(&job, &ticket, wait).await {
+            match self.wait_run(&job, &ticket, due).await {
                 Woken::Stopping => return,
                 Woken::Killed => {
                     // Killed between runs: nothing runs, so there is no run result.
-                    match self.killed_idle(&job, &plan, &mut ticket, runs) {
-                        Some(next_wait) => {
-                            wait = next_wait;
-                            continue;
-                        }
-                        None => {
-                            let result = self.killed_queued(&job, ticket.killer().as_ref());
-                            return self.finish(numbered(result, runs), ticket).await;
-                        }
+                    if !self.killed_idle(&job, &plan, &mut ticket, runs) {
+                        let result = self.killed_queued(&job, ticket.killer().as_ref());
+                        return self.finish(numbered(result, runs), ticket).await;
                     }
                 }
                 Woken::Due(turn) => {
                     runs += 1;
                     let run = self.execute(&job, &ticket, runs).await;
+                    // Waits count from the run's end, not from when its result was stored.
+                    let ended = Instant::now();
                     drop(turn);
                     let after = self
                         .after_run(&job, &plan, &mut ticket, run, runs, &mut failures)
                         .await;
                     match after {
-                        After::Again(next_wait) => wait = next_wait,
+                        After::Again(wait) => due = ended + wait,
                         After::Finish(result) => return self.finish(result, ticket).await,
                         After::Leave => return,
                     }
@@ -177,14 +176,14 @@ impl Supervisor {
         }
     }
 
-    /// Waits `wait`, then for a slot (and the job's queue), killable all along.
-    async fn wait_run(&self, job: &Job, ticket: &Ticket, wait: Duration) -> Woken {
+    /// Waits until `due`, then for a slot (and the job's queue), killable all along.
+    async fn wait_run(&self, job: &Job, ticket: &Ticket, due: Instant) -> Woken {
         ticket.idle();
         tokio::select! {
             biased;
             _ = ticket.killed().cancelled() => return Woken::Killed,
             _ = self.inner.stop.cancelled() => return Woken::Stopping,
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep_until(due) => {}
         }
         match self.wait_turn(job, ticket).await {
             Waited::Turn(turn) if ticket.start() => Woken::Due(turn),
@@ -211,8 +210,7 @@ impl Supervisor {
                 After::Leave
             }
             Ended::Killed => {
-                let killall = ticket.killer().is_some_and(|k| k.cmd == "killall");
-                if !(killall && plan.remembered()) {
+                if !kept_by_killall(ticket, plan) {
                     return After::Finish(result);
                 }
                 result.is_final = false;
@@ -254,25 +252,17 @@ impl Supervisor {
         }
     }
 
-    /// A remembered job claimed by `killall` while it waited for its next run keeps waiting (the
-    /// wait to its next run); any other kill ends it (`None`).
-    fn killed_idle(
-        &self,
-        job: &Job,
-        plan: &Plan,
-        ticket: &mut Ticket,
-        runs: u64,
-    ) -> Option<Duration> {
-        let killall = ticket.killer().is_some_and(|k| k.cmd == "killall");
-        if !(killall && plan.remembered()) {
-            return None;
+    /// Whether a job killed while it waited for its next run keeps waiting: a remembered job
+    /// claimed by `killall` does, its next run still due when it was; any other kill ends it.
+    fn killed_idle(&self, job: &Job, plan: &Plan, ticket: &mut Ticket, runs: u64) -> bool {
+        if !kept_by_killall(ticket, plan) {
+            return false;
         }
         if let Some(claim) = ticket.rearm() {
             claim.answer(JobState::Queued);
         }
         tracing::debug!(id = %job.command.id, runs, "killall left a waiting remembered job scheduled");
-        // The wait restarts; a recurring job keeps at most its period between runs.
-        Some(plan.period.unwrap_or(FIRST_BACKOFF))
+        true
     }
 
     /// Queues the result of one run of a job that goes on.
@@ -281,6 +271,11 @@ impl Supervisor {
             tracing::error!(error = %e, run = result.run, "cannot store a run's result");
         }
     }
+}
+
+/// Whether the kill that claimed the job is a `killall` that keeps it (a remembered job).
+fn kept_by_killall(ticket: &Ticket, plan: &Plan) -> bool {
+    plan.remembered() && ticket.killer().is_some_and(|k| k.cmd == "killall")
 }
 
 /// The result with its run number, for jobs that may run more than once.
