@@ -315,8 +315,6 @@ class _Parser(argparse.ArgumentParser):
     """argparse exits 2 on usage errors: keep that, it is our documented code."""
 
 
-
-
 def _info_what(text: str) -> str:
     if text not in INFO_COMMANDS:
         raise argparse.ArgumentTypeError(
