@@ -186,12 +186,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Exit, Ag
             .clone()
             .run(shutdown.clone(), Some(gauge_sink)),
     );
-    tasks.spawn(stats.clone().run(
+    // Its last flush comes after the jobs have stopped and their output is read: it has a stop
+    // of its own.
+    let stop_stats = CancellationToken::new();
+    let stats_flushed = tokio::spawn(stats.clone().run(
         store.clone(),
         config.gid,
         config.nid,
         config.stats_flush_interval,
-        shutdown.clone(),
+        stop_stats.clone(),
     ));
     if let Some(listener) = statsd_listener {
         tasks.spawn(listener.run(shutdown.clone()));
@@ -210,8 +213,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Exit, Ag
     tracing::info!("jsagent stopping");
     shutdown.cancel();
     supervisor.shutdown(STOP_JOBS_GRACE).await;
-    // The stopped jobs' last messages, into the outbox before its final upload.
+    // The stopped jobs' last messages and metrics, into the outbox before its final upload.
     logs.flush().await;
+    stop_stats.cancel();
+    if let Err(e) = stats_flushed.await {
+        tracing::error!(error = %e, "the stats flush task failed; its last interval is lost");
+    }
     stop_uploads.cancel();
     tasks.close();
     tasks.wait().await;
