@@ -262,6 +262,10 @@ fn status_error(status: StatusCode, body: String) -> ControllerError {
         StatusCode::UNAUTHORIZED => ControllerError::Unauthorized,
         StatusCode::FORBIDDEN => ControllerError::Forbidden,
         StatusCode::PAYLOAD_TOO_LARGE => ControllerError::TooLarge,
+        // Said by proxies and load balancers of a passing state: retried, never dropped.
+        StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS => {
+            ControllerError::Server { status, body }
+        }
         s if s.is_client_error() => ControllerError::Rejected { status, body },
         _ => ControllerError::Server { status, body },
     }
@@ -341,6 +345,8 @@ mod tests {
         assert!(matches!(e(413), ControllerError::TooLarge));
         assert!(matches!(e(400), ControllerError::Rejected { .. }));
         assert!(matches!(e(404), ControllerError::Rejected { .. }));
+        assert!(matches!(e(408), ControllerError::Server { .. }));
+        assert!(matches!(e(429), ControllerError::Server { .. }));
         assert!(matches!(e(503), ControllerError::Server { .. }));
         assert!(matches!(e(500), ControllerError::Server { .. }));
         assert!(e(400).to_string().contains("\"error\":\"x\""));
