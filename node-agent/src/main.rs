@@ -2,9 +2,7 @@
 //! `--service` (Windows) the Service Control Manager starts and stops it ([`service`]).
 
 use std::io::IsTerminal;
-use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Mutex;
 
 use anyhow::Context;
 use clap::Parser;
@@ -14,11 +12,6 @@ use tracing_subscriber::EnvFilter;
 
 #[cfg(windows)]
 mod service;
-
-/// The log file of service mode, in the data dir.
-const LOG_FILE: &str = "jsagent.log";
-/// A log file larger than this at start is renamed `jsagent.log.1` (replacing the older one).
-const LOG_FILE_MAX: u64 = 10 * 1024 * 1024;
 
 fn main() -> ExitCode {
     let flags = Flags::parse();
@@ -64,23 +57,6 @@ where
         .with_writer(writer)
         .with_ansi(ansi)
         .init();
-}
-
-/// Logs to `<data_dir>/jsagent.log` (appended; a file over [`LOG_FILE_MAX`] is moved to
-/// `jsagent.log.1` first), for service mode, where there is no console.
-#[cfg_attr(not(windows), allow(dead_code))]
-fn init_file_logging(data_dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(data_dir)?;
-    let path = data_dir.join(LOG_FILE);
-    if std::fs::metadata(&path).is_ok_and(|m| m.len() > LOG_FILE_MAX) {
-        std::fs::rename(&path, data_dir.join(format!("{LOG_FILE}.1")))?;
-    }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)?;
-    init_logging(Mutex::new(file), false);
-    Ok(())
 }
 
 fn exit_code(exit: anyhow::Result<u8>) -> ExitCode {

@@ -36,6 +36,11 @@ const NAME: &str = "jsagent";
 /// upload fit well within it.
 const STOP_WAIT_HINT: Duration = Duration::from_secs(30);
 
+/// The log file, in the data dir.
+const LOG_FILE: &str = "jsagent.log";
+/// A log file larger than this at start is renamed `jsagent.log.1` (replacing the older one).
+const LOG_FILE_MAX: u64 = 10 * 1024 * 1024;
+
 /// Stack of the thread the agent runs on.
 const AGENT_STACK: usize = 8 * 1024 * 1024;
 
@@ -112,13 +117,13 @@ fn run_agent(flags: Flags, shutdown: CancellationToken, handle: ServiceStatusHan
     let config = match Config::load(flags) {
         Ok(config) => config,
         Err(e) => {
-            if fallback.is_some_and(|dir| crate::init_file_logging(&dir).is_ok()) {
+            if fallback.is_some_and(|dir| init_file_logging(&dir).is_ok()) {
                 tracing::error!("{e}");
             }
             return 2;
         }
     };
-    if crate::init_file_logging(&config.data_dir).is_err() {
+    if init_file_logging(&config.data_dir).is_err() {
         return 1;
     }
     // Without a console a panic's message would go nowhere: into the log with it.
@@ -136,6 +141,22 @@ fn run_agent(flags: Flags, shutdown: CancellationToken, handle: ServiceStatusHan
             1
         }
     }
+}
+
+/// Logs to `<data_dir>/jsagent.log` (appended; a file over [`LOG_FILE_MAX`] is moved to
+/// `jsagent.log.1` first): there is no console.
+fn init_file_logging(data_dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(data_dir)?;
+    let path = data_dir.join(LOG_FILE);
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() > LOG_FILE_MAX) {
+        std::fs::rename(&path, data_dir.join(format!("{LOG_FILE}.1")))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    crate::init_logging(Mutex::new(file), false);
+    Ok(())
 }
 
 /// The status to report: `state`, and the exit code once stopped.
