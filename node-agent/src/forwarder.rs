@@ -61,7 +61,7 @@ impl Forwarder {
                     None => break,
                     Some(Forwarded::Messages(messages)) => {
                         for m in &messages {
-                            self.add(serde_json::to_string(m).unwrap_or_default()).await;
+                            self.add(serde_json::to_string(m).expect("a log message serializes")).await;
                         }
                         if self.pending.is_empty() {
                             deadline = None;

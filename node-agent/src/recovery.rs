@@ -237,7 +237,8 @@ mod tests {
     }
 
     /// A recurring job whose run 2 started but never posted (the agent died during it) gets a
-    /// result for run 2, then comes back counting from 3; a job whose last run posted gets none.
+    /// result for run 2 and comes back; a job whose last run posted gets none. (That the count
+    /// then goes on from 3 is the e2e test `supervised::a_recurring_run_cut_by_kill9…`.)
     #[tokio::test]
     async fn a_recurring_run_cut_by_the_agents_death_is_posted_as_an_error() {
         let crate::testkit::Kit {

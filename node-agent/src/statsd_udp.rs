@@ -78,13 +78,18 @@ mod tests {
     async fn round(stats: &Stats, addr: SocketAddr, datagram: &[u8]) -> Vec<schemas::Metric> {
         let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         sender.send_to(datagram, addr).await.unwrap();
-        loop {
-            tokio::task::yield_now().await;
-            let flushed = stats.flush(1.0);
-            if !flushed.is_empty() {
-                return flushed;
+        let received = async {
+            loop {
+                tokio::task::yield_now().await;
+                let flushed = stats.flush(1.0);
+                if !flushed.is_empty() {
+                    return flushed;
+                }
             }
-        }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(30), received)
+            .await
+            .expect("the datagram never reached the aggregates")
     }
 
     #[tokio::test]
