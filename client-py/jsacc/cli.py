@@ -15,7 +15,9 @@ from .errors import JsaccError, RedisUnavailable, Timeout
 
 from .cli_common import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_KILLED, EXIT_NO_RESULT, EXIT_OK,
                          EXIT_REDIS, EXIT_TIMEOUT, EXIT_USAGE, table)
+from .cli_common import agent_of as _agent
 from .cli_common import nonneg_float as _nonneg_float
+from .cli_common import reason as _reason
 from .cli_common import err as _err
 
 _STATE_EXIT = {"OK": EXIT_OK, "ERROR": EXIT_ERROR, "TIMEOUT": EXIT_TIMEOUT, "KILLED": EXIT_KILLED}
@@ -49,25 +51,6 @@ def exit_code_for_results(results: Sequence[Dict[str, Any]], expected: Optional[
     if not results or (expected is not None and len(results) < expected):
         return EXIT_NO_RESULT
     return EXIT_OK
-
-
-def _reason(result: Dict[str, Any]) -> str:
-    data = result.get("data")
-    if data in (None, ""):
-        text = ""
-    elif isinstance(data, str):
-        text = data.strip()
-    else:
-        text = json.dumps(data)
-    state = result.get("state")
-    exit_code = result.get("exit_code")
-    if exit_code is not None and state != "OK":
-        text = f"{text} (exit code {exit_code})" if text else f"exit code {exit_code}"
-    return text or "no reason given"
-
-
-def _agent(result: Dict[str, Any]) -> str:
-    return f"{result.get('gid')}:{result.get('nid')}"
 
 
 def _write(stream: Any, text: str) -> None:
@@ -215,7 +198,10 @@ def cmd_logs(client: Client, a: argparse.Namespace) -> int:
         last = m["stream_id"]
     if not a.follow:
         return EXIT_OK
-    for m in client.follow_logs(a.domain, a.name, since=last or "$"):
+    # After -n N: from the last one printed, or, if there was none, from the stream's start (what
+    # comes now is new). With -n 0: from the stream's end.
+    since = last or ("0" if a.count > 0 else "$")
+    for m in client.follow_logs(a.domain, a.name, since=since):
         print(out(m), flush=True)
     return EXIT_OK
 

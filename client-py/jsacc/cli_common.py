@@ -4,8 +4,9 @@ its argument types."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from typing import List, Sequence
+from typing import Any, Dict, List, Sequence
 
 # Exit codes (documented in --help and README.md).
 EXIT_OK = 0          # the job ended OK (every target, with --fanout)
@@ -21,6 +22,26 @@ EXIT_INTERRUPTED = 130
 def err(msg: str) -> None:
     """One ``jsctl: …`` line on stderr."""
     print(f"jsctl: {msg}", file=sys.stderr, flush=True)
+
+
+def agent_of(result: Dict[str, Any]) -> str:
+    """``gid:nid`` of the agent a result comes from."""
+    return f"{result.get('gid')}:{result.get('nid')}"
+
+
+def reason(result: Dict[str, Any]) -> str:
+    """Why a result is not OK, in one line: its data, and its exit code if it has one."""
+    data = result.get("data")
+    if data in (None, ""):
+        text = ""
+    elif isinstance(data, str):
+        text = data.strip()
+    else:
+        text = json.dumps(data)
+    exit_code = result.get("exit_code")
+    if exit_code is not None and result.get("state") != "OK":
+        text = f"{text} (exit code {exit_code})" if text else f"exit code {exit_code}"
+    return text or "no reason given"
 
 
 def table(rows: Sequence[Sequence[str]]) -> List[str]:

@@ -6,7 +6,8 @@ import argparse
 import json
 from typing import Any, Dict, List
 
-from .cli_common import EXIT_ERROR, EXIT_NO_RESULT, EXIT_OK, err, nonneg_float, table
+from .cli_common import (EXIT_ERROR, EXIT_NO_RESULT, EXIT_OK, agent_of, err, nonneg_float, reason,
+                         table)
 from .client import Client
 from .errors import Timeout
 
@@ -17,7 +18,7 @@ def _human_bytes(n: Any) -> str:
         if value < 1024 or unit == "GiB":
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
-    return f"{value:.1f} GiB"
+    raise AssertionError("unreachable: the loop returns at GiB")
 
 
 def ps_table(groups: List[Dict[str, Any]]) -> List[str]:
@@ -42,7 +43,8 @@ def cmd_ps(client: Client, a: argparse.Namespace) -> int:
         err(str(e))
         return EXIT_NO_RESULT
     if result.get("state") != "OK":
-        err(str(result.get("data")))
+        what = "get_process_stats" if a.job else "get_processes_stats"
+        err(f"{what} on {agent_of(result)} ended {result.get('state')}: {reason(result)}")
         return EXIT_ERROR
     data = result.get("data")
     if a.json:
@@ -70,7 +72,8 @@ def cmd_kill(client: Client, a: argparse.Namespace) -> int:
         return EXIT_NO_RESULT
     data = result.get("data")
     if result.get("state") != "OK":
-        err(str(data))
+        what = "killall" if a.all else f"kill {a.job}"
+        err(f"{what} on {agent_of(result)} ended {result.get('state')}: {reason(result)}")
         return EXIT_ERROR
     if a.json:
         print(json.dumps(data))

@@ -236,3 +236,11 @@ def run_jsctl(*args: str, redis_url: Optional[str] = None, timeout: float = 60,
     env = {k: v for k, v in os.environ.items() if k != "JSACC_REDIS"}
     return subprocess.run(argv + list(args), capture_output=True, text=True, timeout=timeout,
                           input=input, env=env)
+
+
+def wait_file(path: Path, timeout: float = 30) -> None:
+    """Wait until the job's process created ``path`` (the agents run on this machine)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"the job did not start within {timeout} s"
+        time.sleep(0.05)

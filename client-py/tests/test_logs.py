@@ -95,10 +95,11 @@ def test_jsctl_logs_prints_and_follows(stack, client):
     out = cp.stdout.rstrip()
     assert " 1:1 L8 " in out and out.endswith(" before"), out
     argv = [sys.executable, "-m", "jsacc.cli", "--redis", stack.redis_url, "logs", "pytest", name,
-            "-f", "-n", "0"]
+            "-f", "-n", "1"]
     follower = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(1)  # let it pin the stream's end, so "before" is not printed again
+        # It prints "before", then follows from it: nothing after it can be missed.
+        assert follower.stdout.readline().rstrip().endswith(" before")
         client.execute("sh", ["-c", "echo 9::after"], gid=1, nid=1, domain="pytest",
                        name=name).result(timeout=WAIT)
         line = follower.stdout.readline()

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from conftest import run_jsctl
+from conftest import run_jsctl, wait_file
 from jsacc.cli_procs import ps_table
 
 WAIT = 30
@@ -15,13 +15,6 @@ WAIT = 30
 
 def jsctl(stack, *args, **kw):
     return run_jsctl(*args, redis_url=stack.redis_url, **kw)
-
-
-def wait_file(path, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"the job did not start within {timeout} s"
-        time.sleep(0.05)
 
 
 def test_execute_py_reads_json_data_on_stdin(client):

@@ -17,7 +17,7 @@ import pytest
 
 import jsacc
 
-from conftest import SCHEMAS_DIR, run_jsctl
+from conftest import SCHEMAS_DIR, run_jsctl, wait_file
 
 RESULT_FIELDS = {"id", "gid", "nid", "cmd", "args", "data", "level", "state", "time", "starttime",
                  "exit_code", "streams", "critical"}
@@ -46,14 +46,6 @@ def final_state(job, timeout=10.0):
         time.sleep(0.05)
         state = job.state
     return state
-
-
-def wait_file(path, timeout=WAIT):
-    """Wait until the job's process created ``path`` (the agents run on this machine)."""
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"the job did not start within {timeout} s"
-        time.sleep(0.05)
 
 
 def wait_state(job, wanted, timeout=15.0):
