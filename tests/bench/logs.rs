@@ -19,7 +19,7 @@ use node_agent::logger::Logs;
 use node_agent::output::Readers;
 use node_agent::store::Store;
 use serde_json::json;
-use tests::{execute, wait_for, Agent, Controller, ControllerOpts, Redis};
+use tests::{execute, wait_for, Cluster, ControllerOpts};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -86,24 +86,14 @@ async fn stored(lines: u64) -> f64 {
 fn forwarded(lines: u64) -> f64 {
     std::env::set_var("JSACC_BIN_DIR", tests::release_bin_dir());
     std::env::set_var("JSACC_LOG", "warn");
-    let redis = Redis::start();
     // The stream must hold every line: its cap above the count.
     let opts = ControllerOpts {
         extra: vec!["--log-maxlen".into(), (lines + 1000).to_string()],
         ..Default::default()
     };
-    let controller = Controller::start(&redis, opts);
-    let _agent = Agent::start(&redis, &controller, 1, 1, &[]);
-    let client = redis.client();
+    let cluster = Cluster::start_with(&[&[]], opts);
+    let client = &cluster.client;
     let mut conn = client.blocking();
-    wait_for("agent online", Duration::from_secs(30), || {
-        let score: Option<f64> = redis::cmd("ZSCORE")
-            .arg("agents")
-            .arg("1:1")
-            .query(&mut conn)
-            .ok()?;
-        score.map(|_| ())
-    });
     let mut cmd = execute(1, 1, "seq", &["1", &lines.to_string()]);
     cmd["args"]["domain"] = json!("bench");
     cmd["args"]["name"] = json!("forward");

@@ -6,30 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tests::{command, execute, wait_for, Agent, Cluster, Controller, ControllerOpts, Redis};
+use tests::{command, execute, wait_for, Cluster, ControllerOpts};
 
 const T: Duration = Duration::from_secs(60);
-
-/// Stream entries as (field → value) maps, oldest first.
-fn stream(c: &Cluster, key: &str) -> Vec<std::collections::HashMap<String, String>> {
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(key)
-        .arg("-")
-        .arg("+")
-        .query(&mut c.client.blocking())
-        .expect("XRANGE");
-    reply
-        .ids
-        .into_iter()
-        .map(|entry| {
-            entry
-                .map
-                .into_iter()
-                .map(|(k, v)| (k, redis::from_redis_value::<String>(v).expect("text")))
-                .collect()
-        })
-        .collect()
-}
 
 fn shell(script: &str, domain: &str, name: &str) -> Value {
     let mut cmd = execute(1, 1, "sh", &["-c", script]);
@@ -76,7 +55,7 @@ fn levels_are_stored_forwarded_and_answered() {
 
     // Default loglevels_ac 7,8,9: forwarded with gid and nid; 8 and 9 to alerts too.
     let got = wait_for("3 forwarded messages", T, || {
-        let s = stream(&c, "log.ops.levels");
+        let s = c.client.stream("log.ops.levels");
         (s.len() == 3).then_some(s)
     });
     let mut levels: Vec<&str> = got.iter().map(|m| m["level"].as_str()).collect();
@@ -94,7 +73,7 @@ fn levels_are_stored_forwarded_and_answered() {
         );
     }
     let alerts = wait_for("2 alerts", T, || {
-        let s = stream(&c, "alerts");
+        let s = c.client.stream("alerts");
         (s.len() == 2).then_some(s)
     });
     let mut alerted: Vec<&str> = alerts.iter().map(|m| m["data"].as_str()).collect();
@@ -157,12 +136,14 @@ fn a_batch_posted_twice_is_appended_once() {
         (answer["stored"].as_u64(), answer["rejected"].as_u64()),
         (Some(1), Some(1))
     );
-    let data: Vec<String> = stream(&c, "log.dup.x")
+    let data: Vec<String> = c
+        .client
+        .stream("log.dup.x")
         .iter()
         .map(|m| m["data"].clone())
         .collect();
     assert_eq!(data, ["m1", "m2", "m3", "m4"]);
-    assert_eq!(stream(&c, "alerts").len(), 1);
+    assert_eq!(c.client.stream("alerts").len(), 1);
     // Another agent's token cannot post as this one.
     let r = c
         .controller
@@ -182,7 +163,7 @@ fn forwarded_messages_survive_a_controller_outage_and_arrive_once() {
     let id = cmd["id"].as_str().expect("id").to_owned();
     c.client.push(&cmd);
     wait_for("first ticks forwarded", T, || {
-        (stream(&c, "log.ops.outage").len() >= 2).then_some(())
+        (c.client.stream("log.ops.outage").len() >= 2).then_some(())
     });
     c.controller.kill9();
     std::thread::sleep(Duration::from_secs(30));
@@ -193,13 +174,13 @@ fn forwarded_messages_survive_a_controller_outage_and_arrive_once() {
         .unwrap_or_else(|| panic!("no result\n{}", c.dump()));
     assert_eq!(r["state"], "OK", "{r}");
     let ticks = wait_for("40 ticks", Duration::from_secs(90), || {
-        let s = stream(&c, "log.ops.outage");
+        let s = c.client.stream("log.ops.outage");
         (s.len() >= 40).then_some(s)
     });
     let data: Vec<String> = ticks.iter().map(|m| m["data"].clone()).collect();
     let want: Vec<String> = (1..=40).map(|i| format!("tick {i}")).collect();
     assert_eq!(data, want, "each message once, in order");
-    let alerts = stream(&c, "alerts");
+    let alerts = c.client.stream("alerts");
     assert_eq!(alerts.len(), 40);
 }
 
@@ -239,17 +220,7 @@ fn a_million_lines_are_all_stored_in_order() {
 
 #[test]
 fn full_log_files_rotate_and_get_msgs_reads_the_rotated_ones() {
-    let redis = Redis::start();
-    let controller = Controller::start(&redis, ControllerOpts::default());
-    let config = "log_db_max_size = 1000000\nlog_db_keep = 2\n";
-    let agent = Agent::start_configured(&redis, &controller, 1, 1, &[], config);
-    let c = Cluster {
-        client: redis.client(),
-        redis,
-        controller,
-        agents: vec![agent],
-    };
-    c.wait_online(1, 1);
+    let c = Cluster::start_configured("log_db_max_size = 1000000\nlog_db_keep = 2\n");
     let logs = c.agents[0].data_dir().join("logs");
     let rotated = || -> Vec<std::path::PathBuf> {
         let mut files: Vec<_> = std::fs::read_dir(&logs)

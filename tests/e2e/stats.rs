@@ -3,12 +3,11 @@
 //! Prometheus text while jobs run; the stats endpoint's checks; the info commands' answers
 //! against their JSON Schemas.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use prometheus_parse::{LineInfo, Scrape, Value as PromValue};
 use serde_json::{json, Value};
-use tests::{command, execute, wait_for, Agent, Cluster, Controller, ControllerOpts, Redis};
+use tests::{command, execute, wait_for, Cluster};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -18,22 +17,6 @@ fn free_udp_port() -> u16 {
         .local_addr()
         .expect("addr")
         .port()
-}
-
-/// A cluster of one agent 1:1 with `config` as its config file.
-fn cluster_with(config: &str) -> Cluster {
-    let redis = Redis::start();
-    let controller = Controller::start(&redis, ControllerOpts::default());
-    let agent = Agent::start_configured(&redis, &controller, 1, 1, &[], config);
-    let client = redis.client();
-    let c = Cluster {
-        redis,
-        controller,
-        agents: vec![agent],
-        client,
-    };
-    c.wait_online(1, 1);
-    c
 }
 
 /// Fetches a Prometheus endpoint and parses it strictly: every line must be a comment, a
@@ -81,18 +64,13 @@ fn sample(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 }
 
 fn hget_json(c: &Cluster, key: &str, field: &str) -> Option<Value> {
-    let raw: Option<String> = redis::cmd("HGET")
-        .arg(key)
-        .arg(field)
-        .query(&mut c.client.blocking())
-        .expect("HGET");
-    raw.map(|r| serde_json::from_str(&r).expect("JSON"))
+    c.client.hget_json(key, field)
 }
 
 #[test]
 fn udp_statsd_reaches_redis_and_the_agents_metrics_endpoint() {
     let port = free_udp_port();
-    let c = cluster_with(&format!(
+    let c = Cluster::start_configured(&format!(
         "stats_flush_interval = 0.5\nstatsd_listen = \"127.0.0.1:{port}\"\n"
     ));
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
@@ -121,15 +99,11 @@ fn udp_statsd_reaches_redis_and_the_agents_metrics_endpoint() {
         (json!(1.0), json!(5.0))
     );
 
-    let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
-        .arg("stats:{1:1}")
-        .arg("-")
-        .arg("+")
-        .query(&mut c.client.blocking())
-        .expect("XRANGE");
-    let batches: Vec<schemas::StatsBatch> = entries
+    let batches: Vec<schemas::StatsBatch> = c
+        .client
+        .stream("stats:{1:1}")
         .iter()
-        .map(|(_, fields)| serde_json::from_str(&fields["batch"]).expect("a stats batch"))
+        .map(|fields| serde_json::from_str(&fields["batch"]).expect("a stats batch"))
         .collect();
     assert!(batches.iter().all(|b| (b.gid, b.nid) == (1, 1)));
     assert!(batches
@@ -203,8 +177,8 @@ fn metrics_parse_and_their_counters_move_as_jobs_run() {
 
 #[test]
 fn the_stats_endpoint_checks_its_batches_and_its_caller() {
-    let c = cluster_with("");
-    let token = std::fs::read_to_string(c.agents[0].dir.path().join("token")).expect("token");
+    let c = Cluster::start(&[&[]]);
+    let token = c.agents[0].token();
     let http = c.controller.http();
     let post = |path: &str, token: Option<&str>, body: String| {
         let mut req = http
@@ -245,17 +219,11 @@ fn the_stats_endpoint_checks_its_batches_and_its_caller() {
         (&json!(0), &json!(1))
     );
     assert_eq!(again["rejected"].as_array().map(Vec::len), Some(2));
-    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg("stats:{1:1}")
-        .arg("-")
-        .arg("+")
-        .query(&mut c.client.blocking())
-        .expect("XRANGE");
-    let copies = entries
-        .ids
+    let copies = c
+        .client
+        .stream("stats:{1:1}")
         .iter()
-        .filter_map(|e| e.get::<String>("batch"))
-        .filter(|b| serde_json::from_str::<Value>(b).ok().as_ref() == Some(&good))
+        .filter(|e| serde_json::from_str::<Value>(&e["batch"]).ok().as_ref() == Some(&good))
         .count();
     assert_eq!(copies, 1, "the batch is in the stream once");
     let temp = hget_json(&c, "stats:{1:1}:latest", "ops.web.temp").expect("latest value");
@@ -306,7 +274,7 @@ fn host_facts_answer_documents_that_validate_against_their_schemas() {
 
 #[test]
 fn ten_processes_with_the_same_domain_and_name_are_summed_into_one_series() {
-    let c = cluster_with("stats_interval = 1\nstats_flush_interval = 1\n");
+    let c = Cluster::start_configured("stats_interval = 1\nstats_flush_interval = 1\n");
     let mut ids = Vec::new();
     for _ in 0..10 {
         let mut job = tests::execute(1, 1, "sleep", &["60"]);
@@ -338,7 +306,7 @@ fn ten_processes_with_the_same_domain_and_name_are_summed_into_one_series() {
 
 #[test]
 fn a_jobs_level_10_lines_are_aggregated_under_its_domain_and_name() {
-    let c = cluster_with("stats_flush_interval = 1\n");
+    let c = Cluster::start_configured("stats_flush_interval = 1\n");
     let script =
         "echo '10::hits:2|c'; printf '10:::\\nhits:3|c\\nlat:5|ms\\nnot a metric\\n:::\\n'";
     let mut job = tests::execute(1, 1, "sh", &["-c", script]);

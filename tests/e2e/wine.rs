@@ -110,14 +110,8 @@ fn the_windows_agent_runs_cmd_and_kills_a_timed_out_tree() {
 /// Waits until the agent said hello; `false` if it stopped being `alive` first or time ran out.
 fn wait_for_online(client: &tests::RedisClient, mut alive: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + T;
-    let mut conn = client.blocking();
     while std::time::Instant::now() < deadline {
-        let seen: Option<f64> = redis::cmd("ZSCORE")
-            .arg("agents")
-            .arg("1:1")
-            .query(&mut conn)
-            .unwrap_or(None);
-        if seen.is_some() {
+        if client.online(1, 1) {
             return true;
         }
         if !alive() {

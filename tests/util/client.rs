@@ -89,6 +89,47 @@ impl RedisClient {
             .expect("HGET")
     }
 
+    /// Whether agent gid:nid has said hello (it is in `agents`).
+    pub fn online(&self, gid: u64, nid: u64) -> bool {
+        let score: Option<f64> = redis::cmd("ZSCORE")
+            .arg("agents")
+            .arg(format!("{gid}:{nid}"))
+            .query(&mut self.blocking())
+            .unwrap_or(None);
+        score.is_some()
+    }
+
+    /// A hash field holding JSON, parsed.
+    pub fn hget_json(&self, key: &str, field: &str) -> Option<Value> {
+        let raw: Option<String> = redis::cmd("HGET")
+            .arg(key)
+            .arg(field)
+            .query(&mut self.blocking())
+            .expect("HGET");
+        raw.map(|r| serde_json::from_str(&r).expect("JSON"))
+    }
+
+    /// The entries of a stream as (field → value) maps, oldest first.
+    pub fn stream(&self, key: &str) -> Vec<std::collections::HashMap<String, String>> {
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(key)
+            .arg("-")
+            .arg("+")
+            .query(&mut self.blocking())
+            .expect("XRANGE");
+        reply
+            .ids
+            .into_iter()
+            .map(|entry| {
+                entry
+                    .map
+                    .into_iter()
+                    .map(|(k, v)| (k, redis::from_redis_value::<String>(v).expect("text")))
+                    .collect()
+            })
+            .collect()
+    }
+
     pub fn dead_letters(&self) -> Vec<Value> {
         self.json_list("cmds_queue:dead")
     }

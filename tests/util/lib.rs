@@ -616,21 +616,27 @@ impl Cluster {
         cluster
     }
 
+    /// One agent 1:1 with `config` (TOML) as its config file, online.
+    pub fn start_configured(config: &str) -> Cluster {
+        let redis = Redis::start();
+        let controller = Controller::start(&redis, ControllerOpts::default());
+        let agent = Agent::start_configured(&redis, &controller, 1, 1, &[], config);
+        let cluster = Cluster {
+            client: redis.client(),
+            redis,
+            controller,
+            agents: vec![agent],
+        };
+        cluster.wait_online(1, 1);
+        cluster
+    }
+
     /// Waits until the agent said hello (it is in `agents`).
     pub fn wait_online(&self, gid: u64, nid: u64) {
-        let member = format!("{gid}:{nid}");
-        let mut conn = self.client.blocking();
         wait_for(
-            &format!("agent {member} online"),
+            &format!("agent {gid}:{nid} online"),
             Duration::from_secs(30),
-            || {
-                let score: Option<f64> = redis::cmd("ZSCORE")
-                    .arg("agents")
-                    .arg(&member)
-                    .query(&mut conn)
-                    .ok()?;
-                score.map(|_| ())
-            },
+            || self.client.online(gid, nid).then_some(()),
         );
     }
 
