@@ -51,6 +51,16 @@ impl Fixture {
         }
     }
 
+    /// Each start of the job's process, on the tokio clock (paused in the tests that ask).
+    fn starts(&self, id: &str) -> Vec<tokio::time::Instant> {
+        let spawned = self.supervisor.inner.spawned.lock().unwrap();
+        spawned
+            .iter()
+            .filter(|(job, _)| job == id)
+            .map(|(_, at)| *at)
+            .collect()
+    }
+
     /// The job's recorded run count and pid.
     async fn run_count(&self, id: &str) -> (u64, Option<u32>) {
         let jobs = self.store.unfinished().await.unwrap();
@@ -74,17 +84,7 @@ async fn a_quickly_failing_process_is_restarted_with_growing_gaps_then_given_up(
         }
         f.store.outbox_added().await;
     };
-    // Each start as the (paused) clock saw it.
-    let starts: Vec<tokio::time::Instant> = f
-        .supervisor
-        .inner
-        .spawned
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(id, _)| id == "c")
-        .map(|(_, at)| *at)
-        .collect();
+    let starts = f.starts("c");
     assert_eq!(starts.len(), 4, "started {} times", starts.len());
     assert_eq!((r.state, r.run, r.exit_code), (JobState::Error, 4, Some(1)));
     assert!(
@@ -181,16 +181,7 @@ async fn killall_between_runs_keeps_a_recurring_jobs_schedule() {
     while runs() < 2 {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let starts: Vec<tokio::time::Instant> = f
-        .supervisor
-        .inner
-        .spawned
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(id, _)| id == "r")
-        .map(|(_, at)| *at)
-        .collect();
+    let starts = f.starts("r");
     let gap = starts[1] - starts[0];
     assert!(
         gap >= Duration::from_secs(100) && gap < Duration::from_secs(150),
