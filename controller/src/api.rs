@@ -53,6 +53,15 @@ impl AppError {
 
 impl From<redis::RedisError> for AppError {
     fn from(e: redis::RedisError) -> AppError {
+        if crate::state::is_not_replicated(&e) {
+            // Expected during a replica's outage or a failover; the agent retries.
+            tracing::warn!(error = %e, "write not confirmed by enough replicas; answered 503");
+            return AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_replicated",
+                format!("redis did not replicate the write in time ({e}); retry later"),
+            );
+        }
         tracing::error!(error = %e, "redis request failed");
         AppError::new(
             StatusCode::SERVICE_UNAVAILABLE,

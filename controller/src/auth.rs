@@ -82,7 +82,7 @@ impl TokenCache {
     /// Checks `token` for the agent `agent_id` ("gid:nid").
     pub async fn verify(
         &self,
-        conn: &mut redis::aio::ConnectionManager,
+        conn: &mut crate::redis_conn::Conn,
         agent_id: &str,
         token: &str,
     ) -> redis::RedisResult<Verdict> {
@@ -100,7 +100,7 @@ impl TokenCache {
     /// Whether the agent has a token at all (commands for agents without one end `ERROR`).
     pub async fn has_token(
         &self,
-        conn: &mut redis::aio::ConnectionManager,
+        conn: &mut crate::redis_conn::Conn,
         agent_id: &str,
     ) -> redis::RedisResult<bool> {
         Ok(self.expected(conn, agent_id).await?.is_some())
@@ -109,7 +109,7 @@ impl TokenCache {
     /// The agent's token hash, from the cache or Redis.
     async fn expected(
         &self,
-        conn: &mut redis::aio::ConnectionManager,
+        conn: &mut crate::redis_conn::Conn,
         agent_id: &str,
     ) -> redis::RedisResult<Option<String>> {
         if let Some(h) = self.cached(agent_id) {
@@ -123,7 +123,7 @@ impl TokenCache {
     /// Every agent's token hash, read from Redis at most once per [`CACHE_TTL`].
     async fn all_hashes(
         &self,
-        conn: &mut redis::aio::ConnectionManager,
+        conn: &mut crate::redis_conn::Conn,
     ) -> redis::RedisResult<Arc<HashSet<String>>> {
         {
             let all = self.all.lock().unwrap_or_else(|e| e.into_inner());

@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
     about = "jsacc, the agent controller: routes commands from the Redis list `cmds_queue` to node agents over HTTPS and writes their results to `cmds_queue_<id>`",
     long_about = None,
     args_conflicts_with_subcommands = true,
-    after_help = "Examples:\n  jsacc -p 4000 -r redis.example:6379    against an existing Redis\n  jsacc                                  with a private redis-server in ./jsacc-data\n  jsacc token add --gid 1 --nid 5 -r redis.example:6379    print a token for agent 1:5"
+    after_help = "Examples:\n  jsacc -p 4000 -r redis.example:6379    against an existing Redis\n  jsacc                                  with a private redis-server in ./jsacc-data\n  jsacc -r redis+sentinel://s1:26379,s2:26379,s3:26379/jsacc    on a Sentinel set\n  jsacc -r redis+cluster://n1:7000,n2:7000,n3:7000    on a Redis Cluster\n  jsacc token add --gid 1 --nid 5 -r redis.example:6379    print a token for agent 1:5"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -52,7 +52,10 @@ pub struct TokenArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct RedisArgs {
-    /// Redis to use: HOST:PORT, or a redis:// or rediss:// URL (with user:password@ if needed).
+    /// Redis to use: HOST:PORT; redis://[USER:PASS@]HOST:PORT[/DB] (rediss:// for TLS);
+    /// redis+sentinel://[USER:PASS@]H:P[,H:P…]/MASTER[/DB] (the sentinels, and the name they
+    /// monitor the primary under: failovers are followed); redis+cluster://[USER:PASS@]H:P[,H:P…]
+    /// (any nodes of a Redis Cluster). rediss+sentinel:// and rediss+cluster:// speak TLS.
     /// Without it, the private redis-server of --data-dir is used (started if needed).
     #[arg(
         short = 'r',
@@ -61,6 +64,21 @@ pub struct RedisArgs {
         value_name = "HOST:PORT|URL"
     )]
     pub redis: Option<String>,
+    /// Replicas that must confirm a write (Redis `WAIT`) before jsacc acknowledges it: the
+    /// answer to an agent's result, logs or stats, and taking a routed command off its routing
+    /// list. When fewer confirm within --redis-wait-ms, the agent is answered 503 (it retries)
+    /// and a command stays to be routed again. Default: 1 for sentinel and cluster targets
+    /// (a failover then loses nothing acknowledged), 0 for a single server.
+    #[arg(long, env = "JSACC_REDIS_WAIT_REPLICAS", value_name = "N")]
+    pub redis_wait_replicas: Option<usize>,
+    /// Milliseconds a write may wait for --redis-wait-replicas replicas.
+    #[arg(
+        long,
+        env = "JSACC_REDIS_WAIT_MS",
+        default_value_t = 500,
+        value_name = "MS"
+    )]
+    pub redis_wait_ms: u64,
     /// PEM CA certificate that signed the Redis server's certificate, for a rediss:// URL whose
     /// server the system's trust store does not know.
     #[arg(long, env = "JSACC_REDIS_CA", value_name = "PEM")]
@@ -176,11 +194,20 @@ pub struct Config {
     /// Length cap of the log streams and `alerts`.
     pub log_maxlen: usize,
     pub stats_maxlen: usize,
+    /// Replicas that must confirm a write before it is acknowledged (`WAIT`).
+    pub wait_replicas: usize,
+    pub wait_timeout: Duration,
 }
 
 impl Config {
-    pub fn from_args(args: &ServeArgs) -> Config {
+    /// `default_wait_replicas`: the target's default for `--redis-wait-replicas`.
+    pub fn from_args(args: &ServeArgs, default_wait_replicas: usize) -> Config {
         Config {
+            wait_replicas: args
+                .redis
+                .redis_wait_replicas
+                .unwrap_or(default_wait_replicas),
+            wait_timeout: Duration::from_millis(args.redis.redis_wait_ms.max(1)),
             listen: SocketAddr::new(args.bind, args.port),
             lease: Duration::from_secs(args.lease.max(1)),
             result_ttl: Duration::from_secs(args.result_ttl.max(1)),
@@ -210,6 +237,8 @@ impl Default for Config {
             max_results: 100,
             log_maxlen: 100_000,
             stats_maxlen: 10_000,
+            wait_replicas: 0,
+            wait_timeout: Duration::from_millis(500),
         }
     }
 }

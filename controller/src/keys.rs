@@ -1,7 +1,9 @@
 //! Every Redis key and channel name the controller uses (DESIGN §4), built in this one place.
 //!
 //! Keys of one agent share the hash tag `{<gid>:<nid>}` and each routing list the tag of
-//! `cmds_queue`, so the multi-key scripts stay within one Redis Cluster slot.
+//! `cmds_queue`, so the multi-key scripts stay within one Redis Cluster slot. Every script
+//! touches the keys of one slot only (docs/protocol.md lists each key's slot); `job:<id>` and
+//! `cmds_queue_<id>` are in different slots and never written by one script.
 
 /// Incoming commands, pushed by clients with `LPUSH`.
 pub const CMDS_QUEUE: &str = "cmds_queue";
@@ -23,6 +25,13 @@ pub fn agent_id(gid: u64, nid: u64) -> String {
 
 pub fn results(job: &str) -> String {
     format!("cmds_queue_{job}")
+}
+
+/// The marks of the results appended to `cmds_queue_<id>`, in its slot: `{cmds_queue_<id>}`
+/// hashes like `cmds_queue_<id>` itself. `None` for an id with a brace (refused at routing, but
+/// answered): no key shares that list's slot by construction, so its answer is appended unmarked.
+pub fn appended(job: &str) -> Option<String> {
+    (!schemas::command::has_hash_tag_char(job)).then(|| format!("{{cmds_queue_{job}}}:appended"))
 }
 
 pub fn job(job: &str) -> String {
@@ -118,6 +127,33 @@ mod tests {
         assert_eq!(stream, "log.ops.backup");
         assert_eq!(stream_seq(&stream), "{log.ops.backup}:seq");
         assert_eq!(stream_seq(ALERTS), "{alerts}:seq");
+    }
+
+    #[test]
+    fn a_result_list_and_its_marks_share_a_slot() {
+        use redis::cluster_routing::Slot;
+        let marks = appended("6f1c").expect("no brace");
+        assert_eq!(marks, "{cmds_queue_6f1c}:appended");
+        assert_eq!(Slot::for_key(&marks), Slot::for_key(results("6f1c")));
+        assert_eq!(appended("a{b}"), None);
+    }
+
+    #[test]
+    fn script_keys_share_their_slots() {
+        use redis::cluster_routing::Slot;
+        let a = agent_id(3, 14);
+        for key in [agent_delivered(&a), agent_leases(&a), agent_inflight(&a), agent(&a)] {
+            assert_eq!(Slot::for_key(&key), Slot::for_key(agent_queue(&a)), "{key}");
+        }
+        for key in [stats_latest(&a), stats_seen(&a)] {
+            assert_eq!(Slot::for_key(&key), Slot::for_key(stats(&a)), "{key}");
+        }
+        for key in [routing("i"), recovering("i"), INSTANCES.into(), DEADLINES.into()] {
+            assert_eq!(Slot::for_key(&key), Slot::for_key(CMDS_QUEUE), "{key}");
+        }
+        let stream = log_stream("ops", "backup");
+        assert_eq!(Slot::for_key(stream_seq(&stream)), Slot::for_key(&stream));
+        assert_eq!(Slot::for_key(stream_seq(ALERTS)), Slot::for_key(ALERTS));
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //! - [`instances`]: liveness of instances, recovery of dead ones' routing lists, `max_wait`.
 //! - [`agents`]: the agent registry (`agents`, `agent:{g:n}`) and role lookups.
 //! - [`auth`]: agent tokens.
-//! - [`keys`]: every Redis key name; the Lua scripts live in `src/lua/`.
+//! - [`keys`]: every Redis key name and its cluster slot tag; the Lua scripts live in `src/lua/`.
+//! - [`target`]: the `-r` forms (standalone, sentinel, cluster); [`redis_conn`]: connections to
+//!   them that follow failovers, split pipelines by cluster slot, and `WAIT` for replicas.
 //! - [`metrics`]: Prometheus counters and histograms, and the rendering of agents' stats.
 //! - [`stats`]: stats batch intake (`stats:{g:n}`, `stats:{g:n}:latest`) and `/metrics/agents`.
 //! - [`tls`], [`private_redis`]: the self-signed certificate and the private redis-server.
@@ -26,11 +28,13 @@ pub mod logs;
 pub mod metrics;
 pub mod poll;
 pub mod private_redis;
+pub mod redis_conn;
 pub mod results;
 pub mod router;
 pub mod server;
 pub mod state;
 pub mod stats;
+pub mod target;
 pub mod tls;
 
 use config::{TokenArgs, TokenCmd};
@@ -56,14 +60,14 @@ pub async fn token(cmd: TokenCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn connect(args: &TokenArgs) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+async fn connect(args: &TokenArgs) -> anyhow::Result<redis_conn::Conn> {
     let url = match &args.redis.redis {
-        Some(addr) => state::redis_url(addr),
+        Some(addr) => addr.clone(),
         None => private_redis::recorded_url(&args.redis.data_dir)?,
     };
-    let client = state::open_client(&url, args.redis.redis_ca.as_deref())?;
-    client
-        .get_multiplexed_async_connection()
+    let redis = state::open_redis(&url, args.redis.redis_ca.as_deref())?;
+    redis
+        .connect(std::time::Duration::from_secs(5))
         .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to redis at {url}: {e}"))
+        .map_err(|e| anyhow::anyhow!("cannot connect to redis at {}: {e}", redis.target()))
 }

@@ -25,6 +25,7 @@ use schemas::LogMessage;
 
 use crate::api::{agent_json, Api, AppError};
 use crate::keys;
+use crate::redis_conn::Conn;
 use crate::state::Shared;
 
 /// Lowest level copied to `alerts`.
@@ -70,6 +71,12 @@ fn flatten(items: Vec<Value>, answer: &mut LogsAnswer) -> Vec<LogMessage> {
     let mut messages = Vec::with_capacity(items.len());
     let mut take =
         |item: Value, answer: &mut LogsAnswer| match serde_json::from_value::<LogMessage>(item) {
+            Ok(m) if braced(&m) => {
+                answer.rejected += 1;
+                answer.reason.get_or_insert_with(|| {
+                    "log message: domain and name must not contain `{` or `}` (Redis Cluster hash tags)".into()
+                });
+            }
             Ok(m) => messages.push(m),
             Err(e) => {
                 answer.rejected += 1;
@@ -87,8 +94,14 @@ fn flatten(items: Vec<Value>, answer: &mut LogsAnswer) -> Vec<LogMessage> {
     messages
 }
 
+/// A stream `log.<domain>.<name>` with a brace would not share a slot with its high-water mark.
+fn braced(m: &LogMessage) -> bool {
+    schemas::command::has_hash_tag_char(&m.domain) || schemas::command::has_hash_tag_char(&m.name)
+}
+
 /// Appends messages to their streams (and `alerts`), each stream in id order; returns how many
-/// were appended to their own stream now (the alert copies are not counted).
+/// were appended to their own stream now (the alert copies are not counted), once replicas
+/// hold them (see [`Shared::confirm`]).
 pub async fn append(
     state: &Shared,
     agent: &str,
@@ -107,22 +120,31 @@ pub async fn append(
             .push(m);
     }
     let alerts: Vec<&LogMessage> = messages.iter().filter(|m| m.level >= ALERT_LEVEL).collect();
+    let conn = state.durable().await?;
+    let to = Stream { agent, gid, nid };
     let appended = futures::future::try_join_all(
         streams
             .iter()
-            .map(|(stream, ms)| append_stream(state, agent, gid, nid, stream, ms)),
+            .map(|(stream, ms)| append_stream(state, conn.clone(), &to, stream, ms)),
     );
-    let alerted = append_stream(state, agent, gid, nid, keys::ALERTS, &alerts);
+    let alerted = append_stream(state, conn.clone(), &to, keys::ALERTS, &alerts);
     let (appended, _) = futures::future::try_join(appended, alerted).await?;
+    state.confirm(&mut conn.clone()).await?;
     Ok(appended.iter().sum())
+}
+
+/// Whose messages a stream gets.
+struct Stream<'a> {
+    agent: &'a str,
+    gid: u64,
+    nid: u64,
 }
 
 /// Appends one stream's messages (in id order), chunk after chunk.
 async fn append_stream(
     state: &Shared,
-    agent: &str,
-    gid: u64,
-    nid: u64,
+    mut conn: Conn,
+    to: &Stream<'_>,
     stream: &str,
     messages: &[&LogMessage],
 ) -> redis::RedisResult<usize> {
@@ -132,10 +154,10 @@ async fn append_stream(
         invocation
             .key(stream)
             .key(keys::stream_seq(stream))
-            .arg(agent)
+            .arg(to.agent)
             .arg(state.config.log_maxlen)
-            .arg(gid)
-            .arg(nid);
+            .arg(to.gid)
+            .arg(to.nid);
         for m in chunk {
             invocation
                 .arg(m.id)
@@ -146,7 +168,7 @@ async fn append_stream(
                 .arg(m.level)
                 .arg(&m.data);
         }
-        let n: usize = invocation.invoke_async(&mut state.conn()).await?;
+        let n: usize = invocation.invoke_async(&mut conn).await?;
         added += n;
     }
     Ok(added)

@@ -32,6 +32,7 @@ pub struct Metrics {
     dead: AtomicU64,
     finished: [AtomicU64; STATES.len()],
     stats_batches: AtomicU64,
+    not_replicated: AtomicU64,
     latency: [Histogram; ROUTES.len()],
 }
 
@@ -53,6 +54,11 @@ impl Metrics {
     /// Stats batches appended to agents' streams.
     pub fn stats_recorded(&self, batches: usize) {
         self.stats_batches.fetch_add(batches as u64, Relaxed);
+    }
+
+    /// A write that fewer replicas than `--redis-wait-replicas` confirmed in time.
+    pub fn not_replicated(&self) {
+        self.not_replicated.fetch_add(1, Relaxed);
     }
 
     pub fn observe(&self, route: &str, took: Duration) {
@@ -110,6 +116,16 @@ impl Metrics {
             out,
             "jsacc_stats_batches_total {}",
             self.stats_batches.load(Relaxed)
+        );
+        counter(
+            &mut out,
+            "jsacc_redis_writes_unconfirmed_total",
+            "Writes that too few replicas confirmed in time (answered 503 or routed again).",
+        );
+        let _ = writeln!(
+            out,
+            "jsacc_redis_writes_unconfirmed_total {}",
+            self.not_replicated.load(Relaxed)
         );
         for (name, help, value) in gauges {
             let _ = writeln!(

@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::keys;
+use crate::redis_conn::Conn;
 use crate::state::{AppState, Shared};
 
 /// Parked polls, by agent ("gid:nid").
@@ -122,6 +123,17 @@ pub async fn take(
     max: usize,
     acks: &[String],
 ) -> redis::RedisResult<Vec<Vec<u8>>> {
+    take_on(state, &mut state.conn(), agent, max, acks).await
+}
+
+/// [`take`] on a given connection (a durable one, when its writes are then confirmed).
+pub async fn take_on(
+    state: &Shared,
+    conn: &mut Conn,
+    agent: &str,
+    max: usize,
+    acks: &[String],
+) -> redis::RedisResult<Vec<Vec<u8>>> {
     let mut invocation = state.scripts.poll.key(keys::agent_queue(agent));
     invocation
         .key(keys::agent_delivered(agent))
@@ -133,7 +145,7 @@ pub async fn take(
     for id in acks {
         invocation.arg(id);
     }
-    invocation.invoke_async(&mut state.conn()).await
+    invocation.invoke_async(conn).await
 }
 
 #[derive(Deserialize)]
@@ -198,10 +210,8 @@ pub async fn subscribe(state: AppState, shutdown: CancellationToken) {
 }
 
 async fn listen(state: &Shared, shutdown: &CancellationToken) -> redis::RedisResult<()> {
-    let mut pubsub = state.redis.get_async_pubsub().await?;
-    pubsub.subscribe(keys::EVENTS).await?;
+    let mut messages = state.redis.subscribe(keys::EVENTS).await?;
     state.waiters.wake_all();
-    let mut messages = pubsub.on_message();
     loop {
         let msg = tokio::select! {
             m = messages.next() => m,
@@ -213,8 +223,7 @@ async fn listen(state: &Shared, shutdown: &CancellationToken) -> redis::RedisRes
                 "subscription closed",
             )));
         };
-        let payload: Vec<u8> = msg.get_payload()?;
-        if let Ok(event) = serde_json::from_slice::<Event>(&payload) {
+        if let Ok(event) = serde_json::from_slice::<Event>(&msg) {
             if event.state == "QUEUED" {
                 state.waiters.wake(&keys::agent_id(event.gid, event.nid));
             }

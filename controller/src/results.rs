@@ -1,11 +1,16 @@
 //! Result intake (DESIGN §5.3): each (job, agent) result is recorded once, appended to
 //! `cmds_queue_<id>`, the job's state updated, the delivery settled and the change published.
+//!
+//! `job:<id>` and `cmds_queue_<id>` are in different Redis Cluster slots, so recording and
+//! appending are two idempotent single-slot steps (`record_result.lua`, `append_result.lua`,
+//! marked per agent and run), and the agent is answered only after both, and after `WAIT`.
 
 use serde::Serialize;
 use serde_json::json;
 
 use schemas::JobResult;
 
+use crate::redis_conn::Conn;
 use crate::{keys, poll, state::Shared};
 
 /// What became of one posted result.
@@ -69,14 +74,19 @@ pub async fn record(
 }
 
 /// Records an agent's results: each (job, agent) once, concurrently (the multiplexed connection
-/// pipelines them), then settles their deliveries and publishes the changes in one go each.
+/// pipelines them), appends each to its result list once, settles their deliveries, publishes
+/// the changes, and returns once `--redis-wait-replicas` replicas hold all of it (else an
+/// error: the agent keeps the results and posts them again, which is safe).
 pub async fn record_all(
     state: &Shared,
     agent: &str,
     results: &[JobResult],
 ) -> redis::RedisResult<Vec<Outcome>> {
-    let recorded =
-        futures::future::try_join_all(results.iter().map(|r| record_one(state, agent, r))).await?;
+    let mut conn = state.durable().await?;
+    let recorded = futures::future::try_join_all(
+        results.iter().map(|r| record_one(state, conn.clone(), agent, r)),
+    )
+    .await?;
     // Settles the deliveries even when the agent's ack was lost with a previous answer.
     let settled: Vec<String> = results
         .iter()
@@ -85,7 +95,7 @@ pub async fn record_all(
         .map(|(r, _)| r.id.clone())
         .collect();
     if !settled.is_empty() {
-        poll::take(state, agent, 0, &settled).await?;
+        poll::take_on(state, &mut conn, agent, 0, &settled).await?;
     }
     let mut pipe = redis::pipe();
     let mut any = false;
@@ -98,24 +108,25 @@ pub async fn record_all(
         }
     }
     if any {
-        pipe.exec_async(&mut state.conn()).await?;
+        pipe.exec_async(&mut conn).await?;
     }
+    state.confirm(&mut conn).await?;
     Ok(recorded.into_iter().map(|(o, _)| o).collect())
 }
 
-/// Runs `record_result.lua` for one result; returns what became of it and the job's state.
+/// Runs `record_result.lua` for one result on `job:<id>`, then appends it to `cmds_queue_<id>`
+/// (once, whichever post gets there); returns what became of it and the job's state.
 async fn record_one(
     state: &Shared,
+    mut conn: Conn,
     agent: &str,
     result: &JobResult,
 ) -> redis::RedisResult<(Outcome, String)> {
-    let mut conn = state.conn();
     let body = serde_json::to_string(result).expect("a result serializes");
     let (status, job_state): (String, String) = state
         .scripts
         .record_result
         .key(keys::job(&result.id))
-        .key(keys::results(&result.id))
         .arg(agent)
         .arg(&body)
         .arg(result.state.as_str())
@@ -131,5 +142,49 @@ async fn record_one(
         "not_a_target" => Outcome::NotATarget,
         _ => Outcome::UnknownJob,
     };
+    if matches!(outcome, Outcome::Recorded | Outcome::Duplicate) {
+        let kind = if result.is_final { "f" } else { "r" };
+        let mark = format!("{agent}|{}|{kind}", result.run);
+        append(state, &mut conn, &result.id, &mark, &body).await?;
+    }
     Ok((outcome, job_state))
+}
+
+/// Marks kept per result list: far more than the results a list keeps, so a result posted again
+/// after a lost answer is always recognised.
+const MARKS_KEPT: usize = 1000;
+
+/// Appends `result` to `cmds_queue_<id>` unless a result with `mark` was appended already.
+pub async fn append(
+    state: &Shared,
+    conn: &mut Conn,
+    id: &str,
+    mark: &str,
+    result: &str,
+) -> redis::RedisResult<()> {
+    let ttl = state.config.result_ttl.as_secs();
+    let Some(marks) = keys::appended(id) else {
+        // An id with a brace (refused at routing): no marks key can share its list's slot.
+        return redis::pipe()
+            .rpush(keys::results(id), result)
+            .ignore()
+            .expire(keys::results(id), ttl as i64)
+            .ignore()
+            .exec_async(conn)
+            .await;
+    };
+    state
+        .scripts
+        .append_result
+        .key(keys::results(id))
+        .key(marks)
+        .arg(mark)
+        .arg(result)
+        .arg(ttl)
+        .arg(state.config.max_results)
+        .arg(MARKS_KEPT)
+        .arg(schemas::now_ms())
+        .invoke_async::<i64>(conn)
+        .await?;
+    Ok(())
 }

@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use futures::future::try_join_all;
 use rand::seq::IndexedRandom;
-use redis::aio::ConnectionManager;
+use sha2::{Digest, Sha256};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use schemas::{Command, JobResult, Target};
 
+use crate::redis_conn::Conn;
 use crate::state::{AppState, Shared};
 use crate::{agents, keys};
 
@@ -32,7 +33,7 @@ enum Route {
 
 /// Runs the routing loop until `shutdown`; Redis errors are retried with backoff.
 pub async fn run(state: AppState, shutdown: CancellationToken) {
-    let mut blocking = match crate::state::connection(&state.redis, Duration::from_secs(10)).await {
+    let mut blocking = match state.redis.connect(Duration::from_secs(10)).await {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "router cannot connect to redis");
@@ -56,7 +57,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
 }
 
 /// One routing step: replays what a failed step left, else routes the next batch.
-async fn step(state: &Shared, blocking: &mut ConnectionManager) -> redis::RedisResult<()> {
+async fn step(state: &Shared, blocking: &mut Conn) -> redis::RedisResult<()> {
     let routing = keys::routing(&state.instance);
     let mut conn = state.conn();
     let mut leftover: Vec<Vec<u8>> = redis::cmd("LRANGE")
@@ -97,6 +98,11 @@ async fn step(state: &Shared, blocking: &mut ConnectionManager) -> redis::RedisR
 
 /// Routes a batch of raw commands. `replay`: they come from a routing list, and may have been
 /// partly routed already.
+///
+/// Two phases, each confirmed by `WAIT` when replicas are asked for: the job records first
+/// (so no agent can run a command whose record a failover could lose: on a cluster they are in
+/// other slots than the agents' queues), then the agents' queues. Only then may the caller take
+/// the batch off its routing list.
 pub async fn route_batch(
     state: &Shared,
     batch: Vec<Vec<u8>>,
@@ -107,13 +113,27 @@ pub async fn route_batch(
     for raw in &batch {
         routes.push(plan(state, raw, &mut role_cache).await?);
     }
-    try_join_all(
+    let mut conn = state.durable().await?;
+    let pushes = try_join_all(
         batch
             .iter()
             .zip(routes)
-            .map(|(raw, route)| settle(state, raw, route, replay)),
+            .map(|(raw, route)| record(state, conn.clone(), raw, route, replay)),
     )
     .await?;
+    state.confirm(&mut conn).await?;
+    let mut pipe = redis::pipe();
+    let mut routed = 0;
+    for (raw, push) in batch.iter().zip(pushes) {
+        let Some((cmd, targets)) = push else { continue };
+        queue(&mut pipe, raw, &cmd, &targets);
+        routed += targets.len();
+    }
+    if routed > 0 {
+        pipe.exec_async(&mut conn).await?;
+        state.confirm(&mut conn).await?;
+        state.metrics.routed(routed);
+    }
     Ok(())
 }
 
@@ -174,13 +194,24 @@ async fn plan(
     }
 }
 
-/// Carries out one route: job record, agent queues and wake-ups, or the dead letter.
-async fn settle(state: &Shared, raw: &[u8], route: Route, replay: bool) -> redis::RedisResult<()> {
-    let mut conn = state.conn();
-    let ttl = state.config.result_ttl.as_secs();
+/// Writes a command's job record, or its dead letter and `ERROR` answer; returns the agents
+/// whose queues it goes to now, if any.
+///
+/// A command already recorded with the same text is a replay (its queues are pushed again:
+/// the agent drops a job id it has seen) or, outside a replay, a client's retry of a push
+/// whose acknowledgement it missed: dropped silently. Another command with a known id is
+/// answered `duplicate id`.
+async fn record(
+    state: &Shared,
+    mut conn: Conn,
+    raw: &[u8],
+    route: Route,
+    replay: bool,
+) -> redis::RedisResult<Option<(Command, Vec<String>)>> {
     let (cmd, targets) = match route {
         Route::Fail { id, cmd, reason } => {
-            return fail(state, raw, id, cmd.as_ref(), &reason).await
+            fail(state, &mut conn, raw, id, cmd.as_ref(), &reason).await?;
+            return Ok(None);
         }
         Route::To(cmd, targets) => (cmd, targets),
     };
@@ -192,24 +223,33 @@ async fn settle(state: &Shared, raw: &[u8], route: Route, replay: bool) -> redis
         .arg(raw)
         .arg(&targets_json)
         .arg(schemas::now_ms())
-        .arg(ttl)
+        .arg(state.config.result_ttl.as_secs())
         .invoke_async(&mut conn)
         .await?;
     match (created, replay) {
-        (1, _) | (0, true) => {}
-        _ => return fail(state, raw, Some(cmd.id.clone()), Some(&cmd), "duplicate id").await,
+        (1, _) => Ok(Some((cmd, targets))),
+        // On a replay the record may name other targets (a role pick): keep the recorded ones.
+        (0, true) => {
+            let recorded = recorded_targets(&mut conn, &cmd.id).await?;
+            Ok(Some((cmd, recorded.unwrap_or(targets))))
+        }
+        (0, false) => {
+            tracing::debug!(id = cmd.id, "identical command pushed again; dropped");
+            Ok(None)
+        }
+        _ => {
+            let id = Some(cmd.id.clone());
+            fail(state, &mut conn, raw, id, Some(&cmd), "duplicate id").await?;
+            Ok(None)
+        }
     }
-    // On a replay the record may name other targets (a role pick): keep the recorded ones.
-    let targets = if created == 0 {
-        recorded_targets(&mut conn, &cmd.id)
-            .await?
-            .unwrap_or(targets)
-    } else {
-        targets
-    };
+}
+
+/// Adds to `pipe` the pushes of a command onto its agents' queues, its `max_wait` deadlines
+/// and the `QUEUED` events that wake the agents' polls.
+fn queue(pipe: &mut redis::Pipeline, raw: &[u8], cmd: &Command, targets: &[String]) {
     let max_wait = cmd.max_wait();
-    let mut pipe = redis::pipe();
-    for agent in &targets {
+    for agent in targets {
         pipe.lpush(keys::agent_queue(agent), raw).ignore();
         if max_wait > 0 {
             let deadline = schemas::now_ms() + max_wait * 1000;
@@ -220,15 +260,9 @@ async fn settle(state: &Shared, raw: &[u8], route: Route, replay: bool) -> redis
         let event = json!({"id": cmd.id, "gid": gid, "nid": nid, "state": "QUEUED"}).to_string();
         pipe.publish(keys::EVENTS, event).ignore();
     }
-    pipe.exec_async(&mut conn).await?;
-    state.metrics.routed(targets.len());
-    Ok(())
 }
 
-async fn recorded_targets(
-    conn: &mut ConnectionManager,
-    id: &str,
-) -> redis::RedisResult<Option<Vec<String>>> {
+async fn recorded_targets(conn: &mut Conn, id: &str) -> redis::RedisResult<Option<Vec<String>>> {
     let raw: Option<String> = redis::cmd("HGET")
         .arg(keys::job(id))
         .arg("targets")
@@ -237,15 +271,16 @@ async fn recorded_targets(
     Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
 }
 
-/// Dead-letters a command and, when its id is known, answers it with an `ERROR` result.
+/// Dead-letters a command and, when its id is known, answers it with an `ERROR` result (once,
+/// however often a replay gets here).
 async fn fail(
     state: &Shared,
+    conn: &mut Conn,
     raw: &[u8],
     id: Option<String>,
     cmd: Option<&Command>,
     reason: &str,
 ) -> redis::RedisResult<()> {
-    let mut conn = state.conn();
     let text = String::from_utf8_lossy(raw);
     let letter = json!({"raw": text, "reason": reason}).to_string();
     redis::pipe()
@@ -253,7 +288,7 @@ async fn fail(
         .ignore()
         .ltrim(keys::DEAD, 0, state.config.dead_maxlen as isize - 1)
         .ignore()
-        .exec_async(&mut conn)
+        .exec_async(&mut *conn)
         .await?;
     state.metrics.dead_lettered();
     tracing::debug!(
@@ -273,19 +308,20 @@ async fn fail(
         .scripts
         .fail_job
         .key(keys::job(&id))
-        .key(keys::results(&id))
         .arg(raw)
-        .arg(&result)
         .arg(schemas::now_ms())
         .arg(state.config.result_ttl.as_secs())
-        .invoke_async(&mut conn)
+        .invoke_async(&mut *conn)
         .await?;
+    // One answer per distinct command text: a replay appends nothing more.
+    let mark = format!("error|{}", hex::encode(Sha256::digest(raw)));
+    crate::results::append(state, conn, &id, &mark, &result).await?;
     if created == 1 {
         let event = json!({"id": id, "gid": gid, "nid": nid, "state": "ERROR"}).to_string();
         redis::cmd("PUBLISH")
             .arg(keys::EVENTS)
             .arg(event)
-            .query_async::<()>(&mut conn)
+            .query_async::<()>(&mut *conn)
             .await?;
     }
     state.metrics.finished("ERROR");

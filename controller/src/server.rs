@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{self, Api};
 use crate::config::{Config, ServeArgs};
 use crate::private_redis::PrivateRedis;
-use crate::state::{open_client, redis_url, Shared};
+use crate::state::{open_redis, Shared};
 use crate::{instances, poll, router, tls};
 
 /// Runs a controller until `shutdown` is cancelled. Parked long-polls are released at once;
@@ -35,7 +35,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
         }
     };
     let url = match (&args.redis.redis, &private) {
-        (Some(addr), _) => redis_url(addr),
+        (Some(addr), _) => addr.clone(),
         (None, Some(p)) => p.url.clone(),
         (None, None) => unreachable!("a private redis exists when -r is absent"),
     };
@@ -47,11 +47,12 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
 }
 
 async fn serve(args: &ServeArgs, url: &str, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let config = Config::from_args(args);
-    let client = open_client(url, args.redis.redis_ca.as_deref())?;
-    let state = Shared::connect(config.clone(), client)
+    let redis = open_redis(url, args.redis.redis_ca.as_deref())?;
+    let target = redis.target().clone();
+    let config = Config::from_args(args, target.default_wait_replicas());
+    let state = Shared::connect(config.clone(), redis)
         .await
-        .with_context(|| format!("cannot connect to redis at {url}"))?;
+        .with_context(|| format!("cannot connect to redis at {target}"))?;
     instances::register(&state)
         .await
         .with_context(|| format!("cannot register this instance in redis at {url}"))?;
@@ -116,9 +117,11 @@ async fn serve(args: &ServeArgs, url: &str, shutdown: CancellationToken) -> anyh
     };
     match handle.listening().await {
         Some(addr) => println!(
-            "jsacc {} listening on {scheme}://{addr} (instance {}, redis {url})",
+            "jsacc {} listening on {scheme}://{addr} (instance {}, redis {target} ({}), writes confirmed by {} replica(s))",
             env!("CARGO_PKG_VERSION"),
-            state.instance
+            state.instance,
+            target.topology.as_str(),
+            config.wait_replicas,
         ),
         None => {
             shutdown.cancel();

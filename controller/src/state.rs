@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 
 use crate::agents::Seen;
@@ -12,11 +11,14 @@ use crate::auth::TokenCache;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::poll::Waiters;
+use crate::redis_conn::{Conn, Redis};
+use crate::target::Target;
 
 /// The Lua scripts of `src/lua/`, each headed by its KEYS, ARGV and return value.
 pub struct Scripts {
     pub create_job: Script,
     pub fail_job: Script,
+    pub append_result: Script,
     pub take_batch: Script,
     pub poll: Script,
     pub record_result: Script,
@@ -31,6 +33,7 @@ impl Scripts {
         Scripts {
             create_job: Script::new(include_str!("lua/create_job.lua")),
             fail_job: Script::new(include_str!("lua/fail_job.lua")),
+            append_result: Script::new(include_str!("lua/append_result.lua")),
             take_batch: Script::new(include_str!("lua/take_batch.lua")),
             poll: Script::new(include_str!("lua/poll.lua")),
             record_result: Script::new(include_str!("lua/record_result.lua")),
@@ -46,9 +49,13 @@ pub struct Shared {
     pub config: Config,
     /// This process's instance id (names its routing list and liveness key).
     pub instance: String,
-    pub redis: redis::Client,
+    pub redis: Redis,
     /// Multiplexed: concurrent requests on clones are pipelined on one socket.
-    pub conn: ConnectionManager,
+    pub conn: Conn,
+    /// The connection of writes that are confirmed with `WAIT` before they are acknowledged
+    /// (results, logs, stats, routing): `WAIT` holds up the requests queued behind it on its
+    /// connection, so reads and polls do not share this one.
+    pub durable: Conn,
     pub scripts: Scripts,
     pub tokens: TokenCache,
     pub waiters: Waiters,
@@ -58,14 +65,33 @@ pub struct Shared {
 
 pub type AppState = Arc<Shared>;
 
+/// `WAIT` fell short: fewer replicas than `--redis-wait-replicas` confirmed a write in time.
+/// The write may be lost in a failover, so it is not acknowledged (the caller retries).
+pub fn not_replicated(got: usize, wanted: usize) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain),
+        NOT_REPLICATED,
+        format!("{got} of {wanted} replicas confirmed the write in time"),
+    ))
+}
+
+/// Whether `e` is [`not_replicated`].
+pub fn is_not_replicated(e: &redis::RedisError) -> bool {
+    e.to_string().contains(NOT_REPLICATED)
+}
+
+const NOT_REPLICATED: &str = "not replicated";
+
 impl Shared {
-    pub async fn connect(config: Config, redis: redis::Client) -> redis::RedisResult<AppState> {
-        let conn = connection(&redis, Duration::from_secs(5)).await?;
+    pub async fn connect(config: Config, redis: Redis) -> redis::RedisResult<AppState> {
+        let conn = redis.connect(Duration::from_secs(5)).await?;
+        let durable = redis.connect(Duration::from_secs(5) + config.wait_timeout).await?;
         Ok(Arc::new(Shared {
             config,
             instance: uuid::Uuid::new_v4().simple().to_string(),
             redis,
             conn,
+            durable,
             scripts: Scripts::load(),
             tokens: TokenCache::default(),
             waiters: Waiters::default(),
@@ -75,45 +101,34 @@ impl Shared {
     }
 
     /// A clone of the shared multiplexed connection.
-    pub fn conn(&self) -> ConnectionManager {
+    pub fn conn(&self) -> Conn {
         self.conn.clone()
     }
-}
 
-/// A reconnecting connection whose requests may take up to `response_timeout`.
-pub async fn connection(
-    client: &redis::Client,
-    response_timeout: Duration,
-) -> redis::RedisResult<ConnectionManager> {
-    let config = ConnectionManagerConfig::new()
-        .set_response_timeout(Some(response_timeout))
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_number_of_retries(2);
-    ConnectionManager::new_with_config(client.clone(), config).await
-}
-
-/// A Redis client for `url`; a `rediss://` server is checked against `ca` when given, else
-/// against the system's trust store.
-pub fn open_client(url: &str, ca: Option<&std::path::Path>) -> anyhow::Result<redis::Client> {
-    use anyhow::Context;
-    let Some(ca) = ca else {
-        return redis::Client::open(url).with_context(|| format!("bad redis address {url}"));
-    };
-    let root_cert =
-        std::fs::read(ca).with_context(|| format!("cannot read --redis-ca {}", ca.display()))?;
-    let certs = redis::TlsCertificates {
-        client_tls: None,
-        root_cert: Some(root_cert),
-    };
-    redis::Client::build_with_tls(url, certs)
-        .with_context(|| format!("bad redis address or CA for {url}"))
-}
-
-/// Turns `host:port` into `redis://host:port`; URLs pass through.
-pub fn redis_url(addr: &str) -> String {
-    if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("redis://{addr}")
+    /// The connection for writes that [`Shared::confirm`] then waits for, pinned to the
+    /// primary it reaches now (see [`Conn::pin`]).
+    pub async fn durable(&self) -> redis::RedisResult<Conn> {
+        self.durable.pin().await
     }
+
+    /// Waits until `--redis-wait-replicas` replicas hold every write made so far on `conn` (from
+    /// [`Shared::durable`]); an error when they do not within `--redis-wait-ms`.
+    pub async fn confirm(&self, conn: &mut Conn) -> redis::RedisResult<()> {
+        let wanted = self.config.wait_replicas;
+        if wanted == 0 {
+            return Ok(());
+        }
+        let got = conn.wait_replicas(wanted, self.config.wait_timeout).await?;
+        if got < wanted {
+            self.metrics.not_replicated();
+            return Err(not_replicated(got, wanted));
+        }
+        Ok(())
+    }
+}
+
+/// Opens the `-r` target (`--redis-ca` for its TLS forms).
+pub fn open_redis(text: &str, ca: Option<&std::path::Path>) -> anyhow::Result<Redis> {
+    let target = Target::parse(text)?;
+    Redis::open(target, ca)
 }

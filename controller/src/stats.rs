@@ -158,7 +158,9 @@ pub async fn record(
     for (key, values) in &latest {
         invocation.arg(*key).arg(values.to_string());
     }
-    let recorded: usize = invocation.invoke_async(&mut state.conn()).await?;
+    let mut conn = state.durable().await?;
+    let recorded: usize = invocation.invoke_async(&mut conn).await?;
+    state.confirm(&mut conn).await?;
     state.metrics.stats_recorded(recorded);
     Ok(recorded)
 }

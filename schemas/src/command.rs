@@ -63,6 +63,8 @@ pub enum CommandError {
         "id must be 1 to {MAX_ID_LEN} characters without commas, whitespace or control characters"
     )]
     BadId,
+    #[error("`{0}` must not contain `{{` or `}}`: in Redis key names they are Redis Cluster hash tags")]
+    HashTag(&'static str),
     #[error("no target: give `nid`, or `role` (with optional `fanout`)")]
     NoTarget,
     #[error("give either `nid` or `role`, not both")]
@@ -86,6 +88,7 @@ impl Command {
             .filter(|id| valid_id(id))
             .map(str::to_owned);
         Self::check_fields(obj).map_err(|e| (id.clone(), e))?;
+        Self::check_key_parts(obj).map_err(|e| (id.clone(), e))?;
         let cmd: Command = serde_json::from_value(value).map_err(|e| {
             (
                 id.clone(),
@@ -138,6 +141,27 @@ impl Command {
         Ok(())
     }
 
+    /// The id, `args.domain` and `args.name` become parts of Redis key names (`job:<id>`,
+    /// `log.<domain>.<name>`): a brace there would move a key into another cluster slot than
+    /// the keys it is written with.
+    fn check_key_parts(obj: &serde_json::Map<String, Value>) -> Result<(), CommandError> {
+        let braced = |v: Option<&Value>| v.and_then(Value::as_str).is_some_and(has_hash_tag_char);
+        if braced(obj.get("id")) {
+            return Err(CommandError::HashTag("id"));
+        }
+        let args = obj.get("args");
+        for field in ["domain", "name"] {
+            if braced(args.and_then(|a| a.get(field))) {
+                return Err(CommandError::HashTag(if field == "domain" {
+                    "args.domain"
+                } else {
+                    "args.name"
+                }));
+            }
+        }
+        Ok(())
+    }
+
     /// The agents this command is for.
     pub fn target(&self) -> Result<Target, CommandError> {
         match (&self.nid, &self.role) {
@@ -171,6 +195,11 @@ fn wrong(field: &'static str, detail: &str) -> CommandError {
     }
 }
 
+/// Whether a key part holds a Redis Cluster hash-tag character.
+pub fn has_hash_tag_char(text: &str) -> bool {
+    text.contains(['{', '}'])
+}
+
 /// Job ids travel in comma-separated `ack=` lists and in key names.
 pub fn valid_id(id: &str) -> bool {
     !id.is_empty()
@@ -186,6 +215,18 @@ mod tests {
 
     fn parse(s: &str) -> Result<(Command, CommandKind), (Option<String>, CommandError)> {
         Command::parse(s.as_bytes())
+    }
+
+    #[test]
+    fn braces_in_an_id_or_a_domain_are_refused_with_the_id_kept() {
+        let (id, err) = parse(r#"{"id":"a{b}","gid":1,"nid":5,"cmd":"ping"}"#).unwrap_err();
+        assert_eq!((id.as_deref(), err), (Some("a{b}"), CommandError::HashTag("id")));
+        let (_, err) = parse(
+            r#"{"id":"a","gid":1,"nid":5,"cmd":"execute","args":{"cmd":"/bin/true","domain":"x}"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err, CommandError::HashTag("args.domain"));
+        assert!(err.to_string().contains("hash tags"), "{err}");
     }
 
     #[test]

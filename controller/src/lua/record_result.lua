@@ -1,8 +1,11 @@
--- Record one agent's result of a job, once.
--- KEYS[1] job:<id>, KEYS[2] cmds_queue_<id>
--- ARGV[1] "gid:nid", ARGV[2] the result (JSON), ARGV[3] its state, ARGV[4] ttl (s), ARGV[5] max results kept,
+-- Record one agent's result of a job in the job record, once.
+-- KEYS[1] job:<id>
+-- ARGV[1] "gid:nid", ARGV[2] the result (JSON), ARGV[3] its state, ARGV[4] ttl (s), ARGV[5] unused,
 -- ARGV[6] its run number (0: a job that runs once), ARGV[7] '1' for a job's final result, '0' for one
 -- run of a job that goes on (recurring): that job stays RUNNING.
+-- The result is appended to cmds_queue_<id> (another cluster slot) by append_result.lua, after
+-- this script, for 'recorded' and 'duplicate' alike: a duplicate may be the retry of a post
+-- whose append a crash cut off, and the append is idempotent.
 -- Returns {status, job state}: status 'recorded', 'duplicate', 'unknown_job' or 'not_a_target'.
 -- A final result is recorded once per (job, agent); a run's result once per (job, agent, run):
 -- the agent posts runs in order, so a run not above the last one recorded is a repeat.
@@ -13,12 +16,6 @@ local is_target = false
 for _, t in ipairs(targets) do if t == ARGV[1] then is_target = true end end
 if not is_target then return {'not_a_target', ''} end
 
-local function append()
-  redis.call('RPUSH', KEYS[2], ARGV[2])
-  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[5]), -1)
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
-end
-
 if ARGV[7] == '0' then
   local state = redis.call('HGET', KEYS[1], 'state') or ''
   local run_field = 'run:' .. ARGV[1]
@@ -27,7 +24,6 @@ if ARGV[7] == '0' then
     return {'duplicate', state}
   end
   redis.call('HSET', KEYS[1], run_field, ARGV[6])
-  append()
   -- A job that keeps running outlives the result TTL counted from its creation.
   redis.call('EXPIRE', KEYS[1], ARGV[4])
   if state ~= 'RUNNING' then
@@ -40,7 +36,6 @@ end
 if redis.call('HSETNX', KEYS[1], 'result:' .. ARGV[1], ARGV[2]) == 0 then
   return {'duplicate', redis.call('HGET', KEYS[1], 'state') or ''}
 end
-append()
 
 -- The job ends when every target answered: OK if all did OK, else the first other state.
 local state, answered = 'OK', 0

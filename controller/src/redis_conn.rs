@@ -1,0 +1,602 @@
+//! Connections to a [`Target`]: one standalone server, the primary of a Sentinel set, or a
+//! Redis Cluster, behind one cloneable [`Conn`] that the rest of the controller uses as any
+//! redis-rs connection (scripts, pipelines, commands).
+//!
+//! - Standalone: redis-rs's reconnecting `ConnectionManager`.
+//! - Sentinel: a multiplexed connection to the primary the sentinels name. An error that says
+//!   the primary is gone or demoted (I/O, refused, timeout, `READONLY`, `MASTERDOWN`, `LOADING`)
+//!   makes the next request ask the sentinels again; a command that Redis refused without
+//!   running it (`READONLY`, `MASTERDOWN`, `LOADING`) is sent once more to the new primary.
+//!   Nothing else is re-sent: a write whose answer was lost is the caller's to retry, and every
+//!   caller's writes are idempotent.
+//! - Cluster: redis-rs's `cluster_async` connection (MOVED/ASK, slot refresh). A pipeline that
+//!   is not atomic and holds keys of several slots is split here by slot, each part pipelined
+//!   to its node, and the answers put back in order: callers write plain pipelines.
+//!
+//! [`Conn::wait_replicas`] is `WAIT` on the connection that made the writes (on a cluster on
+//! every primary, the answer being the least), so a write is acknowledged only once replicas
+//! hold it. [`Redis::subscribe`] gives one channel's messages, following failovers the same way.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::Slot;
+use redis::{
+    AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult,
+    ServerErrorKind, Value,
+};
+use tokio::sync::Mutex;
+
+use crate::target::{Target, Topology};
+
+/// Longest wait for a TCP (and TLS) connection to a node.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How to reach Redis; makes connections and subscriptions.
+pub struct Redis {
+    target: Target,
+    ca: Option<Vec<u8>>,
+    cluster: Option<ClusterClient>,
+}
+
+impl Redis {
+    /// Checks the target and the CA file; connects nothing yet.
+    pub fn open(target: Target, ca: Option<&Path>) -> anyhow::Result<Redis> {
+        use anyhow::Context;
+        let ca = ca
+            .map(|p| {
+                std::fs::read(p).with_context(|| format!("cannot read --redis-ca {}", p.display()))
+            })
+            .transpose()?;
+        if ca.is_some() && !target.tls {
+            anyhow::bail!("--redis-ca is for TLS targets (rediss://, rediss+sentinel://, rediss+cluster://), not {target}");
+        }
+        let cluster = match target.topology {
+            Topology::Cluster => Some(cluster_client(&target, ca.as_deref(), None)?),
+            _ => None,
+        };
+        // Fails early on an address redis-rs cannot use.
+        node_client(&target, &target.nodes[0], ca.as_deref())
+            .with_context(|| format!("bad redis target {target}"))?;
+        Ok(Redis {
+            target,
+            ca,
+            cluster,
+        })
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// A connection whose requests may take up to `response_timeout` (blocking commands
+    /// need more than their own timeout).
+    pub async fn connect(&self, response_timeout: Duration) -> RedisResult<Conn> {
+        match self.target.topology {
+            Topology::Standalone => {
+                let client = node_client(&self.target, &self.target.nodes[0], self.ca.as_deref())?;
+                let config = ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(response_timeout))
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_number_of_retries(2);
+                Ok(Conn::Single(
+                    ConnectionManager::new_with_config(client, config).await?,
+                ))
+            }
+            Topology::Sentinel => {
+                let conn = SentinelConn {
+                    inner: Arc::new(SentinelInner {
+                        target: self.target.clone(),
+                        ca: self.ca.clone(),
+                        response_timeout,
+                        current: Mutex::new(None),
+                    }),
+                };
+                conn.primary().await?;
+                Ok(Conn::Sentinel(conn))
+            }
+            Topology::Cluster => {
+                let client = match (&self.cluster, response_timeout) {
+                    (Some(c), t) if t <= Duration::from_secs(5) => c.clone(),
+                    _ => cluster_client(&self.target, self.ca.as_deref(), Some(response_timeout))
+                        .map_err(|e| io_error(&e.to_string()))?,
+                };
+                Ok(Conn::Cluster(client.get_async_connection().await?))
+            }
+        }
+    }
+
+    /// The payloads published on `channel`, from one subscription. The stream ends when the
+    /// subscription is lost (the caller subscribes again; messages in between are missed).
+    pub async fn subscribe(&self, channel: &str) -> RedisResult<BoxStream<'static, Vec<u8>>> {
+        let client = match self.target.topology {
+            Topology::Standalone => {
+                node_client(&self.target, &self.target.nodes[0], self.ca.as_deref())?
+            }
+            Topology::Sentinel => resolve_primary(&self.target, self.ca.as_deref()).await?.0,
+            // PUBLISH reaches every node of a cluster: any node that answers will do.
+            Topology::Cluster => self.any_cluster_node().await?,
+        };
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(channel).await?;
+        Ok(pubsub
+            .into_on_message()
+            .filter_map(|m| async move { m.get_payload::<Vec<u8>>().ok() })
+            .boxed())
+    }
+
+    /// A client of the first cluster node that answers: the seeds, then the nodes they know.
+    async fn any_cluster_node(&self) -> RedisResult<redis::Client> {
+        let mut last = io_error("no cluster node answers");
+        let mut nodes = self.target.nodes.clone();
+        if let Some(cluster) = &self.cluster {
+            // The whole cluster as it is now, so a subscription survives dead seeds.
+            if let Ok(mut conn) = cluster.get_async_connection().await {
+                if let Ok(text) = redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query_async::<String>(&mut conn)
+                    .await
+                {
+                    nodes.extend(cluster_nodes(&text));
+                }
+            }
+        }
+        for node in &nodes {
+            let client = node_client(&self.target, node, self.ca.as_deref())?;
+            match ping(&client).await {
+                Ok(()) => return Ok(client),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+}
+
+/// Addresses of the connected nodes in `CLUSTER NODES` output.
+fn cluster_nodes(text: &str) -> Vec<(String, u16)> {
+    text.lines()
+        .filter(|l| !l.contains("fail") && !l.contains("disconnected"))
+        .filter_map(|l| {
+            // `<id> <ip:port@cport[,hostname]> <flags> …`
+            let addr = l.split_whitespace().nth(1)?.split(['@', ',']).next()?;
+            let (host, port) = addr.rsplit_once(':')?;
+            Some((host.to_owned(), port.parse().ok()?))
+        })
+        .collect()
+}
+
+async fn ping(client: &redis::Client) -> RedisResult<()> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(Duration::from_secs(2)));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    redis::cmd("PING").query_async::<()>(&mut conn).await
+}
+
+fn node_client(target: &Target, node: &(String, u16), ca: Option<&[u8]>) -> RedisResult<redis::Client> {
+    let url = target.node_url(node);
+    match ca {
+        None => redis::Client::open(url),
+        Some(ca) => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.to_vec()),
+            },
+        ),
+    }
+}
+
+fn cluster_client(
+    target: &Target,
+    ca: Option<&[u8]>,
+    response_timeout: Option<Duration>,
+) -> anyhow::Result<ClusterClient> {
+    let urls: Vec<String> = target.nodes.iter().map(|n| target.node_url(n)).collect();
+    let mut builder = ClusterClient::builder(urls)
+        .connection_timeout(CONNECT_TIMEOUT)
+        .response_timeout(response_timeout.unwrap_or(Duration::from_secs(5)))
+        .retries(6);
+    if let Some(ca) = ca {
+        builder = builder.certs(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca.to_vec()),
+        });
+    }
+    Ok(builder.build()?)
+}
+
+fn io_error(message: &str) -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::NotConnected,
+        message.to_owned(),
+    ))
+}
+
+/// Asks the sentinels, in turn, for the primary of the target's master name, and checks that
+/// it says it is one (a sentinel may not have seen a failover yet).
+async fn resolve_primary(
+    target: &Target,
+    ca: Option<&[u8]>,
+) -> RedisResult<(redis::Client, (String, u16))> {
+    let master = target.master.as_deref().unwrap_or_default();
+    let mut last = io_error(&format!("no sentinel of {target} answers"));
+    // Sentinels have no databases: their URL keeps the credentials, db 0.
+    let sentinel_target = Target {
+        db: 0,
+        ..target.clone()
+    };
+    for sentinel in &target.nodes {
+        let attempt = async {
+            let client = node_client(&sentinel_target, sentinel, ca)?;
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_response_timeout(Some(Duration::from_secs(2)));
+            let mut conn = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
+                .arg("GET-MASTER-ADDR-BY-NAME")
+                .arg(master)
+                .query_async(&mut conn)
+                .await?;
+            let addr = addr.ok_or_else(|| {
+                io_error(&format!(
+                    "sentinel {}:{} does not know master `{master}`",
+                    sentinel.0, sentinel.1
+                ))
+            })?;
+            let primary = node_client(target, &addr, ca)?;
+            let mut pconn = primary
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            let role: Vec<Value> = redis::cmd("ROLE").query_async(&mut pconn).await?;
+            match role.first() {
+                Some(Value::BulkString(r)) if r == b"master" => Ok((primary, addr)),
+                _ => Err(RedisError::from((
+                    ErrorKind::Server(ServerErrorKind::ReadOnly),
+                    "the sentinel's primary is not a primary (yet)",
+                ))),
+            }
+        };
+        match attempt.await {
+            Ok(found) => return Ok(found),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// A connection to the current primary of a Sentinel set; clones share it.
+#[derive(Clone)]
+pub struct SentinelConn {
+    inner: Arc<SentinelInner>,
+}
+
+struct SentinelInner {
+    target: Target,
+    ca: Option<Vec<u8>>,
+    response_timeout: Duration,
+    /// The primary's connection; `None` after an error that may mean a failover.
+    current: Mutex<Option<MultiplexedConnection>>,
+}
+
+impl SentinelConn {
+    /// The primary's connection, asking the sentinels first when there is none.
+    async fn primary(&self) -> RedisResult<MultiplexedConnection> {
+        let mut current = self.inner.current.lock().await;
+        if let Some(conn) = current.as_ref() {
+            return Ok(conn.clone());
+        }
+        let (client, addr) = resolve_primary(&self.inner.target, self.inner.ca.as_deref()).await?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(self.inner.response_timeout));
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        tracing::info!(primary = %format!("{}:{}", addr.0, addr.1), "connected to the sentinels' primary");
+        *current = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// After a request on a pinned connection: an answer that may mean a failover makes the
+    /// next request ask the sentinels.
+    async fn after<T>(&self, answer: &RedisResult<T>, refused: impl Fn(&T) -> bool) {
+        let failover = match answer {
+            Ok(v) => refused(v),
+            Err(e) => maybe_failover(e),
+        };
+        if failover {
+            self.forget().await;
+        }
+    }
+
+    /// Forgets the primary, so the next request asks the sentinels.
+    async fn forget(&self) {
+        *self.inner.current.lock().await = None;
+    }
+
+    /// Runs `request` on the primary; after an error that may mean a failover the primary is
+    /// looked up again, and a command the old primary refused unrun is sent to the new one.
+    async fn run<T>(
+        &self,
+        request: impl Fn(MultiplexedConnection) -> BoxFuture<'static, RedisResult<T>>,
+        refused: impl Fn(&T) -> bool,
+    ) -> RedisResult<T> {
+        for attempt in 0..2 {
+            let conn = self.primary().await?;
+            match request(conn).await {
+                Ok(v) if attempt == 0 && refused(&v) => self.forget().await,
+                Ok(v) => return Ok(v),
+                Err(e) if attempt == 0 && not_run(&e) => self.forget().await,
+                Err(e) => {
+                    if maybe_failover(&e) {
+                        self.forget().await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        unreachable!("the second attempt returns")
+    }
+}
+
+/// The primary refused the command without running it: it is a replica now, or not ready.
+fn not_run(e: &RedisError) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown | ServerErrorKind::BusyLoading
+        )
+    ) || e.is_connection_refusal()
+}
+
+/// The connection may be to a dead or demoted primary.
+fn maybe_failover(e: &RedisError) -> bool {
+    not_run(e) || e.is_io_error() || e.is_timeout() || e.is_connection_dropped()
+}
+
+fn refused_value(v: &Value) -> bool {
+    match v {
+        Value::ServerError(e) => matches!(
+            e.kind(),
+            Some(
+                ServerErrorKind::ReadOnly
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::BusyLoading
+            )
+        ),
+        _ => false,
+    }
+}
+
+/// A connection of any topology; cheap to clone (clones share the socket).
+#[derive(Clone)]
+pub enum Conn {
+    Single(ConnectionManager),
+    Sentinel(SentinelConn),
+    Cluster(ClusterConnection),
+    /// One primary's connection, never switched to another primary: see [`Conn::pin`].
+    Pinned(SentinelConn, MultiplexedConnection),
+}
+
+impl Conn {
+    /// This connection, held to the primary it reaches now. Writes followed by
+    /// [`Conn::wait_replicas`] must be made on a pinned connection: `WAIT` counts the replicas
+    /// that hold the writes of its own connection, and a `WAIT` sent to a new primary after a
+    /// failover would confirm writes that the old one took to its grave. An error that may mean
+    /// a failover still makes the next [`Conn::pin`] ask the sentinels.
+    pub async fn pin(&self) -> RedisResult<Conn> {
+        match self {
+            Conn::Sentinel(s) => Ok(Conn::Pinned(s.clone(), s.primary().await?)),
+            other => Ok(other.clone()),
+        }
+    }
+
+    /// `WAIT n timeout` after this connection's writes: how many replicas hold them (on a
+    /// cluster, the least over the primaries). `n == 0` waits for nothing.
+    pub async fn wait_replicas(&mut self, n: usize, timeout: Duration) -> RedisResult<usize> {
+        if n == 0 {
+            return Ok(0);
+        }
+        redis::cmd("WAIT")
+            .arg(n)
+            .arg(timeout.as_millis() as u64)
+            .query_async(self)
+            .await
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Pinned(s, c) => async move {
+                let answer = c.req_packed_command(cmd).await;
+                s.after(&answer, refused_value).await;
+                answer
+            }
+            .boxed(),
+            Conn::Sentinel(s) => {
+                let cmd = cmd.clone();
+                async move {
+                    s.run(
+                        move |mut c| {
+                            let cmd = cmd.clone();
+                            async move { c.req_packed_command(&cmd).await }.boxed()
+                        },
+                        refused_value,
+                    )
+                    .await
+                }
+                .boxed()
+            }
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Pinned(s, c) => async move {
+                let answer = c.req_packed_commands(pipeline, offset, count).await;
+                s.after(&answer, |vs| vs.iter().any(refused_value)).await;
+                answer
+            }
+            .boxed(),
+            Conn::Cluster(c) => {
+                if pipeline.is_transaction() {
+                    c.req_packed_commands(pipeline, offset, count)
+                } else {
+                    split_by_slot(c.clone(), pipeline).boxed()
+                }
+            }
+            Conn::Sentinel(s) => {
+                let pipeline = pipeline.clone();
+                async move {
+                    s.run(
+                        move |mut c| {
+                            let pipeline = pipeline.clone();
+                            async move { c.req_packed_commands(&pipeline, offset, count).await }
+                                .boxed()
+                        },
+                        |values| values.iter().any(refused_value),
+                    )
+                    .await
+                }
+                .boxed()
+            }
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(_) => 0,
+            Conn::Sentinel(s) | Conn::Pinned(s, _) => s.inner.target.db,
+        }
+    }
+}
+
+/// The slot a command's key is in; `None` for a command without a key (PUBLISH, PING).
+fn command_slot(cmd: &Cmd) -> Option<Slot> {
+    let args: Vec<&[u8]> = cmd
+        .args_iter()
+        .filter_map(|a| match a {
+            redis::Arg::Simple(b) => Some(b),
+            _ => None,
+        })
+        .collect();
+    let name = args.first()?.to_ascii_uppercase();
+    let key = match name.as_slice() {
+        b"EVAL" | b"EVALSHA" | b"FCALL" => {
+            let numkeys: usize = std::str::from_utf8(args.get(2)?).ok()?.parse().ok()?;
+            (numkeys > 0).then(|| args.get(3)).flatten()?
+        }
+        b"PUBLISH" | b"PING" | b"WAIT" | b"SCRIPT" | b"INFO" | b"CLUSTER" => return None,
+        _ => args.get(1)?,
+    };
+    Some(Slot::for_key(key))
+}
+
+/// Runs a non-atomic pipeline on a cluster as one pipeline per slot (in parallel), answers in
+/// the pipeline's order. Commands of one slot keep their order.
+async fn split_by_slot(conn: ClusterConnection, pipeline: &Pipeline) -> RedisResult<Vec<Value>> {
+    let mut groups: HashMap<Option<Slot>, Vec<usize>> = HashMap::new();
+    let cmds: Vec<&Cmd> = pipeline.cmd_iter().collect();
+    for (i, cmd) in cmds.iter().enumerate() {
+        groups.entry(command_slot(cmd)).or_default().push(i);
+    }
+    if groups.len() <= 1 {
+        let mut conn = conn;
+        return conn.req_packed_commands(pipeline, 0, cmds.len()).await;
+    }
+    let parts = groups.into_values().map(|indexes| {
+        let mut part = redis::pipe();
+        for &i in &indexes {
+            part.add_command(cmds[i].clone());
+        }
+        let mut conn = conn.clone();
+        async move {
+            let values = conn.req_packed_commands(&part, 0, indexes.len()).await?;
+            Ok::<_, RedisError>((indexes, values))
+        }
+    });
+    let mut answers = vec![Value::Nil; cmds.len()];
+    for (indexes, values) in futures::future::try_join_all(parts).await? {
+        for (i, v) in indexes.into_iter().zip(values) {
+            answers[i] = v;
+        }
+    }
+    Ok(answers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_put_in_their_keys_slots() {
+        let lpush = redis::cmd("LPUSH").arg("agent:{1:2}:queue").arg("x").clone();
+        let hset = redis::cmd("HSET").arg("agent:{1:2}").arg("a").arg("b").clone();
+        assert_eq!(command_slot(&lpush), command_slot(&hset));
+        let zadd = redis::cmd("ZADD").arg("agents").arg(1).arg("1:2").clone();
+        assert_ne!(command_slot(&zadd), command_slot(&lpush));
+        let publish = redis::cmd("PUBLISH").arg("jsacc:events").arg("{}").clone();
+        assert_eq!(command_slot(&publish), None);
+    }
+
+    #[test]
+    fn a_script_is_in_the_slot_of_its_first_key() {
+        let eval = redis::cmd("EVALSHA")
+            .arg("abc")
+            .arg(2)
+            .arg("job:7")
+            .arg("other")
+            .arg("arg")
+            .clone();
+        let hget = redis::cmd("HGET").arg("job:7").arg("state").clone();
+        assert_eq!(command_slot(&eval), command_slot(&hget));
+        let keyless = redis::cmd("EVALSHA").arg("abc").arg(0).arg("arg").clone();
+        assert_eq!(command_slot(&keyless), None);
+    }
+
+    #[test]
+    fn cluster_nodes_are_read_from_cluster_nodes_output() {
+        let text = "a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460\n\
+                    b2 127.0.0.1:7001@17001,host.example master - 0 0 2 connected 5461-10922\n\
+                    c3 127.0.0.1:7002@17002 master,fail - 0 0 3 connected\n";
+        assert_eq!(
+            cluster_nodes(text),
+            vec![("127.0.0.1".into(), 7000), ("127.0.0.1".into(), 7001)]
+        );
+    }
+
+    #[test]
+    fn refusals_that_mean_a_failover_are_recognised() {
+        let readonly = RedisError::from((
+            ErrorKind::Server(ServerErrorKind::ReadOnly),
+            "You can't write against a read only replica.",
+        ));
+        assert!(not_run(&readonly));
+        assert!(maybe_failover(&readonly));
+        let wrongtype = RedisError::from((ErrorKind::Server(ServerErrorKind::ResponseError), "WRONGTYPE"));
+        assert!(!not_run(&wrongtype));
+    }
+}
