@@ -1,0 +1,126 @@
+//! Writes are acknowledged only once replicas hold them (`--redis-wait-replicas`), and a
+//! client's retry of a push is safe: an identical re-push of a routed command is dropped.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tests::{execute, free_port, wait_for, Agent, Controller, ControllerOpts, Redis};
+
+/// A redis-server replica of `primary`, killed on drop.
+struct Replica(Child);
+
+impl Replica {
+    fn of(primary: &Redis) -> Replica {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--replicaof", "127.0.0.1", &primary.port.to_string()])
+            .arg("--dir")
+            .arg(std::env::temp_dir())
+            .arg("--dbfilename")
+            .arg(format!("replica-{port}.rdb"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        Replica(child)
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_command_is_not_routed_until_a_replica_confirms_it() {
+    let redis = Redis::start();
+    let opts = ControllerOpts {
+        extra: ["--redis-wait-replicas", "1", "--redis-wait-ms", "200"]
+            .map(String::from)
+            .to_vec(),
+        ..ControllerOpts::default()
+    };
+    let controller = Controller::start(&redis, opts);
+    let _agent = Agent::start(&redis, &controller, 1, 1, &[]);
+    let client = redis.client();
+    wait_for("agent 1:1 online", Duration::from_secs(30), || {
+        client.online(1, 1).then_some(())
+    });
+
+    let cmd = execute(1, 1, "/bin/echo", &["replicated"]);
+    let id = cmd["id"].as_str().expect("id").to_owned();
+    client.push(&cmd);
+    // No replica: the job record is written but not confirmed, so the command stays in the
+    // routing list and never reaches the agent's queue.
+    assert!(
+        client.result(&id, Duration::from_secs(3)).is_none(),
+        "a command was routed though no replica confirmed its record"
+    );
+    assert_eq!(client.llen("agent:{1:1}:queue"), 0);
+    assert_eq!(client.llen("agent:{1:1}:delivered"), 0);
+    let routing: Vec<String> = client.query(redis::cmd("KEYS").arg("{cmds_queue}:routing:*"));
+    let held: u64 = routing.iter().map(|k| client.llen(k)).sum();
+    assert_eq!(held, 1, "the command is kept in its routing list");
+
+    let _replica = Replica::of(&redis);
+    let result = client
+        .result(&id, Duration::from_secs(60))
+        .expect("routed and answered once a replica confirms");
+    assert_eq!(result["state"], "OK", "{result}");
+    assert_eq!(client.llen(&format!("cmds_queue_{id}")), 0, "one result only");
+    let metrics = controller
+        .http()
+        .get(format!("{}/metrics", controller.url()))
+        .send()
+        .expect("metrics")
+        .text()
+        .expect("text");
+    let unconfirmed = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("jsacc_redis_writes_unconfirmed_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .expect("the unconfirmed-writes counter");
+    assert!(unconfirmed >= 1.0, "{metrics}");
+}
+
+#[test]
+fn an_identical_push_of_a_routed_command_is_dropped_silently() {
+    let redis = Redis::start();
+    let controller = Controller::start(&redis, ControllerOpts::default());
+    let _agent = Agent::start(&redis, &controller, 1, 1, &[]);
+    let client = redis.client();
+    wait_for("agent 1:1 online", Duration::from_secs(30), || {
+        client.online(1, 1).then_some(())
+    });
+    let cmd = execute(1, 1, "/bin/echo", &["once"]);
+    let id = cmd["id"].as_str().expect("id").to_owned();
+    let first = client.run(&cmd, Duration::from_secs(30));
+    assert_eq!(first["state"], "OK", "{first}");
+
+    // The client's retry (same bytes), then a marker job: once the marker is answered, the
+    // router has handled the retry.
+    client.push(&cmd);
+    let marker = client.run(&execute(1, 1, "/bin/true", &[]), Duration::from_secs(30));
+    assert_eq!(marker["state"], "OK", "{marker}");
+    assert_eq!(
+        client.llen(&format!("cmds_queue_{id}")),
+        0,
+        "the retry was answered"
+    );
+    assert!(
+        !client
+            .dead_letters()
+            .iter()
+            .any(|d| d["raw"].as_str().unwrap_or("").contains(&id)),
+        "the retry was dead-lettered"
+    );
+    // Another command under a known id is still refused.
+    let mut other = execute(1, 1, "/bin/echo", &["other"]);
+    other["id"] = id.clone().into();
+    let answer = client.run(&other, Duration::from_secs(30));
+    assert_eq!(answer["state"], "ERROR");
+    assert_eq!(answer["data"], "duplicate id");
+}
