@@ -142,13 +142,23 @@ mod tests {
     fn script_keys_share_their_slots() {
         use redis::cluster_routing::Slot;
         let a = agent_id(3, 14);
-        for key in [agent_delivered(&a), agent_leases(&a), agent_inflight(&a), agent(&a)] {
+        for key in [
+            agent_delivered(&a),
+            agent_leases(&a),
+            agent_inflight(&a),
+            agent(&a),
+        ] {
             assert_eq!(Slot::for_key(&key), Slot::for_key(agent_queue(&a)), "{key}");
         }
         for key in [stats_latest(&a), stats_seen(&a)] {
             assert_eq!(Slot::for_key(&key), Slot::for_key(stats(&a)), "{key}");
         }
-        for key in [routing("i"), recovering("i"), INSTANCES.into(), DEADLINES.into()] {
+        for key in [
+            routing("i"),
+            recovering("i"),
+            INSTANCES.into(),
+            DEADLINES.into(),
+        ] {
             assert_eq!(Slot::for_key(&key), Slot::for_key(CMDS_QUEUE), "{key}");
         }
         let stream = log_stream("ops", "backup");

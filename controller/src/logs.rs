@@ -69,22 +69,23 @@ pub async fn post(
 /// The messages of the items, in order; what is not a message is counted as rejected.
 fn flatten(items: Vec<Value>, answer: &mut LogsAnswer) -> Vec<LogMessage> {
     let mut messages = Vec::with_capacity(items.len());
-    let mut take =
-        |item: Value, answer: &mut LogsAnswer| match serde_json::from_value::<LogMessage>(item) {
-            Ok(m) if braced(&m) => {
-                answer.rejected += 1;
-                answer.reason.get_or_insert_with(|| {
+    let mut take = |item: Value, answer: &mut LogsAnswer| match serde_json::from_value::<LogMessage>(
+        item,
+    ) {
+        Ok(m) if braced(&m) => {
+            answer.rejected += 1;
+            answer.reason.get_or_insert_with(|| {
                     "log message: domain and name must not contain `{` or `}` (Redis Cluster hash tags)".into()
                 });
-            }
-            Ok(m) => messages.push(m),
-            Err(e) => {
-                answer.rejected += 1;
-                answer
-                    .reason
-                    .get_or_insert_with(|| format!("log message: {e}"));
-            }
-        };
+        }
+        Ok(m) => messages.push(m),
+        Err(e) => {
+            answer.rejected += 1;
+            answer
+                .reason
+                .get_or_insert_with(|| format!("log message: {e}"));
+        }
+    };
     for item in items {
         match item {
             Value::Array(batch) => batch.into_iter().for_each(|m| take(m, answer)),
@@ -129,7 +130,9 @@ pub async fn append(
     );
     let alerted = append_stream(state, conn.clone(), &to, keys::ALERTS, &alerts);
     let (appended, _) = futures::future::try_join(appended, alerted).await?;
-    state.confirm(&mut conn.clone()).await?;
+    let mut written: Vec<String> = streams.into_keys().collect();
+    written.push(keys::ALERTS.to_owned());
+    state.confirm(&mut conn.clone(), &written).await?;
     Ok(appended.iter().sum())
 }
 

@@ -17,7 +17,7 @@
 //! every primary, the answer being the least), so a write is acknowledged only once replicas
 //! hold it. [`Redis::subscribe`] gives one channel's messages, following failovers the same way.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,10 +25,12 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::Slot;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
 use redis::{
     AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult,
     ServerErrorKind, Value,
@@ -36,6 +38,9 @@ use redis::{
 use tokio::sync::Mutex;
 
 use crate::target::{Target, Topology};
+
+/// Most distinct slots whose primaries are each sent a `WAIT`; more go to every primary.
+const WAIT_SLOTS: usize = 16;
 
 /// Longest wait for a TCP (and TLS) connection to a node.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -183,7 +188,11 @@ async fn ping(client: &redis::Client) -> RedisResult<()> {
     redis::cmd("PING").query_async::<()>(&mut conn).await
 }
 
-fn node_client(target: &Target, node: &(String, u16), ca: Option<&[u8]>) -> RedisResult<redis::Client> {
+fn node_client(
+    target: &Target,
+    node: &(String, u16),
+    ca: Option<&[u8]>,
+) -> RedisResult<redis::Client> {
     let url = target.node_url(node);
     match ca {
         None => redis::Client::open(url),
@@ -404,17 +413,41 @@ impl Conn {
         }
     }
 
-    /// `WAIT n timeout` after this connection's writes: how many replicas hold them (on a
-    /// cluster, the least over the primaries). `n == 0` waits for nothing.
-    pub async fn wait_replicas(&mut self, n: usize, timeout: Duration) -> RedisResult<usize> {
+    /// `WAIT n timeout` after this connection's writes of `keys`: how many replicas hold them.
+    /// On a cluster `WAIT` goes to the primaries of the keys' slots (the answer is the least),
+    /// so a shard that is failing over holds up only the writes to its own slots; past
+    /// [`WAIT_SLOTS`] distinct slots it goes to every primary. `n == 0` waits for nothing.
+    pub async fn wait_replicas(
+        &mut self,
+        n: usize,
+        timeout: Duration,
+        keys: &[String],
+    ) -> RedisResult<usize> {
         if n == 0 {
             return Ok(0);
         }
-        redis::cmd("WAIT")
-            .arg(n)
-            .arg(timeout.as_millis() as u64)
-            .query_async(self)
-            .await
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(n).arg(timeout.as_millis() as u64);
+        let Conn::Cluster(cluster) = self else {
+            return wait.query_async(self).await;
+        };
+        let routes: HashSet<Route> = keys
+            .iter()
+            .map(|k| Route::with_key(k, SlotAddr::Master))
+            .collect();
+        if routes.is_empty() || routes.len() > WAIT_SLOTS {
+            return wait.query_async(cluster).await;
+        }
+        let waits = routes.into_iter().map(|route| {
+            let (mut conn, wait) = (cluster.clone(), wait.clone());
+            async move {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                let answer = conn.route_command(wait, routing).await?;
+                redis::from_redis_value::<usize>(answer).map_err(RedisError::from)
+            }
+        });
+        let counts = futures::future::try_join_all(waits).await?;
+        Ok(counts.into_iter().min().unwrap_or(0))
     }
 }
 
@@ -553,8 +586,15 @@ mod tests {
 
     #[test]
     fn commands_are_put_in_their_keys_slots() {
-        let lpush = redis::cmd("LPUSH").arg("agent:{1:2}:queue").arg("x").clone();
-        let hset = redis::cmd("HSET").arg("agent:{1:2}").arg("a").arg("b").clone();
+        let lpush = redis::cmd("LPUSH")
+            .arg("agent:{1:2}:queue")
+            .arg("x")
+            .clone();
+        let hset = redis::cmd("HSET")
+            .arg("agent:{1:2}")
+            .arg("a")
+            .arg("b")
+            .clone();
         assert_eq!(command_slot(&lpush), command_slot(&hset));
         let zadd = redis::cmd("ZADD").arg("agents").arg(1).arg("1:2").clone();
         assert_ne!(command_slot(&zadd), command_slot(&lpush));
@@ -596,7 +636,10 @@ mod tests {
         ));
         assert!(not_run(&readonly));
         assert!(maybe_failover(&readonly));
-        let wrongtype = RedisError::from((ErrorKind::Server(ServerErrorKind::ResponseError), "WRONGTYPE"));
+        let wrongtype = RedisError::from((
+            ErrorKind::Server(ServerErrorKind::ResponseError),
+            "WRONGTYPE",
+        ));
         assert!(!not_run(&wrongtype));
     }
 }

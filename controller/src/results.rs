@@ -84,7 +84,9 @@ pub async fn record_all(
 ) -> redis::RedisResult<Vec<Outcome>> {
     let mut conn = state.durable().await?;
     let recorded = futures::future::try_join_all(
-        results.iter().map(|r| record_one(state, conn.clone(), agent, r)),
+        results
+            .iter()
+            .map(|r| record_one(state, conn.clone(), agent, r)),
     )
     .await?;
     // Settles the deliveries even when the agent's ack was lost with a previous answer.
@@ -110,7 +112,11 @@ pub async fn record_all(
     if any {
         pipe.exec_async(&mut conn).await?;
     }
-    state.confirm(&mut conn).await?;
+    let mut written = vec![keys::agent_queue(agent)];
+    for r in results {
+        written.extend([keys::job(&r.id), keys::results(&r.id)]);
+    }
+    state.confirm(&mut conn, &written).await?;
     Ok(recorded.into_iter().map(|(o, _)| o).collect())
 }
 

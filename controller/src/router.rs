@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use futures::future::try_join_all;
 use rand::seq::IndexedRandom;
-use sha2::{Digest, Sha256};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use schemas::{Command, JobResult, Target};
@@ -121,17 +121,23 @@ pub async fn route_batch(
             .map(|(raw, route)| record(state, conn.clone(), raw, route, replay)),
     )
     .await?;
-    state.confirm(&mut conn).await?;
+    let records: Vec<String> = pushes
+        .iter()
+        .flat_map(|(written, _)| written.clone())
+        .collect();
+    state.confirm(&mut conn, &records).await?;
     let mut pipe = redis::pipe();
     let mut routed = 0;
-    for (raw, push) in batch.iter().zip(pushes) {
+    let mut queues = vec![keys::DEADLINES.to_owned()];
+    for (raw, (_, push)) in batch.iter().zip(pushes) {
         let Some((cmd, targets)) = push else { continue };
         queue(&mut pipe, raw, &cmd, &targets);
         routed += targets.len();
+        queues.extend(targets.iter().map(|a| keys::agent_queue(a)));
     }
     if routed > 0 {
         pipe.exec_async(&mut conn).await?;
-        state.confirm(&mut conn).await?;
+        state.confirm(&mut conn, &queues).await?;
         state.metrics.routed(routed);
     }
     Ok(())
@@ -194,8 +200,8 @@ async fn plan(
     }
 }
 
-/// Writes a command's job record, or its dead letter and `ERROR` answer; returns the agents
-/// whose queues it goes to now, if any.
+/// Writes a command's job record, or its dead letter and `ERROR` answer; returns the keys whose
+/// slots were written (for `WAIT`) and the agents whose queues the command goes to now, if any.
 ///
 /// A command already recorded with the same text is a replay (its queues are pushed again:
 /// the agent drops a job id it has seen) or, outside a replay, a client's retry of a push
@@ -207,14 +213,19 @@ async fn record(
     raw: &[u8],
     route: Route,
     replay: bool,
-) -> redis::RedisResult<Option<(Command, Vec<String>)>> {
+) -> redis::RedisResult<(Vec<String>, Option<(Command, Vec<String>)>)> {
     let (cmd, targets) = match route {
         Route::Fail { id, cmd, reason } => {
+            let mut written = vec![keys::DEAD.to_owned()];
+            if let Some(id) = id.as_deref() {
+                written.extend([keys::job(id), keys::results(id)]);
+            }
             fail(state, &mut conn, raw, id, cmd.as_ref(), &reason).await?;
-            return Ok(None);
+            return Ok((written, None));
         }
         Route::To(cmd, targets) => (cmd, targets),
     };
+    let mut written = vec![keys::job(&cmd.id)];
     let targets_json = serde_json::to_string(&targets).unwrap_or_else(|_| "[]".into());
     let created: i64 = state
         .scripts
@@ -226,23 +237,25 @@ async fn record(
         .arg(state.config.result_ttl.as_secs())
         .invoke_async(&mut conn)
         .await?;
-    match (created, replay) {
-        (1, _) => Ok(Some((cmd, targets))),
+    let push = match (created, replay) {
+        (1, _) => Some((cmd, targets)),
         // On a replay the record may name other targets (a role pick): keep the recorded ones.
         (0, true) => {
             let recorded = recorded_targets(&mut conn, &cmd.id).await?;
-            Ok(Some((cmd, recorded.unwrap_or(targets))))
+            Some((cmd, recorded.unwrap_or(targets)))
         }
         (0, false) => {
             tracing::debug!(id = cmd.id, "identical command pushed again; dropped");
-            Ok(None)
+            None
         }
         _ => {
             let id = Some(cmd.id.clone());
             fail(state, &mut conn, raw, id, Some(&cmd), "duplicate id").await?;
-            Ok(None)
+            written.extend([keys::DEAD.to_owned(), keys::results(&cmd.id)]);
+            None
         }
-    }
+    };
+    Ok((written, push))
 }
 
 /// Adds to `pipe` the pushes of a command onto its agents' queues, its `max_wait` deadlines

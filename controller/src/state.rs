@@ -85,7 +85,9 @@ const NOT_REPLICATED: &str = "not replicated";
 impl Shared {
     pub async fn connect(config: Config, redis: Redis) -> redis::RedisResult<AppState> {
         let conn = redis.connect(Duration::from_secs(5)).await?;
-        let durable = redis.connect(Duration::from_secs(5) + config.wait_timeout).await?;
+        let durable = redis
+            .connect(Duration::from_secs(5) + config.wait_timeout)
+            .await?;
         Ok(Arc::new(Shared {
             config,
             instance: uuid::Uuid::new_v4().simple().to_string(),
@@ -112,13 +114,16 @@ impl Shared {
     }
 
     /// Waits until `--redis-wait-replicas` replicas hold every write made so far on `conn` (from
-    /// [`Shared::durable`]); an error when they do not within `--redis-wait-ms`.
-    pub async fn confirm(&self, conn: &mut Conn) -> redis::RedisResult<()> {
+    /// [`Shared::durable`]) to `keys`; an error when they do not within `--redis-wait-ms`.
+    /// (`keys` only choose the nodes asked on a cluster; elsewhere `WAIT` covers every write.)
+    pub async fn confirm(&self, conn: &mut Conn, keys: &[String]) -> redis::RedisResult<()> {
         let wanted = self.config.wait_replicas;
         if wanted == 0 {
             return Ok(());
         }
-        let got = conn.wait_replicas(wanted, self.config.wait_timeout).await?;
+        let got = conn
+            .wait_replicas(wanted, self.config.wait_timeout, keys)
+            .await?;
         if got < wanted {
             self.metrics.not_replicated();
             return Err(not_replicated(got, wanted));

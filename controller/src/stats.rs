@@ -160,7 +160,7 @@ pub async fn record(
     }
     let mut conn = state.durable().await?;
     let recorded: usize = invocation.invoke_async(&mut conn).await?;
-    state.confirm(&mut conn).await?;
+    state.confirm(&mut conn, &[keys::stats(agent)]).await?;
     state.metrics.stats_recorded(recorded);
     Ok(recorded)
 }
