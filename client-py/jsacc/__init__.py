@@ -11,6 +11,7 @@ See README.md for the API and the ``jsctl`` command line.
 
 from .client import (
     DEFAULT_URL,
+    DEFAULT_WAIT_MS,
     FINAL_STATES,
     INFO_COMMANDS,
     STATES,
@@ -24,7 +25,8 @@ from .client import (
     stats_key,
     stats_latest_key,
 )
-from .errors import JsaccError, RedisUnavailable, Timeout
+from .errors import JsaccError, PushUnconfirmed, RedisUnavailable, Timeout
+from .target import RedisTarget, parse_target
 
 __version__ = "0.1.0"
 
@@ -34,6 +36,10 @@ __all__ = [
     "JsaccError",
     "Timeout",
     "RedisUnavailable",
+    "PushUnconfirmed",
+    "RedisTarget",
+    "parse_target",
+    "DEFAULT_WAIT_MS",
     "DEFAULT_URL",
     "STATES",
     "FINAL_STATES",

@@ -10,13 +10,14 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from . import cli_procs
-from .client import DEFAULT_URL, INFO_COMMANDS, Client, Job
+from .client import DEFAULT_URL, DEFAULT_WAIT_MS, INFO_COMMANDS, Client, Job
 from .errors import JsaccError, RedisUnavailable, Timeout
 
 from .cli_common import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_KILLED, EXIT_NO_RESULT, EXIT_OK,
                          EXIT_REDIS, EXIT_TIMEOUT, EXIT_USAGE, table)
 from .cli_common import agent_of as _agent
 from .cli_common import nonneg_float as _nonneg_float
+from .cli_common import nonneg_int as _nonneg_int
 from .cli_common import reason as _reason
 from .cli_common import err as _err
 
@@ -30,7 +31,8 @@ exit codes:
   3  TIMEOUT: the job was killed after its --max-time
   4  KILLED: the job was killed
   5  no result within --timeout (a client-side wait; the job may still run)
-  6  cannot reach Redis (the message names the URL)
+  6  cannot reach Redis (the message names the URL), or Redis did not confirm the command
+     (the message names its job id: it may or may not have been queued)
   With --fanout the code is that of the first agent whose job did not end OK, else 5 if some
   agents did not answer within --timeout, else 0.
 """
@@ -339,13 +341,38 @@ examples:
   jsctl kill --gid 1 --nid 5 6f1c...
   jsctl logs ops backup -f
   JSACC_REDIS=redis://:secret@redis.example:6379 jsctl agents --json
+  jsctl -r redis+sentinel://s1:26379,s2:26379,s3:26379/jsacc agents
+  jsctl -r rediss+cluster://:secret@r1:6379,r2:6379 --redis-ca ca.pem ping --nid 5
 
 Put `--` before the command so that its own options are not read as jsctl's.
 
 {EXIT_CODES_HELP}""")
-    parser.add_argument("--redis", metavar="URL", default=os.environ.get("JSACC_REDIS", DEFAULT_URL),
-                        help="Redis of the cluster: redis://[user:pass@]host:port[/db], rediss://..., "
-                             f"unix://path (env JSACC_REDIS; default {DEFAULT_URL})")
+    parser.add_argument(
+        "-r", "--redis", metavar="URL", default=os.environ.get("JSACC_REDIS", DEFAULT_URL),
+        help="Redis of the cluster (env JSACC_REDIS; default %(default)s), one of: HOST:PORT; "
+             "redis://[USER:PASS@]HOST:PORT[/DB]; unix:///PATH[?db=DB]; "
+             "redis+sentinel://[USER:PASS@]HOST:PORT[,HOST:PORT...]/MASTER[/DB] (the primary "
+             "the Sentinels name MASTER; followed across failovers); "
+             "redis+cluster://[USER:PASS@]HOST:PORT[,HOST:PORT...] (a Redis Cluster, any of its "
+             "nodes). rediss:// rediss+sentinel:// rediss+cluster:// speak TLS (see "
+             "--redis-ca). Percent-encode special characters in USER and PASS (@ is %%40); "
+             "IPv6 hosts in brackets: [::1]:6379")
+    parser.add_argument(
+        "--redis-ca", metavar="PEM", default=os.environ.get("JSACC_REDIS_CA") or None,
+        help="PEM file of the CA that signed the Redis servers' certificates, for the rediss "
+             "forms when the system's trust store does not know it (env JSACC_REDIS_CA)")
+    parser.add_argument(
+        "--redis-wait-replicas", metavar="N", type=_nonneg_int,
+        default=os.environ.get("JSACC_REDIS_WAIT_REPLICAS") or None,
+        help="a command counts as submitted once N replicas hold a copy (WAIT N after the "
+             "LPUSH, on the same connection; pushed again, up to 8 times, until they do, else "
+             "exit 6 naming the job id). Default 1 for redis+sentinel and redis+cluster, 0 (no "
+             "WAIT) for a single Redis (env JSACC_REDIS_WAIT_REPLICAS)")
+    parser.add_argument(
+        "--redis-wait-ms", metavar="MS", type=_nonneg_int,
+        default=os.environ.get("JSACC_REDIS_WAIT_MS") or DEFAULT_WAIT_MS,
+        help="how long each WAIT waits for the replicas, in ms (env JSACC_REDIS_WAIT_MS; "
+             "default %(default)s)")
     sub = parser.add_subparsers(dest="command_name", metavar="COMMAND")
     sub.required = True
 
@@ -489,7 +516,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if a.func is cmd_exec and not [c for c in a.command if c != "--"]:
         parser.error("exec: no command given: jsctl exec [options] -- CMD [ARGS...]")
     try:
-        client = Client(a.redis)
+        client = Client(a.redis, ca=a.redis_ca, wait_replicas=a.redis_wait_replicas,
+                        wait_ms=a.redis_wait_ms)
     except ValueError as e:
         parser.error(str(e))
     try:

@@ -16,14 +16,21 @@ import os
 import re
 import time
 import uuid
-from contextlib import contextmanager
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
-from urllib.parse import urlsplit, urlunsplit
+from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence,
+                    TypeVar, Union)
 
 import redis as _redis
 from redis import exceptions as _redis_errors
+from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.connection import Connection, ConnectionPool, SSLConnection
+from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
-from .errors import JsaccError, RedisUnavailable, Timeout
+from .errors import JsaccError, PushUnconfirmed, RedisUnavailable, Timeout
+from .target import CLUSTER, SENTINEL, STANDALONE, UNIX, RedisTarget, mask_url, parse_target
+
+_T = TypeVar("_T")
 
 DEFAULT_URL = "redis://127.0.0.1:6379"
 
@@ -42,6 +49,36 @@ FINAL_STATES = ("OK", "ERROR", "TIMEOUT", "KILLED")
 #: caller configures (the chunk is shrunk below it, see ``Client._chunk``), costs one round trip
 #: every 2 s of waiting, and needs no second connection with different settings.
 MAX_BLOCK_CHUNK = 2.0
+
+#: A push waits (``WAIT``) this long for replicas by default, in ms.
+DEFAULT_WAIT_MS = 500
+#: How many times an operation is retried after a failover-type error (connection lost,
+#: ``READONLY``, ``CLUSTERDOWN``, ``TRYAGAIN``, ``MOVED``...) on a Sentinel or Cluster target,
+#: and the first pause (doubling, at most ``MAX_RETRY_BACKOFF``). 8 retries from 0.2 s wait
+#: 0.2+0.4+0.8+1.6+2+2+2+2 = 11 s: measured, a Sentinel failover with
+#: ``down-after-milliseconds 1000`` under a running controller takes 3-6 s until the promoted
+#: primary's replica confirms a WAIT again; short enough that a Redis that is really gone is
+#: reported within seconds. A longer ``down-after-milliseconds`` needs more ``retries``.
+DEFAULT_RETRIES = 8
+DEFAULT_RETRY_BACKOFF = 0.2
+MAX_RETRY_BACKOFF = 2.0
+
+#: Errors after which the same operation may succeed a moment later: the primary is gone or
+#: being replaced (connection errors, a demoted primary's READONLY, a Sentinel that names no
+#: primary yet, a cluster whose slots are moving). Authentication errors are ConnectionErrors
+#: too in redis-py, but retrying a wrong password only delays its message: they are excluded.
+_RETRYABLE = (
+    _redis_errors.ConnectionError,
+    _redis_errors.TimeoutError,
+    _redis_errors.ReadOnlyError,
+    _redis_errors.ClusterDownError,
+    _redis_errors.TryAgainError,
+    _redis_errors.MovedError,
+    _redis_errors.AskError,
+    _redis_errors.ClusterError,
+    _redis_errors.RedisClusterException,
+)
+_NOT_RETRYABLE = (_redis_errors.AuthenticationError, _redis_errors.AuthorizationError)
 
 # Job ids travel in URLs (`ack=<id>,<id>`) and Redis keys: no commas, whitespace or control chars.
 _ID_BAD = re.compile(r"[,\s\x00-\x1f\x7f-\x9f]")
@@ -95,23 +132,6 @@ def stats_latest_key(gid: int, nid: int) -> str:
 #: The host-fact internal commands (DESIGN §6.2) by short name, as ``jsctl info`` takes them.
 INFO_COMMANDS = {"os": "get_os_info", "cpu": "get_cpu_info", "mem": "get_mem_info",
                  "disk": "get_disk_info", "nic": "get_nic_info"}
-
-
-def mask_url(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``, for messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
 
 
 # --------------------------------------------------------------------------------------------
@@ -287,15 +307,15 @@ class Job:
     def state(self) -> Optional[str]:
         """``HGET job:<id> state``: QUEUED, RUNNING, OK, ERROR, TIMEOUT, KILLED, or ``None``
         while the controller has not routed the command yet (or the record expired)."""
-        with self.client._errors():
-            return _decode(self.client.redis.hget(job_key(self.id), "state"))
+        return _decode(self.client._call(lambda: self.client.redis.hget(job_key(self.id),
+                                                                        "state")))
 
     @property
     def targets(self) -> Optional[List[str]]:
         """The ``"gid:nid"`` agents the controller routed the job to, ``None`` while unknown."""
         if self._targets is None:
-            with self.client._errors():
-                raw = _decode(self.client.redis.hget(job_key(self.id), "targets"))
+            raw = _decode(self.client._call(lambda: self.client.redis.hget(job_key(self.id),
+                                                                           "targets")))
             if raw:
                 try:
                     targets = json.loads(raw)
@@ -308,8 +328,7 @@ class Job:
     def stored_results(self) -> Dict[str, Dict[str, Any]]:
         """The results recorded in ``job:<id>`` (``"gid:nid"`` → result), without consuming
         ``cmds_queue_<id>``; empty while none arrived."""
-        with self.client._errors():
-            record = self.client.redis.hgetall(job_key(self.id))
+        record = self.client._call(lambda: self.client.redis.hgetall(job_key(self.id)))
         out = {}
         for field, value in record.items():
             field = _decode(field)
@@ -321,22 +340,25 @@ class Job:
     def _pop_one(self, deadline: Optional[float]) -> Optional[Dict[str, Any]]:
         """Take one result off ``cmds_queue_<id>``, waiting until ``deadline`` (monotonic
         seconds; ``None`` = forever) in chunks (see ``MAX_BLOCK_CHUNK``). ``None`` if none."""
-        r = self.client.redis
         key = result_key(self.id)
+        chunk = self.client._chunk
+
+        def take() -> Any:
+            # One key per call: on a cluster, BLPOP routes to that key's node.
+            r = self.client.redis
+            if deadline is None:
+                return r.blpop([key], timeout=chunk)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0.001:
+                # Deadline reached (or timeout=0): one last look without blocking.
+                raw = r.lpop(key)
+                return (key, raw) if raw is not None else False
+            return r.blpop([key], timeout=min(remaining, chunk))
+
         while True:
-            with self.client._errors():
-                if deadline is None:
-                    item = r.blpop([key], timeout=self.client._chunk)
-                else:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0.001:
-                        # Deadline reached (or timeout=0): one last look without blocking.
-                        raw = r.lpop(key)
-                        item = (key, raw) if raw is not None else None
-                        if item is None:
-                            return None
-                    else:
-                        item = r.blpop([key], timeout=min(remaining, self.client._chunk))
+            item = self.client._call(take)
+            if item is False:
+                return None
             if item is not None:
                 raw = _decode(item[1])
                 try:
@@ -444,42 +466,186 @@ class Job:
 # Client
 # --------------------------------------------------------------------------------------------
 
+class _SentinelConnection(Connection):
+    """A connection to a Sentinel that sends the URL's credentials only if the Sentinel wants
+    them.
+
+    One URL carries one user/password: the data nodes need it; Sentinels are often run without
+    a password (then ``AUTH`` is an error), sometimes with the same one. So: try with the
+    credentials, and on an authentication error try once more without them. A Sentinel that
+    does need other credentials then answers ``NOAUTH``, which names the problem.
+    """
+
+    def on_connect_check_health(self, check_health: bool = True) -> None:
+        try:
+            super().on_connect_check_health(check_health=check_health)
+            return
+        except _redis_errors.AuthenticationError:
+            if not (self.username or self.password):
+                raise
+        self.username = self.password = None
+        super().on_connect_check_health(check_health=check_health)
+
+
+class _SentinelSSLConnection(_SentinelConnection, SSLConnection):
+    """:class:`_SentinelConnection` over TLS (``rediss+sentinel://``)."""
+
+
+def _chunk_for(socket_timeout: Any) -> float:
+    """The longest blocking call (see ``MAX_BLOCK_CHUNK``) for this ``socket_timeout``."""
+    if socket_timeout:
+        return max(0.05, min(MAX_BLOCK_CHUNK, float(socket_timeout) / 2))
+    return MAX_BLOCK_CHUNK
+
+
+def _check_ca(target: RedisTarget, ca: Optional[str]) -> None:
+    if ca is None:
+        return
+    if not target.tls:
+        raise ValueError(f"a Redis CA file ({ca}) is only used with the TLS targets "
+                         "(rediss://, rediss+sentinel://, rediss+cluster://)")
+    if not os.path.isfile(ca):
+        raise ValueError(f"Redis CA file not found: {ca}")
+
+
+def connect(target: RedisTarget, ca: Optional[str] = None,
+            **redis_kwargs: Any) -> Union[_redis.Redis, RedisCluster]:
+    """The redis-py client for ``target`` (see :func:`jsacc.target.parse_target`).
+
+    Standalone and Unix: ``redis.Redis``. Sentinel: ``Sentinel(...).master_for(master)``, whose
+    pool asks the Sentinels for the primary on every new connection, so a failover is followed
+    without a new client. Cluster: ``RedisCluster`` (which connects at once to read the slot
+    map). ``ca`` is the PEM file of the CA that signed the servers' certificates (TLS forms
+    only; without it the system's trust store is used). ``redis_kwargs`` go to redis-py.
+    """
+    _check_ca(target, ca)
+    kw = dict(redis_kwargs)
+    kw.setdefault("decode_responses", True)
+    # Fail fast when Redis is down instead of hanging on connect.
+    kw.setdefault("socket_connect_timeout", 5)
+    if target.username is not None:
+        kw.setdefault("username", target.username)
+    if target.password is not None:
+        kw.setdefault("password", target.password)
+    tls = {"ssl_cert_reqs": "required", "ssl_ca_certs": ca} if target.tls else {}
+    if target.kind in (UNIX, STANDALONE):
+        # No redis-py retry loop (as with Redis.from_url, which this replaces): a Redis that is
+        # down is reported at once (jsctl exits 6 without waiting seconds); a failover has its
+        # own retries (`retries`), and a single server has none to wait out.
+        kw.setdefault("retry", Retry(NoBackoff(), 0))
+    if target.kind == UNIX:
+        return _redis.Redis(unix_socket_path=target.path, db=target.db, **kw)
+    if target.kind == STANDALONE:
+        (host, port), = target.hosts
+        return _redis.Redis(host=host, port=port, db=target.db, ssl=target.tls, **tls, **kw)
+    if target.kind == CLUSTER:
+        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in target.hosts],
+                            ssl=target.tls, **tls, **kw)
+    assert target.kind == SENTINEL, target.kind
+    sentinel = Sentinel(list(target.hosts), db=target.db, ssl=target.tls, **tls, **kw)
+    # Our own Sentinel clients: TLS like the data nodes, and credentials only when wanted.
+    skw = {k: v for k, v in kw.items() if k.startswith("socket_") or k in ("username", "password")}
+    skw.update(tls)
+    cls = _SentinelSSLConnection if target.tls else _SentinelConnection
+    sentinel.sentinels = [_redis.Redis(connection_pool=ConnectionPool(
+        connection_class=cls, host=h, port=p, **skw)) for h, p in target.hosts]
+    return sentinel.master_for(target.master)
+
+
 class Client:
     """A connection to a jsacc cluster through its Redis.
 
-    ``Client("redis://host:6379")`` (also ``rediss://``, ``redis://user:pass@host/0``,
-    ``unix://``). Extra keyword arguments go to ``redis.Redis.from_url``; or pass a ready
-    ``redis=`` client (then ``url`` is only used in messages). Keys are exactly those of
-    DESIGN.md §4 (no prefix). Methods raise :class:`jsacc.RedisUnavailable` when Redis cannot be
-    reached, ``ValueError`` for an obviously wrong command.
+    ``url`` is any Redis target of DESIGN §11 (see :mod:`jsacc.target`): ``host:port``,
+    ``redis://[user:pass@]host:port[/db]``, ``rediss://...``, ``unix:///path``,
+    ``redis+sentinel://h:p[,h:p...]/<master>[/db]``, ``redis+cluster://h:p[,h:p...]`` (and
+    ``rediss+...``). ``ca``: PEM CA file for the TLS forms. Extra keyword arguments go to
+    redis-py; or pass a ready ``redis=`` client (``Redis`` or ``RedisCluster``; then ``url`` is
+    only used in messages). Keys are exactly those of DESIGN.md §4 (no prefix), and every
+    operation touches one key, or one slot, at a time, so it works on a Redis Cluster.
+
+    Durable push: with ``wait_replicas`` N > 0 (default 1 on Sentinel and Cluster targets, 0
+    on a standalone Redis) :meth:`push` sends ``LPUSH cmds_queue`` and ``WAIT N wait_ms`` on
+    the same connection to the primary holding ``cmds_queue`` and pushes the same bytes again
+    until N replicas confirmed (the controller drops identical re-pushes).
+
+    Failover: on Sentinel and Cluster targets each operation is retried ``retries`` times
+    (default 8; 0 on a standalone Redis, where there is no failover to wait out) after an error
+    that a failover causes (connection lost, ``READONLY``, ``CLUSTERDOWN``, ``MOVED``...), with
+    a pause of ``retry_backoff`` seconds doubling up to 2 s. Methods raise
+    :class:`jsacc.RedisUnavailable` when Redis cannot be reached (:class:`jsacc.PushUnconfirmed`
+    when a push was not confirmed), ``ValueError`` for an obviously wrong command.
     """
 
-    def __init__(self, url: str = DEFAULT_URL, *, redis: Optional[_redis.Redis] = None,
-                 **redis_kwargs: Any):
+    def __init__(self, url: str = DEFAULT_URL, *,
+                 redis: Optional[Union[_redis.Redis, RedisCluster]] = None,
+                 ca: Optional[str] = None, wait_replicas: Optional[int] = None,
+                 wait_ms: int = DEFAULT_WAIT_MS, retries: Optional[int] = None,
+                 retry_backoff: float = DEFAULT_RETRY_BACKOFF, **redis_kwargs: Any):
         self.url = url
+        self._redis = redis
+        self._redis_kwargs = redis_kwargs
+        self._ca = ca
         if redis is None:
-            redis_kwargs.setdefault("decode_responses", True)
-            # Fail fast when Redis is down instead of hanging on connect.
-            redis_kwargs.setdefault("socket_connect_timeout", 5)
-            try:
-                redis = _redis.Redis.from_url(url, **redis_kwargs)
-            except ValueError as e:
-                raise ValueError(f"bad Redis URL {mask_url(url)!r}: {e}") from None
-        self.redis = redis
+            self.target = parse_target(url)
+        elif isinstance(redis, RedisCluster):
+            self.target = RedisTarget(CLUSTER)
+        elif isinstance(getattr(redis, "connection_pool", None), SentinelConnectionPool):
+            self.target = RedisTarget(SENTINEL)
+        else:
+            self.target = RedisTarget(STANDALONE)
+        replicated = self.target.replicated
+        if wait_replicas is None:
+            wait_replicas = 1 if replicated else 0
+        self.wait_replicas = _check_int("wait_replicas", wait_replicas, 0)
+        self.wait_ms = _check_int("wait_ms", wait_ms, 0)
+        if retries is None:
+            retries = DEFAULT_RETRIES if replicated or self.wait_replicas else 0
+        self.retries = _check_int("retries", retries, 0)
+        if isinstance(retry_backoff, bool) or not isinstance(retry_backoff, (int, float)) \
+                or retry_backoff < 0:
+            raise ValueError(f"retry_backoff must be a number >= 0, got {retry_backoff!r}")
+        self.retry_backoff = float(retry_backoff)
+        if redis is None:
+            _check_ca(self.target, ca)
+            if self.target.kind != CLUSTER:
+                # No I/O yet: only RedisCluster connects in its constructor (see `redis`).
+                self._redis = connect(self.target, ca, **redis_kwargs)
         # Blocking calls must end before the socket times out (see MAX_BLOCK_CHUNK).
-        socket_timeout = None
-        pool = getattr(redis, "connection_pool", None)
-        if pool is not None:
-            socket_timeout = pool.connection_kwargs.get("socket_timeout")
-        self._chunk = MAX_BLOCK_CHUNK
-        if socket_timeout:
-            self._chunk = max(0.05, min(MAX_BLOCK_CHUNK, float(socket_timeout) / 2))
+        if "socket_timeout" in redis_kwargs:
+            socket_timeout = redis_kwargs["socket_timeout"]
+        else:
+            socket_timeout = None
+            pool = getattr(self._redis, "connection_pool", None)
+            if pool is not None:
+                socket_timeout = pool.connection_kwargs.get("socket_timeout")
+        self._chunk = _chunk_for(socket_timeout)
+
+    @property
+    def redis(self) -> Union[_redis.Redis, RedisCluster]:
+        """The redis-py client (``RedisCluster`` for a cluster target, made on first use: it
+        reads the slot map from the startup nodes)."""
+        if self._redis is None:
+            try:
+                self._redis = connect(self.target, self._ca, **self._redis_kwargs)
+            except (_redis_errors.RedisError, _redis_errors.RedisClusterException) as e:
+                raise RedisUnavailable(f"cannot reach Redis at {mask_url(self.url)}: {e}") from e
+        return self._redis
+
+    @property
+    def is_cluster(self) -> bool:
+        """Whether the target is a Redis Cluster."""
+        return self.target.kind == CLUSTER
 
     def __repr__(self) -> str:
         return f"<jsacc.Client {mask_url(self.url)}>"
 
     def close(self) -> None:
-        self.redis.close()
+        if self._redis is None:
+            return
+        self._redis.close()
+        manager = getattr(getattr(self._redis, "connection_pool", None), "sentinel_manager", None)
+        for sentinel in getattr(manager, "sentinels", []):
+            sentinel.close()
 
     def __enter__(self) -> "Client":
         return self
@@ -487,19 +653,112 @@ class Client:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except (_redis_errors.ConnectionError, _redis_errors.TimeoutError) as e:
-            raise RedisUnavailable(f"cannot reach Redis at {mask_url(self.url)}: {e}") from e
+    def _after_error(self, error: BaseException) -> None:
+        """Prepare the next attempt after a failover-type error: a cluster re-reads its slot
+        map (a direct node connection, as :meth:`push` uses, does not follow MOVED by itself).
+        A Sentinel pool needs nothing: its next connection asks the Sentinels again."""
+        if self.is_cluster and self._redis is not None:
+            try:
+                self._redis.nodes_manager.initialize()
+            except Exception:  # noqa: BLE001 - the next attempt reports what is wrong
+                pass
+
+    def _backoffs(self) -> Iterator[float]:
+        delay = self.retry_backoff
+        for _ in range(self.retries):
+            yield delay
+            delay = min(delay * 2, MAX_RETRY_BACKOFF)
+
+    def _call(self, fn: Callable[[], _T]) -> _T:
+        """``fn()`` (one Redis operation), retried after failover-type errors (``retries``
+        times, pausing ``retry_backoff`` s doubling); then :class:`RedisUnavailable` saying how
+        long it tried. Only for operations that are safe to repeat (reads, BLPOP of a result)."""
+        started = time.monotonic()
+        pauses = self._backoffs()
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                return fn()
+            except _NOT_RETRYABLE as e:
+                raise RedisUnavailable(f"cannot reach Redis at {mask_url(self.url)}: {e}") from e
+            except _RETRYABLE as e:
+                pause = next(pauses, None)
+                if pause is None:
+                    tried = (f" (tried {attempts} times in {time.monotonic() - started:.1f} s)"
+                             if attempts > 1 else "")
+                    raise RedisUnavailable(
+                        f"cannot reach Redis at {mask_url(self.url)}{tried}: {e}") from e
+                self._after_error(e)
+                time.sleep(pause)
 
     # -- submitting ---------------------------------------------------------------------------
+    def _lpush_wait(self, payload: str) -> Optional[int]:
+        """One ``LPUSH cmds_queue`` and, with ``wait_replicas``, ``WAIT`` right after it on
+        the same connection (WAIT counts the replicas that acknowledged that connection's
+        writes: on another connection it would say nothing about this push). Returns WAIT's
+        answer, ``None`` without WAIT."""
+        r = self.redis
+        if self.wait_replicas <= 0:
+            r.lpush(CMDS_QUEUE, payload)
+            return None
+        if isinstance(r, RedisCluster):
+            # The primary of cmds_queue's slot, as a plain client: a cluster pipeline would
+            # not keep LPUSH and WAIT on one connection (WAIT has no key to route by).
+            r = r.get_redis_connection(r.get_node_from_key(CMDS_QUEUE))
+        pipe = r.pipeline(transaction=False)
+        pipe.lpush(CMDS_QUEUE, payload)
+        pipe.wait(self.wait_replicas, self.wait_ms)
+        _length, acked = pipe.execute()
+        return int(acked)
+
+    def push_payload(self, payload: str, job_id: str) -> None:
+        """Push ``payload`` (a command's JSON) onto ``cmds_queue`` durably (see
+        :meth:`push`); raises :class:`jsacc.PushUnconfirmed` when Redis never confirmed it."""
+        started = time.monotonic()
+        pauses = self._backoffs()
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                acked = self._lpush_wait(payload)
+                if acked is None or acked >= self.wait_replicas:
+                    return
+                problem = (f"WAIT {self.wait_replicas} {self.wait_ms}: only {acked} replica(s) "
+                           f"confirmed the copy")
+                error: Optional[BaseException] = None
+            except _NOT_RETRYABLE as e:
+                # Refused at connect (before anything was sent): nothing was queued.
+                raise RedisUnavailable(f"cannot reach Redis at {mask_url(self.url)}: {e}") from e
+            except _RETRYABLE as e:
+                problem, error = f"{type(e).__name__}: {e}", e
+                self._after_error(e)
+            pause = next(pauses, None)
+            if pause is None:
+                break
+            time.sleep(pause)
+        where = mask_url(self.url)
+        head = (f"cannot reach Redis at {where}" if error is not None
+                else f"Redis at {where} did not confirm the push")
+        raise PushUnconfirmed(
+            f"{head} after {attempts} attempt(s) in {time.monotonic() - started:.1f} s "
+            f"(last: {problem}): command {job_id} may or may not have been queued; pushing "
+            f"the same command again is safe (an identical re-push is dropped)",
+            job_id, payload) from error
+
     def push(self, command: Mapping[str, Any]) -> Job:
-        """``LPUSH cmds_queue <command>`` for a command built elsewhere (not validated)."""
+        """Queue a command built elsewhere (not validated): ``LPUSH cmds_queue <JSON>``.
+
+        With ``wait_replicas`` N > 0, ``WAIT N wait_ms`` follows on the same connection; when
+        fewer than N replicas confirmed, or the connection failed (a failover), the same bytes
+        are pushed again, up to ``retries`` times. So once ``push`` returns, the command is on
+        the primary and N replicas: a failover to one of them does not lose it. A repeated push
+        can leave two identical copies in ``cmds_queue``; the controller routes one and drops
+        the other. Raises :class:`jsacc.PushUnconfirmed` (with the job id) when it never got
+        the confirmation: then the command may or may not be queued.
+        """
         payload = json.dumps(command, separators=(",", ":"))
-        with self._errors():
-            self.redis.lpush(CMDS_QUEUE, payload)
+        self.push_payload(payload, command["id"])
         return Job(self, command["id"], dict(command))
 
     def cmd(self, cmd: str, args: Optional[Mapping[str, Any]] = None, data: Any = None,
@@ -642,12 +901,11 @@ class Client:
         """
         key = log_key(domain, name)
         count = _check_int("count", count, 1)
-        with self._errors():
-            if since is None:
-                entries = list(reversed(self.redis.xrevrange(key, count=count)))
-            else:
-                entries = self.redis.xrange(key, min=f"({since}" if since != "0" else "-",
-                                            count=count)
+        if since is None:
+            entries = list(reversed(self._call(lambda: self.redis.xrevrange(key, count=count))))
+        else:
+            start = f"({since}" if since != "0" else "-"
+            entries = self._call(lambda: self.redis.xrange(key, min=start, count=count))
         return [_log_entry(sid, fields) for sid, fields in entries]
 
     def follow_logs(self, domain: str, name: str, since: str = "$",
@@ -662,12 +920,13 @@ class Client:
             chunk = self._chunk
             if deadline is not None:
                 chunk = max(0.001, min(chunk, deadline - time.monotonic()))
-            with self._errors():
-                if last == "$":
-                    # Pin "$" to the current last id once, so nothing between reads is missed.
-                    info = self.redis.xrevrange(key, count=1)
-                    last = _decode(info[0][0]) if info else "0-0"
-                got = self.redis.xread({key: last}, count=1000, block=max(1, int(chunk * 1000)))
+            if last == "$":
+                # Pin "$" to the current last id once, so nothing between reads is missed.
+                info = self._call(lambda: self.redis.xrevrange(key, count=1))
+                last = _decode(info[0][0]) if info else "0-0"
+            block_ms = max(1, int(chunk * 1000))
+            # One stream per XREAD: on a cluster it goes to that stream's node.
+            got = self._call(lambda: self.redis.xread({key: last}, count=1000, block=block_ms))
             for _stream, entries in got or []:
                 for sid, fields in entries:
                     last = _decode(sid)
@@ -716,8 +975,7 @@ class Client:
         ``p50``, ``p90``, ``p99``; set: ``count``). Empty when the agent sent none."""
         _check_int("gid", gid, 0)
         _check_int("nid", nid, 0)
-        with self._errors():
-            raw = self.redis.hgetall(stats_latest_key(gid, nid))
+        raw = self._call(lambda: self.redis.hgetall(stats_latest_key(gid, nid)))
         out = {}
         for key, value in raw.items():
             try:
@@ -731,8 +989,7 @@ class Client:
         ``stats:{gid:nid}``, oldest first (each as DESIGN §7: gid, nid, epoch, interval,
         metrics), with the stream entry id as ``stream_id``."""
         _check_int("count", count, 1)
-        with self._errors():
-            entries = self.redis.xrevrange(stats_key(gid, nid), count=count)
+        entries = self._call(lambda: self.redis.xrevrange(stats_key(gid, nid), count=count))
         out = []
         for entry_id, fields in reversed(entries):
             fields = {_decode(k): _decode(v) for k, v in fields.items()}
@@ -757,11 +1014,17 @@ class Client:
         ``last_seen`` is the sorted-set score), ``last_seen_ago`` (seconds, by Redis's clock)
         and ``online`` (seen within ``online_within`` seconds), plus any other hash field.
         """
-        r = self.redis
-        with self._errors():
-            sec, usec = r.time()
+        def read() -> Any:
+            r = self.redis
+            # TIME from the node that holds `agents` (a cluster would otherwise pick any node,
+            # or ask all of them and answer a dict).
+            clock = (r.get_redis_connection(r.get_node_from_key(AGENTS_KEY))
+                     if isinstance(r, RedisCluster) else r)
+            sec, usec = clock.time()
             now_ms = int(sec) * 1000 + int(usec) // 1000
             members = r.zrange(AGENTS_KEY, 0, -1, withscores=True)
+            # Not transactional: each agent hash lives in its own slot; on a cluster the
+            # pipeline is split by node.
             pipe = r.pipeline(transaction=False)
             parsed = []
             for member, score in members:
@@ -772,7 +1035,9 @@ class Client:
                     continue  # not an agent key: ignore rather than fail the listing
                 parsed.append((g, n, member, int(score)))
                 pipe.hgetall(agent_key(g, n))
-            hashes = pipe.execute() if parsed else []
+            return now_ms, parsed, (pipe.execute() if parsed else [])
+
+        now_ms, parsed, hashes = self._call(read)
         out = []
         for (g, n, member, last_seen), record in zip(parsed, hashes):
             info: Dict[str, Any] = {_decode(k): _decode(v) for k, v in (record or {}).items()}

@@ -20,3 +20,19 @@ class RedisUnavailable(JsaccError, ConnectionError):
 
     The message names the Redis URL (with any password masked).
     """
+
+
+class PushUnconfirmed(RedisUnavailable):
+    """Redis did not confirm a pushed command, after the client's retries: the connection failed
+    during ``LPUSH``/``WAIT`` (e.g. in a failover), or ``WAIT`` answered that fewer replicas than
+    asked hold a copy. The command may or may not have been queued.
+
+    ``job_id`` is its id (``Client.job(job_id)`` watches it) and ``payload`` the exact bytes
+    pushed: pushing them again is safe, because the controller drops an identical re-push of a
+    command it already routed.
+    """
+
+    def __init__(self, message: str, job_id: str, payload: str):
+        super().__init__(message)
+        self.job_id = job_id
+        self.payload = payload

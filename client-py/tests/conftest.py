@@ -81,13 +81,19 @@ class Proc:
 
 
 class Stack:
-    def __init__(self, tmp: Path):
+    """redis-server (or, with ``redis_target``, an existing Redis target such as a
+    ``redis+cluster://`` or ``redis+sentinel://`` URL), jsacc and two jsagents."""
+
+    def __init__(self, tmp: Path, redis_target: Optional[str] = None):
         self.tmp = tmp
         self.bin = bin_dir()
         self.procs: List[Proc] = []
         self.redis_port = free_port()
         self.http_port = free_port()
-        self.redis_url = f"redis://127.0.0.1:{self.redis_port}"
+        self.redis_url = redis_target or f"redis://127.0.0.1:{self.redis_port}"
+        # What jsacc and `jsacc token` are given with -r.
+        self.redis_arg = redis_target or f"127.0.0.1:{self.redis_port}"
+        self.external_redis = redis_target is not None
         self.controller_url = f"http://127.0.0.1:{self.http_port}"
         self.tokens: Dict[str, Path] = {}
 
@@ -109,7 +115,7 @@ class Stack:
     def token_add(self, gid: int, nid: int) -> Path:
         """``jsacc token add``: the token is the last line of stdout; written to a file."""
         argv = [self.exe("jsacc"), "token", "add", "--gid", str(gid), "--nid", str(nid),
-                "-r", f"127.0.0.1:{self.redis_port}", "--data-dir", str(self.tmp / "token-data")]
+                "-r", self.redis_arg, "--data-dir", str(self.tmp / "token-data")]
         try:
             cp = subprocess.run(argv, capture_output=True, text=True, timeout=30)
         except subprocess.TimeoutExpired:
@@ -164,20 +170,26 @@ class Stack:
             pytest.fail(f"missing binaries {missing} in {self.bin}: run `cargo build --bins` in "
                         f"{REPO_ROOT} (or point JSACC_BIN_DIR at a directory holding them)",
                         pytrace=False)
-        redis_server = shutil.which("redis-server")
-        if not redis_server:
-            pytest.fail("redis-server not found on PATH (apt-get install redis-server)",
-                        pytrace=False)
-        self.start("redis-server", [redis_server, "--port", str(self.redis_port), "--bind",
-                                    "127.0.0.1", "--save", "", "--appendonly", "no",
-                                    "--dir", str(self.tmp)])
-        self.r = redis.Redis(port=self.redis_port, decode_responses=True)
-        self.wait_until("redis-server answering PING", self.r.ping, 10)
+        if self.external_redis:
+            import jsacc
+
+            # The test's own view of the data, through the same target parser as the client.
+            self.r = jsacc.Client(self.redis_url).redis
+        else:
+            redis_server = shutil.which("redis-server")
+            if not redis_server:
+                pytest.fail("redis-server not found on PATH (apt-get install redis-server)",
+                            pytrace=False)
+            self.start("redis-server", [redis_server, "--port", str(self.redis_port), "--bind",
+                                        "127.0.0.1", "--save", "", "--appendonly", "no",
+                                        "--dir", str(self.tmp)])
+            self.r = redis.Redis(port=self.redis_port, decode_responses=True)
+        self.wait_until("redis answering PING", self.r.ping, 10)
 
         ctl_data = self.tmp / "controller-data"
         ctl_data.mkdir()
         self.start("jsacc", [self.exe("jsacc"), "--bind", "127.0.0.1", "-p", str(self.http_port),
-                             "-r", f"127.0.0.1:{self.redis_port}", "--insecure-http",
+                             "-r", self.redis_arg, "--insecure-http",
                              "--data-dir", str(ctl_data)])
         self.wait_until(f"the controller's {self.controller_url}/readyz answering 200", self.readyz)
 
@@ -212,6 +224,34 @@ def stack(tmp_path_factory):
         s.down()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A Redis Cluster of 6 redis-servers (3 primaries, 3 replicas); ``.url`` is its
+    ``redis+cluster://`` target."""
+    from topologies import RedisClusterSet
+
+    c = RedisClusterSet(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        c.up()
+        yield c
+    finally:
+        c.down()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(tmp_path_factory):
+    """A primary, 2 replicas and 3 Sentinels monitoring it as ``jsacc``; ``.url`` is its
+    ``redis+sentinel://.../jsacc`` target."""
+    from topologies import SentinelSet
+
+    s = SentinelSet(tmp_path_factory.mktemp("redis-sentinel"))
+    try:
+        s.up()
+        yield s
+    finally:
+        s.down()
+
+
 @pytest.fixture
 def client(stack):
     import jsacc
@@ -223,7 +263,7 @@ def client(stack):
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if "stack" in getattr(item, "fixturenames", ()):
+        if {"stack", "ha_stack"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.stack)
 
 

@@ -50,7 +50,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shutdown.cancelled() => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = (backoff * 2).min(Duration::from_secs(1));
             }
         }
     }
