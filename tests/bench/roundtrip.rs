@@ -4,7 +4,10 @@
 //!     cargo bench -p tests --bench roundtrip
 //!
 //! Settings (environment): BENCH_AGENTS (4), BENCH_CLIENTS client processes (4), BENCH_INFLIGHT
-//! jobs in flight per client process (16), BENCH_SECS per phase (10).
+//! jobs in flight per client process (16), BENCH_SECS per phase (10), BENCH_REDIS the Redis
+//! topology: `standalone` (default), `sentinel` (1 primary, 2 replicas, 3 sentinels) or
+//! `cluster` (3 primaries, 3 replicas); BENCH_BIN_DIR a directory of `jsacc` and `jsagent` to
+//! use instead of building release ones (absolute, or relative to the workspace root).
 //! Release builds of jsacc and jsagent are used; TLS is on (the controller's self-signed
 //! certificate). The bench re-executes itself as each client process.
 
@@ -12,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tests::{Agent, Controller, ControllerOpts, Redis};
+use tests::{Agent, Controller, ControllerOpts, Redis, RedisCluster, RedisTarget, SentinelSet};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -29,8 +32,8 @@ fn client(url: &str, agents: u64, threads: u64, secs: u64, cmd: &str, rate: f64)
         .map(|t| {
             let (url, cmd) = (url.to_owned(), cmd.to_owned());
             std::thread::spawn(move || {
-                let client = redis::Client::open(url.as_str()).expect("redis url");
-                let mut conn = client.get_connection().expect("redis");
+                let client = tests::RedisClient::new(&url);
+                let mut conn = client.blocking();
                 let interval = (rate > 0.0).then(|| Duration::from_secs_f64(threads as f64 / rate));
                 let mut next = Instant::now() + interval.map(|i| i.mul_f64(t as f64 / threads as f64)).unwrap_or_default();
                 let mut lat = Vec::new();
@@ -83,9 +86,9 @@ struct Figures {
     cpu: [f64; 4],
 }
 
-/// The processes whose CPU is accounted: redis, controller, agents.
+/// The processes whose CPU is accounted: redis (every process of the topology), controller, agents.
 struct Pids {
-    redis: u32,
+    redis: Vec<u32>,
     controller: u32,
     agents: Vec<u32>,
 }
@@ -94,7 +97,7 @@ impl Pids {
     fn sample(&self) -> [Duration; 4] {
         let agents = self.agents.iter().map(|p| tests::cpu_time(*p)).sum();
         [
-            tests::cpu_time(self.redis),
+            self.redis.iter().map(|p| tests::cpu_time(*p)).sum(),
             tests::cpu_time(self.controller),
             agents,
             total_cpu(),
@@ -126,7 +129,7 @@ fn total_cpu() -> Duration {
 /// Runs `procs` client processes at once and gathers their latencies.
 #[allow(clippy::too_many_arguments)]
 fn phase(
-    redis: &Redis,
+    url: &str,
     pids: &Pids,
     agents: u64,
     procs: u64,
@@ -144,8 +147,7 @@ fn phase(
                 .env(
                     "BENCH_CLIENT",
                     format!(
-                        "{}|{agents}|{threads}|{secs}|{cmd}|{}",
-                        redis.url(),
+                        "{url}|{agents}|{threads}|{secs}|{cmd}|{}",
                         rate / procs as f64
                     ),
                 )
@@ -263,18 +265,37 @@ fn main() {
         env_or("BENCH_INFLIGHT", 16),
         env_or("BENCH_SECS", 10),
     );
-    std::env::set_var("JSACC_BIN_DIR", tests::release_bin_dir());
+    // BENCH_BIN_DIR: binaries to use instead of a release build (e.g. a quick smoke run).
+    let bins = std::env::var("BENCH_BIN_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| tests::release_bin_dir());
+    std::env::set_var("JSACC_BIN_DIR", bins);
     std::env::set_var("JSACC_LOG", "warn");
     std::env::set_var("JSAGENT_LOG", "warn");
     println!("machine: {}", machine());
-    let redis = Redis::start();
-    let controller = Controller::start(&redis, ControllerOpts::default());
+    let topology = std::env::var("BENCH_REDIS").unwrap_or_else(|_| "standalone".into());
+    let (redis, shape): (Box<dyn RedisTarget>, &str) = match topology.as_str() {
+        "standalone" => (Box::new(Redis::start()), "one redis-server"),
+        "sentinel" => (
+            Box::new(SentinelSet::start()),
+            "1 primary + 2 replicas + 3 sentinels",
+        ),
+        "cluster" => (
+            Box::new(RedisCluster::start()),
+            "Redis Cluster, 3 primaries + 3 replicas",
+        ),
+        other => panic!("BENCH_REDIS={other}: use standalone, sentinel or cluster"),
+    };
+    let redis = &*redis;
+    let url = redis.url();
+    println!("redis: {topology} ({shape}), {url}");
+    let controller = Controller::start(redis, ControllerOpts::default());
     let mut controller = controller;
     let mut agent_procs: Vec<Agent> = (1..=agents)
-        .map(|nid| Agent::start(&redis, &controller, 1, nid, &[]))
+        .map(|nid| Agent::start(redis, &controller, 1, nid, &[]))
         .collect();
     let pids = Pids {
-        redis: redis.pid(),
+        redis: redis.pids(),
         controller: controller.proc().pid(),
         agents: agent_procs.iter_mut().map(|a| a.proc().pid()).collect(),
     };
@@ -287,31 +308,22 @@ fn main() {
         );
         assert_eq!(r["state"], "OK");
     }
-    println!("stack: redis-server, 1 jsacc (HTTPS, self-signed), {agents} jsagent, {procs} client processes");
+    println!("stack: redis {topology}, 1 jsacc (HTTPS, self-signed), {agents} jsagent, {procs} client processes");
 
-    let f = phase(&redis, &pids, agents, procs, inflight, secs, "ping", 0.0);
+    let f = phase(&url, &pids, agents, procs, inflight, secs, "ping", 0.0);
     println!(
         "ping, closed loop, {} in flight: {:.0} round trips/s, p50 {:.2} ms, p99 {:.2} ms ({} jobs)",
         procs * inflight, f.rate, f.p50, f.p99, f.n
     );
     print_cpu(&f);
     let half = f.rate / 2.0;
-    let h = phase(&redis, &pids, agents, procs, inflight, secs, "ping", half);
+    let h = phase(&url, &pids, agents, procs, inflight, secs, "ping", half);
     println!(
         "ping, paced at {half:.0}/s: {:.0} round trips/s, p50 {:.2} ms, p99 {:.2} ms ({} jobs)",
         h.rate, h.p50, h.p99, h.n
     );
     print_cpu(&h);
-    let e = phase(
-        &redis,
-        &pids,
-        agents,
-        procs,
-        inflight,
-        secs,
-        "/bin/true",
-        0.0,
-    );
+    let e = phase(&url, &pids, agents, procs, inflight, secs, "/bin/true", 0.0);
     println!(
         "execute /bin/true, closed loop, {} in flight: {:.0} jobs/s, p50 {:.2} ms, p99 {:.2} ms ({} jobs)",
         procs * inflight, e.rate, e.p50, e.p99, e.n

@@ -70,7 +70,11 @@ fn a_command_is_not_routed_until_a_replica_confirms_it() {
         .result(&id, Duration::from_secs(60))
         .expect("routed and answered once a replica confirms");
     assert_eq!(result["state"], "OK", "{result}");
-    assert_eq!(client.llen(&format!("cmds_queue_{id}")), 0, "one result only");
+    assert_eq!(
+        client.llen(&format!("cmds_queue_{id}")),
+        0,
+        "one result only"
+    );
     let metrics = controller
         .http()
         .get(format!("{}/metrics", controller.url()))

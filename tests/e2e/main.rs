@@ -3,10 +3,12 @@
 
 mod bad_input;
 mod command_path;
+mod durability;
 mod faults;
 mod kill;
 mod logs;
 mod redis_tls;
 mod stats;
 mod supervised;
+mod topology;
 mod wine;

@@ -5,6 +5,8 @@
 //! - [`Controller`]: a `jsacc` process (TLS by default), which can be SIGKILLed and restarted.
 //! - [`Agent`]: a `jsagent` process with its token, likewise.
 //! - [`Cluster`]: the three together, plus a Redis client that speaks only DESIGN §3–§4.
+//! - [`RedisCluster`], [`SentinelSet`] (module [`topology`]): real Redis Cluster and Sentinel
+//!   deployments; anything [`RedisTarget`] runs a controller, agents or a whole [`Cluster`].
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,19 +16,23 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod client;
-pub use client::RedisClient;
+pub mod topology;
+pub use client::{Conn, RedisClient};
+pub use topology::{Failover, RedisCluster, RedisTarget, SentinelSet};
 
-/// Directory holding the `jsacc` and `jsagent` binaries, built once per test run.
+/// Directory holding the `jsacc` and `jsagent` binaries, built once per test run; or
+/// `JSACC_BIN_DIR` (relative to the workspace root) when set.
 pub fn bin_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        if let Ok(dir) = std::env::var("JSACC_BIN_DIR") {
-            return PathBuf::from(dir);
-        }
         let root = Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
             .expect("tests/ has a parent")
             .to_path_buf();
+        if let Ok(dir) = std::env::var("JSACC_BIN_DIR") {
+            // A relative path is taken from the workspace root (tests run in tests/).
+            return root.join(dir);
+        }
         let status = Command::new(env!("CARGO"))
             // The same build as `cargo build --bins` at the root (scripts/test-all.sh): a build
             // of only the two packages unifies features differently and rebuilds half the deps.
@@ -301,29 +307,7 @@ impl Redis {
 
     /// `jsacc token add`: returns the token from its last line.
     pub fn token_add(&self, gid: u64, nid: u64) -> String {
-        let out = Command::new(bin_dir().join("jsacc"))
-            .args([
-                "token",
-                "add",
-                "--gid",
-                &gid.to_string(),
-                "--nid",
-                &nid.to_string(),
-            ])
-            .args(self.jsacc_args())
-            .output()
-            .expect("jsacc token add runs");
-        assert!(
-            out.status.success(),
-            "token add failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .expect("a token line")
-            .trim()
-            .to_owned()
+        topology::token_add_with(&self.jsacc_args(), gid, nid)
     }
 }
 
@@ -346,7 +330,7 @@ pub struct Controller {
 }
 
 impl Controller {
-    pub fn start(redis: &Redis, opts: ControllerOpts) -> Controller {
+    pub fn start(redis: &(impl RedisTarget + ?Sized), opts: ControllerOpts) -> Controller {
         let mut c = Controller {
             port: free_port(),
             dir: tempfile::tempdir().expect("tempdir"),
@@ -421,6 +405,19 @@ impl Controller {
         self.dir.path().join("tls").join("cert.pem")
     }
 
+    /// Everything every start of this controller logged (`jsacc.N.log` in its directory).
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        for i in 1..=self.starts {
+            let p = self.dir.path().join(format!("jsacc.{i}.log"));
+            all.push_str(&format!(
+                "--- jsacc start {i} ---\n{}\n",
+                std::fs::read_to_string(p).unwrap_or_default()
+            ));
+        }
+        all
+    }
+
     /// A blocking HTTP client that trusts this controller's certificate.
     pub fn http(&self) -> reqwest::blocking::Client {
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -449,7 +446,7 @@ impl Agent {
     /// Like [`Agent::start`] (no roles), with the agent run by `program`, e.g.
     /// `["wine", "jsagent.exe"]`.
     pub fn start_program(
-        redis: &Redis,
+        redis: &(impl RedisTarget + ?Sized),
         controller: &Controller,
         gid: u64,
         nid: u64,
@@ -463,7 +460,7 @@ impl Agent {
 
     /// Adds a token for gid:nid and starts an agent against `controller`.
     pub fn start(
-        redis: &Redis,
+        redis: &(impl RedisTarget + ?Sized),
         controller: &Controller,
         gid: u64,
         nid: u64,
@@ -474,7 +471,7 @@ impl Agent {
 
     /// Like [`Agent::start`], with `config` (TOML) as its `--config` file when not empty.
     pub fn start_configured(
-        redis: &Redis,
+        redis: &(impl RedisTarget + ?Sized),
         controller: &Controller,
         gid: u64,
         nid: u64,
@@ -488,7 +485,12 @@ impl Agent {
 
     /// An agent set up (token, data dir, flags) but not started: for runners of its own, such as
     /// the Windows service manager. [`Agent::args`] are its flags.
-    pub fn prepare(redis: &Redis, controller: &Controller, gid: u64, nid: u64) -> Agent {
+    pub fn prepare(
+        redis: &(impl RedisTarget + ?Sized),
+        controller: &Controller,
+        gid: u64,
+        nid: u64,
+    ) -> Agent {
         Agent::configure(redis, controller, gid, nid, &[], "")
     }
 
@@ -498,7 +500,7 @@ impl Agent {
     }
 
     fn configure(
-        redis: &Redis,
+        redis: &(impl RedisTarget + ?Sized),
         controller: &Controller,
         gid: u64,
         nid: u64,
@@ -582,26 +584,46 @@ impl Agent {
     }
 }
 
-/// Redis, one controller, and agents `1:1`, `1:2`, … with the given roles.
-pub struct Cluster {
-    pub redis: Redis,
+/// Redis (standalone by default; any [`RedisTarget`] with [`Cluster::start_on`]), one
+/// controller, and agents `1:1`, `1:2`, … with the given roles.
+pub struct Cluster<R: RedisTarget = Redis> {
+    pub redis: R,
     pub controller: Controller,
     pub agents: Vec<Agent>,
     pub client: RedisClient,
 }
 
-impl Cluster {
+impl Cluster<Redis> {
     pub fn start(agent_roles: &[&[&str]]) -> Cluster {
         Cluster::start_with(agent_roles, ControllerOpts::default())
     }
 
     pub fn start_with(agent_roles: &[&[&str]], opts: ControllerOpts) -> Cluster {
-        let redis = Redis::start();
+        Cluster::start_on(Redis::start(), agent_roles, opts, "")
+    }
+
+    /// One agent 1:1 with `config` (TOML) as its config file, online.
+    pub fn start_configured(config: &str) -> Cluster {
+        Cluster::start_on(Redis::start(), &[&[]], ControllerOpts::default(), config)
+    }
+}
+
+impl<R: RedisTarget> Cluster<R> {
+    /// A controller on `redis` and agents `1:1`, `1:2`, … with the given roles (and `config`,
+    /// TOML, as their config file when not empty), all online.
+    pub fn start_on(
+        redis: R,
+        agent_roles: &[&[&str]],
+        opts: ControllerOpts,
+        config: &str,
+    ) -> Cluster<R> {
         let controller = Controller::start(&redis, opts);
         let agents: Vec<Agent> = agent_roles
             .iter()
             .enumerate()
-            .map(|(i, roles)| Agent::start(&redis, &controller, 1, i as u64 + 1, roles))
+            .map(|(i, roles)| {
+                Agent::start_configured(&redis, &controller, 1, i as u64 + 1, roles, config)
+            })
             .collect();
         let client = redis.client();
         let cluster = Cluster {
@@ -613,21 +635,6 @@ impl Cluster {
         for a in &cluster.agents {
             cluster.wait_online(a.gid, a.nid);
         }
-        cluster
-    }
-
-    /// One agent 1:1 with `config` (TOML) as its config file, online.
-    pub fn start_configured(config: &str) -> Cluster {
-        let redis = Redis::start();
-        let controller = Controller::start(&redis, ControllerOpts::default());
-        let agent = Agent::start_configured(&redis, &controller, 1, 1, &[], config);
-        let cluster = Cluster {
-            client: redis.client(),
-            redis,
-            controller,
-            agents: vec![agent],
-        };
-        cluster.wait_online(1, 1);
         cluster
     }
 
