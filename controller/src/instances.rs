@@ -126,7 +126,12 @@ async fn recover_dead(state: &Shared) -> redis::RedisResult<()> {
     Ok(())
 }
 
-/// Ends commands that waited for their (offline) agent longer than their `max_wait`.
+/// How the answer to a command whose `max_wait` ran out begins.
+const NOT_DELIVERED: &str = "not delivered";
+
+/// Ends commands that waited for their (offline) agent longer than their `max_wait`. The
+/// deadline is dropped only once the answer is recorded (and confirmed), so a failed sweep is
+/// done again.
 async fn expire_waiting(state: &Shared) -> redis::RedisResult<()> {
     let mut conn = state.conn();
     let due: Vec<String> = conn
@@ -139,14 +144,25 @@ async fn expire_waiting(state: &Shared) -> redis::RedisResult<()> {
         };
         let raw: Option<String> = conn.hget(keys::job(id), "cmd").await?;
         if let Some(raw) = raw {
+            // Confirmed before the answer: a removal a failover undid would let the agent run
+            // a job its client was told was not delivered.
+            let mut durable = state.durable().await?;
             let removed: i64 = state
                 .scripts
                 .expire_waiting
                 .key(keys::agent_queue(agent))
                 .arg(&raw)
-                .invoke_async(&mut conn)
+                .invoke_async(&mut durable)
                 .await?;
-            if removed == 1 {
+            state
+                .confirm(&mut durable, &[keys::agent_queue(agent)])
+                .await?;
+            // An earlier sweep that took it out but failed before the answer was stored: the
+            // answer is recorded again (once; recording is idempotent).
+            let answered: Option<String> =
+                conn.hget(keys::job(id), format!("result:{agent}")).await?;
+            let expired_before = answered.is_some_and(|r| r.contains(NOT_DELIVERED));
+            if removed > 0 || expired_before {
                 let (gid, nid) = router::split_agent(agent);
                 let (name, args, wait) = serde_json::from_str::<schemas::Command>(&raw)
                     .map(|c| {
@@ -155,7 +171,7 @@ async fn expire_waiting(state: &Shared) -> redis::RedisResult<()> {
                     })
                     .unwrap_or_default();
                 let reason = format!(
-                    "not delivered: agent {agent} did not ask for it within max_wait {wait} s"
+                    "{NOT_DELIVERED}: agent {agent} did not ask for it within max_wait {wait} s"
                 );
                 let result = JobResult::error(id, gid, nid, &name, args, reason);
                 results::record(state, agent, &result).await?;

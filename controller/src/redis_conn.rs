@@ -85,8 +85,20 @@ impl Redis {
     /// A connection whose requests may take up to `response_timeout` (blocking commands
     /// need more than their own timeout).
     pub async fn connect(&self, response_timeout: Duration) -> RedisResult<Conn> {
+        self.connection(response_timeout, false).await
+    }
+
+    /// Like [`Redis::connect`], for writes confirmed with `WAIT` ([`Conn::pin`]): on a single
+    /// server too a connection that is never silently reconnected between a write and its
+    /// `WAIT` (a reconnecting `ConnectionManager` could send the `WAIT` on a fresh socket, where
+    /// it confirms nothing).
+    pub async fn connect_pinnable(&self, response_timeout: Duration) -> RedisResult<Conn> {
+        self.connection(response_timeout, true).await
+    }
+
+    async fn connection(&self, response_timeout: Duration, pinnable: bool) -> RedisResult<Conn> {
         match self.target.topology {
-            Topology::Standalone => {
+            Topology::Standalone if !pinnable => {
                 let client = node_client(&self.target, &self.target.nodes[0], self.ca.as_deref())?;
                 let config = ConnectionManagerConfig::new()
                     .set_response_timeout(Some(response_timeout))
@@ -96,17 +108,18 @@ impl Redis {
                     ConnectionManager::new_with_config(client, config).await?,
                 ))
             }
-            Topology::Sentinel => {
-                let conn = SentinelConn {
-                    inner: Arc::new(SentinelInner {
+            Topology::Standalone | Topology::Sentinel => {
+                let conn = PrimaryConn {
+                    inner: Arc::new(PrimaryInner {
                         target: self.target.clone(),
                         ca: self.ca.clone(),
                         response_timeout,
                         current: Mutex::new(None),
+                        generations: Default::default(),
                     }),
                 };
                 conn.primary().await?;
-                Ok(Conn::Sentinel(conn))
+                Ok(Conn::Primary(conn))
             }
             Topology::Cluster => {
                 let client = match (&self.cluster, response_timeout) {
@@ -179,13 +192,19 @@ fn cluster_nodes(text: &str) -> Vec<(String, u16)> {
 }
 
 async fn ping(client: &redis::Client) -> RedisResult<()> {
+    let mut conn = short_lived(client).await?;
+    redis::cmd("PING").query_async::<()>(&mut conn).await
+}
+
+/// A connection for a few quick questions (a node's health, the sentinels' primary): it gives
+/// up after 2 s without an answer, so one dead node does not stall the search for a live one.
+async fn short_lived(client: &redis::Client) -> RedisResult<MultiplexedConnection> {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(Duration::from_secs(2)));
-    let mut conn = client
+    client
         .get_multiplexed_async_connection_with_config(&config)
-        .await?;
-    redis::cmd("PING").query_async::<()>(&mut conn).await
+        .await
 }
 
 fn node_client(
@@ -212,10 +231,15 @@ fn cluster_client(
     response_timeout: Option<Duration>,
 ) -> anyhow::Result<ClusterClient> {
     let urls: Vec<String> = target.nodes.iter().map(|n| target.node_url(n)).collect();
+    // No retries inside redis-rs: it would send a command again after a lost answer (a timeout,
+    // a reset connection) although Redis may have run it: a `WAIT` re-sent on a fresh
+    // connection confirms nothing, a `BLMOVE` re-sent moves a second command. A `MOVED` still
+    // refreshes the slot map; the failed request is retried by its caller (the router's replay,
+    // the agent's post), whose steps are idempotent.
     let mut builder = ClusterClient::builder(urls)
         .connection_timeout(CONNECT_TIMEOUT)
         .response_timeout(response_timeout.unwrap_or(Duration::from_secs(5)))
-        .retries(6);
+        .retries(0);
     if let Some(ca) = ca {
         builder = builder.certs(redis::TlsCertificates {
             client_tls: None,
@@ -247,13 +271,7 @@ async fn resolve_primary(
     };
     for sentinel in &target.nodes {
         let attempt = async {
-            let client = node_client(&sentinel_target, sentinel, ca)?;
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                .set_response_timeout(Some(Duration::from_secs(2)));
-            let mut conn = client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await?;
+            let mut conn = short_lived(&node_client(&sentinel_target, sentinel, ca)?).await?;
             let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
                 .arg("GET-MASTER-ADDR-BY-NAME")
                 .arg(master)
@@ -266,9 +284,7 @@ async fn resolve_primary(
                 ))
             })?;
             let primary = node_client(target, &addr, ca)?;
-            let mut pconn = primary
-                .get_multiplexed_async_connection_with_config(&config)
-                .await?;
+            let mut pconn = short_lived(&primary).await?;
             let role: Vec<Value> = redis::cmd("ROLE").query_async(&mut pconn).await?;
             match role.first() {
                 Some(Value::BulkString(r)) if r == b"master" => Ok((primary, addr)),
@@ -288,52 +304,77 @@ async fn resolve_primary(
 
 /// A connection to the current primary of a Sentinel set; clones share it.
 #[derive(Clone)]
-pub struct SentinelConn {
-    inner: Arc<SentinelInner>,
+pub struct PrimaryConn {
+    inner: Arc<PrimaryInner>,
 }
 
-struct SentinelInner {
+struct PrimaryInner {
     target: Target,
     ca: Option<Vec<u8>>,
     response_timeout: Duration,
-    /// The primary's connection; `None` after an error that may mean a failover.
-    current: Mutex<Option<MultiplexedConnection>>,
+    /// The primary's connection and its generation; `None` after an error that may mean a
+    /// failover. A generation is forgotten only by a request that failed on it, so the late
+    /// errors of a dead connection do not throw away the new one.
+    current: Mutex<Option<(u64, MultiplexedConnection)>>,
+    generations: std::sync::atomic::AtomicU64,
 }
 
-impl SentinelConn {
-    /// The primary's connection, asking the sentinels first when there is none.
-    async fn primary(&self) -> RedisResult<MultiplexedConnection> {
+impl PrimaryConn {
+    /// The primary's connection and its generation, asking the sentinels first when there is
+    /// none (a single server: connecting to it again).
+    async fn primary(&self) -> RedisResult<(u64, MultiplexedConnection)> {
         let mut current = self.inner.current.lock().await;
         if let Some(conn) = current.as_ref() {
             return Ok(conn.clone());
         }
-        let (client, addr) = resolve_primary(&self.inner.target, self.inner.ca.as_deref()).await?;
+        let target = &self.inner.target;
+        let (client, addr) = match target.topology {
+            Topology::Sentinel => resolve_primary(target, self.inner.ca.as_deref()).await?,
+            _ => (
+                node_client(target, &target.nodes[0], self.inner.ca.as_deref())?,
+                target.nodes[0].clone(),
+            ),
+        };
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(self.inner.response_timeout));
         let conn = client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
-        tracing::info!(primary = %format!("{}:{}", addr.0, addr.1), "connected to the sentinels' primary");
-        *current = Some(conn.clone());
-        Ok(conn)
+        if target.topology == Topology::Sentinel {
+            tracing::info!(primary = %format!("{}:{}", addr.0, addr.1), "connected to the sentinels' primary");
+        }
+        let generation = self
+            .inner
+            .generations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *current = Some((generation, conn.clone()));
+        Ok((generation, conn))
     }
 
     /// After a request on a pinned connection: an answer that may mean a failover makes the
     /// next request ask the sentinels.
-    async fn after<T>(&self, answer: &RedisResult<T>, refused: impl Fn(&T) -> bool) {
+    async fn after<T>(
+        &self,
+        generation: u64,
+        answer: &RedisResult<T>,
+        refused: impl Fn(&T) -> bool,
+    ) {
         let failover = match answer {
             Ok(v) => refused(v),
             Err(e) => maybe_failover(e),
         };
         if failover {
-            self.forget().await;
+            self.forget(generation).await;
         }
     }
 
-    /// Forgets the primary, so the next request asks the sentinels.
-    async fn forget(&self) {
-        *self.inner.current.lock().await = None;
+    /// Forgets the primary's connection of `generation`, so the next request asks the sentinels.
+    async fn forget(&self, generation: u64) {
+        let mut current = self.inner.current.lock().await;
+        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+            *current = None;
+        }
     }
 
     /// Runs `request` on the primary; after an error that may mean a failover the primary is
@@ -344,14 +385,14 @@ impl SentinelConn {
         refused: impl Fn(&T) -> bool,
     ) -> RedisResult<T> {
         for attempt in 0..2 {
-            let conn = self.primary().await?;
+            let (generation, conn) = self.primary().await?;
             match request(conn).await {
-                Ok(v) if attempt == 0 && refused(&v) => self.forget().await,
+                Ok(v) if attempt == 0 && refused(&v) => self.forget(generation).await,
                 Ok(v) => return Ok(v),
-                Err(e) if attempt == 0 && not_run(&e) => self.forget().await,
+                Err(e) if attempt == 0 && not_run(&e) => self.forget(generation).await,
                 Err(e) => {
                     if maybe_failover(&e) {
-                        self.forget().await;
+                        self.forget(generation).await;
                     }
                     return Err(e);
                 }
@@ -394,10 +435,11 @@ fn refused_value(v: &Value) -> bool {
 #[derive(Clone)]
 pub enum Conn {
     Single(ConnectionManager),
-    Sentinel(SentinelConn),
+    Primary(PrimaryConn),
     Cluster(ClusterConnection),
-    /// One primary's connection, never switched to another primary: see [`Conn::pin`].
-    Pinned(SentinelConn, MultiplexedConnection),
+    /// One primary's connection (and its generation), never switched to another primary or
+    /// reconnected: see [`Conn::pin`].
+    Pinned(PrimaryConn, u64, MultiplexedConnection),
 }
 
 impl Conn {
@@ -408,7 +450,10 @@ impl Conn {
     /// a failover still makes the next [`Conn::pin`] ask the sentinels.
     pub async fn pin(&self) -> RedisResult<Conn> {
         match self {
-            Conn::Sentinel(s) => Ok(Conn::Pinned(s.clone(), s.primary().await?)),
+            Conn::Primary(s) => {
+                let (generation, conn) = s.primary().await?;
+                Ok(Conn::Pinned(s.clone(), generation, conn))
+            }
             other => Ok(other.clone()),
         }
     }
@@ -456,13 +501,13 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
-            Conn::Pinned(s, c) => async move {
+            Conn::Pinned(s, generation, c) => async move {
                 let answer = c.req_packed_command(cmd).await;
-                s.after(&answer, refused_value).await;
+                s.after(*generation, &answer, refused_value).await;
                 answer
             }
             .boxed(),
-            Conn::Sentinel(s) => {
+            Conn::Primary(s) => {
                 let cmd = cmd.clone();
                 async move {
                     s.run(
@@ -487,9 +532,10 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Pinned(s, c) => async move {
+            Conn::Pinned(s, generation, c) => async move {
                 let answer = c.req_packed_commands(pipeline, offset, count).await;
-                s.after(&answer, |vs| vs.iter().any(refused_value)).await;
+                s.after(*generation, &answer, |vs| vs.iter().any(refused_value))
+                    .await;
                 answer
             }
             .boxed(),
@@ -500,7 +546,7 @@ impl ConnectionLike for Conn {
                     split_by_slot(c.clone(), pipeline).boxed()
                 }
             }
-            Conn::Sentinel(s) => {
+            Conn::Primary(s) => {
                 let pipeline = pipeline.clone();
                 async move {
                     s.run(
@@ -522,7 +568,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.get_db(),
             Conn::Cluster(_) => 0,
-            Conn::Sentinel(s) | Conn::Pinned(s, _) => s.inner.target.db,
+            Conn::Primary(s) | Conn::Pinned(s, _, _) => s.inner.target.db,
         }
     }
 }
@@ -560,6 +606,8 @@ async fn split_by_slot(conn: ClusterConnection, pipeline: &Pipeline) -> RedisRes
         let mut conn = conn;
         return conn.req_packed_commands(pipeline, 0, cmds.len()).await;
     }
+    // Keyless commands (PUBLISH) after the writes they announce: a woken poll finds its command.
+    let keyless = groups.remove(&None);
     let parts = groups.into_values().map(|indexes| {
         let mut part = redis::pipe();
         for &i in &indexes {
@@ -572,10 +620,24 @@ async fn split_by_slot(conn: ClusterConnection, pipeline: &Pipeline) -> RedisRes
         }
     });
     let mut answers = vec![Value::Nil; cmds.len()];
-    for (indexes, values) in futures::future::try_join_all(parts).await? {
+    let mut place = |indexes: Vec<usize>, values: Vec<Value>| {
         for (i, v) in indexes.into_iter().zip(values) {
             answers[i] = v;
         }
+    };
+    for (indexes, values) in futures::future::try_join_all(parts).await? {
+        place(indexes, values);
+    }
+    if let Some(indexes) = keyless {
+        let mut part = redis::pipe();
+        for &i in &indexes {
+            part.add_command(cmds[i].clone());
+        }
+        let values = conn
+            .clone()
+            .req_packed_commands(&part, 0, indexes.len())
+            .await?;
+        place(indexes, values);
     }
     Ok(answers)
 }

@@ -149,8 +149,12 @@ async fn record_one(
         _ => Outcome::UnknownJob,
     };
     if matches!(outcome, Outcome::Recorded | Outcome::Duplicate) {
-        let kind = if result.is_final { "f" } else { "r" };
-        let mark = format!("{agent}|{}|{kind}", result.run);
+        // A final result is recorded once per (job, agent), a run's once per run.
+        let mark = if result.is_final {
+            format!("{agent}|final")
+        } else {
+            format!("{agent}|{}|run", result.run)
+        };
         append(state, &mut conn, &result.id, &mark, &body).await?;
     }
     Ok((outcome, job_state))

@@ -215,6 +215,36 @@ async fn record(
     replay: bool,
 ) -> redis::RedisResult<(Vec<String>, Option<(Command, Vec<String>)>)> {
     let (cmd, targets) = match route {
+        Route::Fail {
+            cmd: Some(cmd),
+            reason,
+            ..
+        } => {
+            // These very bytes were routed before (a plan can fail now that succeeded then: a
+            // role without live agents, a revoked token): a replay goes on to the recorded
+            // targets, a client's retry is dropped, and neither gets a second answer.
+            let (recorded, targets): (Option<Vec<u8>>, Option<String>) = redis::cmd("HMGET")
+                .arg(keys::job(&cmd.id))
+                .arg("cmd")
+                .arg("targets")
+                .query_async(&mut conn)
+                .await?;
+            let targets: Vec<String> = targets
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default();
+            if recorded.as_deref() == Some(raw) && !targets.is_empty() {
+                let written = vec![keys::job(&cmd.id)];
+                return Ok((written, replay.then_some((cmd, targets))));
+            }
+            let id = Some(cmd.id.clone());
+            let written = vec![
+                keys::DEAD.to_owned(),
+                keys::job(&cmd.id),
+                keys::results(&cmd.id),
+            ];
+            fail(state, &mut conn, raw, id, Some(&cmd), &reason).await?;
+            return Ok((written, None));
+        }
         Route::Fail { id, cmd, reason } => {
             let mut written = vec![keys::DEAD.to_owned()];
             if let Some(id) = id.as_deref() {

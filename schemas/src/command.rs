@@ -63,7 +63,9 @@ pub enum CommandError {
         "id must be 1 to {MAX_ID_LEN} characters without commas, whitespace or control characters"
     )]
     BadId,
-    #[error("`{0}` must not contain `{{` or `}}`: in Redis key names they are Redis Cluster hash tags")]
+    #[error(
+        "`{0}` must not contain `{{` or `}}`: in Redis key names they are Redis Cluster hash tags"
+    )]
     HashTag(&'static str),
     #[error("no target: give `nid`, or `role` (with optional `fanout`)")]
     NoTarget,
@@ -220,7 +222,10 @@ mod tests {
     #[test]
     fn braces_in_an_id_or_a_domain_are_refused_with_the_id_kept() {
         let (id, err) = parse(r#"{"id":"a{b}","gid":1,"nid":5,"cmd":"ping"}"#).unwrap_err();
-        assert_eq!((id.as_deref(), err), (Some("a{b}"), CommandError::HashTag("id")));
+        assert_eq!(
+            (id.as_deref(), err),
+            (Some("a{b}"), CommandError::HashTag("id"))
+        );
         let (_, err) = parse(
             r#"{"id":"a","gid":1,"nid":5,"cmd":"execute","args":{"cmd":"/bin/true","domain":"x}"}}"#,
         )

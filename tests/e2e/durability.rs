@@ -34,21 +34,27 @@ impl Drop for Replica {
     }
 }
 
-#[test]
-fn a_command_is_not_routed_until_a_replica_confirms_it() {
+/// Redis, a controller started with `extra` flags, and agent 1:1 online.
+fn stack(extra: &[&str]) -> (Redis, Controller, Agent) {
     let redis = Redis::start();
     let opts = ControllerOpts {
-        extra: ["--redis-wait-replicas", "1", "--redis-wait-ms", "200"]
-            .map(String::from)
-            .to_vec(),
+        extra: extra.iter().map(|s| s.to_string()).collect(),
         ..ControllerOpts::default()
     };
     let controller = Controller::start(&redis, opts);
-    let _agent = Agent::start(&redis, &controller, 1, 1, &[]);
+    let agent = Agent::start(&redis, &controller, 1, 1, &[]);
     let client = redis.client();
     wait_for("agent 1:1 online", Duration::from_secs(30), || {
         client.online(1, 1).then_some(())
     });
+    (redis, controller, agent)
+}
+
+#[test]
+fn a_command_is_not_routed_until_a_replica_confirms_it() {
+    let (redis, controller, _agent) =
+        stack(&["--redis-wait-replicas", "1", "--redis-wait-ms", "200"]);
+    let client = redis.client();
 
     let cmd = execute(1, 1, "/bin/echo", &["replicated"]);
     let id = cmd["id"].as_str().expect("id").to_owned();
@@ -92,13 +98,8 @@ fn a_command_is_not_routed_until_a_replica_confirms_it() {
 
 #[test]
 fn an_identical_push_of_a_routed_command_is_dropped_silently() {
-    let redis = Redis::start();
-    let controller = Controller::start(&redis, ControllerOpts::default());
-    let _agent = Agent::start(&redis, &controller, 1, 1, &[]);
+    let (redis, _controller, _agent) = stack(&[]);
     let client = redis.client();
-    wait_for("agent 1:1 online", Duration::from_secs(30), || {
-        client.online(1, 1).then_some(())
-    });
     let cmd = execute(1, 1, "/bin/echo", &["once"]);
     let id = cmd["id"].as_str().expect("id").to_owned();
     let first = client.run(&cmd, Duration::from_secs(30));

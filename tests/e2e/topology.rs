@@ -280,6 +280,48 @@ fn appending_jobs(n: usize, ran: &Path) -> Vec<Value> {
 /// Pushes `cmds` from a thread, one every `pace`, through a client of `url`: each push is
 /// `LPUSH` + `WAIT 1 1000` on the primary holding `cmds_queue`, repeated (an identical re-push)
 /// when it errored or no replica acknowledged it. `pushed` counts the pushes done.
+/// `n` appending jobs pushed every 20 ms by a [`pusher`] thread, and the file they append to.
+struct Load {
+    _dir: tempfile::TempDir,
+    ran: std::path::PathBuf,
+    cmds: Vec<Value>,
+    pushed: Arc<AtomicUsize>,
+    push: std::thread::JoinHandle<(usize, usize)>,
+}
+
+impl Load {
+    fn start(url: String, n: usize) -> Load {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ran = dir.path().join("ran.log");
+        let cmds = appending_jobs(n, &ran);
+        let pushed = Arc::new(AtomicUsize::new(0));
+        let push = pusher(
+            url,
+            cmds.iter().map(Value::to_string).collect(),
+            Duration::from_millis(20),
+            pushed.clone(),
+        );
+        Load {
+            _dir: dir,
+            ran,
+            cmds,
+            pushed,
+            push,
+        }
+    }
+
+    /// Waits until `n` jobs were pushed.
+    fn wait_pushed(&self, n: usize) {
+        wait_for(&format!("{n} jobs pushed"), T, || {
+            (self.pushed.load(Ordering::SeqCst) >= n).then_some(())
+        });
+    }
+
+    fn pushed(&self) -> usize {
+        self.pushed.load(Ordering::SeqCst)
+    }
+}
+
 fn pusher(
     url: String,
     cmds: Vec<String>,
@@ -385,31 +427,20 @@ fn check_exactly_once<R: RedisTarget>(
 fn survives_losing_the_queue_primary<R: Failover>(redis: R) {
     let mut c = Cluster::start_on(redis, &[&[], &[]], ControllerOpts::default(), "");
     let topology = c.redis.topology();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ran = dir.path().join("ran.log");
-    let cmds = appending_jobs(1000, &ran);
-    let pushed = Arc::new(AtomicUsize::new(0));
-    let push = pusher(
-        c.redis.url(),
-        cmds.iter().map(Value::to_string).collect(),
-        Duration::from_millis(20),
-        pushed.clone(),
-    );
-    wait_for("200 jobs pushed", T, || {
-        (pushed.load(Ordering::SeqCst) >= 200).then_some(())
-    });
+    let load = Load::start(c.redis.url(), 1000);
+    load.wait_pushed(200);
     let old = c.redis.kill9_queue_primary();
     let killed_at = Instant::now();
     let new = c.redis.wait_failover(old);
     eprintln!(
         "{topology}: node {old} killed after {} pushes; node {new} took over in {:?}",
-        pushed.load(Ordering::SeqCst),
+        load.pushed(),
         killed_at.elapsed()
     );
     c.redis.restart(old);
-    let (errors, unacked) = push.join().expect("pusher");
+    let (errors, unacked) = load.push.join().expect("pusher");
     eprintln!("{topology}: pushes that errored {errors}, not acknowledged by a replica {unacked}");
-    check_exactly_once(&c, &cmds, &ran, &[], || c.redis.logs());
+    check_exactly_once(&c, &load.cmds, &load.ran, &[], || c.redis.logs());
 }
 
 #[test]
@@ -431,29 +462,16 @@ fn survives_losing_one_of_three_controllers<R: RedisTarget>(redis: R) {
     let mut third = Controller::start(&c.redis, ControllerOpts::default());
     c.agents.push(Agent::start(&c.redis, &second, 1, 2, &[]));
     c.wait_online(1, 2);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ran = dir.path().join("ran.log");
-    let cmds = appending_jobs(500, &ran);
-    let pushed = Arc::new(AtomicUsize::new(0));
-    let push = pusher(
-        c.redis.url(),
-        cmds.iter().map(Value::to_string).collect(),
-        Duration::from_millis(20),
-        pushed.clone(),
-    );
-    wait_for("250 jobs pushed", T, || {
-        (pushed.load(Ordering::SeqCst) >= 250).then_some(())
-    });
+    let load = Load::start(c.redis.url(), 500);
+    load.wait_pushed(250);
     // Frozen first, so its blocked BLMOVE still takes commands it will never route: they wait in
     // its routing list until another controller replays it.
     let pid = nix::unistd::Pid::from_raw(third.proc().pid() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
-    wait_for("300 jobs pushed", T, || {
-        (pushed.load(Ordering::SeqCst) >= 300).then_some(())
-    });
+    load.wait_pushed(300);
     third.kill9();
-    push.join().expect("pusher");
-    check_exactly_once(&c, &cmds, &ran, &[&second, &third], String::new);
+    load.push.join().expect("pusher");
+    check_exactly_once(&c, &load.cmds, &load.ran, &[&second, &third], String::new);
     let replays: usize = [&c.controller, &second]
         .iter()
         .map(|ctl| ctl.logs().matches("replaying").count())

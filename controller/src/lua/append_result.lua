@@ -1,6 +1,7 @@
 -- Append one result to a job's result list, exactly once per mark.
 -- KEYS[1] cmds_queue_<id>, KEYS[2] {cmds_queue_<id>}:appended (sorted set of the marks of the
---   results appended: "<gid:nid>|<run>|<f or r>" for an agent's result, "error|<sha256>" for the
+--   results appended: "<gid:nid>|final" for an agent's final result, "<gid:nid>|<run>|run" for
+--   one run of a recurring job, "error|<sha256>" for the
 --   answer to a command that cannot run; in the slot of KEYS[1])
 -- ARGV[1] the mark, ARGV[2] the result (JSON), ARGV[3] ttl (s), ARGV[4] results kept,
 -- ARGV[5] marks kept (the newest by score), ARGV[6] the mark's score (now, ms)
