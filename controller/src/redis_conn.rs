@@ -264,14 +264,9 @@ async fn resolve_primary(
 ) -> RedisResult<(redis::Client, (String, u16))> {
     let master = target.master.as_deref().unwrap_or_default();
     let mut last = io_error(&format!("no sentinel of {target} answers"));
-    // Sentinels have no databases: their URL keeps the credentials, db 0.
-    let sentinel_target = Target {
-        db: 0,
-        ..target.clone()
-    };
     for sentinel in &target.nodes {
         let attempt = async {
-            let mut conn = short_lived(&node_client(&sentinel_target, sentinel, ca)?).await?;
+            let mut conn = sentinel_connection(target, sentinel, ca).await?;
             let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
                 .arg("GET-MASTER-ADDR-BY-NAME")
                 .arg(master)
@@ -300,6 +295,41 @@ async fn resolve_primary(
         }
     }
     Err(last)
+}
+
+/// A connection to one sentinel. The URL's credentials are the data nodes'; sentinels often
+/// run without a password (then `AUTH` is refused) and sometimes with the same one: with the
+/// credentials first, and once more without them when the sentinel refuses them.
+async fn sentinel_connection(
+    target: &Target,
+    sentinel: &(String, u16),
+    ca: Option<&[u8]>,
+) -> RedisResult<MultiplexedConnection> {
+    // Sentinels have no databases.
+    let with_auth = Target {
+        db: 0,
+        ..target.clone()
+    };
+    match short_lived(&node_client(&with_auth, sentinel, ca)?).await {
+        Err(e) if with_auth.password.is_some() && refused_auth(&e) => {
+            let without = Target {
+                username: None,
+                password: None,
+                ..with_auth
+            };
+            short_lived(&node_client(&without, sentinel, ca)?).await
+        }
+        other => other,
+    }
+}
+
+/// The server refused the credentials, or has none to check them against.
+fn refused_auth(e: &RedisError) -> bool {
+    let text = e.to_string();
+    e.kind() == ErrorKind::AuthenticationFailed
+        || text.contains("AUTH")
+        || text.contains("WRONGPASS")
+        || text.contains("without any password")
 }
 
 /// A connection to the current primary of a Sentinel set; clones share it.
@@ -688,6 +718,62 @@ mod tests {
             cluster_nodes(text),
             vec![("127.0.0.1".into(), 7000), ("127.0.0.1".into(), 7001)]
         );
+    }
+
+    /// A real redis-server without a password on a free port, killed on drop.
+    struct Server(std::process::Child, u16);
+
+    impl Server {
+        fn start() -> Server {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let child = std::process::Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server (apt-get install redis-server) starts");
+            Server(child, port)
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sentinel_without_a_password_is_asked_without_the_urls_credentials() {
+        let server = Server::start();
+        let target = Target::parse(&format!(
+            "redis+sentinel://:secret@127.0.0.1:{}/jsacc",
+            server.1
+        ))
+        .expect("target");
+        let node = target.nodes[0].clone();
+        let mut conn = None;
+        for _ in 0..100 {
+            match sentinel_connection(&target, &node, None).await {
+                Ok(c) => {
+                    conn = Some(c);
+                    break;
+                }
+                Err(e) if e.is_connection_refusal() => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("the credentials were not dropped: {e}"),
+            }
+        }
+        let mut conn = conn.expect("redis-server answers");
+        let pong: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .expect("PING");
+        assert_eq!(pong, "PONG");
     }
 
     #[test]
