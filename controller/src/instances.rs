@@ -104,24 +104,31 @@ async fn recover_dead(state: &Shared) -> redis::RedisResult<()> {
         }
         let list = keys::routing(&instance);
         let mut items: Vec<Vec<u8>> = conn.lrange(&list, 0, -1).await?;
+        items.reverse(); // oldest first
         if !items.is_empty() {
-            items.reverse(); // oldest first
             tracing::info!(
                 dead_instance = instance,
                 commands = items.len(),
                 "replaying a dead instance's routing list"
             );
-            router::route_batch(state, items, true).await?;
         }
-        redis::pipe()
-            .del(&list)
-            .ignore()
-            .srem(keys::INSTANCES, &instance)
-            .ignore()
-            .del(&lock)
-            .ignore()
-            .exec_async(&mut conn)
-            .await?;
+        let batch: Vec<(Vec<u8>, bool)> = items.into_iter().map(|raw| (raw, true)).collect();
+        let confirmed = router::route_batch(state, &batch).await?;
+        let done: Vec<&[u8]> = batch
+            .iter()
+            .zip(&confirmed)
+            .filter(|(_, ok)| **ok)
+            .map(|((raw, _), _)| raw.as_slice())
+            .collect();
+        // Only what was replayed leaves the list (an instance that was only frozen may have
+        // added more since); the instance is forgotten once its list is empty.
+        router::forget_routed(&mut conn, &list, &done).await?;
+        let left: u64 = conn.llen(&list).await?;
+        let mut pipe = redis::pipe();
+        if left == 0 {
+            pipe.srem(keys::INSTANCES, &instance).ignore();
+        }
+        pipe.del(&lock).ignore().exec_async(&mut conn).await?;
     }
     Ok(())
 }

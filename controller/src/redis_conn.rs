@@ -13,9 +13,8 @@
 //!   is not atomic and holds keys of several slots is split here by slot, each part pipelined
 //!   to its node, and the answers put back in order: callers write plain pipelines.
 //!
-//! [`Conn::wait_replicas`] is `WAIT` on the connection that made the writes (on a cluster on
-//! every primary, the answer being the least), so a write is acknowledged only once replicas
-//! hold it. [`Redis::subscribe`] gives one channel's messages, following failovers the same way.
+//! [`Conn::confirm_each`] is `WAIT` on the connection that made the writes (on a cluster on
+//! each primary written to), so a write is acknowledged only once replicas hold it. [`Redis::subscribe`] gives one channel's messages, following failovers the same way.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -30,7 +29,7 @@ use redis::aio::{
 };
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot};
 use redis::{
     AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult,
     ServerErrorKind, Value,
@@ -38,9 +37,6 @@ use redis::{
 use tokio::sync::Mutex;
 
 use crate::target::{Target, Topology};
-
-/// Most distinct slots whose primaries are each sent a `WAIT`; more go to every primary.
-const WAIT_SLOTS: usize = 16;
 
 /// Longest wait for a TCP (and TLS) connection to a node.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -127,7 +123,10 @@ impl Redis {
                     _ => cluster_client(&self.target, self.ca.as_deref(), Some(response_timeout))
                         .map_err(|e| io_error(&e.to_string()))?,
                 };
-                Ok(Conn::Cluster(client.get_async_connection().await?))
+                Ok(Conn::Cluster(
+                    client.get_async_connection().await?,
+                    Arc::new(SlotOwners::default()),
+                ))
             }
         }
     }
@@ -466,7 +465,7 @@ fn refused_value(v: &Value) -> bool {
 pub enum Conn {
     Single(ConnectionManager),
     Primary(PrimaryConn),
-    Cluster(ClusterConnection),
+    Cluster(ClusterConnection, Arc<SlotOwners>),
     /// One primary's connection (and its generation), never switched to another primary or
     /// reconnected: see [`Conn::pin`].
     Pinned(PrimaryConn, u64, MultiplexedConnection),
@@ -474,7 +473,7 @@ pub enum Conn {
 
 impl Conn {
     /// This connection, held to the primary it reaches now. Writes followed by
-    /// [`Conn::wait_replicas`] must be made on a pinned connection: `WAIT` counts the replicas
+    /// [`Conn::confirm_each`] must be made on a pinned connection: `WAIT` counts the replicas
     /// that hold the writes of its own connection, and a `WAIT` sent to a new primary after a
     /// failover would confirm writes that the old one took to its grave. An error that may mean
     /// a failover still makes the next [`Conn::pin`] ask the sentinels.
@@ -488,41 +487,150 @@ impl Conn {
         }
     }
 
-    /// `WAIT n timeout` after this connection's writes of `keys`: how many replicas hold them.
-    /// On a cluster `WAIT` goes to the primaries of the keys' slots (the answer is the least),
-    /// so a shard that is failing over holds up only the writes to its own slots; past
-    /// [`WAIT_SLOTS`] distinct slots it goes to every primary. `n == 0` waits for nothing.
-    pub async fn wait_replicas(
+    /// Which of `writes` (each the keys one piece of work wrote on this connection) at least
+    /// `n` replicas hold, waiting up to `timeout` (`WAIT`). On a single primary one `WAIT`
+    /// answers for all. On a cluster one `WAIT` goes to each primary that owns a written slot,
+    /// and a piece of work is confirmed when every primary it wrote to is: a shard without a
+    /// replica holds up only the work that touched it. `n == 0` confirms everything.
+    pub async fn confirm_each(
         &mut self,
         n: usize,
         timeout: Duration,
-        keys: &[String],
-    ) -> RedisResult<usize> {
-        if n == 0 {
-            return Ok(0);
+        writes: &[Vec<String>],
+    ) -> RedisResult<Vec<bool>> {
+        if n == 0 || writes.is_empty() {
+            return Ok(vec![true; writes.len()]);
         }
         let mut wait = redis::cmd("WAIT");
         wait.arg(n).arg(timeout.as_millis() as u64);
-        let Conn::Cluster(cluster) = self else {
-            return wait.query_async(self).await;
+        let Conn::Cluster(cluster, owners) = self else {
+            let got: usize = wait.query_async(self).await?;
+            return Ok(vec![got >= n; writes.len()]);
         };
-        let routes: HashSet<Route> = keys
-            .iter()
-            .map(|k| Route::with_key(k, SlotAddr::Master))
-            .collect();
-        if routes.is_empty() || routes.len() > WAIT_SLOTS {
-            return wait.query_async(cluster).await;
-        }
-        let waits = routes.into_iter().map(|route| {
+        let map = owners.get(cluster).await?;
+        let node_of = |key: &String| map.owner(slot_of(key.as_bytes()));
+        let nodes: HashSet<(String, u16)> = writes.iter().flatten().filter_map(node_of).collect();
+        let waits = nodes.into_iter().map(|(host, port)| {
             let (mut conn, wait) = (cluster.clone(), wait.clone());
             async move {
-                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
-                let answer = conn.route_command(wait, routing).await?;
-                redis::from_redis_value::<usize>(answer).map_err(RedisError::from)
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port,
+                });
+                let got = match conn.route_command(wait, routing).await {
+                    Ok(answer) => redis::from_redis_value::<usize>(answer).unwrap_or(0),
+                    // A dead or demoted primary confirms nothing; its work is tried again.
+                    Err(e) => {
+                        tracing::debug!(node = %format!("{host}:{port}"), error = %e, "WAIT failed");
+                        0
+                    }
+                };
+                ((host, port), got >= n)
             }
         });
-        let counts = futures::future::try_join_all(waits).await?;
-        Ok(counts.into_iter().min().unwrap_or(0))
+        let confirmed: HashMap<(String, u16), bool> =
+            futures::future::join_all(waits).await.into_iter().collect();
+        if confirmed.values().any(|ok| !ok) {
+            owners.forget();
+        }
+        Ok(writes
+            .iter()
+            .map(|keys| {
+                keys.iter()
+                    .all(|k| node_of(k).is_some_and(|node| confirmed.get(&node) == Some(&true)))
+            })
+            .collect())
+    }
+}
+
+/// The slot of a key, as Redis Cluster computes it: CRC16 (XMODEM) of its hash tag (the text
+/// between the first `{` and the next `}`, when not empty) or of the whole key, mod 16384.
+pub fn slot_of(key: &[u8]) -> u16 {
+    let tag = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        rest.iter()
+            .position(|&b| b == b'}')
+            .filter(|&close| close > 0)
+            .map(|close| &rest[..close])
+    });
+    crc16::State::<crc16::XMODEM>::calculate(tag.unwrap_or(key)) % 16384
+}
+
+/// How long the primaries of the slots are trusted before `CLUSTER SLOTS` is asked again.
+const SLOT_MAP_TTL: Duration = Duration::from_secs(5);
+
+/// Which primary owns each slot: ranges `(first, last, host, port)` from `CLUSTER SLOTS`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct SlotMap(Vec<(u16, u16, String, u16)>);
+
+impl SlotMap {
+    /// Parses the answer to `CLUSTER SLOTS`: `[[first, last, [host, port, id, …], replicas…], …]`.
+    fn parse(answer: Value) -> SlotMap {
+        let Value::Array(ranges) = answer else {
+            return SlotMap::default();
+        };
+        let int = |v: &Value| match v {
+            Value::Int(i) => u16::try_from(*i).ok(),
+            _ => None,
+        };
+        let text = |v: &Value| match v {
+            Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+            Value::SimpleString(s) => Some(s.clone()),
+            _ => None,
+        };
+        SlotMap(
+            ranges
+                .iter()
+                .filter_map(|range| {
+                    let Value::Array(fields) = range else {
+                        return None;
+                    };
+                    let Value::Array(primary) = fields.get(2)? else {
+                        return None;
+                    };
+                    let (first, last) = (int(fields.first()?)?, int(fields.get(1)?)?);
+                    Some((first, last, text(primary.first()?)?, int(primary.get(1)?)?))
+                })
+                .collect(),
+        )
+    }
+
+    fn owner(&self, slot: u16) -> Option<(String, u16)> {
+        self.0
+            .iter()
+            .find(|(first, last, _, _)| (*first..=*last).contains(&slot))
+            .map(|(_, _, host, port)| (host.clone(), *port))
+    }
+}
+
+/// The [`SlotMap`] of a cluster, asked for at most every [`SLOT_MAP_TTL`] (and again after a
+/// `WAIT` that fell short: a failover may have moved slots).
+#[derive(Default)]
+pub struct SlotOwners {
+    // A std mutex: never held across an `.await`.
+    cached: std::sync::Mutex<Option<(tokio::time::Instant, Arc<SlotMap>)>>,
+}
+
+impl SlotOwners {
+    async fn get(&self, conn: &mut ClusterConnection) -> RedisResult<Arc<SlotMap>> {
+        if let Some((_, map)) = self
+            .cached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < SLOT_MAP_TTL)
+        {
+            return Ok(map.clone());
+        }
+        let answer: Value = redis::cmd("CLUSTER").arg("SLOTS").query_async(conn).await?;
+        let map = Arc::new(SlotMap::parse(answer));
+        *self.cached.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((tokio::time::Instant::now(), map.clone()));
+        Ok(map)
+    }
+
+    fn forget(&self) {
+        *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 
@@ -530,7 +638,7 @@ impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c, _) => c.req_packed_command(cmd),
             Conn::Pinned(s, generation, c) => async move {
                 let answer = c.req_packed_command(cmd).await;
                 s.after(*generation, &answer, refused_value).await;
@@ -569,7 +677,7 @@ impl ConnectionLike for Conn {
                 answer
             }
             .boxed(),
-            Conn::Cluster(c) => {
+            Conn::Cluster(c, _) => {
                 if pipeline.is_transaction() {
                     c.req_packed_commands(pipeline, offset, count)
                 } else {
@@ -597,7 +705,7 @@ impl ConnectionLike for Conn {
     fn get_db(&self) -> i64 {
         match self {
             Conn::Single(c) => c.get_db(),
-            Conn::Cluster(_) => 0,
+            Conn::Cluster(..) => 0,
             Conn::Primary(s) | Conn::Pinned(s, _, _) => s.inner.target.db,
         }
     }
@@ -707,6 +815,54 @@ mod tests {
         assert_eq!(command_slot(&eval), command_slot(&hget));
         let keyless = redis::cmd("EVALSHA").arg("abc").arg(0).arg("arg").clone();
         assert_eq!(command_slot(&keyless), None);
+    }
+
+    #[test]
+    fn slots_are_computed_as_redis_computes_them() {
+        // Values from `redis-cli CLUSTER KEYSLOT`.
+        assert_eq!(slot_of(b"foo"), 12182);
+        assert_eq!(slot_of(b"cmds_queue"), 1468);
+        assert_eq!(slot_of(b"{cmds_queue}:routing:x"), 1468);
+        assert_eq!(
+            slot_of(b"{user1000}.following"),
+            slot_of(b"{user1000}.followers")
+        );
+        // An empty tag is no tag; only the first `{` counts.
+        assert_eq!(
+            slot_of(b"foo{}{bar}"),
+            crc16::State::<crc16::XMODEM>::calculate(b"foo{}{bar}") % 16384
+        );
+        assert_eq!(slot_of(b"foo{{bar}}zap"), slot_of(b"{bar"));
+    }
+
+    #[test]
+    fn the_owner_of_a_slot_is_read_from_cluster_slots() {
+        let node = |host: &str, port: i64| {
+            Value::Array(vec![
+                Value::BulkString(host.as_bytes().to_vec()),
+                Value::Int(port),
+                Value::BulkString(b"id".to_vec()),
+            ])
+        };
+        let answer = Value::Array(vec![
+            Value::Array(vec![
+                Value::Int(0),
+                Value::Int(5460),
+                node("127.0.0.1", 7001),
+                node("127.0.0.1", 7004),
+            ]),
+            Value::Array(vec![
+                Value::Int(5461),
+                Value::Int(16383),
+                node("127.0.0.1", 7002),
+            ]),
+            Value::Int(3),
+        ]);
+        let map = SlotMap::parse(answer);
+        assert_eq!(map.owner(0), Some(("127.0.0.1".into(), 7001)));
+        assert_eq!(map.owner(5461), Some(("127.0.0.1".into(), 7002)));
+        assert_eq!(map.owner(16383), Some(("127.0.0.1".into(), 7002)));
+        assert_eq!(SlotMap::parse(Value::Nil).owner(0), None);
     }
 
     #[test]

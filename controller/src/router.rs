@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use futures::future::try_join_all;
+use futures::future::join_all;
 use rand::seq::IndexedRandom;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -56,7 +56,10 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
     }
 }
 
-/// One routing step: replays what a failed step left, else routes the next batch.
+/// One routing step: what a failed step left in the routing list (replayed), and new commands
+/// from `cmds_queue` up to a batch, routed together; each is taken off the routing list once
+/// its writes are confirmed. Commands that could not be confirmed (a shard or primary without
+/// a replica) stay for the next step, without holding up the others.
 async fn step(state: &Shared, blocking: &mut Conn) -> redis::RedisResult<()> {
     let routing = keys::routing(&state.instance);
     let mut conn = state.conn();
@@ -66,81 +69,140 @@ async fn step(state: &Shared, blocking: &mut Conn) -> redis::RedisResult<()> {
         .arg(-1)
         .query_async(&mut conn)
         .await?;
-    if !leftover.is_empty() {
-        leftover.reverse(); // oldest first
-        route_batch(state, leftover, true).await?;
-        return redis::cmd("DEL").arg(&routing).query_async(&mut conn).await;
+    leftover.reverse(); // oldest first
+    let mut batch: Vec<(Vec<u8>, bool)> = leftover.into_iter().map(|raw| (raw, true)).collect();
+    if batch.is_empty() {
+        let first: Option<Vec<u8>> = redis::cmd("BLMOVE")
+            .arg(keys::CMDS_QUEUE)
+            .arg(&routing)
+            .arg("RIGHT")
+            .arg("LEFT")
+            .arg(1.0)
+            .query_async(blocking)
+            .await?;
+        let Some(first) = first else { return Ok(()) };
+        batch.push((first, false));
     }
-    let first: Option<Vec<u8>> = redis::cmd("BLMOVE")
-        .arg(keys::CMDS_QUEUE)
-        .arg(&routing)
-        .arg("RIGHT")
-        .arg("LEFT")
-        .arg(1.0)
-        .query_async(blocking)
-        .await?;
-    let Some(first) = first else { return Ok(()) };
-    let mut batch = vec![first];
-    if state.config.route_batch > 1 {
-        let more: Vec<Vec<u8>> = state
+    let more = state.config.route_batch.saturating_sub(batch.len());
+    if more > 0 {
+        let taken: Vec<Vec<u8>> = state
             .scripts
             .take_batch
             .key(keys::CMDS_QUEUE)
             .key(&routing)
-            .arg(state.config.route_batch - 1)
+            .arg(more)
             .invoke_async(&mut conn)
             .await?;
-        batch.extend(more);
+        batch.extend(taken.into_iter().map(|raw| (raw, false)));
     }
-    route_batch(state, batch, false).await?;
-    redis::cmd("DEL").arg(&routing).query_async(&mut conn).await
+    let confirmed = route_batch(state, &batch).await?;
+    let done: Vec<&[u8]> = batch
+        .iter()
+        .zip(&confirmed)
+        .filter(|(_, ok)| **ok)
+        .map(|((raw, _), _)| raw.as_slice())
+        .collect();
+    forget_routed(&mut conn, &routing, &done).await?;
+    if done.len() < batch.len() {
+        return Err(crate::state::not_replicated(state.config.wait_replicas));
+    }
+    Ok(())
 }
 
-/// Routes a batch of raw commands. `replay`: they come from a routing list, and may have been
-/// partly routed already.
+/// Takes routed commands off a routing list (one copy each: an identical copy that was not
+/// routed stays).
+pub async fn forget_routed(
+    conn: &mut Conn,
+    routing: &str,
+    done: &[&[u8]],
+) -> redis::RedisResult<()> {
+    if done.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for raw in done {
+        pipe.lrem(routing, 1, *raw).ignore();
+    }
+    pipe.exec_async(conn).await
+}
+
+/// Routes a batch of raw commands, each with whether it is a replay (it comes from a routing
+/// list, and may have been partly routed already). Returns, for each, whether it is done:
+/// routed (or answered) and its writes confirmed, so that it may leave its routing list.
 ///
 /// Two phases, each confirmed by `WAIT` when replicas are asked for: the job records first
 /// (so no agent can run a command whose record a failover could lose: on a cluster they are in
-/// other slots than the agents' queues), then the agents' queues. Only then may the caller take
-/// the batch off its routing list.
+/// other slots than the agents' queues), then the agents' queues.
 pub async fn route_batch(
     state: &Shared,
-    batch: Vec<Vec<u8>>,
-    replay: bool,
-) -> redis::RedisResult<()> {
+    batch: &[(Vec<u8>, bool)],
+) -> redis::RedisResult<Vec<bool>> {
     let mut role_cache: HashMap<(u64, String), Vec<String>> = HashMap::new();
     let mut routes = Vec::with_capacity(batch.len());
-    for raw in &batch {
+    for (raw, _) in batch {
         routes.push(plan(state, raw, &mut role_cache).await?);
     }
     let mut conn = state.durable().await?;
-    let pushes = try_join_all(
+    // Each command on its own: a shard that refuses writes holds up only what it holds.
+    let mut failure = None;
+    let records: Vec<_> = join_all(
         batch
             .iter()
             .zip(routes)
-            .map(|(raw, route)| record(state, conn.clone(), raw, route, replay)),
+            .map(|((raw, replay), route)| record(state, conn.clone(), raw, route, *replay)),
     )
-    .await?;
-    let records: Vec<String> = pushes
+    .await
+    .into_iter()
+    .map(|r| r.map_err(|e| failure.get_or_insert(e).to_string()).ok())
+    .collect();
+    let writes: Vec<Vec<String>> = records
         .iter()
-        .flat_map(|(written, _)| written.clone())
+        .map(|r| r.as_ref().map(|(w, _)| w.clone()).unwrap_or_default())
         .collect();
-    state.confirm(&mut conn, &records).await?;
-    let mut pipe = redis::pipe();
-    let mut routed = 0;
-    let mut queues = vec![keys::DEADLINES.to_owned()];
-    for (raw, (_, push)) in batch.iter().zip(pushes) {
-        let Some((cmd, targets)) = push else { continue };
+    let confirmed = state.confirm_each(&mut conn, &writes).await?;
+    let mut done: Vec<bool> = records
+        .iter()
+        .zip(confirmed)
+        .map(|(r, ok)| r.is_some() && ok)
+        .collect();
+    let mut queued = Vec::new();
+    for (i, ((raw, _), record)) in batch.iter().zip(records).enumerate() {
+        let Some((_, Some((cmd, targets)))) = record.filter(|_| done[i]) else {
+            continue;
+        };
+        let mut pipe = redis::pipe();
         queue(&mut pipe, raw, &cmd, &targets);
-        routed += targets.len();
-        queues.extend(targets.iter().map(|a| keys::agent_queue(a)));
+        let mut written: Vec<String> = targets.iter().map(|a| keys::agent_queue(a)).collect();
+        if cmd.max_wait() > 0 {
+            written.push(keys::DEADLINES.to_owned());
+        }
+        queued.push((i, pipe, written, targets.len()));
     }
-    if routed > 0 {
-        pipe.exec_async(&mut conn).await?;
-        state.confirm(&mut conn, &queues).await?;
-        state.metrics.routed(routed);
+    let pushed = join_all(queued.iter().map(|(_, pipe, _, _)| {
+        let mut conn = conn.clone();
+        async move { pipe.exec_async(&mut conn).await }
+    }))
+    .await;
+    let writes: Vec<Vec<String>> = queued.iter().map(|(_, _, w, _)| w.clone()).collect();
+    let confirmed = state.confirm_each(&mut conn, &writes).await?;
+    let mut routed = 0;
+    for (((i, _, _, targets), pushed), ok) in queued.into_iter().zip(pushed).zip(confirmed) {
+        let ok = match pushed {
+            Ok(()) => ok,
+            Err(e) => {
+                failure.get_or_insert(e);
+                false
+            }
+        };
+        done[i] = ok;
+        routed += if ok { targets } else { 0 };
     }
-    Ok(())
+    state.metrics.routed(routed);
+    match failure {
+        // Nothing got through: say why (the step is retried with backoff).
+        Some(e) if !done.iter().any(|d| *d) => Err(e),
+        _ => Ok(done),
+    }
 }
 
 /// Validates a command and finds its agents.

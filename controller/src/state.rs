@@ -67,11 +67,11 @@ pub type AppState = Arc<Shared>;
 
 /// `WAIT` fell short: fewer replicas than `--redis-wait-replicas` confirmed a write in time.
 /// The write may be lost in a failover, so it is not acknowledged (the caller retries).
-pub fn not_replicated(got: usize, wanted: usize) -> redis::RedisError {
+pub fn not_replicated(wanted: usize) -> redis::RedisError {
     redis::RedisError::from((
         redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain),
         NOT_REPLICATED,
-        format!("{got} of {wanted} replicas confirmed the write in time"),
+        format!("fewer than {wanted} replica(s) confirmed the write in time"),
     ))
 }
 
@@ -115,20 +115,29 @@ impl Shared {
 
     /// Waits until `--redis-wait-replicas` replicas hold every write made so far on `conn` (from
     /// [`Shared::durable`]) to `keys`; an error when they do not within `--redis-wait-ms`.
-    /// (`keys` only choose the nodes asked on a cluster; elsewhere `WAIT` covers every write.)
+    /// (`keys` only choose the primaries asked on a cluster; elsewhere `WAIT` covers every write.)
     pub async fn confirm(&self, conn: &mut Conn, keys: &[String]) -> redis::RedisResult<()> {
-        let wanted = self.config.wait_replicas;
-        if wanted == 0 {
-            return Ok(());
+        let keys = [keys.to_vec()];
+        if self.confirm_each(conn, &keys).await?[0] {
+            Ok(())
+        } else {
+            Err(not_replicated(self.config.wait_replicas))
         }
-        let got = conn
-            .wait_replicas(wanted, self.config.wait_timeout, keys)
-            .await?;
-        if got < wanted {
+    }
+
+    /// Which of `writes` (the keys each piece of work wrote on `conn`) replicas confirmed; see
+    /// [`Conn::confirm_each`]. Shortfalls are counted in the metrics.
+    pub async fn confirm_each(
+        &self,
+        conn: &mut Conn,
+        writes: &[Vec<String>],
+    ) -> redis::RedisResult<Vec<bool>> {
+        let (wanted, timeout) = (self.config.wait_replicas, self.config.wait_timeout);
+        let confirmed = conn.confirm_each(wanted, timeout, writes).await?;
+        if confirmed.iter().any(|ok| !ok) {
             self.metrics.not_replicated();
-            return Err(not_replicated(got, wanted));
         }
-        Ok(())
+        Ok(confirmed)
     }
 }
 

@@ -4,7 +4,10 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use tests::{execute, free_port, wait_for, Agent, Controller, ControllerOpts, Redis};
+use tests::{
+    execute, free_port, wait_for, Agent, Controller, ControllerOpts, Redis, RedisCluster,
+    RedisTarget,
+};
 
 /// A redis-server replica of `primary`, killed on drop.
 struct Replica(Child);
@@ -128,4 +131,77 @@ fn an_identical_push_of_a_routed_command_is_dropped_silently() {
     let answer = client.run(&other, Duration::from_secs(30));
     assert_eq!(answer["state"], "ERROR");
     assert_eq!(answer["data"], "duplicate id");
+}
+
+/// A Redis Cluster shard whose replica is down cannot confirm writes: the jobs whose records
+/// live there wait (and run once the replica is back), the others are not held up by them.
+#[test]
+fn a_shard_without_a_replica_holds_up_only_the_jobs_written_to_it() {
+    let mut redis = RedisCluster::start();
+    // A shard that holds neither the routing keys nor the agent's queue.
+    let busy = [
+        redis.primary_of("cmds_queue"),
+        redis.primary_of("agent:{1:1}:queue"),
+    ];
+    let lame = redis
+        .primaries()
+        .into_iter()
+        .find(|p| !busy.contains(p))
+        .expect("a third shard");
+    let lame_id = redis
+        .view()
+        .into_iter()
+        .find(|v| redis.index_of_port(v.port) == Some(lame))
+        .expect("the shard's primary")
+        .id;
+    let replica = redis
+        .view()
+        .into_iter()
+        .find(|v| v.master.as_deref() == Some(lame_id.as_str()))
+        .and_then(|v| redis.index_of_port(v.port))
+        .expect("the shard's replica");
+    let controller = Controller::start(&redis, ControllerOpts::default());
+    let _agent = Agent::start(&redis, &controller, 1, 1, &[]);
+    let client = redis.client();
+    wait_for("agent 1:1 online", Duration::from_secs(30), || {
+        client.online(1, 1).then_some(())
+    });
+    redis.kill9(replica);
+
+    let cmds: Vec<_> = (0..60).map(|_| execute(1, 1, "/bin/true", &[])).collect();
+    let (held, free): (Vec<_>, Vec<_>) = cmds
+        .iter()
+        .partition(|c| redis.primary_of(&format!("job:{}", c["id"].as_str().expect("id"))) == lame);
+    assert!(
+        !held.is_empty() && !free.is_empty(),
+        "60 ids spread over the shards"
+    );
+    for c in &cmds {
+        client.push(c);
+    }
+    for c in &free {
+        let id = c["id"].as_str().expect("id");
+        let result = client
+            .result(id, Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("job {id} on a healthy shard was held up"));
+        assert_eq!(result["state"], "OK", "{result}");
+    }
+    for c in &held {
+        let id = c["id"].as_str().expect("id");
+        assert_eq!(
+            client.llen(&format!("cmds_queue_{id}")),
+            0,
+            "job {id} was answered though its record could not be confirmed"
+        );
+    }
+
+    redis.restart(replica);
+    for c in &held {
+        let id = c["id"].as_str().expect("id");
+        let result = client
+            .result(id, Duration::from_secs(90))
+            .unwrap_or_else(|| panic!("job {id} did not run once the replica was back"));
+        assert_eq!(result["state"], "OK", "{result}");
+        assert_eq!(client.llen(&format!("cmds_queue_{id}")), 0, "one result");
+    }
 }

@@ -11,4 +11,5 @@ mod redis_tls;
 mod stats;
 mod supervised;
 mod topology;
+mod topology_tls;
 mod wine;

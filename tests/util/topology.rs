@@ -2,10 +2,12 @@
 //! ([`RedisCluster`]) and a Sentinel set of 1 primary, 2 replicas and 3 sentinels
 //! ([`SentinelSet`]), each process on a free loopback port in its own temporary directory,
 //! killed on drop. [`RedisTarget`] is what `Controller`, `Agent` and `Cluster` need of any of
-//! them (the standalone [`Redis`](crate::Redis) too).
+//! them (the standalone [`Redis`](crate::Redis) too). [`RedisCluster::start_tls`] and
+//! [`SentinelSet::start_tls`] start the same deployments speaking only TLS (`rediss+cluster://`,
+//! `rediss+sentinel://`), every process serving one self-signed certificate that is its own CA.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -80,19 +82,80 @@ impl RedisTarget for crate::Redis {
     }
 }
 
-/// A plain connection to one server, with short connect and read timeouts (for admin commands).
-fn admin(port: u16) -> redis::RedisResult<redis::Connection> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+/// The TLS material of a TLS topology: one self-signed certificate for 127.0.0.1 and localhost
+/// (its own CA, as [`Redis::start_tls`](crate::Redis::start_tls) makes), served by every process.
+struct Tls {
+    _dir: tempfile::TempDir,
+    /// The certificate, which is also the CA every client and server trusts.
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Tls {
+    fn new() -> Tls {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+        let certified = rcgen::generate_simple_self_signed(names).expect("certificate");
+        let (cert, key) = (dir.path().join("redis.pem"), dir.path().join("redis.key"));
+        std::fs::write(&cert, certified.cert.pem()).expect("write certificate");
+        std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
+        Tls {
+            _dir: dir,
+            cert,
+            key,
+        }
+    }
+
+    /// The TLS settings of every process as `name value` pairs (config file lines or flags):
+    /// certificate, key, CA, and no client certificates asked for.
+    fn settings(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("tls-cert-file", self.cert.display().to_string()),
+            ("tls-key-file", self.key.display().to_string()),
+            ("tls-ca-cert-file", self.cert.display().to_string()),
+            ("tls-auth-clients", "no".to_owned()),
+        ]
+    }
+
+    /// [`Tls::settings`] as config file lines.
+    fn conf(&self) -> String {
+        self.settings()
+            .iter()
+            .map(|(k, v)| format!("{k} {v}\n"))
+            .collect()
+    }
+}
+
+/// A redis-rs client of `url` (`rediss://…`) that trusts `ca` (a PEM file).
+fn tls_client(url: &str, ca: &Path) -> redis::RedisResult<redis::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let root_cert = Some(std::fs::read(ca)?);
+    redis::Client::build_with_tls(
+        url,
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert,
+        },
+    )
+}
+
+/// A connection to one server (over TLS, trusting `ca`, when given), with short connect and read
+/// timeouts (for admin commands).
+fn admin(port: u16, ca: Option<&Path>) -> redis::RedisResult<redis::Connection> {
+    let client = match ca {
+        None => redis::Client::open(format!("redis://127.0.0.1:{port}"))?,
+        Some(ca) => tls_client(&format!("rediss://127.0.0.1:{port}"), ca)?,
+    };
     let conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
     Ok(conn)
 }
 
 /// `INFO <section>` of the server on `port` as field → value.
-fn info(port: u16, section: &str) -> Option<HashMap<String, String>> {
+fn info(port: u16, ca: Option<&Path>, section: &str) -> Option<HashMap<String, String>> {
     let text: String = redis::cmd("INFO")
         .arg(section)
-        .query(&mut admin(port).ok()?)
+        .query(&mut admin(port, ca).ok()?)
         .ok()?;
     Some(
         text.lines()
@@ -103,8 +166,8 @@ fn info(port: u16, section: &str) -> Option<HashMap<String, String>> {
 }
 
 /// The first element of `ROLE` (`master`, `slave`, `sentinel`) of the server on `port`.
-fn role(port: u16) -> Option<String> {
-    let reply: redis::Value = redis::cmd("ROLE").query(&mut admin(port).ok()?).ok()?;
+fn role(port: u16, ca: Option<&Path>) -> Option<String> {
+    let reply: redis::Value = redis::cmd("ROLE").query(&mut admin(port, ca).ok()?).ok()?;
     match reply {
         redis::Value::Array(items) => redis::from_redis_value(items.into_iter().next()?).ok(),
         _ => None,
@@ -114,6 +177,8 @@ fn role(port: u16) -> Option<String> {
 /// One data node of a topology: its port, directory and process (None while killed).
 struct Node {
     port: u16,
+    /// The CA to trust when it speaks only TLS.
+    ca: Option<PathBuf>,
     dir: tempfile::TempDir,
     /// The arguments it is started with (after the program name).
     args: Vec<String>,
@@ -122,12 +187,17 @@ struct Node {
 }
 
 impl Node {
-    fn new(args: impl FnOnce(u16, &std::path::Path) -> Vec<String>) -> Node {
+    /// A node on `port` (plain text; TLS only, trusting `ca`, when given).
+    fn new(
+        port: u16,
+        ca: Option<PathBuf>,
+        args: impl FnOnce(u16, &std::path::Path) -> Vec<String>,
+    ) -> Node {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
         let args = args(port, dir.path());
         Node {
             port,
+            ca,
             dir,
             args,
             proc: None,
@@ -149,7 +219,9 @@ impl Node {
             &format!("redis-server :{} up", self.port),
             Duration::from_secs(20),
             || {
-                let pong: String = redis::cmd("PING").query(&mut admin(self.port).ok()?).ok()?;
+                let pong: String = redis::cmd("PING")
+                    .query(&mut admin(self.port, self.ca.as_deref()).ok()?)
+                    .ok()?;
                 (pong == "PONG").then_some(())
             },
         );
@@ -204,10 +276,10 @@ impl ClusterNode {
 }
 
 /// `CLUSTER NODES` as the node on `port` sees the cluster.
-fn cluster_nodes(port: u16) -> Option<Vec<ClusterNode>> {
+fn cluster_nodes(port: u16, ca: Option<&Path>) -> Option<Vec<ClusterNode>> {
     let text: String = redis::cmd("CLUSTER")
         .arg("NODES")
-        .query(&mut admin(port).ok()?)
+        .query(&mut admin(port, ca).ok()?)
         .ok()?;
     let mut nodes = vec![];
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -237,12 +309,23 @@ fn cluster_nodes(port: u16) -> Option<Vec<ClusterNode>> {
 }
 
 /// `CLUSTER KEYSLOT key`, asked of the node on `port`.
-fn keyslot(port: u16, key: &str) -> Option<u16> {
+fn keyslot(port: u16, ca: Option<&Path>, key: &str) -> Option<u16> {
     redis::cmd("CLUSTER")
         .arg("KEYSLOT")
         .arg(key)
-        .query(&mut admin(port).ok()?)
+        .query(&mut admin(port, ca).ok()?)
         .ok()
+}
+
+/// A free port for a cluster node: its bus port (port + 10000) is a port too, and free now.
+fn cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port <= 65535 - 10000 && std::net::TcpListener::bind(("127.0.0.1", port + 10000)).is_ok()
+        {
+            return port;
+        }
+    }
 }
 
 /// A Redis Cluster: 6 redis-server processes, 3 primaries with one replica each, as
@@ -251,18 +334,30 @@ pub struct RedisCluster {
     nodes: Vec<Node>,
     /// Slot ranges a primary served when it was killed, by node index.
     killed_slots: HashMap<usize, Vec<(u16, u16)>>,
+    /// The certificate every node serves, when the cluster speaks only TLS.
+    tls: Option<Tls>,
 }
 
 impl RedisCluster {
     pub fn start() -> RedisCluster {
+        RedisCluster::spawn(None)
+    }
+
+    /// The same cluster speaking only TLS, on clients and the cluster bus alike (`--port 0
+    /// --tls-port P --tls-cluster yes --tls-replication yes`), every node serving one
+    /// self-signed certificate (its own CA, [`RedisCluster::ca`]).
+    pub fn start_tls() -> RedisCluster {
+        RedisCluster::spawn(Some(Tls::new()))
+    }
+
+    fn spawn(tls: Option<Tls>) -> RedisCluster {
+        let ca = tls.as_ref().map(|t| t.cert.clone());
         let mut nodes: Vec<Node> = (0..6)
             .map(|_| {
-                Node::new(|port, dir| {
+                Node::new(cluster_port(), ca.clone(), |port, dir| {
                     let mut args: Vec<String> = [
                         "--bind",
                         "127.0.0.1",
-                        "--port",
-                        &port.to_string(),
                         "--cluster-enabled",
                         "yes",
                         "--cluster-config-file",
@@ -279,6 +374,27 @@ impl RedisCluster {
                     .iter()
                     .map(|s| s.to_string())
                     .collect();
+                    match &tls {
+                        None => args.extend(["--port".into(), port.to_string()]),
+                        Some(tls) => {
+                            args.extend(
+                                [
+                                    "--port",
+                                    "0",
+                                    "--tls-port",
+                                    &port.to_string(),
+                                    "--tls-cluster",
+                                    "yes",
+                                    "--tls-replication",
+                                    "yes",
+                                ]
+                                .map(str::to_owned),
+                            );
+                            for (k, v) in tls.settings() {
+                                args.extend([format!("--{k}"), v]);
+                            }
+                        }
+                    }
                     args.extend(["--dir".into(), dir.display().to_string()]);
                     args
                 })
@@ -291,6 +407,9 @@ impl RedisCluster {
             n.wait_up();
         }
         let mut create = Command::new("redis-cli");
+        if let Some(ca) = &ca {
+            create.arg("--tls").arg("--cacert").arg(ca);
+        }
         create.args(["--cluster", "create"]);
         for n in &nodes {
             create.arg(format!("127.0.0.1:{}", n.port));
@@ -308,9 +427,40 @@ impl RedisCluster {
         let cluster = RedisCluster {
             nodes,
             killed_slots: HashMap::new(),
+            tls,
         };
         cluster.wait_healthy();
         cluster
+    }
+
+    /// The CA to trust (the certificate every node serves), when the cluster speaks only TLS.
+    pub fn ca(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|t| t.cert.as_path())
+    }
+
+    /// A redis-rs cluster client of the seed nodes (trusting [`RedisCluster::ca`] when the
+    /// cluster speaks TLS).
+    pub fn cluster_client(&self) -> redis::cluster::ClusterClient {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        let mut builder = redis::cluster::ClusterClient::builder(
+            self.ports()
+                .into_iter()
+                .map(|p| format!("{scheme}://127.0.0.1:{p}")),
+        )
+        .connection_timeout(Duration::from_secs(2))
+        .retries(20);
+        if let Some(ca) = self.ca() {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            builder = builder.certs(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(std::fs::read(ca).expect("CA")),
+            });
+        }
+        builder.build().expect("cluster client")
     }
 
     /// Waits until every running node sees all 6 nodes, none failed, says `cluster_state:ok`,
@@ -335,18 +485,18 @@ impl RedisCluster {
             if !n.running() {
                 return Err(format!(":{} is not running", n.port));
             }
-            let state =
-                info(n.port, "cluster").ok_or(format!(":{} does not answer INFO", n.port))?;
+            let state = info(n.port, self.ca(), "cluster")
+                .ok_or(format!(":{} does not answer INFO", n.port))?;
             let cinfo: String = redis::cmd("CLUSTER")
                 .arg("INFO")
-                .query(&mut admin(n.port).map_err(|e| e.to_string())?)
+                .query(&mut admin(n.port, self.ca()).map_err(|e| e.to_string())?)
                 .map_err(|e| e.to_string())?;
             if !cinfo.contains("cluster_state:ok")
                 || state.get("cluster_enabled").map(String::as_str) != Some("1")
             {
                 return Err(format!(":{} cluster_state not ok", n.port));
             }
-            let view = cluster_nodes(n.port).ok_or("CLUSTER NODES")?;
+            let view = cluster_nodes(n.port, self.ca()).ok_or("CLUSTER NODES")?;
             if view.len() != 6
                 || view.iter().any(|v| {
                     v.failed() || v.flags.iter().any(|f| f == "handshake" || f == "noaddr")
@@ -367,8 +517,8 @@ impl RedisCluster {
                     primaries.len()
                 ));
             }
-            if role(n.port).as_deref() == Some("slave") {
-                let repl = info(n.port, "replication").ok_or("INFO replication")?;
+            if role(n.port, self.ca()).as_deref() == Some("slave") {
+                let repl = info(n.port, self.ca(), "replication").ok_or("INFO replication")?;
                 if repl.get("master_link_status").map(String::as_str) != Some("up") {
                     return Err(format!(":{} replica link not up", n.port));
                 }
@@ -383,7 +533,12 @@ impl RedisCluster {
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        format!("redis+cluster://{}", hosts.join(","))
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}+cluster://{}", hosts.join(","))
     }
 
     pub fn ports(&self) -> Vec<u16> {
@@ -401,7 +556,7 @@ impl RedisCluster {
             self.nodes
                 .iter()
                 .filter(|n| n.running())
-                .find_map(|n| cluster_nodes(n.port))
+                .find_map(|n| cluster_nodes(n.port, self.ca()))
         })
     }
 
@@ -420,7 +575,7 @@ impl RedisCluster {
             self.nodes
                 .iter()
                 .filter(|n| n.running())
-                .find_map(|n| keyslot(n.port, key))
+                .find_map(|n| keyslot(n.port, self.ca(), key))
         })
     }
 
@@ -467,11 +622,11 @@ impl RedisCluster {
             let mut owners = vec![];
             let mut ok = true;
             for n in self.nodes.iter().filter(|n| n.running()) {
-                let cinfo: Option<String> = admin(n.port)
+                let cinfo: Option<String> = admin(n.port, self.ca())
                     .ok()
                     .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query(&mut c).ok());
                 let state_ok = cinfo.is_some_and(|i| i.contains("cluster_state:ok"));
-                let owner = cluster_nodes(n.port).and_then(|view| {
+                let owner = cluster_nodes(n.port, self.ca()).and_then(|view| {
                     view.into_iter().find(|v| {
                         v.is_primary()
                             && !v.failed()
@@ -486,7 +641,7 @@ impl RedisCluster {
             if ok
                 && !owners.is_empty()
                 && owners.iter().all(|&p| p == owners[0])
-                && role(owners[0]).as_deref() == Some("master")
+                && role(owners[0], self.ca()).as_deref() == Some("master")
             {
                 return self.index_of_port(owners[0]).expect("a node of ours");
             }
@@ -518,14 +673,29 @@ impl RedisCluster {
     }
 }
 
+/// `-r <url>`, and `--redis-ca <ca>` when the deployment speaks TLS.
+fn redis_args(url: String, ca: Option<&Path>) -> Vec<String> {
+    let mut args = vec!["-r".to_owned(), url];
+    if let Some(ca) = ca {
+        args.extend(["--redis-ca".to_owned(), ca.display().to_string()]);
+    }
+    args
+}
+
 impl RedisTarget for RedisCluster {
     fn url(&self) -> String {
         RedisCluster::url(self)
     }
     fn jsacc_args(&self) -> Vec<String> {
-        vec!["-r".to_owned(), self.url()]
+        redis_args(self.url(), self.ca())
     }
+    /// Panics on a TLS cluster: [`RedisClient`] makes its cluster client of `redis://` seeds
+    /// only; use [`RedisCluster::cluster_client`] there.
     fn client(&self) -> RedisClient {
+        assert!(
+            self.tls.is_none(),
+            "RedisClient has no TLS cluster backend (tests/util/client.rs); use RedisCluster::cluster_client()"
+        );
         RedisClient::new(&self.url())
     }
     fn topology(&self) -> &'static str {
@@ -544,20 +714,48 @@ pub const SENTINEL_MASTER: &str = "jsacc";
 pub struct SentinelSet {
     nodes: Vec<Node>,
     sentinels: Vec<Node>,
+    /// The certificate every process serves, when the set speaks only TLS.
+    tls: Option<Tls>,
+}
+
+/// The `port` lines of a config file: `port P`, or `port 0` + `tls-port P` + `tls-replication
+/// yes` and the TLS settings (replication, and a sentinel's links to the data nodes and the
+/// other sentinels, over TLS).
+fn port_conf(port: u16, tls: Option<&Tls>) -> String {
+    match tls {
+        None => format!("port {port}\n"),
+        Some(tls) => format!(
+            "port 0\ntls-port {port}\ntls-replication yes\n{}",
+            tls.conf()
+        ),
+    }
 }
 
 impl SentinelSet {
     pub fn start() -> SentinelSet {
+        SentinelSet::spawn(None)
+    }
+
+    /// The same set speaking only TLS: data nodes and sentinels on a TLS port only, replication
+    /// and the sentinels' links over TLS, every process serving one self-signed certificate
+    /// (its own CA, [`SentinelSet::ca`]).
+    pub fn start_tls() -> SentinelSet {
+        SentinelSet::spawn(Some(Tls::new()))
+    }
+
+    fn spawn(tls: Option<Tls>) -> SentinelSet {
+        let ca = tls.as_ref().map(|t| t.cert.clone());
         let mut nodes: Vec<Node> = Vec::new();
         for i in 0..3 {
             let primary = nodes.first().map(|n: &Node| n.port);
-            let node = Node::new(|port, dir| {
+            let node = Node::new(free_port(), ca.clone(), |port, dir| {
                 // A config file of its own, so the CONFIG REWRITE the sentinels send on a
                 // reconfiguration works. Every node gets the primary's settings: the one promoted
                 // also refuses writes without a replica.
                 let mut conf = format!(
-                    "bind 127.0.0.1\nport {port}\ndir {}\nappendonly yes\nappendfsync everysec\nsave \"\"\n\
+                    "bind 127.0.0.1\n{}dir {}\nappendonly yes\nappendfsync everysec\nsave \"\"\n\
                      min-replicas-to-write 1\nmin-replicas-max-lag 10\n",
+                    port_conf(port, tls.as_ref()),
                     dir.display()
                 );
                 if let (Some(p), true) = (primary, i > 0) {
@@ -578,13 +776,14 @@ impl SentinelSet {
         let primary = nodes[0].port;
         let mut sentinels: Vec<Node> = (0..3)
             .map(|_| {
-                Node::new(|port, dir| {
+                Node::new(free_port(), ca.clone(), |port, dir| {
                     let conf = format!(
-                        "bind 127.0.0.1\nport {port}\ndir {}\nsentinel resolve-hostnames no\n\
+                        "bind 127.0.0.1\n{}dir {}\nsentinel resolve-hostnames no\n\
                          sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {primary} 2\n\
                          sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
                          sentinel failover-timeout {SENTINEL_MASTER} 5000\n\
                          sentinel parallel-syncs {SENTINEL_MASTER} 2\n",
+                        port_conf(port, tls.as_ref()),
                         dir.display()
                     );
                     let file = dir.join("sentinel.conf");
@@ -599,9 +798,18 @@ impl SentinelSet {
         for s in &sentinels {
             s.wait_up();
         }
-        let set = SentinelSet { nodes, sentinels };
+        let set = SentinelSet {
+            nodes,
+            sentinels,
+            tls,
+        };
         set.wait_healthy();
         set
+    }
+
+    /// The CA to trust (the certificate every process serves), when the set speaks only TLS.
+    pub fn ca(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|t| t.cert.as_path())
     }
 
     /// Waits until every sentinel knows the primary, both replicas (not down) and the two
@@ -623,11 +831,11 @@ impl SentinelSet {
         let primary = self
             .primary_port_agreed()
             .ok_or("the sentinels do not agree on a primary")?;
-        if role(primary).as_deref() != Some("master") {
+        if role(primary, self.ca()).as_deref() != Some("master") {
             return Err(format!(":{primary} is not a master"));
         }
         for s in &self.sentinels {
-            let mut conn = admin(s.port).map_err(|e| e.to_string())?;
+            let mut conn = admin(s.port, self.ca()).map_err(|e| e.to_string())?;
             let replicas: Vec<HashMap<String, String>> = redis::cmd("SENTINEL")
                 .arg("REPLICAS")
                 .arg(SENTINEL_MASTER)
@@ -666,7 +874,7 @@ impl SentinelSet {
             .iter()
             .filter(|n| n.running() && n.port != primary)
         {
-            let repl = info(n.port, "replication").ok_or("INFO replication")?;
+            let repl = info(n.port, self.ca(), "replication").ok_or("INFO replication")?;
             if repl.get("master_link_status").map(String::as_str) != Some("up") {
                 return Err(format!(":{} replica link not up", n.port));
             }
@@ -680,7 +888,7 @@ impl SentinelSet {
             .sentinels
             .iter()
             .filter(|s| s.running())
-            .map(|s| sentinel_primary(s.port))
+            .map(|s| sentinel_primary(s.port, self.ca()))
             .collect();
         let first = *ports.first()?;
         ports.iter().all(|p| *p == first).then_some(first).flatten()
@@ -692,7 +900,12 @@ impl SentinelSet {
             .iter()
             .map(|s| format!("127.0.0.1:{}", s.port))
             .collect();
-        format!("redis+sentinel://{}/{SENTINEL_MASTER}", hosts.join(","))
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}+sentinel://{}/{SENTINEL_MASTER}", hosts.join(","))
     }
 
     /// `host:port` of each sentinel.
@@ -714,7 +927,7 @@ impl SentinelSet {
                 .sentinels
                 .iter()
                 .filter(|s| s.running())
-                .find_map(|s| sentinel_primary(s.port))?;
+                .find_map(|s| sentinel_primary(s.port, self.ca()))?;
             self.nodes.iter().position(|n| n.port == port)
         })
     }
@@ -738,10 +951,10 @@ impl SentinelSet {
         let start = Instant::now();
         loop {
             if let Some(port) = self.primary_port_agreed().filter(|&p| p != old_port) {
-                let replicas = info(port, "replication")
+                let replicas = info(port, self.ca(), "replication")
                     .and_then(|r| r.get("connected_slaves")?.parse::<u32>().ok())
                     .unwrap_or(0);
-                if role(port).as_deref() == Some("master") && replicas >= 1 {
+                if role(port, self.ca()).as_deref() == Some("master") && replicas >= 1 {
                     return self
                         .nodes
                         .iter()
@@ -795,11 +1008,11 @@ impl SentinelSet {
 }
 
 /// `SENTINEL GET-MASTER-ADDR-BY-NAME jsacc` of the sentinel on `port`: the primary's port.
-fn sentinel_primary(port: u16) -> Option<u16> {
+fn sentinel_primary(port: u16, ca: Option<&Path>) -> Option<u16> {
     let addr: Option<(String, String)> = redis::cmd("SENTINEL")
         .arg("GET-MASTER-ADDR-BY-NAME")
         .arg(SENTINEL_MASTER)
-        .query(&mut admin(port).ok()?)
+        .query(&mut admin(port, ca).ok()?)
         .ok()?;
     addr?.1.parse().ok()
 }
@@ -809,10 +1022,20 @@ impl RedisTarget for SentinelSet {
         SentinelSet::url(self)
     }
     fn jsacc_args(&self) -> Vec<String> {
-        vec!["-r".to_owned(), self.url()]
+        redis_args(self.url(), self.ca())
     }
+    /// On a TLS set: a client of the primary the sentinels name now, over TLS ([`RedisClient`]
+    /// asks sentinels in plain text only), which does not follow a failover.
     fn client(&self) -> RedisClient {
-        RedisClient::new(&self.url())
+        match self.ca() {
+            None => RedisClient::new(&self.url()),
+            Some(ca) => {
+                let port = self.nodes[self.primary()].port;
+                RedisClient::from(
+                    tls_client(&format!("rediss://127.0.0.1:{port}"), ca).expect("TLS client"),
+                )
+            }
+        }
     }
     fn topology(&self) -> &'static str {
         "sentinel"

@@ -7,7 +7,8 @@
 local function settle(id, requeue)
   local item = redis.call('HGET', KEYS[4], id)
   if item then
-    redis.call('LREM', KEYS[2], 1, item)
+    -- Every copy: a replay may have queued the command twice and both may have been delivered.
+    redis.call('LREM', KEYS[2], 0, item)
     redis.call('HDEL', KEYS[4], id)
     -- The queue is consumed from the right: an expired command goes back there, to be next.
     if requeue then redis.call('RPUSH', KEYS[1], item) end
