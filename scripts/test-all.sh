@@ -96,8 +96,12 @@ wine_test() {
     local exe
     bash scripts/windows-agent.sh setup || return 1
     exe=$(with_timeout bash scripts/windows-agent.sh build) || return 1
-    JSACC_WINDOWS_AGENT="$ROOT/$exe" WINEPREFIX=${WINEPREFIX:-/tmp/jsacc-wineprefix} WINEDEBUG=-all \
-        with_timeout cargo test -p tests --test e2e wine -- --ignored --nocapture
+    export WINEPREFIX=${WINEPREFIX:-/tmp/jsacc-wineprefix} WINEDEBUG=-all
+    # A new prefix is finished and its registry (the services' PATH) saved before the tests
+    # start: they end by killing the wineserver, which would lose what it had not written yet.
+    with_timeout wineboot -u >/dev/null 2>&1
+    with_timeout wineserver -w
+    JSACC_WINDOWS_AGENT="$ROOT/$exe" with_timeout cargo test -p tests --test e2e wine -- --ignored --nocapture
 }
 
 main() {

@@ -243,7 +243,8 @@ fn has_separator(s: &str) -> bool {
     s.contains('/') || (cfg!(windows) && s.contains('\\'))
 }
 
-/// Finds an executable: a path (relative ones against `workingdir`) or a name looked up on PATH.
+/// Finds an executable: a path (relative ones against `workingdir`) or a name looked up on PATH
+/// (then, on Windows, in the system directories, as `CreateProcess` does).
 pub fn find_executable(
     cmd: &str,
     workingdir: Option<&Path>,
@@ -260,7 +261,12 @@ pub fn find_executable(
         };
         return with_extensions(&path).into_iter().find(|p| p.is_file());
     }
-    let dirs = std::env::split_paths(path_var?).collect::<Vec<_>>();
+    let mut dirs: Vec<PathBuf> = path_var
+        .map(std::env::split_paths)
+        .into_iter()
+        .flatten()
+        .collect();
+    dirs.extend(crate::platform::system_dirs());
     dirs.iter()
         .flat_map(|dir| with_extensions(&dir.join(cmd)))
         .find(|p| is_executable(p))

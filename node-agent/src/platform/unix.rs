@@ -81,3 +81,8 @@ pub async fn terminate_signal() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Directories searched for a command after PATH: none on unix (`execvp` searches PATH only).
+pub fn system_dirs() -> Vec<std::path::PathBuf> {
+    Vec::new()
+}

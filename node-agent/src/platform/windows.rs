@@ -111,3 +111,14 @@ pub async fn terminate_signal() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Directories searched for a command after PATH, as `CreateProcess` searches them: the system
+/// directory and the Windows directory. A service may run with a PATH that lacks them (Wine's
+/// service manager does in a new prefix), and `cmd` must still be found.
+pub fn system_dirs() -> Vec<std::path::PathBuf> {
+    let root = std::env::var_os("SystemRoot")
+        .or_else(|| std::env::var_os("windir"))
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(r"C:\Windows"));
+    vec![root.join("System32"), root]
+}
