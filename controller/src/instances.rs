@@ -113,16 +113,8 @@ async fn recover_dead(state: &Shared) -> redis::RedisResult<()> {
             );
         }
         let batch: Vec<(Vec<u8>, bool)> = items.into_iter().map(|raw| (raw, true)).collect();
-        let confirmed = router::route_batch(state, &batch).await?;
-        let done: Vec<&[u8]> = batch
-            .iter()
-            .zip(&confirmed)
-            .filter(|(_, ok)| **ok)
-            .map(|((raw, _), _)| raw.as_slice())
-            .collect();
-        // Only what was replayed leaves the list (an instance that was only frozen may have
-        // added more since); the instance is forgotten once its list is empty.
-        router::forget_routed(&mut conn, &list, &done).await?;
+        // The instance is forgotten once its list is empty.
+        router::route_from(state, &list, &batch).await?;
         let left: u64 = conn.llen(&list).await?;
         let mut pipe = redis::pipe();
         if left == 0 {

@@ -95,35 +95,33 @@ async fn step(state: &Shared, blocking: &mut Conn) -> redis::RedisResult<()> {
             .await?;
         batch.extend(taken.into_iter().map(|raw| (raw, false)));
     }
-    let confirmed = route_batch(state, &batch).await?;
-    let done: Vec<&[u8]> = batch
-        .iter()
-        .zip(&confirmed)
-        .filter(|(_, ok)| **ok)
-        .map(|((raw, _), _)| raw.as_slice())
-        .collect();
-    forget_routed(&mut conn, &routing, &done).await?;
-    if done.len() < batch.len() {
+    if route_from(state, &routing, &batch).await? < batch.len() {
         return Err(crate::state::not_replicated(state.config.wait_replicas));
     }
     Ok(())
 }
 
-/// Takes routed commands off a routing list (one copy each: an identical copy that was not
-/// routed stays).
-pub async fn forget_routed(
-    conn: &mut Conn,
-    routing: &str,
-    done: &[&[u8]],
-) -> redis::RedisResult<()> {
-    if done.is_empty() {
-        return Ok(());
-    }
+/// Routes a batch taken from the routing list `list` ([`route_batch`]) and takes what is done
+/// off the list: one copy each (an identical copy that was not routed stays), and nothing else
+/// (an instance that was only frozen may have added more since). Returns how many are done.
+pub async fn route_from(
+    state: &Shared,
+    list: &str,
+    batch: &[(Vec<u8>, bool)],
+) -> redis::RedisResult<usize> {
+    let confirmed = route_batch(state, batch).await?;
     let mut pipe = redis::pipe();
-    for raw in done {
-        pipe.lrem(routing, 1, *raw).ignore();
+    let mut done = 0;
+    for ((raw, _), ok) in batch.iter().zip(confirmed) {
+        if ok {
+            pipe.lrem(list, 1, raw).ignore();
+            done += 1;
+        }
     }
-    pipe.exec_async(conn).await
+    if done > 0 {
+        pipe.exec_async(&mut state.conn()).await?;
+    }
+    Ok(done)
 }
 
 /// Routes a batch of raw commands, each with whether it is a replay (it comes from a routing
