@@ -176,6 +176,7 @@ impl CommandKind {
 
     /// Rules serde cannot say: required fields that depend on the command, value ranges.
     fn check(&self, cmd: &str) -> Result<(), InvalidArgs> {
+        self.check_durations(cmd)?;
         let bad = |detail: &str| {
             Err(InvalidArgs::Bad {
                 cmd: cmd.to_owned(),
@@ -220,6 +221,35 @@ impl CommandKind {
                 bad("`id` is empty")
             }
             _ => Ok(()),
+        }
+    }
+}
+
+/// Longest duration any argument may ask for, in seconds (10 years): far beyond any real job,
+/// and far from the limits where adding it to a clock overflows.
+pub const MAX_SECONDS: u64 = 10 * 365 * 24 * 3600;
+
+impl CommandKind {
+    /// Every duration argument is at most [`MAX_SECONDS`].
+    fn check_durations(&self, cmd: &str) -> Result<(), InvalidArgs> {
+        let (CommandKind::Execute(a) | CommandKind::ExecutePy(a) | CommandKind::ExecuteLua(a)) =
+            self
+        else {
+            return Ok(());
+        };
+        let durations = [
+            ("max_time", u64::try_from(a.max_time).unwrap_or(0)),
+            ("recurring_period", a.recurring_period),
+            ("stats_interval", a.stats_interval.unwrap_or(0)),
+        ];
+        match durations.iter().find(|(_, secs)| *secs > MAX_SECONDS) {
+            Some((field, secs)) => Err(InvalidArgs::Bad {
+                cmd: cmd.to_owned(),
+                detail: format!(
+                    "`{field}` {secs} is too long: at most {MAX_SECONDS} seconds (10 years)"
+                ),
+            }),
+            None => Ok(()),
         }
     }
 }
@@ -310,6 +340,19 @@ mod tests {
         let err = CommandKind::parse("execute_js_py", &json!({"domain": "ops"})).unwrap_err();
         assert!(err.to_string().contains("give `script`"), "{err}");
         assert!(CommandKind::parse("execute_js_lua", &json!({"script": "print(1)"})).is_ok());
+    }
+
+    #[test]
+    fn durations_past_ten_years_are_refused_with_their_field() {
+        for field in ["max_time", "recurring_period", "stats_interval"] {
+            let args = json!({"cmd": "x", field: u64::MAX / 2});
+            let err = CommandKind::parse("execute", &args)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field) && err.contains("too long"), "{err}");
+        }
+        let ok = json!({"cmd": "x", "recurring_period": MAX_SECONDS, "max_time": MAX_SECONDS});
+        assert!(CommandKind::parse("execute", &ok).is_ok());
     }
 
     #[test]

@@ -145,13 +145,25 @@ impl Command {
 
     /// The id, `args.domain` and `args.name` become parts of Redis key names (`job:<id>`,
     /// `log.<domain>.<name>`): a brace there would move a key into another cluster slot than
-    /// the keys it is written with.
+    /// the keys it is written with. And `args.max_wait` is bounded.
     fn check_key_parts(obj: &serde_json::Map<String, Value>) -> Result<(), CommandError> {
         let braced = |v: Option<&Value>| v.and_then(Value::as_str).is_some_and(has_hash_tag_char);
         if braced(obj.get("id")) {
             return Err(CommandError::HashTag("id"));
         }
         let args = obj.get("args");
+        // `max_wait` is read by the router (a deadline in ms): bounded like every duration.
+        if let Some(wait) = args.and_then(|a| a.get("max_wait")).and_then(Value::as_u64) {
+            if wait > crate::args::MAX_SECONDS {
+                return Err(CommandError::WrongType {
+                    field: "args.max_wait",
+                    detail: format!(
+                        "{wait} is too long: at most {} seconds (10 years)",
+                        crate::args::MAX_SECONDS
+                    ),
+                });
+            }
+        }
         for field in ["domain", "name"] {
             if braced(args.and_then(|a| a.get(field))) {
                 return Err(CommandError::HashTag(if field == "domain" {
@@ -232,6 +244,18 @@ mod tests {
         .unwrap_err();
         assert_eq!(err, CommandError::HashTag("args.domain"));
         assert!(err.to_string().contains("hash tags"), "{err}");
+    }
+
+    #[test]
+    fn a_max_wait_past_ten_years_is_refused() {
+        let (_, err) = parse(
+            r#"{"id":"a","gid":1,"nid":5,"cmd":"ping","args":{"max_wait":18446744073709551615}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("max_wait") && err.to_string().contains("too long"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -166,6 +166,19 @@ fn bad_commands_are_dead_lettered_with_a_clear_error() {
             r#"{"id":"stats-zero","gid":1,"nid":1,"cmd":"execute","args":{"cmd":"x","stats_interval":0}}"#,
             "`stats_interval` must be at least 1 second",
         ),
+        // Durations that would overflow a clock (issue 10): refused, naming the field.
+        (
+            r#"{"id":"huge-period","gid":1,"nid":1,"cmd":"execute","args":{"cmd":"x","recurring_period":18446744073709551615}}"#,
+            "`recurring_period` 18446744073709551615 is too long",
+        ),
+        (
+            r#"{"id":"huge-stats","gid":1,"nid":1,"cmd":"execute","args":{"cmd":"x","stats_interval":9223372036854775807}}"#,
+            "`stats_interval` 9223372036854775807 is too long",
+        ),
+        (
+            r#"{"id":"huge-wait","gid":1,"nid":1,"cmd":"ping","args":{"max_wait":18446744073709551615}}"#,
+            "max_wait",
+        ),
         (
             r#"{"id":"kill-no-id","gid":1,"nid":1,"cmd":"kill","args":{}}"#,
             "missing field `id`",
