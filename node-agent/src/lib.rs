@@ -131,12 +131,15 @@ pub enum AgentError {
 
 /// Runs the agent until `shutdown` is cancelled or a `restart` command arrives.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Exit, AgentError> {
+    let data_dir_error = |source| AgentError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    };
     tokio::fs::create_dir_all(&config.data_dir)
         .await
-        .map_err(|source| AgentError::DataDir {
-            path: config.data_dir.display().to_string(),
-            source,
-        })?;
+        .map_err(data_dir_error)?;
+    // Job records, results and logs are the operator's: not world-readable.
+    platform::restrict_dir(&config.data_dir).map_err(data_dir_error)?;
     let store = Store::open(&config.data_dir.join("agent.db")).await?;
     let controller = Controller::new(&config)?;
     // The agent-wide aggregator: level-10 lines (through the logger), the process manager's

@@ -65,6 +65,12 @@ pub struct Stops<'a> {
     pub stop: &'a CancellationToken,
 }
 
+/// `JSAGENT_*`: the agent's settings from its environment (`JSAGENT_TOKEN` is a secret).
+fn is_agent_setting(key: &std::ffi::OsStr) -> bool {
+    key.to_str()
+        .is_some_and(|k| k.to_ascii_uppercase().starts_with("JSAGENT_"))
+}
+
 /// A spawned process with its tree.
 #[derive(Debug)]
 pub struct Process {
@@ -77,6 +83,12 @@ impl Process {
     /// Starts the launch; `stdin` says whether data will be written to it (else stdin is null).
     pub fn spawn(launch: &Launch, stdin: bool) -> std::io::Result<Process> {
         let mut command = Command::new(&launch.program);
+        // The agent's own settings (its token among them) are not the job's business.
+        for (key, _) in std::env::vars_os() {
+            if is_agent_setting(&key) {
+                command.env_remove(&key);
+            }
+        }
         command
             .args(&launch.args)
             .envs(&launch.env)

@@ -86,3 +86,26 @@ pub async fn terminate_signal() -> io::Result<()> {
 pub fn system_dirs() -> Vec<std::path::PathBuf> {
     Vec::new()
 }
+
+/// Makes a directory of the agent's (its data: job records, outbox, logs) readable by its owner
+/// only: 0700.
+pub fn restrict_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_data_dir_is_the_owners_only() {
+        let dir = std::env::temp_dir().join(format!("jsagent-restrict-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        super::restrict_dir(&dir).expect("restrict");
+        let mode = std::fs::metadata(&dir).expect("stat").permissions().mode();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(mode & 0o777, 0o700);
+    }
+}

@@ -122,3 +122,9 @@ pub fn system_dirs() -> Vec<std::path::PathBuf> {
         .unwrap_or_else(|| std::path::PathBuf::from(r"C:\Windows"));
     vec![root.join("System32"), root]
 }
+
+/// On Windows a new directory inherits its parent's ACL (a service's data dir under
+/// ProgramData is not writable by users); nothing to change here.
+pub fn restrict_dir(_dir: &std::path::Path) -> std::io::Result<()> {
+    Ok(())
+}

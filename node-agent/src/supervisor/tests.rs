@@ -283,6 +283,23 @@ async fn template_vars_and_workingdir_apply() {
 }
 
 #[tokio::test]
+async fn the_agents_own_settings_do_not_reach_a_job() {
+    // Set for the whole test process: no other test reads this name.
+    std::env::set_var("JSAGENT_TOKEN_FOR_THE_LEAK_TEST", "jsa_secret");
+    let f = fixture("no-leak").await;
+    let r = f
+        .run(
+            "leak",
+            json!({"cmd": "sh", "args": ["-c", "env"], "env": {"MINE": "kept"}}),
+            None,
+        )
+        .await;
+    assert!(!r.streams[0].contains("jsa_secret"), "{}", r.streams[0]);
+    assert!(!r.streams[0].contains("JSAGENT_"), "{}", r.streams[0]);
+    assert!(r.streams[0].contains("MINE=kept"), "{}", r.streams[0]);
+}
+
+#[tokio::test]
 async fn env_vars_reach_the_process() {
     let f = fixture("env").await;
     let r = f
