@@ -29,7 +29,7 @@ use redis::aio::{
 };
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{
     AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult,
     ServerErrorKind, Value,
@@ -712,7 +712,7 @@ impl ConnectionLike for Conn {
 }
 
 /// The slot a command's key is in; `None` for a command without a key (PUBLISH, PING).
-fn command_slot(cmd: &Cmd) -> Option<Slot> {
+fn command_slot(cmd: &Cmd) -> Option<u16> {
     let args: Vec<&[u8]> = cmd
         .args_iter()
         .filter_map(|a| match a {
@@ -729,13 +729,13 @@ fn command_slot(cmd: &Cmd) -> Option<Slot> {
         b"PUBLISH" | b"PING" | b"WAIT" | b"SCRIPT" | b"INFO" | b"CLUSTER" => return None,
         _ => args.get(1)?,
     };
-    Some(Slot::for_key(key))
+    Some(slot_of(key))
 }
 
 /// Runs a non-atomic pipeline on a cluster as one pipeline per slot (in parallel), answers in
 /// the pipeline's order. Commands of one slot keep their order.
 async fn split_by_slot(conn: ClusterConnection, pipeline: &Pipeline) -> RedisResult<Vec<Value>> {
-    let mut groups: HashMap<Option<Slot>, Vec<usize>> = HashMap::new();
+    let mut groups: HashMap<Option<u16>, Vec<usize>> = HashMap::new();
     let cmds: Vec<&Cmd> = pipeline.cmd_iter().collect();
     for (i, cmd) in cmds.iter().enumerate() {
         groups.entry(command_slot(cmd)).or_default().push(i);

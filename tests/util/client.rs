@@ -9,6 +9,7 @@
 
 use std::time::{Duration, Instant};
 
+use controller::target::{Target, Topology};
 use redis::ConnectionLike;
 use serde_json::Value;
 
@@ -177,46 +178,41 @@ fn plain(url: &str) -> redis::RedisResult<redis::Connection> {
     redis::Client::open(url)?.get_connection_with_timeout(Duration::from_secs(2))
 }
 
-/// Splits `scheme://[user:pass@]hosts[/rest]` into (hosts, rest).
-fn hosts_and_path(rest: &str) -> (Vec<String>, Vec<String>) {
-    let rest = rest.rsplit_once('@').map(|(_, r)| r).unwrap_or(rest);
-    let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
-    (
-        hosts.split(',').map(str::to_owned).collect(),
-        path.split('/')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
-    )
-}
-
 impl RedisClient {
     /// A client of `host:port`, `redis://…`, `redis+sentinel://s1,s2,…/<master>` or
     /// `redis+cluster://n1,n2,…` (the plain-text forms of DESIGN §11; TLS only for one server).
     pub fn new(url: &str) -> RedisClient {
-        let backend = if let Some(rest) = url.strip_prefix("redis+sentinel://") {
-            let (sentinels, path) = hosts_and_path(rest);
-            Backend::Sentinel {
-                sentinels,
-                master: path.first().expect("a master name in the URL").clone(),
+        // The controller's own parser of `-r`: the tests read a URL as jsacc does.
+        let target = Target::parse(url).unwrap_or_else(|e| panic!("redis url {url}: {e}"));
+        let hosts: Vec<String> = target
+            .nodes
+            .iter()
+            .map(|(h, p)| format!("{h}:{p}"))
+            .collect();
+        let backend = match target.topology {
+            Topology::Sentinel => Backend::Sentinel {
+                sentinels: hosts,
+                master: target.master.clone().expect("a master name in the URL"),
+            },
+            Topology::Cluster => {
+                let client = redis::cluster::ClusterClient::builder(
+                    hosts.iter().map(|n| format!("redis://{n}")),
+                )
+                .connection_timeout(Duration::from_secs(2))
+                .retries(20)
+                .build()
+                .expect("cluster client");
+                Backend::Cluster {
+                    client: Box::new(client),
+                    nodes: hosts,
+                }
             }
-        } else if let Some(rest) = url.strip_prefix("redis+cluster://") {
-            let (nodes, _) = hosts_and_path(rest);
-            let client = redis::cluster::ClusterClient::builder(
-                nodes.iter().map(|n| format!("redis://{n}")),
-            )
-            .connection_timeout(Duration::from_secs(2))
-            .retries(20)
-            .build()
-            .expect("cluster client");
-            Backend::Cluster {
-                client: Box::new(client),
-                nodes,
+            Topology::Standalone if url.contains("://") => {
+                Backend::Single(redis::Client::open(url).expect("redis url"))
             }
-        } else if url.contains("://") {
-            Backend::Single(redis::Client::open(url).expect("redis url"))
-        } else {
-            Backend::Single(redis::Client::open(format!("redis://{url}")).expect("redis url"))
+            Topology::Standalone => {
+                Backend::Single(redis::Client::open(format!("redis://{url}")).expect("redis url"))
+            }
         };
         RedisClient { backend }
     }
