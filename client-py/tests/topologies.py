@@ -128,10 +128,17 @@ class RedisClusterSet(_Topology):
             roles = [_info(p, "replication") for p in self.ports]
             ok = all(_cluster_state_ok(p) for p in self.ports)
             replicas = [r for r in roles if r["role"] == "slave"]
-            return ok and len(replicas) == 3 and all(
+            # Each primary's replica online and caught up: a WAIT right after start-up then
+            # answers at once instead of timing out on a replica still finishing its sync.
+            primaries = [r for r in roles if r["role"] == "master"]
+            caught_up = all(
+                isinstance(r.get("slave0"), dict) and r["slave0"].get("state") == "online"
+                and r["slave0"].get("offset") == r["master_repl_offset"] for r in primaries)
+            return ok and len(replicas) == 3 and caught_up and all(
                 r["master_link_status"] == "up" for r in replicas)
 
-        self.wait_until("cluster_state:ok on every node and 3 replicas linked", ready)
+        self.wait_until("cluster_state:ok on every node and 3 replicas linked and caught up",
+                        ready)
 
 
 class SentinelSet(_Topology):
