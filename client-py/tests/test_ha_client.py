@@ -48,6 +48,9 @@ def _in_background(delay, fn):
 def test_push_lands_in_cmds_queue_once_after_wait(ha):
     topo, c, _ = ha
     assert c.wait_replicas == 1
+    # A loaded machine (CI builds on the same 2 cores) can take longer than the default 500 ms
+    # for a replica's ack; a short WAIT would rightly make the client push again.
+    c.wait_ms = 10_000
     c.redis.delete("cmds_queue")
     job = c.ping(gid=1, nid=1)
     queued = c.redis.lrange("cmds_queue", 0, -1)
