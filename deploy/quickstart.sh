@@ -159,13 +159,24 @@ show_logs() {
 
 redis_url() { [[ -s $DATA/redis.url ]] && tr -d '[:space:]' <"$DATA/redis.url"; }
 
-# rcli URL ARGS...: redis-cli against a redis:// or unix:// URL
+# shown URL: the URL with its password masked (the private Redis's URL holds one)
+shown() { sed -E 's#^([a-z+]+://[^:@/]*):[^@]*@#\1:***@#' <<<"$1"; }
+
+# rcli URL ARGS...: redis-cli against a redis:// or unix:// URL. A password in the URL reaches
+# redis-cli through REDISCLI_AUTH, not its command line (/proc/<pid>/cmdline is world-readable).
 rcli() {
-    local url=$1
+    local url=$1 re='^([a-z]+://)([^:@/]*):([^@]*)@(.*)$' user=()
     shift
     case $url in
     unix://*) redis-cli -s "${url#unix://}" "$@" ;;
-    *) redis-cli -u "$url" "$@" ;;
+    *)
+        if [[ $url =~ $re ]]; then
+            [[ -n ${BASH_REMATCH[2]} ]] && user=(--user "${BASH_REMATCH[2]}")
+            REDISCLI_AUTH=${BASH_REMATCH[3]} redis-cli "${user[@]}" -u "${BASH_REMATCH[1]}${BASH_REMATCH[4]}" "$@"
+        else
+            redis-cli -u "$url" "$@"
+        fi
+        ;;
     esac
 }
 
@@ -228,9 +239,9 @@ cmd_status() {
     local url
     if url=$(redis_url); then
         if rcli "$url" PING 2>/dev/null | grep -q PONG; then
-            printf 'redis      %s (answers)\n' "$url"
+            printf 'redis      %s (answers)\n' "$(shown "$url")"
         else
-            printf 'redis      %s (recorded, not answering)\n' "$url"
+            printf 'redis      %s (recorded, not answering)\n' "$(shown "$url")"
         fi
     fi
     return 0
@@ -323,7 +334,7 @@ cmd_start() {
     printf '%s\n' "$CONTROLLER" >"$RUN/controller_url"
     local url
     url=$(redis_url) || die "jsacc is ready but wrote no $(rel "$DATA/redis.url")"
-    log "jsacc ready at $CONTROLLER, private Redis at $url"
+    log "jsacc ready at $CONTROLLER, private Redis at $(shown "$url") (full URL in $(rel "$DATA/redis.url"))"
 
     # 6. a token for agent 1:1 (the last stdout line of `jsacc token add`)
     local out token
@@ -373,7 +384,7 @@ cmd_start() {
     cat <<EOF
 The quickstart cluster is running.
   controller  $CONTROLLER  pid $(pid_of jsacc)  log $(rel "$LOGS/jsacc.log")
-  Redis       $url  (private, started and stopped by jsacc)
+  Redis       $(shown "$url")  (private, started and stopped by jsacc; full URL in $(rel "$DATA/redis.url"))
   agent       gid $GID nid $NID  pid $(pid_of jsagent)  log $(rel "$LOGS/jsagent.log")
   CA cert     $(rel "$CERT")${fp:+  SHA-256 $fp}
   agent token $(rel "$TOKEN_FILE")

@@ -112,10 +112,13 @@ class Stack:
         self.procs.append(p)
         return p
 
-    def token_add(self, gid: int, nid: int) -> Path:
-        """``jsacc token add``: the token is the last line of stdout; written to a file."""
+    def token_add(self, gid: int, nid: int, roles: Optional[str] = None) -> Path:
+        """``jsacc token add``: the token is the last line of stdout; written to a file.
+        An agent's roles are its token's (``--roles``)."""
         argv = [self.exe("jsacc"), "token", "add", "--gid", str(gid), "--nid", str(nid),
                 "-r", self.redis_arg, "--data-dir", str(self.tmp / "token-data")]
+        if roles:
+            argv += ["--roles", roles]
         try:
             cp = subprocess.run(argv, capture_output=True, text=True, timeout=30)
         except subprocess.TimeoutExpired:
@@ -131,7 +134,7 @@ class Stack:
         return path
 
     def start_agent(self, gid: int, nid: int, roles: Optional[str] = None) -> Proc:
-        token = self.tokens.get(f"{gid}:{nid}") or self.token_add(gid, nid)
+        token = self.tokens.get(f"{gid}:{nid}") or self.token_add(gid, nid, roles)
         data_dir = self.tmp / f"agent-{gid}-{nid}"
         data_dir.mkdir(exist_ok=True)
         argv = [self.exe("jsagent"), "--controller", self.controller_url, "--gid", str(gid),
@@ -193,8 +196,9 @@ class Stack:
                              "--data-dir", str(ctl_data)])
         self.wait_until(f"the controller's {self.controller_url}/readyz answering 200", self.readyz)
 
-        self.token_add(1, 1)
-        self.token_add(1, 2)
+        # An agent's roles are its token's.
+        self.token_add(1, 1, "storage")
+        self.token_add(1, 2, "web,storage")
         # Roles: only 1:2 has "web" (role routing must reach it); both have "storage" (fanout).
         self.start_agent(1, 1, roles="storage")
         self.start_agent(1, 2, roles="web,storage")

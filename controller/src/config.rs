@@ -33,7 +33,7 @@ pub enum Sub {
 #[derive(Debug, Subcommand)]
 pub enum TokenCmd {
     /// Create (or replace) the token of an agent and print it on the last line; it is shown only once.
-    Add(TokenArgs),
+    Add(TokenAddArgs),
     /// Revoke the token of an agent: its requests are refused from then on (within a few seconds).
     Revoke(TokenArgs),
 }
@@ -48,6 +48,23 @@ pub struct TokenArgs {
     pub nid: u64,
     #[command(flatten)]
     pub redis: RedisArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenAddArgs {
+    #[command(flatten)]
+    pub agent: TokenArgs,
+    /// Roles the token grants, comma-separated (letters, digits, `-`, `_`, `.`): commands for a
+    /// role go only to agents whose token grants it. Roles an agent claims in its own config
+    /// beyond these are ignored (its hello answer warns). Without --roles the agent has none.
+    #[arg(long, value_delimiter = ',', value_name = "ROLE,…", value_parser = parse_role)]
+    pub roles: Vec<String>,
+}
+
+fn parse_role(s: &str) -> Result<String, String> {
+    let role = s.trim();
+    crate::auth::check_role(role)?;
+    Ok(role.to_owned())
 }
 
 #[derive(Debug, Args, Clone)]
@@ -130,9 +147,52 @@ pub struct ServeArgs {
         value_name = "SECS"
     )]
     pub result_ttl: u64,
-    /// Largest request body accepted, in bytes; larger ones are answered 413.
+    /// Largest body of an agent's result or logs post, in bytes; larger ones are answered 413
+    /// (agents keep each result under 1 MiB and split batches). A hello takes at most 64 KiB.
     #[arg(long, env = "JSACC_MAX_BODY", default_value_t = 16 << 20, value_name = "BYTES")]
     pub max_body: usize,
+    /// Largest body of an agent's stats post, in bytes (stats are written in chunks, but a
+    /// smaller post keeps Redis responsive).
+    #[arg(long, env = "JSACC_MAX_STATS_BODY", default_value_t = 4 << 20, value_name = "BYTES")]
+    pub max_stats_body: usize,
+    /// Largest command routed from `cmds_queue`, in bytes; a larger one is dead-lettered and
+    /// answered `ERROR` (it would not fit an agent's poll).
+    #[arg(long, env = "JSACC_MAX_COMMAND", default_value_t = 8 << 20, value_name = "BYTES")]
+    pub max_command: usize,
+    /// Seconds a client has to send a request's headers (a connection that does not is closed).
+    #[arg(
+        long,
+        env = "JSACC_HEADER_TIMEOUT",
+        default_value_t = 10,
+        value_name = "SECS"
+    )]
+    pub header_timeout: u64,
+    /// Seconds an agent has to send a request's whole body once its token is accepted.
+    #[arg(
+        long,
+        env = "JSACC_BODY_TIMEOUT",
+        default_value_t = 60,
+        value_name = "SECS"
+    )]
+    pub body_timeout: u64,
+    /// Most connections served at once; more are closed as soon as they are accepted (each
+    /// agent keeps one or two open).
+    #[arg(
+        long,
+        env = "JSACC_MAX_CONNECTIONS",
+        default_value_t = 10_000,
+        value_name = "N"
+    )]
+    pub max_connections: usize,
+    /// File holding the token Prometheus must send (`Authorization: Bearer …`) for `/metrics`
+    /// and `/metrics/agents` (at least 16 characters). Without it they answer only requests from
+    /// a loopback address.
+    #[arg(long, env = "JSACC_METRICS_TOKEN_FILE", value_name = "FILE")]
+    pub metrics_token_file: Option<PathBuf>,
+    /// Times a command is tried when Redis refuses its writes with an error that is not an
+    /// outage (a key of the wrong type, say) before it is dead-lettered.
+    #[arg(long, env = "JSACC_ROUTE_TRIES", default_value_t = 5, value_name = "N")]
+    pub route_tries: u32,
     /// Most commands moved from `cmds_queue` per routing step.
     #[arg(
         long,
@@ -173,6 +233,28 @@ pub struct ServeArgs {
         value_name = "N"
     )]
     pub stats_maxlen: usize,
+    /// Largest `data` of a forwarded log message, in bytes; a longer one is cut at a UTF-8
+    /// boundary and ends with `… [cut: N bytes]` (N: the bytes left out).
+    #[arg(long, env = "JSACC_LOG_MAX_MESSAGE", default_value_t = 64 << 10, value_name = "BYTES")]
+    pub log_max_message: usize,
+    /// Seconds a log stream (`log.<domain>.<name>`, `alerts`) and its `{…}:seq` mark live after
+    /// their last append: a stream idle that long disappears.
+    #[arg(long, env = "JSACC_LOG_TTL", default_value_t = 7 * 86_400, value_name = "SECS")]
+    pub log_ttl: u64,
+    /// Most metric names kept in an agent's `stats:{gid:nid}:latest`; the values of further
+    /// names are not stored (counted in the answer's `dropped_metrics` and in
+    /// `jsacc_stats_metrics_dropped_total`).
+    #[arg(
+        long,
+        env = "JSACC_STATS_MAX_METRICS",
+        default_value_t = 10_000,
+        value_name = "N"
+    )]
+    pub stats_max_metrics: usize,
+    /// Seconds an agent's stats keys (`stats:{gid:nid}`, `:latest`, `:seen`) live after its
+    /// last stats post.
+    #[arg(long, env = "JSACC_STATS_TTL", default_value_t = 7 * 86_400, value_name = "SECS")]
+    pub stats_ttl: u64,
 }
 
 /// Settings of a running controller, resolved from [`ServeArgs`].
@@ -182,6 +264,14 @@ pub struct Config {
     pub lease: Duration,
     pub result_ttl: Duration,
     pub max_body: usize,
+    pub max_stats_body: usize,
+    pub max_command: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_connections: usize,
+    /// SHA-256 of the metrics token (`--metrics-token-file`).
+    pub metrics_token: Option<String>,
+    pub route_tries: u32,
     pub route_batch: usize,
     pub dead_maxlen: usize,
     pub live_window: Duration,
@@ -194,6 +284,14 @@ pub struct Config {
     /// Length cap of the log streams and `alerts`.
     pub log_maxlen: usize,
     pub stats_maxlen: usize,
+    /// Longest `data` of a log message appended (longer ones are cut).
+    pub log_max_message: usize,
+    /// Lifetime of a log stream and its mark after its last append.
+    pub log_ttl: Duration,
+    /// Most fields of an agent's `stats:{g:n}:latest`.
+    pub stats_max_metrics: usize,
+    /// Lifetime of an agent's stats keys after its last post.
+    pub stats_ttl: Duration,
     /// Replicas that must confirm a write before it is acknowledged (`WAIT`).
     pub wait_replicas: usize,
     pub wait_timeout: Duration,
@@ -212,11 +310,21 @@ impl Config {
             lease: Duration::from_secs(args.lease.max(1)),
             result_ttl: Duration::from_secs(args.result_ttl.max(1)),
             max_body: args.max_body,
+            max_stats_body: args.max_stats_body,
+            max_command: args.max_command.max(1024),
+            header_timeout: Duration::from_secs(args.header_timeout.max(1)),
+            body_timeout: Duration::from_secs(args.body_timeout.max(1)),
+            max_connections: args.max_connections.max(1),
+            route_tries: args.route_tries.max(1),
             route_batch: args.route_batch.clamp(1, 10_000),
             dead_maxlen: args.dead_maxlen.max(1),
             live_window: Duration::from_secs(args.live_window.max(1)),
             log_maxlen: args.log_maxlen.max(1),
             stats_maxlen: args.stats_maxlen.max(1),
+            log_max_message: args.log_max_message.max(crate::logs::MIN_MESSAGE),
+            log_ttl: Duration::from_secs(args.log_ttl.max(1)),
+            stats_max_metrics: args.stats_max_metrics.max(1),
+            stats_ttl: Duration::from_secs(args.stats_ttl.max(1)),
             ..Config::default()
         }
     }
@@ -229,6 +337,13 @@ impl Default for Config {
             lease: Duration::from_secs(60),
             result_ttl: Duration::from_secs(86_400),
             max_body: 16 << 20,
+            max_stats_body: 4 << 20,
+            max_command: 8 << 20,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            metrics_token: None,
+            route_tries: 5,
             route_batch: 256,
             dead_maxlen: 10_000,
             live_window: Duration::from_secs(90),
@@ -237,6 +352,10 @@ impl Default for Config {
             max_results: 100,
             log_maxlen: 100_000,
             stats_maxlen: 10_000,
+            log_max_message: 64 << 10,
+            log_ttl: Duration::from_secs(7 * 86_400),
+            stats_max_metrics: 10_000,
+            stats_ttl: Duration::from_secs(7 * 86_400),
             wait_replicas: 0,
             wait_timeout: Duration::from_millis(500),
         }
@@ -268,7 +387,20 @@ mod tests {
         let Some(Sub::Token(TokenCmd::Add(a))) = cli.command else {
             panic!("not token add")
         };
-        assert_eq!((a.gid, a.nid), (1, 5));
+        assert_eq!((a.agent.gid, a.agent.nid), (1, 5));
+        assert!(a.roles.is_empty());
+        let cli = Cli::try_parse_from([
+            "jsacc", "token", "add", "--gid", "1", "--nid", "5", "--roles", "web, db",
+        ])
+        .unwrap();
+        let Some(Sub::Token(TokenCmd::Add(a))) = cli.command else {
+            panic!("not token add")
+        };
+        assert_eq!(a.roles, ["web", "db"]);
+        let bad = [
+            "jsacc", "token", "add", "--gid", "1", "--nid", "5", "--roles", "a b",
+        ];
+        assert!(Cli::try_parse_from(bad).is_err());
     }
 
     #[test]

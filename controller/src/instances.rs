@@ -130,7 +130,12 @@ const NOT_DELIVERED: &str = "not delivered";
 
 /// Ends commands that waited for their (offline) agent longer than their `max_wait`. The
 /// deadline is dropped only once the answer is recorded (and confirmed), so a failed sweep is
-/// done again.
+/// done again; `expire_waiting.lua` gives it the same verdict.
+///
+/// Each verdict costs O(log n) in Redis, whatever the queue's length: the command is not
+/// searched for in the queue (an LREM scanned all of it, 11.8 ms on a 300k queue); it is taken
+/// out when it waits at the queue's consuming end, else tombstoned, and `poll.lua` drops it
+/// when its turn comes.
 async fn expire_waiting(state: &Shared) -> redis::RedisResult<()> {
     let mut conn = state.conn();
     let due: Vec<String> = conn
@@ -143,40 +148,50 @@ async fn expire_waiting(state: &Shared) -> redis::RedisResult<()> {
         };
         let raw: Option<String> = conn.hget(keys::job(id), "cmd").await?;
         if let Some(raw) = raw {
-            // Confirmed before the answer: a removal a failover undid would let the agent run
-            // a job its client was told was not delivered.
-            let mut durable = state.durable().await?;
-            let removed: i64 = state
-                .scripts
-                .expire_waiting
-                .key(keys::agent_queue(agent))
-                .arg(&raw)
-                .invoke_async(&mut durable)
-                .await?;
-            state
-                .confirm(&mut durable, &[keys::agent_queue(agent)])
-                .await?;
-            // An earlier sweep that took it out but failed before the answer was stored: the
-            // answer is recorded again (once; recording is idempotent).
-            let answered: Option<String> =
-                conn.hget(keys::job(id), format!("result:{agent}")).await?;
-            let expired_before = answered.is_some_and(|r| r.contains(NOT_DELIVERED));
-            if removed > 0 || expired_before {
-                let (gid, nid) = router::split_agent(agent);
-                let (name, args, wait) = serde_json::from_str::<schemas::Command>(&raw)
-                    .map(|c| {
-                        let wait = c.max_wait();
-                        (c.cmd, c.args, wait)
-                    })
-                    .unwrap_or_default();
-                let reason = format!(
-                    "{NOT_DELIVERED}: agent {agent} did not ask for it within max_wait {wait} s"
-                );
-                let result = JobResult::error(id, gid, nid, &name, args, reason);
+            if expire(state, agent, id, &raw).await? {
+                let result = not_delivered(agent, id, &raw);
                 results::record(state, agent, &result).await?;
             }
         }
         let _: () = conn.zrem(keys::DEADLINES, &member).await?;
     }
     Ok(())
+}
+
+/// Runs `expire_waiting.lua`: whether the command will never be delivered (true) or was
+/// handed to the agent. Confirmed before the answer: a tombstone a failover undid would let the
+/// agent run a job its client was told was not delivered.
+async fn expire(state: &Shared, agent: &str, id: &str, raw: &str) -> redis::RedisResult<bool> {
+    let mut durable = state.durable().await?;
+    let expired: i64 = state
+        .scripts
+        .expire_waiting
+        .key(keys::agent_queue(agent))
+        .key(keys::agent_expired(agent))
+        .key(keys::agent_taken(agent))
+        .key(keys::agent_popped(agent))
+        .arg(id)
+        .arg(schemas::now_ms())
+        .arg(state.config.result_ttl.as_millis() as u64)
+        .arg(raw)
+        .invoke_async(&mut durable)
+        .await?;
+    state
+        .confirm(&mut durable, &[keys::agent_expired(agent)])
+        .await?;
+    Ok(expired == 1)
+}
+
+/// The `ERROR` answer to a command (`raw`) that was not delivered to `agent` in time.
+fn not_delivered(agent: &str, id: &str, raw: &str) -> JobResult {
+    let (gid, nid) = router::split_agent(agent);
+    let (name, args, wait) = serde_json::from_str::<schemas::Command>(raw)
+        .map(|c| {
+            let wait = c.max_wait();
+            (c.cmd, c.args, wait)
+        })
+        .unwrap_or_default();
+    let reason =
+        format!("{NOT_DELIVERED}: agent {agent} did not ask for it within max_wait {wait} s");
+    JobResult::error(id, gid, nid, &name, args, reason)
 }

@@ -13,6 +13,11 @@ pub const DEAD: &str = "cmds_queue:dead";
 pub const AGENTS: &str = "agents";
 /// `"gid:nid"` → SHA-256 of the agent's token.
 pub const AUTH_AGENTS: &str = "auth:agents";
+/// Hash `"gid:nid"` → JSON list of the roles that agent's token grants (`jsacc token add --roles`).
+pub const AUTH_ROLES: &str = "auth:roles";
+/// Counter bumped by every `jsacc token add|revoke`: a controller that does not know a token
+/// reads the tokens again only when it moved.
+pub const AUTH_VERSION: &str = "auth:version";
 /// Pub/sub channel of job state changes.
 pub const EVENTS: &str = "jsacc:events";
 /// Set of controller instances that may own a routing list (recovery looks only at these).
@@ -58,6 +63,25 @@ pub fn agent_leases(agent_id: &str) -> String {
 /// Delivered, unacknowledged commands by job id (so an ack needs no scan of `delivered`).
 pub fn agent_inflight(agent_id: &str) -> String {
     format!("agent:{{{agent_id}}}:inflight")
+}
+
+/// Commands whose `max_wait` ran out while they waited in the agent's queue: sorted set of job
+/// ids, score = the queue position (see [`agent_popped`]) past which no copy of the command can
+/// be left; `poll.lua` drops such a command instead of delivering it.
+pub fn agent_expired(agent_id: &str) -> String {
+    format!("agent:{{{agent_id}}}:expired")
+}
+
+/// Commands with a `max_wait` handed to the agent: sorted set of job ids, score = when handed
+/// out plus the `max_wait` (ms, at least the deadline); trimmed a `result_ttl` after that.
+pub fn agent_taken(agent_id: &str) -> String {
+    format!("agent:{{{agent_id}}}:taken")
+}
+
+/// The position of the agent queue's consuming end: commands taken from it, less those put
+/// back (a counter; reset when the queue is found empty).
+pub fn agent_popped(agent_id: &str) -> String {
+    format!("agent:{{{agent_id}}}:popped")
 }
 
 /// Stream of an agent's flushed stats batches (field `batch`: the batch JSON).
@@ -146,6 +170,9 @@ mod tests {
             agent_delivered(&a),
             agent_leases(&a),
             agent_inflight(&a),
+            agent_expired(&a),
+            agent_taken(&a),
+            agent_popped(&a),
             agent(&a),
         ] {
             assert_eq!(Slot::for_key(&key), Slot::for_key(agent_queue(&a)), "{key}");

@@ -16,12 +16,14 @@
 //!   them that follow failovers, split pipelines by cluster slot, and `WAIT` for replicas.
 //! - [`metrics`]: Prometheus counters and histograms, and the rendering of agents' stats.
 //! - [`stats`]: stats batch intake (`stats:{g:n}`, `stats:{g:n}:latest`) and `/metrics/agents`.
+//! - [`conn_limit`]: the `--max-connections` cap on accepted connections.
 //! - [`tls`], [`private_redis`]: the self-signed certificate and the private redis-server.
 
 pub mod agents;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod conn_limit;
 pub mod instances;
 pub mod keys;
 pub mod logs;
@@ -41,12 +43,20 @@ use config::{TokenArgs, TokenCmd};
 
 /// `jsacc token add|revoke`: prints what it did; the token itself on the last line.
 pub async fn token(cmd: TokenCmd) -> anyhow::Result<()> {
-    let (TokenCmd::Add(args) | TokenCmd::Revoke(args)) = &cmd;
+    let args = match &cmd {
+        TokenCmd::Add(a) => &a.agent,
+        TokenCmd::Revoke(a) => a,
+    };
     let mut conn = connect(args).await?;
     match &cmd {
-        TokenCmd::Add(a) => {
-            let token = auth::add(&mut conn, a.gid, a.nid).await?;
-            println!("new token for agent {}:{} (only its hash is stored; keep it in the agent's token_file):", a.gid, a.nid);
+        TokenCmd::Add(add) => {
+            let a = &add.agent;
+            let token = auth::add(&mut conn, a.gid, a.nid, &add.roles).await?;
+            let roles = match add.roles.is_empty() {
+                true => "no roles".to_owned(),
+                false => format!("roles {}", add.roles.join(",")),
+            };
+            println!("new token for agent {}:{} with {roles} (only its hash is stored; keep it in the agent's token_file):", a.gid, a.nid);
             println!("{token}");
         }
         TokenCmd::Revoke(a) => {

@@ -8,6 +8,12 @@
 //! posted again after a lost answer adds nothing. The mark shares its stream's slot, so this
 //! holds on a Redis Cluster too. Agent ids only increase (docs/protocol.md).
 //!
+//! Redis memory is bounded per stream: at most `log_maxlen` messages of at most
+//! `--log-max-message` bytes of `data` each (a longer one is cut and marked, never refused: the
+//! rest of a runaway line is worth less than the line), and a stream, its mark and `alerts`
+//! expire `--log-ttl` after their last append, so a job that stopped logging leaves nothing
+//! behind for ever.
+//!
 //! Streams are appended concurrently (the multiplexed connection pipelines the scripts); the
 //! chunks of one stream in order, which the high-water mark needs.
 
@@ -15,15 +21,14 @@ use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::extract::{Extension, State};
 use axum::Json;
 use serde::Serialize;
 use serde_json::Value;
 
 use schemas::LogMessage;
 
-use crate::api::{agent_json, Api, AppError};
+use crate::api::{Api, AppError, Caller};
 use crate::keys;
 use crate::redis_conn::Conn;
 use crate::state::Shared;
@@ -32,6 +37,10 @@ use crate::state::Shared;
 pub const ALERT_LEVEL: u8 = 8;
 /// Messages per script call.
 const CHUNK: usize = 500;
+/// Smallest `--log-max-message`: room for the cut mark and some text.
+pub const MIN_MESSAGE: usize = 64;
+/// Longest `domain` or `name` of a message: they name its stream, a Redis key.
+pub const MAX_NAME: usize = 1024;
 
 /// The answer to a posted batch.
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
@@ -44,47 +53,61 @@ pub struct LogsAnswer {
     pub rejected: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Messages whose `data` was over `--log-max-message` and was cut (they are appended).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub cut: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// `POST /v1/agents/<gid>/<nid>/logs`.
 pub async fn post(
     State(api): State<Api>,
-    Path((gid, nid)): Path<(u64, u64)>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<LogsAnswer>, AppError> {
-    let (agent, value) = agent_json(&api, &headers, (gid, nid), body).await?;
+    let (mut messages, mut answer) = parse_batch(&body?)?;
+    answer.cut = cut_all(&mut messages, api.state.config.log_max_message);
+    let (agent, gid, nid) = (caller.agent, caller.gid, caller.nid);
+    answer.stored = append(&api.state, &agent, gid, nid, &mut messages).await?;
+    answer.duplicates = messages.len() - answer.stored;
+    Ok(Json(answer))
+}
+
+/// Parses a logs post (what [`post`] does before Redis; a pure function: fuzzed): the messages
+/// in order, and the answer so far (the items that are not messages, counted as rejected).
+/// A body that is not a JSON array is an error.
+pub fn parse_batch(body: &[u8]) -> Result<(Vec<LogMessage>, LogsAnswer), AppError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| AppError::bad_request(format!("not JSON: {e}")))?;
     let Value::Array(items) = value else {
         return Err(AppError::bad_request(
             "expected an array of log messages (or of arrays of them)",
         ));
     };
     let mut answer = LogsAnswer::default();
-    let mut messages = flatten(items, &mut answer);
-    answer.stored = append(&api.state, &agent, gid, nid, &mut messages).await?;
-    answer.duplicates = messages.len() - answer.stored;
-    Ok(Json(answer))
+    let messages = flatten(items, &mut answer);
+    Ok((messages, answer))
 }
 
 /// The messages of the items, in order; what is not a message is counted as rejected.
 fn flatten(items: Vec<Value>, answer: &mut LogsAnswer) -> Vec<LogMessage> {
     let mut messages = Vec::with_capacity(items.len());
-    let mut take = |item: Value, answer: &mut LogsAnswer| match serde_json::from_value::<LogMessage>(
-        item,
-    ) {
-        Ok(m) if braced(&m) => {
-            answer.rejected += 1;
-            answer.reason.get_or_insert_with(|| {
-                    "log message: domain and name must not contain `{` or `}` (Redis Cluster hash tags)".into()
-                });
-        }
-        Ok(m) => messages.push(m),
-        Err(e) => {
-            answer.rejected += 1;
-            answer
-                .reason
-                .get_or_insert_with(|| format!("log message: {e}"));
-        }
+    let mut take = |item: Value, answer: &mut LogsAnswer| {
+        let refused = match serde_json::from_value::<LogMessage>(item) {
+            Ok(m) => match refusal(&m) {
+                None => {
+                    messages.push(m);
+                    return;
+                }
+                Some(why) => why.to_owned(),
+            },
+            Err(e) => format!("log message: {e}"),
+        };
+        answer.rejected += 1;
+        answer.reason.get_or_insert(refused);
     };
     for item in items {
         match item {
@@ -93,6 +116,46 @@ fn flatten(items: Vec<Value>, answer: &mut LogsAnswer) -> Vec<LogMessage> {
         }
     }
     messages
+}
+
+/// Why a parsed message cannot be appended: its domain and name make its stream's key.
+fn refusal(m: &LogMessage) -> Option<&'static str> {
+    if braced(m) {
+        return Some(
+            "log message: domain and name must not contain `{` or `}` (Redis Cluster hash tags)",
+        );
+    }
+    if m.domain.len() > MAX_NAME || m.name.len() > MAX_NAME {
+        return Some("log message: domain and name must be at most 1024 bytes each");
+    }
+    None
+}
+
+/// Cuts the `data` of every message over `max` bytes (see [`cut`]); returns how many were.
+pub fn cut_all(messages: &mut [LogMessage], max: usize) -> usize {
+    let mut n = 0;
+    for m in messages {
+        n += usize::from(cut(&mut m.data, max));
+    }
+    n
+}
+
+/// Cuts `data` to at most `max` bytes (but never below the mark) at a UTF-8 boundary and marks
+/// the cut: `… [cut: N bytes]`, N the bytes left out. Returns whether it cut.
+pub fn cut(data: &mut String, max: usize) -> bool {
+    if data.len() <= max {
+        return false;
+    }
+    let mark = |n: usize| format!("… [cut: {n} bytes]");
+    // The mark of the longest possible cut is at least as long as the mark written.
+    let mut keep = max.saturating_sub(mark(data.len()).len());
+    while !data.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    let left_out = data.len() - keep;
+    data.truncate(keep);
+    data.push_str(&mark(left_out));
+    true
 }
 
 /// A stream `log.<domain>.<name>` with a brace would not share a slot with its high-water mark.
@@ -160,7 +223,8 @@ async fn append_stream(
             .arg(to.agent)
             .arg(state.config.log_maxlen)
             .arg(to.gid)
-            .arg(to.nid);
+            .arg(to.nid)
+            .arg(state.config.log_ttl.as_secs());
         for m in chunk {
             invocation
                 .arg(m.id)
@@ -175,4 +239,88 @@ async fn append_stream(
         added += n;
     }
     Ok(added)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: u64, data: &str) -> Value {
+        serde_json::json!({"id": id, "jobid": "j", "domain": "ops", "name": "x", "epoch": 1,
+            "level": 1, "data": data})
+    }
+
+    #[test]
+    fn a_short_message_is_not_cut() {
+        let mut data = "hello".to_owned();
+        assert!(!cut(&mut data, MIN_MESSAGE));
+        assert_eq!(data, "hello");
+        let mut exact = "x".repeat(100);
+        assert!(!cut(&mut exact, 100));
+    }
+
+    #[test]
+    fn a_long_message_is_cut_to_its_bound_and_marked() {
+        let mut data = "x".repeat(1 << 20);
+        assert!(cut(&mut data, 64 << 10));
+        assert!(data.len() <= 64 << 10, "{}", data.len());
+        let kept = data.find('…').expect("the mark");
+        assert!(data[..kept].bytes().all(|b| b == b'x'));
+        let left_out = (1 << 20) - kept;
+        assert_eq!(&data[kept..], format!("… [cut: {left_out} bytes]"));
+    }
+
+    #[test]
+    fn a_cut_never_splits_a_character() {
+        for max in MIN_MESSAGE..MIN_MESSAGE + 8 {
+            let mut data = "é€😀".repeat(100);
+            assert!(cut(&mut data, max));
+            assert!(data.len() <= max, "{max}: {}", data.len());
+            assert!(data.contains("… [cut: "), "{data}");
+        }
+    }
+
+    #[test]
+    fn a_batch_parses_nested_arrays_and_counts_what_is_not_a_message() {
+        let body = serde_json::json!([[message(1, "a"), message(2, "b")], message(3, "c"), 42,
+            {"id": 4}]);
+        let (messages, answer) = parse_batch(body.to_string().as_bytes()).expect("parses");
+        let ids: Vec<u64> = messages.iter().map(|m| m.id).collect();
+        assert_eq!(ids, [1, 2, 3]);
+        assert_eq!(answer.rejected, 2);
+        assert!(answer.reason.is_some_and(|r| r.starts_with("log message:")));
+    }
+
+    #[test]
+    fn a_domain_too_long_for_a_key_is_rejected_alone() {
+        let mut long = message(2, "b");
+        long["domain"] = Value::String("d".repeat(MAX_NAME + 1));
+        let mut braced = message(3, "c");
+        braced["name"] = Value::String("a{b}".into());
+        let body = serde_json::json!([message(1, "a"), long, braced]);
+        let (messages, answer) = parse_batch(body.to_string().as_bytes()).expect("parses");
+        assert_eq!(messages.len(), 1);
+        assert_eq!(answer.rejected, 2);
+    }
+
+    #[test]
+    fn malformed_input_is_an_error_not_a_panic() {
+        for body in [&b"not json"[..], b"{}", b"42", b"", b"[", b"\xff\xfe"] {
+            assert!(parse_batch(body).is_err(), "{body:?}");
+        }
+        let (messages, answer) = parse_batch(b"[]").expect("empty array");
+        assert!(messages.is_empty() && answer == LogsAnswer::default());
+    }
+
+    #[test]
+    fn the_answer_shows_cut_only_when_something_was() {
+        let plain = serde_json::to_value(LogsAnswer::default()).expect("serializes");
+        assert!(plain.get("cut").is_none(), "{plain}");
+        let cut = serde_json::to_value(LogsAnswer {
+            cut: 2,
+            ..LogsAnswer::default()
+        })
+        .expect("serializes");
+        assert_eq!(cut["cut"], 2);
+    }
 }

@@ -1,11 +1,20 @@
 //! Counters and histograms of this instance, rendered as Prometheus text on `GET /metrics`
 //! together with gauges read from Redis at scrape time; and [`render_agent_stats`], the agents'
 //! latest aggregated stats for `GET /metrics/agents`.
+//!
+//! What a scrape reads of every agent (its stats, its queue depths) costs Redis calls in
+//! proportion to the agents, so it is kept [`SCRAPE_CACHE`] in a [`Cached`] value that one
+//! request at a time computes: a burst of scrapes, from several Prometheus servers or a
+//! dashboard, costs one computation.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 /// Upper bounds (seconds) of the request latency histogram.
 const BUCKETS: [f64; 12] = [
@@ -32,8 +41,66 @@ pub struct Metrics {
     dead: AtomicU64,
     finished: [AtomicU64; STATES.len()],
     stats_batches: AtomicU64,
+    stats_dropped: AtomicU64,
     not_replicated: AtomicU64,
     latency: [Histogram; ROUTES.len()],
+    /// What scrapes read of every agent.
+    pub cache: ScrapeCache,
+}
+
+/// How long what a scrape reads of every agent is reused.
+pub const SCRAPE_CACHE: Duration = Duration::from_secs(2);
+
+/// The per-agent parts of the scrapes, each reused for [`SCRAPE_CACHE`].
+#[derive(Default)]
+pub struct ScrapeCache {
+    /// The text of `GET /metrics/agents`.
+    pub agent_stats: Cached<String>,
+    /// Commands waiting in, and delivered from, all agents' queues (for `/metrics`).
+    pub queue_depths: Cached<(u64, u64)>,
+}
+
+/// A value computed at most once per `ttl` and by one caller at a time (single flight):
+/// callers that come while it is computed wait for that computation and share its value.
+/// A failed computation is not kept; the next caller tries again.
+pub struct Cached<T> {
+    // A tokio mutex: held across the computation's `.await`s, which is the point.
+    slot: Mutex<Option<(Instant, T)>>,
+    ttl: Duration,
+}
+
+impl<T> Default for Cached<T> {
+    fn default() -> Cached<T> {
+        Cached::new(SCRAPE_CACHE)
+    }
+}
+
+impl<T> Cached<T> {
+    pub fn new(ttl: Duration) -> Cached<T> {
+        Cached {
+            slot: Mutex::new(None),
+            ttl,
+        }
+    }
+}
+
+impl<T: Clone> Cached<T> {
+    /// The value, computed by `compute` unless one younger than the ttl is kept.
+    pub async fn get_or_try<E, F, Fut>(&self, compute: F) -> Result<T, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let mut slot = self.slot.lock().await;
+        if let Some((at, value)) = slot.as_ref() {
+            if at.elapsed() < self.ttl {
+                return Ok(value.clone());
+            }
+        }
+        let value = compute().await?;
+        *slot = Some((Instant::now(), value.clone()));
+        Ok(value)
+    }
 }
 
 impl Metrics {
@@ -54,6 +121,11 @@ impl Metrics {
     /// Stats batches appended to agents' streams.
     pub fn stats_recorded(&self, batches: usize) {
         self.stats_batches.fetch_add(batches as u64, Relaxed);
+    }
+
+    /// Metric names not stored in an agent's `:latest` (it held `--stats-max-metrics`).
+    pub fn stats_metrics_dropped(&self, names: usize) {
+        self.stats_dropped.fetch_add(names as u64, Relaxed);
     }
 
     /// A write that fewer replicas than `--redis-wait-replicas` confirmed in time.
@@ -116,6 +188,16 @@ impl Metrics {
             out,
             "jsacc_stats_batches_total {}",
             self.stats_batches.load(Relaxed)
+        );
+        counter(
+            &mut out,
+            "jsacc_stats_metrics_dropped_total",
+            "Metric names whose values were not stored: the agent's latest-values hash was full (--stats-max-metrics).",
+        );
+        let _ = writeln!(
+            out,
+            "jsacc_stats_metrics_dropped_total {}",
+            self.stats_dropped.load(Relaxed)
         );
         counter(
             &mut out,
@@ -269,6 +351,58 @@ mod tests {
         assert!(text.contains("jsacc_http_request_duration_seconds_count{route=\"other\"} 1"));
         assert!(text.contains("jsacc_agents_online 1"));
         assert!(text.contains("jsacc_stats_batches_total 2"));
+        m.stats_metrics_dropped(3);
+        let text = m.render(&[]);
+        assert!(text.contains("# TYPE jsacc_stats_metrics_dropped_total counter"));
+        assert!(text.contains("jsacc_stats_metrics_dropped_total 3"));
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_callers_shares_one_computation() {
+        let cache: Cached<u64> = Cached::new(Duration::from_secs(3600));
+        let calls = AtomicU64::new(0);
+        let gate = tokio::sync::Notify::new();
+        // The first caller computes and waits at the gate; the others queue behind it.
+        let compute = || async {
+            let n = calls.fetch_add(1, Relaxed) + 1;
+            gate.notified().await;
+            Ok::<u64, ()>(n)
+        };
+        let burst = futures::future::join_all((0..20).map(|_| cache.get_or_try(compute)));
+        let open = async {
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            gate.notify_one();
+        };
+        let (values, ()) = tokio::join!(burst, open);
+        assert!(values.iter().all(|v| *v == Ok(1)), "{values:?}");
+        assert_eq!(calls.load(Relaxed), 1);
+        // Fresh: kept.
+        let again = cache.get_or_try(|| async { Ok::<u64, ()>(99) }).await;
+        assert_eq!(again, Ok(1));
+    }
+
+    #[tokio::test]
+    async fn a_stale_value_is_computed_again() {
+        let cache: Cached<u64> = Cached::new(Duration::ZERO);
+        assert_eq!(cache.get_or_try(|| async { Ok::<u64, ()>(1) }).await, Ok(1));
+        assert_eq!(cache.get_or_try(|| async { Ok::<u64, ()>(2) }).await, Ok(2));
+    }
+
+    #[tokio::test]
+    async fn a_failed_computation_is_not_kept() {
+        let cache: Cached<u64> = Cached::default();
+        let failed = cache.get_or_try(|| async { Err::<u64, &str>("down") });
+        assert_eq!(failed.await, Err("down"));
+        assert_eq!(
+            cache.get_or_try(|| async { Ok::<u64, &str>(7) }).await,
+            Ok(7)
+        );
+        assert_eq!(
+            cache.get_or_try(|| async { Ok::<u64, &str>(8) }).await,
+            Ok(7)
+        );
     }
 
     fn latest(pairs: &[(&str, serde_json::Value)]) -> HashMap<String, String> {

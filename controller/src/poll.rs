@@ -77,6 +77,9 @@ impl Drop for Parked<'_> {
 /// One long-poll request, after authentication.
 pub struct PollRequest {
     pub agent: String,
+    /// The hash of the token the poll came with: checked again before each look, so a token
+    /// revoked while the poll was parked receives nothing more.
+    pub token_hash: String,
     pub wait: Duration,
     pub max: usize,
     pub acks: Vec<String>,
@@ -86,13 +89,22 @@ pub struct PollRequest {
 /// Returns the raw commands (empty: nothing arrived in time, or shutdown).
 pub async fn poll(
     state: &Shared,
-    req: PollRequest,
+    mut req: PollRequest,
     shutdown: &CancellationToken,
 ) -> redis::RedisResult<Vec<Vec<u8>>> {
     let deadline = tokio::time::Instant::now() + req.wait.min(state.config.max_wait);
     let parked = state.waiters.park(&req.agent);
-    let mut acks = req.acks;
+    let mut acks = std::mem::take(&mut req.acks);
+    let mut first = true;
     loop {
+        if !first && !still_allowed(state, &req).await? {
+            tracing::info!(
+                agent = req.agent,
+                "token revoked while a poll was parked; released"
+            );
+            return Ok(vec![]);
+        }
+        first = false;
         // Ask to be woken before looking, so a command queued in between is not missed.
         let woken = parked.notify.notified();
         tokio::pin!(woken);
@@ -114,6 +126,15 @@ pub async fn poll(
             _ = shutdown.cancelled() => return Ok(vec![]),
         }
     }
+}
+
+/// Whether the poll's token is still its agent's (revoked or replaced: no longer).
+async fn still_allowed(state: &Shared, req: &PollRequest) -> redis::RedisResult<bool> {
+    let verdict = state
+        .tokens
+        .verify_hash(&mut state.conn(), &req.agent, &req.token_hash)
+        .await?;
+    Ok(verdict == crate::auth::Verdict::Allowed)
 }
 
 /// Runs `poll.lua`: settles acks and expired leases, moves up to `max` commands to delivered.
@@ -139,6 +160,9 @@ pub async fn take_on(
         .key(keys::agent_delivered(agent))
         .key(keys::agent_leases(agent))
         .key(keys::agent_inflight(agent))
+        .key(keys::agent_expired(agent))
+        .key(keys::agent_taken(agent))
+        .key(keys::agent_popped(agent))
         .arg(schemas::now_ms())
         .arg(state.config.lease.as_millis() as u64)
         .arg(max);

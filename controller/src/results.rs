@@ -4,6 +4,14 @@
 //! `job:<id>` and `cmds_queue_<id>` are in different Redis Cluster slots, so recording and
 //! appending are two idempotent single-slot steps (`record_result.lua`, `append_result.lua`,
 //! marked per agent and run), and the agent is answered only after both, and after `WAIT`.
+//!
+//! A run's result (`"final": false`) is taken only for a job that runs more than once
+//! (`args.recurring_period` > 0, or `args.max_time` -1); for any other job it is rejected
+//! ([`Outcome::NotRecurring`]). The result list keeps `max_results` results, but its trim
+//! removes only run results, never an agent's final result: no target of a fanout job can push
+//! the others' final results out (`append_result.lua`).
+
+use std::collections::HashMap;
 
 use serde::Serialize;
 use serde_json::json;
@@ -20,6 +28,8 @@ pub enum Outcome {
     Duplicate,
     UnknownJob,
     NotATarget,
+    /// A run's result for a job that does not run more than once.
+    NotRecurring,
 }
 
 /// The answer to a posted batch (docs/protocol.md).
@@ -52,13 +62,21 @@ impl BatchAnswer {
                 error: "unknown_job",
                 message: format!("job `{id}` was not sent to this agent"),
             }),
+            Outcome::NotRecurring => self.rejected.push(Rejected {
+                id: id.to_owned(),
+                error: "not_recurring",
+                message: format!(
+                    "job `{id}` runs once (no args.recurring_period, args.max_time is not -1): \
+                     a run's result (\"final\": false) is refused; post its final result"
+                ),
+            }),
         }
     }
 
-    pub fn reject(&mut self, id: &str, message: String) {
+    pub fn reject(&mut self, id: &str, error: &'static str, message: String) {
         self.rejected.push(Rejected {
             id: id.to_owned(),
-            error: "bad_request",
+            error,
             message,
         });
     }
@@ -73,22 +91,18 @@ pub async fn record(
     Ok(record_all(state, agent, std::slice::from_ref(result)).await?[0])
 }
 
-/// Records an agent's results: each (job, agent) once, concurrently (the multiplexed connection
-/// pipelines them), appends each to its result list once, settles their deliveries, publishes
-/// the changes, and returns once `--redis-wait-replicas` replicas hold all of it (else an
-/// error: the agent keeps the results and posts them again, which is safe).
+/// Records an agent's results: each (job, agent) once, jobs concurrently (the multiplexed
+/// connection pipelines them) and the results of one job in order (a run not above the last
+/// one recorded counts as a repeat), appends each to its result list once, settles their
+/// deliveries, publishes the changes, and returns once `--redis-wait-replicas` replicas hold
+/// all of it (else an error: the agent keeps the results and posts them again, which is safe).
 pub async fn record_all(
     state: &Shared,
     agent: &str,
     results: &[JobResult],
 ) -> redis::RedisResult<Vec<Outcome>> {
     let mut conn = state.durable().await?;
-    let recorded = futures::future::try_join_all(
-        results
-            .iter()
-            .map(|r| record_one(state, conn.clone(), agent, r)),
-    )
-    .await?;
+    let recorded = record_by_job(state, &conn, agent, results).await?;
     // Settles the deliveries even when the agent's ack was lost with a previous answer.
     let settled: Vec<String> = results
         .iter()
@@ -120,6 +134,41 @@ pub async fn record_all(
     Ok(recorded.into_iter().map(|(o, _)| o).collect())
 }
 
+/// [`record_one`] for each result (its outcome and the job's state, in the order of `results`):
+/// the results of one job one after the other, in order, and the jobs concurrently.
+async fn record_by_job(
+    state: &Shared,
+    conn: &Conn,
+    agent: &str,
+    results: &[JobResult],
+) -> redis::RedisResult<Vec<(Outcome, String)>> {
+    let mut jobs: Vec<Vec<usize>> = Vec::new();
+    let mut of_job: HashMap<&str, usize> = HashMap::new();
+    for (i, r) in results.iter().enumerate() {
+        let job = *of_job.entry(&r.id).or_insert_with(|| {
+            jobs.push(Vec::new());
+            jobs.len() - 1
+        });
+        jobs[job].push(i);
+    }
+    let done = futures::future::try_join_all(jobs.iter().map(|indices| async move {
+        let mut done = Vec::with_capacity(indices.len());
+        for &i in indices {
+            done.push((
+                i,
+                record_one(state, conn.clone(), agent, &results[i]).await?,
+            ));
+        }
+        Ok::<_, redis::RedisError>(done)
+    }))
+    .await?;
+    let mut recorded = vec![(Outcome::UnknownJob, String::new()); results.len()];
+    for (i, outcome) in done.into_iter().flatten() {
+        recorded[i] = outcome;
+    }
+    Ok(recorded)
+}
+
 /// Runs `record_result.lua` for one result on `job:<id>`, then appends it to `cmds_queue_<id>`
 /// (once, whichever post gets there); returns what became of it and the job's state.
 async fn record_one(
@@ -146,6 +195,7 @@ async fn record_one(
         "recorded" => Outcome::Recorded,
         "duplicate" => Outcome::Duplicate,
         "not_a_target" => Outcome::NotATarget,
+        "not_recurring" => Outcome::NotRecurring,
         _ => Outcome::UnknownJob,
     };
     if matches!(outcome, Outcome::Recorded | Outcome::Duplicate) {
@@ -197,4 +247,48 @@ pub async fn append(
         .invoke_async::<i64>(conn)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(is_final: bool) -> JobResult {
+        let mut r = JobResult::error("j", 1, 2, "execute", serde_json::json!({}), "x");
+        r.critical = "\",\"final\":false}".into();
+        (r.run, r.is_final) = (3, is_final);
+        r
+    }
+
+    /// `append_result.lua` tells a run's result from a final one by how its JSON ends.
+    #[test]
+    fn only_a_runs_result_ends_with_final_false() {
+        let end = "\"final\":false}";
+        let run = serde_json::to_string(&result(false)).expect("serializes");
+        assert!(run.ends_with(end), "{run}");
+        let last = serde_json::to_string(&result(true)).expect("serializes");
+        assert!(!last.ends_with(end), "{last}");
+        let mut once = result(true);
+        once.run = 0;
+        let once = serde_json::to_string(&once).expect("serializes");
+        assert!(!once.ends_with(end), "{once}");
+    }
+
+    #[test]
+    fn a_run_of_a_job_that_runs_once_is_rejected_with_its_reason() {
+        let mut answer = BatchAnswer::default();
+        answer.add("j1", Outcome::Recorded);
+        answer.add("j2", Outcome::NotRecurring);
+        assert_eq!((answer.recorded, answer.rejected.len()), (1, 1));
+        let rejected = &answer.rejected[0];
+        assert_eq!(
+            (rejected.id.as_str(), rejected.error),
+            ("j2", "not_recurring")
+        );
+        assert!(
+            rejected.message.contains("recurring_period"),
+            "{}",
+            rejected.message
+        );
+    }
 }

@@ -31,20 +31,48 @@ enum Route {
     },
 }
 
+/// Runs the routing loop until `shutdown`, and runs it again if it stops or panics (a bug in
+/// routing must not leave an instance that heartbeats but routes nothing).
+pub async fn supervise(state: AppState, shutdown: CancellationToken) {
+    let mut restarts = 0u32;
+    loop {
+        let outcome = tokio::spawn(run(state.clone(), shutdown.clone())).await;
+        state.router.stopped();
+        if shutdown.is_cancelled() {
+            return;
+        }
+        restarts += 1;
+        match outcome {
+            Ok(()) => tracing::error!(restarts, "the router stopped; restarting it"),
+            Err(e) => tracing::error!(error = %e, restarts, "the router panicked; restarting it"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
 /// Runs the routing loop until `shutdown`; Redis errors are retried with backoff.
 pub async fn run(state: AppState, shutdown: CancellationToken) {
     let mut blocking = match state.redis.connect(Duration::from_secs(10)).await {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "router cannot connect to redis");
+            state.router.failed(&e);
             return;
         }
     };
+    state.router.started();
     let mut backoff = Duration::from_millis(100);
     while !shutdown.is_cancelled() {
         match step(&state, &mut blocking).await {
-            Ok(()) => backoff = Duration::from_millis(100),
+            Ok(()) => {
+                state.router.stepped();
+                backoff = Duration::from_millis(100);
+            }
             Err(e) => {
+                state.router.failed(&e);
                 tracing::warn!(error = %e, retry_in = ?backoff, "routing step failed; the routing list will be replayed");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
@@ -101,19 +129,49 @@ async fn step(state: &Shared, blocking: &mut Conn) -> redis::RedisResult<()> {
     Ok(())
 }
 
+/// What became of one command of a batch.
+#[derive(Debug)]
+pub enum Settled {
+    /// Routed (or answered) and its writes confirmed: it may leave its routing list.
+    Done,
+    /// Not confirmed yet, or Redis is out: it stays to be routed again.
+    Later,
+    /// Redis refused one of its writes; it stays, and is dead-lettered when this keeps happening
+    /// with an error that is not an outage (see [`is_persistent`]).
+    Failed(redis::RedisError),
+}
+
 /// Routes a batch taken from the routing list `list` ([`route_batch`]) and takes what is done
 /// off the list: one copy each (an identical copy that was not routed stays), and nothing else
-/// (an instance that was only frozen may have added more since). Returns how many are done.
+/// (an instance that was only frozen may have added more since). A command Redis keeps
+/// refusing is dead-lettered after `--route-tries` tries and taken off too, so it cannot hold
+/// up the others. Returns how many are done.
 pub async fn route_from(
     state: &Shared,
     list: &str,
     batch: &[(Vec<u8>, bool)],
 ) -> redis::RedisResult<usize> {
-    let confirmed = route_batch(state, batch).await?;
+    let settled = route_batch(state, batch).await?;
     let mut pipe = redis::pipe();
     let mut done = 0;
-    for ((raw, _), ok) in batch.iter().zip(confirmed) {
-        if ok {
+    for ((raw, _), settled) in batch.iter().zip(settled) {
+        let finished = match settled {
+            Settled::Done => true,
+            Settled::Later => false,
+            Settled::Failed(e) if is_persistent(&e) => {
+                let tries = state.poison.tried(raw);
+                if tries >= state.config.route_tries {
+                    quarantine(state, raw, &e, tries).await;
+                    true
+                } else {
+                    tracing::warn!(error = %e, tries, "redis refused a command's writes; it will be tried again");
+                    false
+                }
+            }
+            Settled::Failed(_) => false,
+        };
+        if finished {
+            state.poison.forget(raw);
             pipe.lrem(list, 1, raw).ignore();
             done += 1;
         }
@@ -124,57 +182,111 @@ pub async fn route_from(
     Ok(done)
 }
 
+/// Whether Redis refused a write for a reason that retrying will not change (a key of the wrong
+/// type, a script error, a value over its limits, a missing permission), as opposed to an outage,
+/// a failover, a full memory or a replica that did not confirm in time.
+pub fn is_persistent(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    if crate::state::is_not_replicated(e) {
+        return false;
+    }
+    match e.kind() {
+        ErrorKind::Server(
+            ServerErrorKind::ResponseError
+            | ServerErrorKind::ExecAbort
+            | ServerErrorKind::CrossSlot
+            | ServerErrorKind::NoPerm,
+        ) => !transient_code(e),
+        ErrorKind::Extension | ErrorKind::UnexpectedReturnType => !transient_code(e),
+        _ => false,
+    }
+}
+
+/// Error codes that say "not now" rather than "never".
+fn transient_code(e: &redis::RedisError) -> bool {
+    matches!(
+        e.code(),
+        Some("OOM" | "BUSY" | "MISCONF" | "NOREPLICAS" | "LOADING" | "TRYAGAIN" | "MASTERDOWN")
+    )
+}
+
+/// Gives up on a command Redis keeps refusing: a (size-capped) dead letter saying why, and an
+/// `ERROR` answer when its id can be read; each may fail too (the same key may be what Redis
+/// refuses), which is logged. It then leaves the routing list.
+async fn quarantine(state: &Shared, raw: &[u8], e: &redis::RedisError, tries: u32) {
+    let id = Command::parse(raw).map_or_else(|(id, _)| id, |(c, _)| Some(c.id));
+    let reason = format!("redis refused this command's writes {tries} times: {e}");
+    tracing::error!(
+        id = id.as_deref().unwrap_or("-"),
+        error = %e,
+        "dead-lettering a command redis keeps refusing"
+    );
+    let mut conn = state.conn();
+    if let Err(e) = dead_letter(state, &mut conn, raw, &reason).await {
+        tracing::error!(id = id.as_deref().unwrap_or("-"), error = %e, head = %String::from_utf8_lossy(&raw[..raw.len().min(1024)]),
+            "cannot dead-letter the command either; it is dropped (its start is logged here)");
+    }
+    let Some(id) = id else { return };
+    let result = JobResult::error(&id, 0, 0, "", serde_json::Value::Null, &reason);
+    let result = serde_json::to_string(&result).unwrap_or_default();
+    let mark = format!("error|{}", hex::encode(Sha256::digest(raw)));
+    if let Err(e) = crate::results::append(state, &mut conn, &id, &mark, &result).await {
+        tracing::error!(id, error = %e, "cannot write the ERROR answer of a dead-lettered command");
+    }
+    state.metrics.finished("ERROR");
+}
+
 /// Routes a batch of raw commands, each with whether it is a replay (it comes from a routing
-/// list, and may have been partly routed already). Returns, for each, whether it is done:
-/// routed (or answered) and its writes confirmed, so that it may leave its routing list.
+/// list, and may have been partly routed already), and says what became of each.
 ///
 /// Two phases, each confirmed by `WAIT` when replicas are asked for: the job records first
 /// (so no agent can run a command whose record a failover could lose: on a cluster they are in
-/// other slots than the agents' queues), then the agents' queues.
+/// other slots than the agents' queues), then the agents' queues. Each command is written on
+/// its own, so one that Redis refuses (or a shard that is down) holds up only itself.
 pub async fn route_batch(
     state: &Shared,
     batch: &[(Vec<u8>, bool)],
-) -> redis::RedisResult<Vec<bool>> {
+) -> redis::RedisResult<Vec<Settled>> {
     let mut role_cache: HashMap<(u64, String), Vec<String>> = HashMap::new();
     let mut routes = Vec::with_capacity(batch.len());
     for (raw, _) in batch {
-        routes.push(plan(state, raw, &mut role_cache).await?);
+        routes.push(plan(state, raw, &mut role_cache).await);
     }
     let mut conn = state.durable().await?;
-    // Each command on its own: a shard that refuses writes holds up only what it holds.
-    let mut failure = None;
-    let records: Vec<_> = join_all(
-        batch
-            .iter()
-            .zip(routes)
-            .map(|((raw, replay), route)| record(state, conn.clone(), raw, route, *replay)),
-    )
-    .await
-    .into_iter()
-    .map(|r| r.map_err(|e| failure.get_or_insert(e).to_string()).ok())
-    .collect();
+    let records: Vec<Result<_, redis::RedisError>> =
+        join_all(batch.iter().zip(routes).map(|((raw, replay), route)| {
+            let conn = conn.clone();
+            async move { record(state, conn, raw, route?, *replay).await }
+        }))
+        .await;
     let writes: Vec<Vec<String>> = records
         .iter()
         .map(|r| r.as_ref().map(|(w, _)| w.clone()).unwrap_or_default())
         .collect();
     let confirmed = state.confirm_each(&mut conn, &writes).await?;
-    let mut done: Vec<bool> = records
-        .iter()
-        .zip(confirmed)
-        .map(|(r, ok)| r.is_some() && ok)
-        .collect();
+    let mut settled: Vec<Settled> = Vec::with_capacity(batch.len());
     let mut queued = Vec::new();
-    for (i, ((raw, _), record)) in batch.iter().zip(records).enumerate() {
-        let Some((_, Some((cmd, targets)))) = record.filter(|_| done[i]) else {
-            continue;
-        };
-        let mut pipe = redis::pipe();
-        queue(&mut pipe, raw, &cmd, &targets);
-        let mut written: Vec<String> = targets.iter().map(|a| keys::agent_queue(a)).collect();
-        if cmd.max_wait() > 0 {
-            written.push(keys::DEADLINES.to_owned());
+    for (i, ((raw, _), (record, ok))) in batch
+        .iter()
+        .zip(records.into_iter().zip(confirmed))
+        .enumerate()
+    {
+        match record {
+            Err(e) => settled.push(Settled::Failed(e)),
+            Ok(_) if !ok => settled.push(Settled::Later),
+            Ok((_, None)) => settled.push(Settled::Done),
+            Ok((_, Some((cmd, targets)))) => {
+                settled.push(Settled::Later); // until its queues are confirmed below
+                let mut pipe = redis::pipe();
+                queue(&mut pipe, raw, &cmd, &targets);
+                let mut written: Vec<String> =
+                    targets.iter().map(|a| keys::agent_queue(a)).collect();
+                if cmd.max_wait() > 0 {
+                    written.push(keys::DEADLINES.to_owned());
+                }
+                queued.push((i, pipe, written, targets.len()));
+            }
         }
-        queued.push((i, pipe, written, targets.len()));
     }
     let pushed = join_all(queued.iter().map(|(_, pipe, _, _)| {
         let mut conn = conn.clone();
@@ -185,22 +297,27 @@ pub async fn route_batch(
     let confirmed = state.confirm_each(&mut conn, &writes).await?;
     let mut routed = 0;
     for (((i, _, _, targets), pushed), ok) in queued.into_iter().zip(pushed).zip(confirmed) {
-        let ok = match pushed {
-            Ok(()) => ok,
-            Err(e) => {
-                failure.get_or_insert(e);
-                false
+        settled[i] = match pushed {
+            Err(e) => Settled::Failed(e),
+            Ok(()) if ok => {
+                routed += targets;
+                Settled::Done
             }
+            Ok(()) => Settled::Later,
         };
-        done[i] = ok;
-        routed += if ok { targets } else { 0 };
     }
     state.metrics.routed(routed);
-    match failure {
-        // Nothing got through: say why (the step is retried with backoff).
-        Some(e) if !done.iter().any(|d| *d) => Err(e),
-        _ => Ok(done),
+    // Nothing got through because Redis is out: say why (the step is retried with backoff).
+    let outage = settled
+        .iter()
+        .all(|s| matches!(s, Settled::Failed(e) if !is_persistent(e)));
+    if outage {
+        if let Some(Settled::Failed(e)) = settled.into_iter().next() {
+            return Err(e);
+        }
+        return Ok(vec![]);
     }
+    Ok(settled)
 }
 
 /// Validates a command and finds its agents.
@@ -209,6 +326,20 @@ async fn plan(
     raw: &[u8],
     role_cache: &mut HashMap<(u64, String), Vec<String>>,
 ) -> redis::RedisResult<Route> {
+    if raw.len() > state.config.max_command {
+        // Not stored in a job record nor echoed in its answer: only its id is read.
+        let id = Command::parse(raw).map_or_else(|(id, _)| id, |(c, _)| Some(c.id));
+        let reason = format!(
+            "command of {} bytes is over the limit of {} bytes (--max-command)",
+            raw.len(),
+            state.config.max_command
+        );
+        return Ok(Route::Fail {
+            id,
+            cmd: None,
+            reason,
+        });
+    }
     let cmd = match Command::parse(raw) {
         Ok((cmd, _)) => cmd,
         Err((id, e)) => {
@@ -384,16 +515,7 @@ async fn fail(
     cmd: Option<&Command>,
     reason: &str,
 ) -> redis::RedisResult<()> {
-    let text = String::from_utf8_lossy(raw);
-    let letter = json!({"raw": text, "reason": reason}).to_string();
-    redis::pipe()
-        .lpush(keys::DEAD, letter)
-        .ignore()
-        .ltrim(keys::DEAD, 0, state.config.dead_maxlen as isize - 1)
-        .ignore()
-        .exec_async(&mut *conn)
-        .await?;
-    state.metrics.dead_lettered();
+    dead_letter(state, conn, raw, reason).await?;
     tracing::debug!(
         id = id.as_deref().unwrap_or("-"),
         reason,
@@ -404,6 +526,7 @@ async fn fail(
     let name = cmd.map(|c| c.cmd.as_str()).unwrap_or("");
     let args = cmd
         .map(|c| c.args.clone())
+        .filter(|a| a.to_string().len() <= LETTER_RAW_MAX)
         .unwrap_or(serde_json::Value::Null);
     let result = JobResult::error(&id, gid, nid, name, args, reason);
     let result = serde_json::to_string(&result).unwrap_or_default();
@@ -411,7 +534,7 @@ async fn fail(
         .scripts
         .fail_job
         .key(keys::job(&id))
-        .arg(raw)
+        .arg(&raw[..raw.len().min(LETTER_RAW_MAX)])
         .arg(schemas::now_ms())
         .arg(state.config.result_ttl.as_secs())
         .invoke_async(&mut *conn)
@@ -431,8 +554,88 @@ async fn fail(
     Ok(())
 }
 
+/// Most bytes of a command kept in its dead letter, job record or answer: a letter always fits
+/// Redis's limits, however large the command was.
+pub const LETTER_RAW_MAX: usize = 64 << 10;
+
+/// Pushes a dead letter `{"raw", "reason"}` (with `"truncated": <bytes>` when the command was
+/// longer than [`LETTER_RAW_MAX`]) onto the capped `cmds_queue:dead`.
+async fn dead_letter(
+    state: &Shared,
+    conn: &mut Conn,
+    raw: &[u8],
+    reason: &str,
+) -> redis::RedisResult<()> {
+    let kept = &raw[..raw.len().min(LETTER_RAW_MAX)];
+    let text = String::from_utf8_lossy(kept);
+    let mut letter = json!({"raw": text, "reason": reason});
+    if kept.len() < raw.len() {
+        letter["truncated"] = json!(raw.len());
+    }
+    redis::pipe()
+        .lpush(keys::DEAD, letter.to_string())
+        .ignore()
+        .ltrim(keys::DEAD, 0, state.config.dead_maxlen as isize - 1)
+        .ignore()
+        .exec_async(&mut *conn)
+        .await?;
+    state.metrics.dead_lettered();
+    Ok(())
+}
+
 /// `"gid:nid"` → (gid, nid).
 pub fn split_agent(agent: &str) -> (u64, u64) {
     let (g, n) = agent.split_once(':').unwrap_or(("0", "0"));
     (g.parse().unwrap_or(0), n.parse().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(kind: redis::ServerErrorKind, detail: &str) -> redis::RedisError {
+        redis::RedisError::from((
+            redis::ErrorKind::Server(kind),
+            "server error",
+            detail.into(),
+        ))
+    }
+
+    #[test]
+    fn refusals_that_retrying_cannot_change_are_persistent() {
+        let wrongtype = redis::make_extension_error(
+            "WRONGTYPE".into(),
+            Some("Operation against a key holding the wrong kind of value".into()),
+        );
+        assert!(is_persistent(&wrongtype));
+        let bulk = server_error(
+            redis::ServerErrorKind::ResponseError,
+            "Protocol error: invalid bulk length",
+        );
+        assert!(is_persistent(&bulk));
+        assert!(is_persistent(&server_error(
+            redis::ServerErrorKind::NoPerm,
+            "no permission"
+        )));
+    }
+
+    #[test]
+    fn outages_failovers_and_full_memory_are_not() {
+        let io = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(!is_persistent(&io));
+        for kind in [
+            redis::ServerErrorKind::ReadOnly,
+            redis::ServerErrorKind::MasterDown,
+            redis::ServerErrorKind::TryAgain,
+            redis::ServerErrorKind::ClusterDown,
+            redis::ServerErrorKind::BusyLoading,
+        ] {
+            assert!(!is_persistent(&server_error(kind, "x")), "{kind:?}");
+        }
+        for code in ["OOM", "BUSY", "MISCONF", "NOREPLICAS"] {
+            let e = redis::make_extension_error(code.into(), Some("not now".into()));
+            assert!(!is_persistent(&e), "{code}");
+        }
+        assert!(!is_persistent(&crate::state::not_replicated(1)));
+    }
 }

@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{self, Api};
 use crate::config::{Config, ServeArgs};
+use crate::conn_limit::{FirstByteAcceptor, LimitAcceptor};
 use crate::private_redis::PrivateRedis;
 use crate::state::{open_redis, Shared};
 use crate::{instances, poll, router, tls};
@@ -26,11 +27,8 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
             let r = PrivateRedis::start(&args.redis.data_dir)
                 .await
                 .context("private redis-server")?;
-            println!(
-                "private redis-server: {} (data in {})",
-                r.url,
-                args.redis.data_dir.join("redis").display()
-            );
+            // Never the URL itself: it holds the password.
+            println!("{}", r.banner());
             Some(r)
         }
     };
@@ -49,7 +47,10 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
 async fn serve(args: &ServeArgs, url: &str, shutdown: CancellationToken) -> anyhow::Result<()> {
     let redis = open_redis(url, args.redis.redis_ca.as_deref())?;
     let target = redis.target().clone();
-    let config = Config::from_args(args, target.default_wait_replicas());
+    let mut config = Config::from_args(args, target.default_wait_replicas());
+    if let Some(file) = &args.metrics_token_file {
+        config.metrics_token = Some(read_metrics_token(file)?);
+    }
     let state = Shared::connect(config.clone(), redis)
         .await
         .with_context(|| format!("cannot connect to redis at {target}"))?;
@@ -57,7 +58,7 @@ async fn serve(args: &ServeArgs, url: &str, shutdown: CancellationToken) -> anyh
         .await
         .with_context(|| format!("cannot register this instance in redis at {url}"))?;
     let tracker = TaskTracker::new();
-    tracker.spawn(router::run(state.clone(), shutdown.clone()));
+    tracker.spawn(router::supervise(state.clone(), shutdown.clone()));
     tracker.spawn(instances::run(state.clone(), shutdown.clone()));
     tracker.spawn(poll::subscribe(state.clone(), shutdown.clone()));
     tracker.close();
@@ -74,12 +75,15 @@ async fn serve(args: &ServeArgs, url: &str, shutdown: CancellationToken) -> anyh
         stopper.graceful_shutdown(Some(Duration::from_secs(5)));
     });
     let scheme = if args.insecure_http { "http" } else { "https" };
+    let limited = LimitAcceptor::new(NoDelayAcceptor::new(), config.max_connections);
+    let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = if args.insecure_http {
         tracing::warn!("serving plain HTTP: agent tokens cross the network in clear");
-        let server = axum_server::bind(config.listen)
-            .acceptor(NoDelayAcceptor::new())
+        let mut server = axum_server::bind(config.listen)
+            .acceptor(FirstByteAcceptor::new(limited, config.header_timeout))
             .handle(handle.clone());
-        tokio::spawn(server.serve(app.into_make_service()))
+        bound_in_time(server.http_builder(), &config);
+        tokio::spawn(server.serve(service))
     } else {
         let files = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => tls::CertFiles {
@@ -109,11 +113,15 @@ async fn serve(args: &ServeArgs, url: &str, shutdown: CancellationToken) -> anyh
                     files.key.display()
                 )
             })?;
-        let acceptor = RustlsAcceptor::new(rustls).acceptor(NoDelayAcceptor::new());
-        let server = axum_server::bind(config.listen)
+        let acceptor = RustlsAcceptor::new(rustls)
+            .handshake_timeout(config.header_timeout)
+            .acceptor(limited);
+        let acceptor = FirstByteAcceptor::new(acceptor, config.header_timeout);
+        let mut server = axum_server::bind(config.listen)
             .acceptor(acceptor)
             .handle(handle.clone());
-        tokio::spawn(server.serve(app.into_make_service()))
+        bound_in_time(server.http_builder(), &config);
+        tokio::spawn(server.serve(service))
     };
     match handle.listening().await {
         Some(addr) => println!(
@@ -142,4 +150,36 @@ async fn serve(args: &ServeArgs, url: &str, shutdown: CancellationToken) -> anyh
         tracing::warn!(error = %e, "cannot deregister this instance; others will once its liveness key expires");
     }
     served.context("server failed")
+}
+
+/// Time bounds of a connection: its headers must arrive within `--header-timeout` (HTTP/1), and
+/// an HTTP/2 connection that stops answering pings is closed. Bodies have their own deadline
+/// once the token is checked (`api::authenticate`).
+fn bound_in_time(
+    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    config: &Config,
+) {
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(config.header_timeout);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(config.header_timeout)
+        .max_concurrent_streams(64);
+}
+
+/// The metrics token from its file (one line), kept as its hash.
+fn read_metrics_token(file: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the metrics token file {}", file.display()))?;
+    let token = text.trim();
+    anyhow::ensure!(
+        token.len() >= 16,
+        "the metrics token in {} is empty or shorter than 16 characters",
+        file.display()
+    );
+    Ok(crate::auth::hash(token))
 }

@@ -32,13 +32,15 @@ pub fn self_signed(data_dir: &Path) -> Result<(CertFiles, bool), TlsError> {
         cert: dir.join("cert.pem"),
         key: dir.join("key.pem"),
     };
-    if files.cert.exists() && files.key.exists() {
-        return Ok((files, false));
-    }
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| TlsError::Io { path, source }
     };
+    if files.cert.exists() && files.key.exists() {
+        // A key written by an older version, or copied in, may be readable by others.
+        restrict(&files.key).map_err(io(&files.key))?;
+        return Ok((files, false));
+    }
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let mut names = vec![
         "localhost".to_owned(),
@@ -70,12 +72,26 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(path)?;
+    // `mode` applies to a new file only: an existing one keeps its permissions otherwise.
+    restrict(path)?;
     f.write_all(bytes)
 }
 
 #[cfg(not(unix))]
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::write(path, bytes)
+}
+
+/// Makes the file readable and writable by its owner only.
+#[cfg(unix)]
+fn restrict(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
+#[cfg(not(unix))]
+fn restrict(_path: &Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// SHA-256 fingerprint of the first certificate in a PEM file, as `AB:CD:…`.
@@ -111,6 +127,21 @@ mod tests {
         let (again, created) = self_signed(&dir).unwrap();
         assert!(!created);
         assert_eq!(fingerprint(&again.cert).unwrap(), fp);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_key_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = std::env::temp_dir().join(format!("jsacc-tls-{}", uuid::Uuid::new_v4()));
+        let (files, _) = self_signed(&dir).unwrap();
+        assert_eq!(mode(&files.key), 0o600);
+        // A key left world-readable (an older version, a copy) is closed at the next start.
+        std::fs::set_permissions(&files.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        self_signed(&dir).unwrap();
+        assert_eq!(mode(&files.key), 0o600);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

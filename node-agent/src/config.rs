@@ -13,6 +13,8 @@ use clap::Parser;
 use reqwest::Url;
 use serde::Deserialize;
 
+use crate::tls::{Trust, TrustError};
+
 /// Environment variable that may carry the token itself (a token file wins over it).
 pub const TOKEN_ENV: &str = "JSAGENT_TOKEN";
 
@@ -39,7 +41,7 @@ JSAGENT_LOG=info,node_agent=debug.";
 #[command(name = "jsagent", version, about = ABOUT, after_help = AFTER_HELP)]
 pub struct Flags {
     /// TOML config file: the settings of these flags (controller, gid, nid, roles, token_file,
-    /// ca_cert, data_dir, max_jobs) and jumpscripts_dir, [interpreters] python and lua, stats_* and
+    /// ca_cert, insecure_http, data_dir, max_jobs) and jumpscripts_dir, [interpreters] python and lua, stats_* and
     /// log_* settings. Unknown keys are an error.
     #[arg(short = 'c', long, env = "JSAGENT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -56,8 +58,15 @@ pub struct Flags {
     #[arg(long, env = "JSAGENT_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// PEM file with the controller's certificate or the CA that signed it; the only roots trusted.
+    /// A certificate given here is trusted as it is, even one marked as a CA (as `openssl req
+    /// -x509` makes them).
     #[arg(long, env = "JSAGENT_CA_CERT", value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
+    /// Allow a plain http:// controller URL on a host other than this machine (127.0.0.0/8, ::1,
+    /// localhost). The agent's token and every command and result then cross the network in
+    /// clear: for tests, or inside a tunnel that encrypts. Config key `insecure_http = true`.
+    #[arg(long, env = "JSAGENT_INSECURE_HTTP")]
+    pub insecure_http: bool,
     /// Directory for the agent's database and temporary scripts; the `$agentroot` of commands
     /// [default: ./jsagent-data].
     #[arg(long, env = "JSAGENT_DATA_DIR", value_name = "DIR")]
@@ -91,6 +100,7 @@ pub struct FileConfig {
     roles: Option<Vec<String>>,
     token_file: Option<PathBuf>,
     ca_cert: Option<PathBuf>,
+    insecure_http: Option<bool>,
     data_dir: Option<PathBuf>,
     jumpscripts_dir: Option<PathBuf>,
     max_jobs: Option<usize>,
@@ -149,6 +159,8 @@ pub struct Config {
     /// Where the token came from (a file path or `JSAGENT_TOKEN`), for error messages.
     pub token_source: String,
     pub ca_cert: Option<PathBuf>,
+    /// The certificates of `ca_cert`, read at start, for an https controller.
+    pub trust: Option<Trust>,
     pub roles: Vec<String>,
     /// `$agentroot`: absolute.
     pub data_dir: PathBuf,
@@ -195,6 +207,14 @@ pub enum ConfigError {
     EmptyToken(PathBuf),
     #[error("bad controller URL `{url}`: {reason}")]
     BadUrl { url: String, reason: String },
+    #[error(
+        "refusing the plain-http controller URL `{0}`: the agent's token would cross the network \
+         in clear; use https:// with --ca-cert (JSAGENT_CA_CERT, `ca_cert`), or for testing pass \
+         --insecure-http (JSAGENT_INSECURE_HTTP, `insecure_http = true`)"
+    )]
+    PlainHttp(String),
+    #[error(transparent)]
+    Trust(#[from] TrustError),
     #[error("{0}")]
     Invalid(String),
 }
@@ -225,6 +245,10 @@ impl Config {
                 how: "--controller, JSAGENT_CONTROLLER or `controller` in the config file",
             })?;
         let controller = parse_url(&controller)?;
+        let insecure_http = flags.insecure_http || file.insecure_http.unwrap_or(false);
+        if controller.scheme() == "http" && !insecure_http && !is_loopback(&controller) {
+            return Err(ConfigError::PlainHttp(controller.to_string()));
+        }
         let gid = flags.gid.or(file.gid).ok_or(ConfigError::Missing {
             what: "grid id",
             how: "--gid, JSAGENT_GID or `gid` in the config file",
@@ -241,6 +265,10 @@ impl Config {
                 how: "--ca-cert, JSAGENT_CA_CERT or `ca_cert` in the config file",
             });
         }
+        let trust = match &ca_cert {
+            Some(path) if controller.scheme() == "https" => Some(Trust::load(path)?),
+            _ => None,
+        };
         let data_dir = absolute(
             flags
                 .data_dir
@@ -269,6 +297,7 @@ impl Config {
             token,
             token_source,
             ca_cert,
+            trust,
             roles: roles(flags.roles.or(file.roles)),
             data_dir,
             install_root,
@@ -335,6 +364,25 @@ fn parse_url(raw: &str) -> Result<Url, ConfigError> {
         url.set_path(&path);
     }
     Ok(url)
+}
+
+/// Whether a URL's host is this machine: `localhost`, 127.0.0.0/8 or ::1 (also IPv4-mapped).
+pub fn is_loopback(url: &Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    // The URL parser wrote IPv6 hosts in brackets and IPv4 ones in dotted decimal.
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_loopback(),
+        Ok(std::net::IpAddr::V6(ip)) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        Err(_) => host
+            .strip_suffix('.')
+            .unwrap_or(host)
+            .eq_ignore_ascii_case("localhost"),
+    }
 }
 
 fn read_token(
@@ -422,12 +470,13 @@ mod tests {
     #[test]
     fn every_documented_key_is_accepted() {
         let text = r#"
-            controller = "https://127.0.0.1:4000"
+            controller = "http://127.0.0.1:4000"
             gid = 1
             nid = 5
             roles = ["storage", "web"]
             token_file = "/etc/jsagent/token"
             ca_cert = "/etc/jsagent/ca.pem"
+            insecure_http = false
             data_dir = "/var/lib/jsagent"
             jumpscripts_dir = "/opt/jumpscripts"
             max_jobs = 4
@@ -488,14 +537,14 @@ mod tests {
                 "--nid",
                 "7",
                 "--controller",
-                "http://flag:2/",
+                "http://127.0.0.2:2/",
                 "--roles",
                 "x, y,",
             ]),
             f,
         )
         .unwrap();
-        assert_eq!(cfg.controller.as_str(), "http://flag:2/");
+        assert_eq!(cfg.controller.as_str(), "http://127.0.0.2:2/");
         assert_eq!((cfg.gid, cfg.nid, cfg.max_jobs), (1, 7, 3));
         assert_eq!(cfg.roles, ["x", "y"]);
     }
@@ -503,7 +552,14 @@ mod tests {
     #[test]
     fn defaults_apply() {
         let cfg = resolve(
-            flags(&["--controller", "http://c", "--gid", "0", "--nid", "0"]),
+            flags(&[
+                "--controller",
+                "http://127.0.0.1",
+                "--gid",
+                "0",
+                "--nid",
+                "0",
+            ]),
             FileConfig::default(),
         )
         .unwrap();
@@ -532,13 +588,20 @@ mod tests {
             "{err}"
         );
         let err = resolve(
-            flags(&["--controller", "http://c", "--gid", "1"]),
+            flags(&["--controller", "http://127.0.0.1", "--gid", "1"]),
             FileConfig::default(),
         )
         .unwrap_err()
         .to_string();
         assert!(err.contains("--nid") && err.contains("`nid`"), "{err}");
-        let f = flags(&["--controller", "http://c", "--gid", "1", "--nid", "1"]);
+        let f = flags(&[
+            "--controller",
+            "http://127.0.0.1",
+            "--gid",
+            "1",
+            "--nid",
+            "1",
+        ]);
         let err = Config::resolve(f, FileConfig::default(), None, "/".into())
             .unwrap_err()
             .to_string();
@@ -561,7 +624,14 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("token");
         std::fs::write(&path, "s3cret\n").unwrap();
-        let f = flags(&["--controller", "http://c", "--gid", "1", "--nid", "1"]);
+        let f = flags(&[
+            "--controller",
+            "http://127.0.0.1",
+            "--gid",
+            "1",
+            "--nid",
+            "1",
+        ]);
         let f = Flags {
             token_file: Some(path.clone()),
             ..f
@@ -575,7 +645,16 @@ mod tests {
 
     #[test]
     fn bad_values_are_explained() {
-        let base = || flags(&["--controller", "http://c", "--gid", "1", "--nid", "1"]);
+        let base = || {
+            flags(&[
+                "--controller",
+                "http://127.0.0.1",
+                "--gid",
+                "1",
+                "--nid",
+                "1",
+            ])
+        };
         let err = resolve(
             Flags {
                 max_jobs: Some(0),
@@ -598,5 +677,111 @@ mod tests {
         assert!(err.to_string().contains("stats_interval"), "{err}");
         let err = file("gid = \"one\"").unwrap_err();
         assert!(err.to_string().contains("gid"), "{err}");
+    }
+
+    fn url(raw: &str) -> Url {
+        Url::parse(raw).unwrap()
+    }
+
+    #[test]
+    fn loopback_hosts_are_this_machine_only() {
+        for this in [
+            "http://127.0.0.1:4000",
+            "http://127.9.8.7",
+            "http://[::1]:4000/x",
+            "http://localhost:4000",
+            "http://LocalHost.:1",
+            "http://[::ffff:127.0.0.1]",
+        ] {
+            assert!(is_loopback(&url(this)), "{this}");
+        }
+        for other in [
+            "http://128.0.0.1",
+            "http://10.0.0.5:4000",
+            "http://[::2]",
+            "http://localhost.example.com",
+            "http://mylocalhost",
+            "http://controller:4000",
+        ] {
+            assert!(!is_loopback(&url(other)), "{other}");
+        }
+    }
+
+    #[test]
+    fn plain_http_off_this_machine_is_refused_with_what_to_do() {
+        let f = flags(&[
+            "--controller",
+            "http://10.0.0.5:4000",
+            "--gid",
+            "1",
+            "--nid",
+            "1",
+        ]);
+        let err = resolve(f, FileConfig::default()).unwrap_err();
+        assert!(matches!(err, ConfigError::PlainHttp(_)), "{err}");
+        let err = err.to_string();
+        for hint in [
+            "http://10.0.0.5:4000",
+            "in clear",
+            "https://",
+            "--ca-cert",
+            "--insecure-http",
+            "JSAGENT_INSECURE_HTTP",
+            "insecure_http",
+        ] {
+            assert!(err.contains(hint), "{hint}: {err}");
+        }
+        // Loopback needs no flag; https needs none either.
+        let f = flags(&[
+            "--controller",
+            "http://127.0.0.1:4000",
+            "--gid",
+            "1",
+            "--nid",
+            "1",
+        ]);
+        assert!(resolve(f, FileConfig::default()).is_ok());
+    }
+
+    #[test]
+    fn insecure_http_allows_plain_http_from_flag_or_file() {
+        let args = [
+            "--controller",
+            "http://10.0.0.5:4000",
+            "--gid",
+            "1",
+            "--nid",
+            "1",
+        ];
+        let f = flags(&[&args[..], &["--insecure-http"]].concat());
+        assert!(resolve(f, FileConfig::default()).is_ok());
+        let cfg = resolve(flags(&args), file("insecure_http = true").unwrap()).unwrap();
+        assert_eq!(cfg.controller.as_str(), "http://10.0.0.5:4000/");
+        assert!(resolve(flags(&args), file("insecure_http = false").unwrap()).is_err());
+    }
+
+    #[test]
+    fn help_documents_insecure_http_and_its_variable() {
+        use clap::CommandFactory;
+        let help = Flags::command().render_long_help().to_string();
+        assert!(help.contains("--insecure-http"), "{help}");
+        assert!(help.contains("JSAGENT_INSECURE_HTTP"), "{help}");
+    }
+
+    #[test]
+    fn an_unreadable_ca_cert_is_a_config_error_at_start() {
+        let f = flags(&[
+            "--controller",
+            "https://127.0.0.1:4000",
+            "--gid",
+            "1",
+            "--nid",
+            "1",
+            "--ca-cert",
+            "/nonexistent/ca.pem",
+        ]);
+        let err = resolve(f, FileConfig::default()).unwrap_err();
+        assert!(matches!(err, ConfigError::Trust(_)), "{err}");
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
     }
 }

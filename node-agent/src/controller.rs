@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use reqwest::{Certificate, Response, StatusCode, Url};
+use reqwest::{Response, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -36,12 +36,33 @@ pub fn local_hello(roles: &[String]) -> Hello {
     }
 }
 
-/// The controller's answer to `hello`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// The controller's answer to `hello` (fields it adds later are ignored).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct HelloAnswer {
     /// Seconds a delivered command may stay unacknowledged.
     #[serde(default)]
     pub lease: u64,
+    /// The roles the agent's token grants (absent from older controllers).
+    #[serde(default)]
+    pub roles: Option<Vec<String>>,
+    /// What the controller wants the operator to know, e.g. roles claimed but not granted.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+impl HelloAnswer {
+    /// Logs the connection, and each warning of the controller at WARN.
+    pub fn log(&self) {
+        match &self.roles {
+            Some(roles) => {
+                tracing::info!(lease = self.lease, roles = ?roles, "connected to the controller")
+            }
+            None => tracing::info!(lease = self.lease, "connected to the controller"),
+        }
+        for warning in &self.warnings {
+            tracing::warn!(%warning, "the controller warns about this agent");
+        }
+    }
 }
 
 /// The answer to a posted batch of results: every item is settled by it.
@@ -71,13 +92,26 @@ pub enum ControllerError {
     #[error("cannot set up the HTTP client: {0}")]
     Setup(String),
     #[error("network: {}", causes(.0))]
-    Network(#[from] reqwest::Error),
+    Network(reqwest::Error),
+    /// The TLS handshake failed: retrying cannot help until the operator fixes what `advice` says.
+    #[error("TLS handshake with the controller failed: {error}; {advice}")]
+    Tls { error: String, advice: &'static str },
+    /// A 3xx answer: never followed, since the token would go along.
+    #[error(
+        "{status} redirect to `{location}` refused: the agent does not follow redirects, which \
+         would carry its token along; set its controller URL to where the controller answers"
+    )]
+    Redirected {
+        status: StatusCode,
+        location: String,
+    },
     #[error("401 unauthorized: the controller does not accept this agent's token")]
     Unauthorized,
     #[error("403 forbidden: the token belongs to another agent")]
     Forbidden,
-    #[error("413 too large")]
-    TooLarge,
+    /// 413, with the controller's reason.
+    #[error("413 too large: {0}")]
+    TooLarge(String),
     #[error("{status} refused: {body}")]
     Rejected { status: StatusCode, body: String },
     #[error("{status} server error: {body}")]
@@ -97,9 +131,44 @@ impl ControllerError {
             ControllerError::Rejected { .. } | ControllerError::Setup(_) => {
                 tracing::error!(action, error = %self, "the controller refused a request")
             }
+            ControllerError::Tls { .. } | ControllerError::Redirected { .. } => {
+                tracing::error!(action, error = %self, "cannot talk to the controller until this is fixed; retrying")
+            }
             _ => tracing::warn!(action, error = %self, "cannot reach the controller; retrying"),
         }
     }
+}
+
+impl From<reqwest::Error> for ControllerError {
+    fn from(e: reqwest::Error) -> ControllerError {
+        match tls_failure(&e) {
+            Some(tls) => ControllerError::Tls {
+                error: tls.to_string(),
+                advice: crate::tls::advice(tls),
+            },
+            None => ControllerError::Network(e),
+        }
+    }
+}
+
+/// The rustls error behind a failed request, if a TLS handshake failed. It sits in the chain of
+/// sources, or inside `io::Error`s of it, nested (an `io::Error`'s `source` skips its inner error).
+fn tls_failure(e: &reqwest::Error) -> Option<&rustls::Error> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = next {
+        let mut inner = error;
+        while let Some(io) = inner.downcast_ref::<std::io::Error>() {
+            match io.get_ref() {
+                Some(wrapped) => inner = wrapped,
+                None => break,
+            }
+        }
+        if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        next = error.source();
+    }
+    None
 }
 
 /// Client of one agent's `/v1/agents/<gid>/<nid>/…` paths.
@@ -120,26 +189,14 @@ impl Controller {
             .use_rustls_tls()
             .user_agent(concat!("jsagent/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT);
-        if let Some(path) = &config.ca_cert {
-            let pem = std::fs::read(path).map_err(|e| {
-                ControllerError::Setup(format!(
-                    "cannot read CA certificate {}: {e}",
-                    path.display()
-                ))
-            })?;
-            let certs = Certificate::from_pem_bundle(&pem).map_err(|e| {
-                ControllerError::Setup(format!("bad CA certificate {}: {e}", path.display()))
-            })?;
-            if certs.is_empty() {
-                return Err(ControllerError::Setup(format!(
-                    "no certificate in {}",
-                    path.display()
-                )));
-            }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
+            .timeout(REQUEST_TIMEOUT)
+            // A redirect would carry the token along, maybe off to another host or to plain http.
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(trust) = &config.trust {
+            let tls = trust
+                .client_config()
+                .map_err(|e| ControllerError::Setup(e.to_string()))?;
+            builder = builder.use_preconfigured_tls(tls);
         }
         let http = builder
             .build()
@@ -252,6 +309,17 @@ async fn check(response: Response) -> Result<Response, ControllerError> {
     if status.is_success() {
         return Ok(response);
     }
+    if status.is_redirection() {
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned())
+            .unwrap_or_default();
+        return Err(ControllerError::Redirected {
+            status,
+            location: excerpt(location),
+        });
+    }
     let body = response.text().await.unwrap_or_default();
     Err(status_error(status, body))
 }
@@ -261,13 +329,25 @@ fn status_error(status: StatusCode, body: String) -> ControllerError {
     match status {
         StatusCode::UNAUTHORIZED => ControllerError::Unauthorized,
         StatusCode::FORBIDDEN => ControllerError::Forbidden,
-        StatusCode::PAYLOAD_TOO_LARGE => ControllerError::TooLarge,
+        StatusCode::PAYLOAD_TOO_LARGE => ControllerError::TooLarge(message_of(body)),
         // Said by proxies and load balancers of a passing state: retried, never dropped.
         StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS => {
             ControllerError::Server { status, body }
         }
         s if s.is_client_error() => ControllerError::Rejected { status, body },
         _ => ControllerError::Server { status, body },
+    }
+}
+
+/// The `message` of a JSON error body (DESIGN §8), or the body itself.
+fn message_of(body: String) -> String {
+    #[derive(Deserialize)]
+    struct ErrorBody {
+        message: String,
+    }
+    match serde_json::from_str::<ErrorBody>(&body) {
+        Ok(e) => e.message,
+        Err(_) => body,
     }
 }
 
@@ -342,7 +422,15 @@ mod tests {
         };
         assert!(matches!(e(401), ControllerError::Unauthorized));
         assert!(matches!(e(403), ControllerError::Forbidden));
-        assert!(matches!(e(413), ControllerError::TooLarge));
+        assert!(matches!(e(413), ControllerError::TooLarge(_)));
+        let too_large = status_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            r#"{"error":"too_large","message":"request body over the limit of 4096 bytes"}"#.into(),
+        );
+        assert_eq!(
+            too_large.to_string(),
+            "413 too large: request body over the limit of 4096 bytes"
+        );
         assert!(matches!(e(400), ControllerError::Rejected { .. }));
         assert!(matches!(e(404), ControllerError::Rejected { .. }));
         assert!(matches!(e(408), ControllerError::Server { .. }));
@@ -362,7 +450,7 @@ mod tests {
     #[test]
     fn paths_are_under_the_agent() {
         let flags = crate::config::Flags {
-            controller: Some("http://c:4000/prefix".into()),
+            controller: Some("http://localhost:4000/prefix".into()),
             gid: Some(1),
             nid: Some(5),
             ..Default::default()
@@ -370,7 +458,10 @@ mod tests {
         let config =
             Config::resolve(flags, Default::default(), Some("t".into()), "/".into()).unwrap();
         let c = Controller::new(&config).unwrap();
-        assert_eq!(c.cmd_url.as_str(), "http://c:4000/prefix/v1/agents/1/5/cmd");
+        assert_eq!(
+            c.cmd_url.as_str(),
+            "http://localhost:4000/prefix/v1/agents/1/5/cmd"
+        );
     }
 
     #[test]
@@ -379,5 +470,185 @@ mod tests {
         assert_eq!(hello.version, env!("CARGO_PKG_VERSION"));
         assert_eq!(hello.os, std::env::consts::OS);
         assert_eq!(hello.roles, ["web"]);
+    }
+
+    /// Accepts connections on `listener`; records each request's head (request line and
+    /// headers), then answers `answer`.
+    async fn serve(
+        listener: tokio::net::TcpListener,
+        answer: String,
+        seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buf).await {
+                    Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                    _ => break,
+                }
+            }
+            // Recorded before answering: once the client has its answer, this is visible.
+            seen.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&head).into_owned());
+            let _ = socket.write_all(answer.as_bytes()).await;
+        }
+    }
+
+    /// Issue 10 item 12: reqwest followed redirects, and a redirect to the same host keeps the
+    /// Authorization header (to plain http:// too). The agent follows none.
+    #[tokio::test]
+    async fn a_redirect_is_not_followed_and_says_why() {
+        use std::sync::{Arc, Mutex};
+        let first = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let second = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let first_url = format!("http://127.0.0.1:{}", first.local_addr().unwrap().port());
+        let target = format!(
+            "http://127.0.0.1:{}/v1/agents/1/5/hello",
+            second.local_addr().unwrap().port()
+        );
+        let redirect = format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: {target}\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n"
+        );
+        let ok = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\
+                  Connection: close\r\n\r\n{\"lease\":1}";
+        let at_first = Arc::new(Mutex::new(Vec::new()));
+        let at_second = Arc::new(Mutex::new(Vec::new()));
+        tokio::spawn(serve(first, redirect, at_first.clone()));
+        tokio::spawn(serve(second, ok.to_owned(), at_second.clone()));
+
+        let flags = crate::config::Flags {
+            controller: Some(first_url),
+            gid: Some(1),
+            nid: Some(5),
+            ..Default::default()
+        };
+        let config =
+            Config::resolve(flags, Default::default(), Some("s3cret".into()), "/".into()).unwrap();
+        let controller = Controller::new(&config).unwrap();
+        let err = controller.hello(&local_hello(&[])).await.unwrap_err();
+
+        let asked = at_first.lock().unwrap().clone();
+        assert_eq!(asked.len(), 1);
+        assert!(asked[0]
+            .to_ascii_lowercase()
+            .contains("authorization: bearer s3cret"));
+        let followed = at_second.lock().unwrap().clone();
+        assert!(
+            followed.is_empty(),
+            "the redirect was followed: {followed:?}"
+        );
+        assert!(
+            matches!(&err, ControllerError::Redirected { status, location }
+                if status.as_u16() == 307 && *location == target),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("redirect") && text.contains(&target) && text.contains("token"),
+            "{text}"
+        );
+    }
+
+    /// A failed handshake is told apart from a network error, with what to do: here an https
+    /// URL for a server answering plain http (the error is nested in two `io::Error`s).
+    #[tokio::test]
+    async fn a_tls_failure_is_an_error_saying_what_to_do() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://127.0.0.1:{}", plain.local_addr().unwrap().port());
+        // A plain HTTP server: the ClientHello is a bad request to it.
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = plain.accept().await {
+                let _ = socket.read(&mut [0u8; 4096]).await;
+                let answer = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n";
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        let dir = std::env::temp_dir().join(format!("jsagent-tls-fail-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        std::fs::write(&ca, certified.cert.pem()).unwrap();
+        let flags = crate::config::Flags {
+            controller: Some(url),
+            gid: Some(1),
+            nid: Some(5),
+            ca_cert: Some(ca),
+            ..Default::default()
+        };
+        let config =
+            Config::resolve(flags, Default::default(), Some("t".into()), "/".into()).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+        let err = Controller::new(&config)
+            .unwrap()
+            .hello(&local_hello(&[]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ControllerError::Tls { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("did not answer in TLS") && text.contains("http://"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn hello_answers_with_and_without_roles_and_warnings_parse() {
+        let old: HelloAnswer = serde_json::from_str(r#"{"lease": 30, "server_time": 1}"#).unwrap();
+        assert_eq!(
+            old,
+            HelloAnswer {
+                lease: 30,
+                ..Default::default()
+            }
+        );
+        let new: HelloAnswer = serde_json::from_str(
+            r#"{"lease": 30, "roles": ["web"], "warnings": ["role `db` claimed but not granted"], "later": {}}"#,
+        )
+        .unwrap();
+        assert_eq!(new.roles.as_deref(), Some(&["web".to_owned()][..]));
+        assert_eq!(new.warnings, ["role `db` claimed but not granted"]);
+    }
+
+    /// A writer into a shared buffer, for reading what was logged.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn each_warning_of_the_hello_answer_is_logged_at_warn() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let answer = HelloAnswer {
+            lease: 30,
+            roles: Some(vec!["web".into()]),
+            warnings: vec!["role `db` claimed but not granted".into(), "second".into()],
+        };
+        tracing::subscriber::with_default(subscriber, || answer.log());
+        let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let warns: Vec<&str> = logged.lines().filter(|l| l.contains(" WARN ")).collect();
+        assert_eq!(warns.len(), 2, "{logged}");
+        assert!(
+            warns[0].contains("role `db` claimed but not granted"),
+            "{logged}"
+        );
+        assert!(warns[1].contains("second"), "{logged}");
     }
 }

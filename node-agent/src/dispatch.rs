@@ -476,6 +476,48 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// 12 messages of 300 KB do not fit a 1 MiB result: `get_msgs` answers the newest that do,
+    /// and says that earlier ones were left out (issue 10 item 2).
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn get_msgs_answers_what_fits_the_result_limit_and_says_so() {
+        let (d, store, dir) = dispatcher("msgs-cut").await;
+        let script = "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do printf '5::%s:' $i; \
+            head -c 300000 /dev/zero | tr '\\0' m; echo; done";
+        let run = json!({"id": "big", "gid": 1, "nid": 2, "cmd": "execute",
+            "args": {"cmd": "sh", "args": ["-c", script], "domain": "ops", "name": "t"}});
+        assert_eq!(finished(&d, &store, run).await.state, JobState::Ok);
+        let get = json!({"id": "g", "gid": 1, "nid": 2, "cmd": "get_msgs", "args": {"jobid": "big", "levels": "5"}});
+        let r = finished(&d, &store, get).await;
+        let rows = store.outbox_take(OutboxKind::Result, 1000).await.unwrap();
+        let row = rows
+            .iter()
+            .find(|row| row.body.contains("\"get_msgs\""))
+            .unwrap();
+        assert!(
+            row.body.len() <= crate::result_limit::RESULT_LIMIT,
+            "{} bytes",
+            row.body.len()
+        );
+        let messages = r.data.as_array().unwrap();
+        assert!(
+            (2..12).contains(&messages.len()),
+            "{} messages",
+            messages.len()
+        );
+        assert!(messages.last().unwrap()["data"]
+            .as_str()
+            .unwrap()
+            .starts_with("12:mmm"));
+        assert!(
+            r.streams[1].contains("items were left out")
+                && r.streams[1].contains("result limit 1 MiB"),
+            "{}",
+            r.streams[1]
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[tokio::test]
     async fn a_bad_loglevels_ends_the_job_before_it_starts() {
         let (d, store, dir) = dispatcher("badlevels").await;

@@ -5,6 +5,7 @@
 //! - [`config`]: flags, `JSAGENT_*` variables and the TOML file, resolved once into a [`Config`].
 //! - [`store`]: SQLite on its own thread — the jobs seen (de-duplication, recovery) and the outbox.
 //! - [`controller`]: HTTP client of the controller's agent API, with its error enum.
+//! - [`tls`]: trust in the controller's certificate (`ca_cert`).
 //! - [`backoff`]: jittered exponential backoff for every retry.
 //! - [`poller`]: hello, long-poll, store-then-acknowledge, hand over to dispatch.
 //! - [`dispatch`]: answers internal commands, sends process commands to the supervisor.
@@ -21,6 +22,7 @@
 //! - [`logstore`]: the rotating SQLite log store on its own thread (`get_msgs`, `del_msgs`).
 //! - [`forwarder`]: batches `loglevels_ac` messages into the outbox for the controller.
 //! - [`platform`]: process groups (unix) / Job Objects (Windows), signals.
+//! - [`result_limit`]: every result shortened to at most 1 MiB of JSON before it is stored.
 //! - [`uploader`]: posts the outbox to the controller under the retry rules.
 //! - [`statsd`]: the statsd line format (pure parser around the `statsd-parser` crate).
 //! - [`stats`]: the stats aggregator ([`stats::Stats`], one handle for the whole agent) and its
@@ -55,12 +57,14 @@ pub mod process;
 pub mod procstats;
 pub mod recovery;
 pub mod registry;
+pub mod result_limit;
 pub mod stats;
 pub mod statsd;
 pub mod statsd_udp;
 pub mod store;
 pub mod supervisor;
 pub mod tail;
+pub mod tls;
 pub mod uploader;
 
 #[cfg(test)]
@@ -142,6 +146,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Exit, Ag
     platform::restrict_dir(&config.data_dir).map_err(data_dir_error)?;
     let store = Store::open(&config.data_dir.join("agent.db")).await?;
     let controller = Controller::new(&config)?;
+    if config.controller.scheme() == "http" && !config::is_loopback(&config.controller) {
+        tracing::warn!(controller = %config.controller,
+            "plain http to another machine (--insecure-http): the token and every command cross the network in clear");
+    }
     // The agent-wide aggregator: level-10 lines (through the logger), the process manager's
     // samples and the UDP listener feed it.
     let stats = Stats::new();

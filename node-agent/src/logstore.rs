@@ -32,6 +32,10 @@ mod query;
 
 /// Most messages `get_msgs` answers.
 pub const GET_LIMIT: usize = 1000;
+/// `get_msgs` stops reading once the messages it holds pass this many bytes: 1000 messages of
+/// 1 MiB would not fit in a result anyway, and would take a GiB of memory. Being over the
+/// result limit, the answer is then shortened to its newest messages, which says so.
+pub const GET_MAX_BYTES: usize = crate::result_limit::RESULT_LIMIT;
 /// Queued appends written in one transaction, at most.
 const MAX_TX_ROWS: usize = 20_000;
 /// Queued operations; a full queue makes `append` wait.
@@ -158,7 +162,8 @@ impl LogStore {
             .map_err(|_| LogStoreError::Closed)
     }
 
-    /// The newest [`GET_LIMIT`] matches, oldest first, from the current file then older ones.
+    /// The newest [`GET_LIMIT`] matches (fewer once they pass [`GET_MAX_BYTES`]), oldest first,
+    /// from the current file then older ones.
     pub async fn get_msgs(&self, query: Query) -> Result<Vec<LogMessage>, LogStoreError> {
         let (reply, answer) = oneshot::channel();
         self.send(Op::Get(query, reply)).await?;
@@ -363,13 +368,15 @@ impl Db {
     }
 
     fn get(&self, query: &Query) -> Result<Vec<LogMessage>, LogStoreError> {
-        let mut newest_first = select(&self.conn, query, GET_LIMIT)?;
+        let mut bytes_left = GET_MAX_BYTES;
+        let mut newest_first = select(&self.conn, query, GET_LIMIT, &mut bytes_left)?;
         for file in rotated_files(&self.settings.dir)?.iter().rev() {
-            if newest_first.len() >= GET_LIMIT {
+            if newest_first.len() >= GET_LIMIT || bytes_left == 0 {
                 break;
             }
             let conn = Connection::open_with_flags(file, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-            newest_first.extend(select(&conn, query, GET_LIMIT - newest_first.len())?);
+            let limit = GET_LIMIT - newest_first.len();
+            newest_first.extend(select(&conn, query, limit, &mut bytes_left)?);
         }
         newest_first.reverse();
         Ok(newest_first)

@@ -251,3 +251,26 @@ async fn forwarded_messages_carry_their_ids_and_unstored_ones_are_forwarded_too(
     reply.send(()).unwrap();
     flushed.await.unwrap().unwrap();
 }
+
+/// 1000 messages of 100 KB would be 100 MB in memory and could never fit a result: reading
+/// stops just past [`GET_MAX_BYTES`], with the newest messages.
+#[tokio::test]
+async fn get_msgs_stops_reading_past_the_byte_cap() {
+    let dir = TempDir::new("bytecap");
+    let store = LogStore::open(dir.settings(BIG, 2), None).await.unwrap();
+    let src = source("j");
+    let big = "m".repeat(100_000);
+    for i in 0..50 {
+        let data = format!("{i}:{big}");
+        store.append(vec![entry(&src, 1, 5, &data)]).await.unwrap();
+    }
+    let got = store.get_msgs(all()).await.unwrap();
+    let bytes: usize = got.iter().map(|m| m.data.len()).sum();
+    assert!(got.len() < 50, "all {} read", got.len());
+    assert!(
+        bytes > GET_MAX_BYTES && bytes < GET_MAX_BYTES + 200_000,
+        "{bytes}"
+    );
+    assert!(got.last().unwrap().data.starts_with("49:"));
+    assert!(got.windows(2).all(|w| w[0].id < w[1].id));
+}

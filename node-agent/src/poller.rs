@@ -90,7 +90,7 @@ impl Poller {
                 .hello(&self.hello)
                 .await
                 .map_err(Failure::Hello)?;
-            tracing::info!(lease = answer.lease, "connected to the controller");
+            answer.log();
             *greeted = true;
         }
         let commands = self

@@ -3,6 +3,7 @@
 //! - `jobs`: every command received (raw JSON, state, times, pid). Its primary key is the set of
 //!   job ids already seen, so a command delivered twice is stored, and run, once.
 //! - `outbox`: what still has to reach the controller (`kind` = `result`, `logs` or `stats`).
+//!   A result goes in shortened to [`result_limit::RESULT_LIMIT`], so the controller can take it.
 //!
 //! [`Store`] is a cheap handle; each method sends a closure to the database thread over a bounded
 //! channel and awaits its answer, so SQLite never blocks the async runtime. Changes that must
@@ -16,6 +17,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use schemas::{JobResult, JobState};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
+
+use crate::result_limit;
 
 /// Finished jobs are forgotten (and their ids may be reused) after this long.
 pub const KEEP_FINISHED: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -231,7 +234,7 @@ impl Store {
     /// `runs_posted` becomes the run's number, so a later start can tell a run that was
     /// started but never posted (the agent went away during it) from one that was.
     pub async fn run_result(&self, result: &JobResult) -> Result<(), StoreError> {
-        let body = serde_json::to_string(result)?;
+        let body = result_limit::encode(result)?;
         let (id, run) = (result.id.clone(), result.run);
         self.call(move |conn| {
             let tx = conn.transaction()?;
@@ -258,7 +261,7 @@ impl Store {
     pub async fn finish_many(&self, results: Vec<JobResult>) -> Result<(), StoreError> {
         let rows = results
             .iter()
-            .map(|r| Ok((r.id.clone(), r.state, serde_json::to_string(r)?)))
+            .map(|r| Ok((r.id.clone(), r.state, result_limit::encode(r)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
         self.call(move |conn| {
             let tx = conn.transaction()?;
@@ -320,6 +323,18 @@ impl Store {
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Replaces the body of a queued message (a result the controller refused, by an error).
+    pub async fn outbox_replace(&self, seq: i64, body: String) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            conn.execute(
+                "UPDATE outbox SET body = ?2 WHERE seq = ?1",
+                params![seq, body],
+            )?;
+            Ok(())
         })
         .await
     }

@@ -1,6 +1,7 @@
 //! The tail of an output stream: the last lines a process printed, for a result's `streams`
 //! (DESIGN §3: the last 1000 lines, each at most 64 KiB). Fed raw chunks as they are read, so a
-//! line without a newline can never grow past its limit in memory.
+//! line without a newline can never grow past its limit in memory. A line cut at the limit ends
+//! in ` … [N bytes cut]`.
 
 use std::collections::VecDeque;
 
@@ -14,6 +15,8 @@ pub struct Tail {
     max_line_bytes: usize,
     /// The line being read (no newline yet), already cut to `max_line_bytes`.
     current: Vec<u8>,
+    /// Bytes of the line being read that were over `max_line_bytes`.
+    cut: usize,
     /// Whether the last byte seen was a newline.
     ended_with_newline: bool,
 }
@@ -31,6 +34,7 @@ impl Tail {
             max_lines,
             max_line_bytes,
             current: Vec::new(),
+            cut: 0,
             ended_with_newline: false,
         }
     }
@@ -43,8 +47,9 @@ impl Tail {
                 None => (chunk, &chunk[chunk.len()..], false),
             };
             let room = self.max_line_bytes.saturating_sub(self.current.len());
-            self.current
-                .extend_from_slice(&part[..part.len().min(room)]);
+            let kept = part.len().min(room);
+            self.current.extend_from_slice(&part[..kept]);
+            self.cut += part.len() - kept;
             if newline {
                 self.end_line();
             }
@@ -54,8 +59,12 @@ impl Tail {
     }
 
     fn end_line(&mut self) {
-        let line = String::from_utf8_lossy(&self.current).into_owned();
+        let mut line = String::from_utf8_lossy(&self.current).into_owned();
+        if self.cut > 0 {
+            line.push_str(&format!(" … [{} bytes cut]", self.cut));
+        }
         self.current.clear();
+        self.cut = 0;
         if self.lines.len() == self.max_lines {
             self.lines.pop_front();
         }
@@ -64,7 +73,7 @@ impl Tail {
 
     /// The kept lines joined with `\n`, ending with `\n` when the output did.
     pub fn into_text(mut self) -> String {
-        if !self.current.is_empty() {
+        if !self.current.is_empty() || self.cut > 0 {
             self.end_line();
         }
         let mut text = Vec::from(self.lines).join("\n");
@@ -109,9 +118,17 @@ mod tests {
     }
 
     #[test]
-    fn long_lines_are_cut() {
-        assert_eq!(tail_of(10, 4, &["abcdefgh\nxy\n"]), "abcd\nxy\n");
-        assert_eq!(tail_of(10, 4, &["ab", "cd", "ef", "\n"]), "abcd\n");
+    fn long_lines_are_cut_and_marked() {
+        assert_eq!(
+            tail_of(10, 4, &["abcdefgh\nxy\n"]),
+            "abcd … [4 bytes cut]\nxy\n"
+        );
+        assert_eq!(
+            tail_of(10, 4, &["ab", "cd", "ef", "\n"]),
+            "abcd … [2 bytes cut]\n"
+        );
+        assert_eq!(tail_of(10, 4, &["abcd", "e"]), "abcd … [1 bytes cut]");
+        assert_eq!(tail_of(10, 4, &["abcd\n"]), "abcd\n");
     }
 
     #[test]

@@ -72,6 +72,7 @@ async fn main() {
         )
         .ignore();
     }
+    pipe.incr("auth:version", 1).ignore(); // as `jsacc token add` does: controllers look again
     let _: () = pipe.query(&mut conn).expect("tokens");
 
     let _ = rustls::crypto::ring::default_provider().install_default();

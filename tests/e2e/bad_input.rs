@@ -423,8 +423,10 @@ fn bad_results_are_refused_and_duplicates_are_no_ops() {
 fn bodies_over_the_limit_are_refused_on_every_endpoint() {
     let f = Fixture::start();
     let big = format!("{{\"hostname\": \"{}\"}}", "x".repeat(8192));
-    for what in ["hello", "result"] {
-        let (status, body) = f.post(1, 1, what, Some(&f.token), big.clone());
+    // A hello has its own limit (64 KiB), whatever --max-body says.
+    let huge = format!("{{\"hostname\": \"{}\"}}", "x".repeat(70_000));
+    for (what, body) in [("hello", &huge), ("result", &big), ("logs", &big)] {
+        let (status, body) = f.post(1, 1, what, Some(&f.token), body.clone());
         assert_eq!(
             (status, body["error"].as_str()),
             (StatusCode::PAYLOAD_TOO_LARGE, Some("too_large")),
@@ -453,4 +455,180 @@ fn bodies_over_the_limit_are_refused_on_every_endpoint() {
         .send()
         .expect("readyz");
     assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[test]
+fn a_command_over_max_command_is_answered_error_and_its_letter_is_capped() {
+    let redis = Redis::start();
+    let opts = ControllerOpts {
+        extra: vec!["--max-command".into(), "100000".into()],
+        ..Default::default()
+    };
+    let _controller = Controller::start(&redis, opts);
+    redis.token_add(1, 1);
+    let client = redis.client();
+    let mut cmd = command(1, 1, "ping", json!({}));
+    cmd["data"] = json!("x".repeat(300_000));
+    let id = cmd["id"].as_str().expect("id").to_owned();
+    client.push(&cmd);
+    let r = client.result(&id, T).expect("an ERROR answer");
+    assert_eq!(r["state"], "ERROR", "{r}");
+    assert!(
+        r["data"]
+            .as_str()
+            .is_some_and(|d| d.contains("over the limit of 100000 bytes (--max-command)")),
+        "{r}"
+    );
+    let letter = wait_for("the dead letter", T, || client.dead_letters().pop());
+    assert!(
+        letter["truncated"].as_u64().is_some_and(|n| n > 300_000),
+        "{letter}"
+    );
+    let kept = letter["raw"].as_str().expect("raw").len();
+    assert!(
+        kept <= 64 << 10,
+        "the letter keeps at most 64 KiB, not {kept}"
+    );
+    // Routing goes on (no agent runs here: the job is queued for 1:1).
+    let next = command(1, 1, "ping", json!({}));
+    client.push(&next);
+    let id = next["id"].as_str().expect("id");
+    wait_for("the next command routed", T, || {
+        (client.job_field(id, "state").as_deref() == Some("QUEUED")).then_some(())
+    });
+}
+
+#[test]
+fn a_command_redis_keeps_refusing_is_dead_lettered_and_does_not_block_routing() {
+    let redis = Redis::start();
+    let opts = ControllerOpts {
+        extra: vec!["--route-tries".into(), "3".into()],
+        ..Default::default()
+    };
+    let controller = Controller::start(&redis, opts);
+    redis.token_add(1, 1);
+    let client = redis.client();
+    // `job:<id>` already exists as a string: every write of the job record fails WRONGTYPE.
+    let poison = command(1, 1, "ping", json!({}));
+    let id = poison["id"].as_str().expect("id").to_owned();
+    client.query::<()>(redis::cmd("SET").arg(format!("job:{id}")).arg("not a hash"));
+    client.push(&poison);
+    let r = client
+        .result(&id, T)
+        .expect("an ERROR answer after a few tries");
+    assert_eq!(r["state"], "ERROR", "{r}");
+    assert!(
+        r["data"].as_str().is_some_and(|d| d.contains("WRONGTYPE")),
+        "{r}"
+    );
+    let letter = wait_for("the dead letter", T, || client.dead_letters().pop());
+    assert!(
+        letter["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("refused this command's writes 3 times")),
+        "{letter}"
+    );
+    // Commands pushed after it are routed, and the instance says it is ready.
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        let cmd = command(1, 1, "ping", json!({}));
+        ids.push(cmd["id"].as_str().expect("id").to_owned());
+        client.push(&cmd);
+    }
+    for id in &ids {
+        wait_for("a command behind it routed", T, || {
+            (client.job_field(id, "state").as_deref() == Some("QUEUED")).then_some(())
+        });
+    }
+    let resp = controller
+        .http()
+        .get(format!("{}/readyz", controller.url()))
+        .send()
+        .expect("readyz");
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[test]
+fn roles_an_agent_claims_beyond_its_tokens_are_ignored_with_a_warning() {
+    let f = Fixture::start();
+    // 1:1's token grants no role: its claim is ignored.
+    let hello = json!({"hostname": "h", "os": "linux", "arch": "x86_64", "version": "t",
+                       "roles": ["db"], "started": 1});
+    let (status, body) = f.post(1, 1, "hello", Some(&f.token), hello.to_string());
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["roles"], json!([]), "{body}");
+    assert!(
+        body["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("roles db are not granted")),
+        "{body}"
+    );
+    assert_eq!(f.client.hget_json("agent:{1:1}", "roles"), Some(json!([])));
+    // A role-routed command does not reach it, though it polls.
+    let _poll = f
+        .http
+        .get(format!("{}?wait=1", f.url(1, 1, "cmd")))
+        .bearer_auth(&f.token)
+        .send();
+    let mut cmd = command(1, 0, "ping", json!({}));
+    cmd.as_object_mut().expect("object").remove("nid");
+    cmd["role"] = json!("db");
+    let r = f.client.run(&cmd, T);
+    assert_eq!(r["state"], "ERROR", "{r}");
+
+    // A token that grants the role: the same claim is kept.
+    let token = tests::topology::token_add_with(&f.redis.jsacc_args(), 1, 2, &["db"]);
+    let (status, body) = f.post(1, 2, "hello", Some(&token), hello.to_string());
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["roles"], json!(["db"]), "{body}");
+    assert_eq!(body["warnings"], json!([]), "{body}");
+}
+
+#[test]
+fn a_poll_parked_when_its_token_is_replaced_receives_nothing() {
+    let f = Fixture::start();
+    let token = f.redis.token_add(1, 2);
+    let hello = json!({"hostname": "h"}).to_string();
+    assert_eq!(
+        f.post(1, 2, "hello", Some(&token), hello.clone()).0,
+        StatusCode::OK
+    );
+    // Park a long poll, then replace the token while it waits (revoked, the agent would have
+    // no token and its commands would not be routed at all).
+    let url = format!("{}?wait=30", f.url(1, 2, "cmd"));
+    let http = f.http.clone();
+    let poll_token = token.clone();
+    let parked = std::thread::spawn(move || {
+        let resp = http.get(url).bearer_auth(poll_token).send().expect("poll");
+        let status = resp.status();
+        (status, resp.text().unwrap_or_default())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let new_token = f.redis.token_add(1, 2);
+    // Once new requests with the old one are refused, the controller knows; then a command arrives.
+    wait_for("revoked token refused", Duration::from_secs(15), || {
+        let (status, _) = f.post(1, 2, "hello", Some(&token), hello.clone());
+        (status == StatusCode::UNAUTHORIZED).then_some(())
+    });
+    let cmd = command(1, 2, "ping", json!({}));
+    f.client.push(&cmd);
+    let (status, body) = parked.join().expect("poll thread");
+    assert_eq!(
+        status,
+        StatusCode::NO_CONTENT,
+        "the parked poll got: {body}"
+    );
+    // The command is still waiting for the agent, and its new token gets it.
+    let id = cmd["id"].as_str().expect("id");
+    wait_for("the command routed", T, || {
+        (f.client.job_field(id, "state").as_deref() == Some("QUEUED")).then_some(())
+    });
+    let resp = f
+        .http
+        .get(format!("{}?wait=5", f.url(1, 2, "cmd")))
+        .bearer_auth(&new_token)
+        .send()
+        .expect("poll");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.text().unwrap_or_default().contains(id));
 }

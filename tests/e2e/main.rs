@@ -1,12 +1,18 @@
 //! End-to-end tests: real redis-server, jsacc and jsagent processes (see `tests/util`).
 //! One test binary, so the processes' binaries are built once.
 
+mod acl;
+mod agent_tls;
 mod bad_input;
 mod command_path;
 mod durability;
 mod faults;
+mod hostile;
 mod kill;
 mod logs;
+mod max_wait;
+mod oversized;
+mod redis_bounds;
 mod redis_tls;
 mod stats;
 mod supervised;

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod client;
+pub mod raw_http;
 pub mod topology;
 pub use client::{Conn, RedisClient};
 pub use topology::{Failover, RedisCluster, RedisTarget, SentinelSet};
@@ -307,7 +308,7 @@ impl Redis {
 
     /// `jsacc token add`: returns the token from its last line.
     pub fn token_add(&self, gid: u64, nid: u64) -> String {
-        topology::token_add_with(&self.jsacc_args(), gid, nid)
+        topology::token_add_with(&self.jsacc_args(), gid, nid, &[])
     }
 }
 
@@ -507,7 +508,8 @@ impl Agent {
         roles: &[&str],
         config: &str,
     ) -> Agent {
-        let token = redis.token_add(gid, nid);
+        // An agent's roles are its token's (the --roles below only claim them).
+        let token = redis.token_add_roles(gid, nid, roles);
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("token"), &token).expect("token file");
         let mut args = vec![

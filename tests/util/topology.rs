@@ -30,24 +30,29 @@ pub trait RedisTarget {
     fn pids(&self) -> Vec<u32>;
     /// `jsacc token add --gid G --nid N <jsacc_args>`: the token from its last stdout line.
     fn token_add(&self, gid: u64, nid: u64) -> String {
-        token_add_with(&self.jsacc_args(), gid, nid)
+        token_add_with(&self.jsacc_args(), gid, nid, &[])
+    }
+    /// `jsacc token add --gid G --nid N --roles a,b <jsacc_args>`.
+    fn token_add_roles(&self, gid: u64, nid: u64, roles: &[&str]) -> String {
+        token_add_with(&self.jsacc_args(), gid, nid, roles)
     }
 }
 
-/// `jsacc token add --gid G --nid N <redis_args>`: the token from its last stdout line.
-pub fn token_add_with(redis_args: &[String], gid: u64, nid: u64) -> String {
-    let out = Command::new(bin_dir().join("jsacc"))
-        .args([
-            "token",
-            "add",
-            "--gid",
-            &gid.to_string(),
-            "--nid",
-            &nid.to_string(),
-        ])
-        .args(redis_args)
-        .output()
-        .expect("jsacc token add runs");
+/// `jsacc token add --gid G --nid N [--roles …] <redis_args>`: the token from its last stdout line.
+pub fn token_add_with(redis_args: &[String], gid: u64, nid: u64, roles: &[&str]) -> String {
+    let mut cmd = Command::new(bin_dir().join("jsacc"));
+    cmd.args([
+        "token",
+        "add",
+        "--gid",
+        &gid.to_string(),
+        "--nid",
+        &nid.to_string(),
+    ]);
+    if !roles.is_empty() {
+        cmd.arg("--roles").arg(roles.join(","));
+    }
+    let out = cmd.args(redis_args).output().expect("jsacc token add runs");
     assert!(
         out.status.success(),
         "token add failed: {}",

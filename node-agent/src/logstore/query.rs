@@ -16,11 +16,13 @@ pub struct Query {
     pub levels: LevelFilter,
 }
 
-/// The newest `limit` matches in one file, newest first.
+/// The newest `limit` matches in one file, newest first; it stops after the message that used up
+/// `bytes_left` (their texts' sizes are taken from it).
 pub(super) fn select(
     conn: &Connection,
     query: &Query,
     limit: usize,
+    bytes_left: &mut usize,
 ) -> Result<Vec<LogMessage>, rusqlite::Error> {
     let (clause, mut values) = where_clause(query);
     values.push(rusqlite::types::Value::Integer(limit as i64));
@@ -39,7 +41,22 @@ pub(super) fn select(
             data: row.get(6)?,
         })
     })?;
-    rows.collect()
+    let mut messages = Vec::new();
+    for row in rows {
+        if *bytes_left == 0 {
+            break;
+        }
+        let m = row?;
+        *bytes_left = bytes_left.saturating_sub(size(&m));
+        messages.push(m);
+    }
+    Ok(messages)
+}
+
+/// About the bytes of a message's JSON.
+fn size(m: &LogMessage) -> usize {
+    const FIELDS: usize = 100;
+    FIELDS + m.jobid.len() + m.domain.len() + m.name.len() + m.data.len()
 }
 
 /// The SQL condition of a query and its parameters.
