@@ -58,7 +58,7 @@ pub struct LogsAnswer {
     pub cut: usize,
 }
 
-fn is_zero(n: &usize) -> bool {
+pub(crate) fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 

@@ -27,8 +27,8 @@
 //! already marked when the post arrives are skipped before anything is written: a retried post
 //! does not overwrite newer values with its old ones.
 //!
-//! The answer is `{"recorded": n, "duplicates": n, "dropped_metrics": n, "rejected": [{"index",
-//! "error", "message"}]}`; a single invalid batch object is a 400.
+//! The answer is `{"recorded": n, "duplicates": n, "rejected": [{"index", "error", "message"}]}`
+//! with `"dropped_metrics": n` when names were dropped; a single invalid batch object is a 400.
 //!
 //! `GET /metrics/agents` renders every agent's latest values in Prometheus text format with
 //! `gid`/`nid` labels (see [`crate::metrics::render_agent_stats`]); it and the agent-queue
@@ -70,7 +70,9 @@ pub struct StatsAnswer {
     pub recorded: usize,
     /// Batches appended by an earlier post.
     pub duplicates: usize,
-    /// Metric names not stored in `:latest`: it already holds `--stats-max-metrics` others.
+    /// Metric names not stored in `:latest`: it already holds `--stats-max-metrics` others
+    /// (left out of the answer when 0).
+    #[serde(skip_serializing_if = "crate::logs::is_zero")]
     pub dropped_metrics: usize,
     pub rejected: Vec<RejectedBatch>,
 }
@@ -397,8 +399,17 @@ mod tests {
     }
 
     #[test]
-    fn the_answer_counts_dropped_metrics() {
+    fn the_answer_counts_dropped_metrics_when_there_are_some() {
         let answer = serde_json::to_value(StatsAnswer::default()).expect("serializes");
-        assert_eq!(answer["dropped_metrics"], 0);
+        assert_eq!(
+            answer,
+            json!({"recorded": 0, "duplicates": 0, "rejected": []})
+        );
+        let dropped = StatsAnswer {
+            dropped_metrics: 3,
+            ..StatsAnswer::default()
+        };
+        let answer = serde_json::to_value(dropped).expect("serializes");
+        assert_eq!(answer["dropped_metrics"], 3);
     }
 }

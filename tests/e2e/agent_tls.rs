@@ -4,50 +4,16 @@
 //! refused at start.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use tests::{bin_dir, execute, free_port, wait_for, Redis};
+use tests::{bin_dir, execute, free_port, wait_for, Proc, Redis};
 
 const T: Duration = Duration::from_secs(60);
 
-/// A process killed when dropped, its output in a file.
-struct Running {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Running {
-    fn spawn(mut cmd: Command, log: PathBuf) -> Running {
-        let out = std::fs::File::create(&log).expect("log file");
-        let err = out.try_clone().expect("log file");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-        Running { child, log }
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits for the exit; its code.
-    fn exit_code(&mut self) -> Option<i32> {
-        let status = wait_for("the process to exit", T, || {
-            self.child.try_wait().ok().flatten()
-        });
-        status.code()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Waits for `p` to exit; its code.
+fn exit_code(p: &mut Proc) -> Option<i32> {
+    wait_for("the process to exit", T, || p.exited()).code()
 }
 
 /// A self-signed certificate for localhost and 127.0.0.1 marked `CA:TRUE`, as `openssl req -x509`
@@ -93,7 +59,7 @@ fn ca_marked_certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 }
 
 /// `jsacc` on `redis`, serving `cert`.
-fn controller(redis: &Redis, dir: &Path, port: u16, cert: &Path, key: &Path) -> Running {
+fn controller(redis: &Redis, dir: &Path, port: u16, cert: &Path, key: &Path) -> Proc {
     let mut cmd = Command::new(bin_dir().join("jsacc"));
     cmd.args(["--bind", "127.0.0.1", "-p", &port.to_string()])
         .args(redis.jsacc_args())
@@ -104,11 +70,11 @@ fn controller(redis: &Redis, dir: &Path, port: u16, cert: &Path, key: &Path) -> 
         .arg("--tls-key")
         .arg(key)
         .env("JSACC_LOG", "info");
-    Running::spawn(cmd, dir.join("jsacc.log"))
+    Proc::spawn(cmd, dir.join("jsacc.log"))
 }
 
 /// `jsagent` with a token file holding `token` and the given flags.
-fn agent(dir: &Path, name: &str, token: &str, flags: &[&str]) -> Running {
+fn agent(dir: &Path, name: &str, token: &str, flags: &[&str]) -> Proc {
     let token_file = dir.join(format!("{name}.token"));
     std::fs::write(&token_file, token).expect("token file");
     let mut cmd = Command::new(bin_dir().join("jsagent"));
@@ -118,7 +84,7 @@ fn agent(dir: &Path, name: &str, token: &str, flags: &[&str]) -> Running {
         .arg("--data-dir")
         .arg(dir.join(format!("{name}-data")))
         .env("JSAGENT_LOG", "info,node_agent=debug");
-    Running::spawn(cmd, dir.join(format!("{name}.log")))
+    Proc::spawn(cmd, dir.join(format!("{name}.log")))
 }
 
 /// Issue 10 item 14: given the controller's own CA:TRUE certificate as `ca_cert`, the agent
@@ -206,7 +172,7 @@ fn an_unusable_ca_cert_is_refused_at_start() {
         .map(String::from);
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let mut a = agent(dir.path(), name, "t0ken", &flags);
-        assert_eq!(a.exit_code(), Some(2), "{}", a.output());
+        assert_eq!(exit_code(&mut a), Some(2), "{}", a.output());
         let out = a.output();
         assert!(out.contains(says), "{out}");
         assert!(out.contains("controller's certificate"), "{out}");
@@ -226,7 +192,7 @@ fn a_plain_http_controller_off_this_machine_is_refused_at_start() {
         "1",
     ];
     let mut refused = agent(dir.path(), "refused", "t0ken", &flags);
-    assert_eq!(refused.exit_code(), Some(2), "{}", refused.output());
+    assert_eq!(exit_code(&mut refused), Some(2), "{}", refused.output());
     let out = refused.output();
     assert!(
         out.contains("in clear") && out.contains("--insecure-http"),

@@ -149,7 +149,8 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(mut cmd: Command, log: PathBuf) -> Proc {
+    /// Starts `cmd` with stdout and stderr in `log`.
+    pub fn spawn(mut cmd: Command, log: PathBuf) -> Proc {
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
         let child = cmd
