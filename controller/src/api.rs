@@ -227,6 +227,16 @@ async fn observe(State(api): State<Api>, req: Request, next: Next) -> Response {
     response
 }
 
+/// The token of an `Authorization: Bearer <token>` header, if there is a non-empty one.
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
 /// `/metrics` and `/metrics/agents` show queue depths, agents and their stats: served to the
 /// holder of the metrics token (`--metrics-token-file`) or, when no token is set, only to
 /// loopback peers.
@@ -235,12 +245,7 @@ async fn metrics_access(State(api): State<Api>, req: Request, next: Next) -> Res
         .extensions()
         .get::<ConnectInfo<std::net::SocketAddr>>()
         .map(|ConnectInfo(a)| *a);
-    let bearer = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    let bearer = bearer(req.headers());
     // With a token set it is always required: behind a reverse proxy on the same host every
     // peer is a loopback address.
     let allowed = match &api.state.config.metrics_token {
@@ -280,14 +285,7 @@ async fn authenticate(
         return AppError::bad_request("gid and nid in the path must be integers").into_response();
     };
     let unauthorized = |m: &str| AppError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-    let Some(token) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-    else {
+    let Some(token) = bearer(req.headers()) else {
         return unauthorized("missing bearer token").into_response();
     };
     let token_hash = crate::auth::hash(token);

@@ -214,7 +214,7 @@ fn transient_code(e: &redis::RedisError) -> bool {
 /// `ERROR` answer when its id can be read; each may fail too (the same key may be what Redis
 /// refuses), which is logged. It then leaves the routing list.
 async fn quarantine(state: &Shared, raw: &[u8], e: &redis::RedisError, tries: u32) {
-    let id = Command::parse(raw).map_or_else(|(id, _)| id, |(c, _)| Some(c.id));
+    let id = id_of(raw);
     let reason = format!("redis refused this command's writes {tries} times: {e}");
     tracing::error!(
         id = id.as_deref().unwrap_or("-"),
@@ -328,7 +328,7 @@ async fn plan(
 ) -> redis::RedisResult<Route> {
     if raw.len() > state.config.max_command {
         // Not stored in a job record nor echoed in its answer: only its id is read.
-        let id = Command::parse(raw).map_or_else(|(id, _)| id, |(c, _)| Some(c.id));
+        let id = id_of(raw);
         let reason = format!(
             "command of {} bytes is over the limit of {} bytes (--max-command)",
             raw.len(),
@@ -552,6 +552,11 @@ async fn fail(
     }
     state.metrics.finished("ERROR");
     Ok(())
+}
+
+/// The id of a raw command, when one can be read (valid or not).
+fn id_of(raw: &[u8]) -> Option<String> {
+    Command::parse(raw).map_or_else(|(id, _)| id, |(c, _)| Some(c.id))
 }
 
 /// Most bytes of a command kept in its dead letter, job record or answer: a letter always fits

@@ -603,7 +603,19 @@ fn a_poll_parked_when_its_token_is_replaced_receives_nothing() {
         let status = resp.status();
         (status, resp.text().unwrap_or_default())
     });
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for("the poll parked", T, || {
+        let metrics = f
+            .http
+            .get(format!("{}/metrics", f.controller.url()))
+            .send()
+            .ok()?
+            .text()
+            .ok()?;
+        metrics
+            .lines()
+            .any(|l| l == "jsacc_polls_parked 1")
+            .then_some(())
+    });
     let new_token = f.redis.token_add(1, 2);
     // Once new requests with the old one are refused, the controller knows; then a command arrives.
     wait_for("revoked token refused", Duration::from_secs(15), || {
