@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Optional lint step (not part of scripts/test-all.sh):
+# The lints, run by scripts/test-all.sh (step `lint`) and so by CI:
 #   cargo fmt --all --check
 #   cargo clippy --workspace --all-targets -- -D warnings
+#   flake8 --max-line-length 100 over client-py (flake8 is installed into .venv when missing)
 #   and, when installed (apt-get install shellcheck), ShellCheck over the shell scripts
 # Exits non-zero if any check fails; runs all of them either way.
 set -uo pipefail
@@ -29,6 +30,14 @@ check() {
 
 check rustfmt cargo fmt --all --check
 check clippy cargo clippy --workspace --all-targets -- -D warnings
+flake8() {
+    ensure_venv "" || return 1
+    if ! "$VENV/bin/python" -m flake8 --version >/dev/null 2>&1; then
+        "$VENV/bin/python" -m pip install -q --disable-pip-version-check flake8 </dev/null || return 1
+    fi
+    "$VENV/bin/python" -m flake8 --max-line-length 100 client-py/jsacc client-py/tests
+}
+check flake8 flake8
 if command -v shellcheck >/dev/null 2>&1; then
     check shellcheck shellcheck -x scripts/*.sh deploy/*.sh .ci/run
 else

@@ -9,6 +9,7 @@
 #   cargo-build cargo build --bins                     (workspace, debug)
 #   cargo-test  cargo test --workspace --no-fail-fast
 #   pytest      .venv/bin/python -m pytest client-py/tests -q
+#   lint        scripts/lint.sh: cargo fmt --check, cargo clippy -D warnings, flake8
 #   wine        jsagent.exe built by scripts/windows-agent.sh, run under Wine by the e2e test `wine`
 # Works non-interactively (CI=true, no stdin) and from any working directory.
 #
@@ -127,6 +128,7 @@ main() {
     else
         skip pytest "no Python environment"
     fi
+    step lint bash scripts/lint.sh
     if ((build_ok)); then
         step wine wine_test
     else

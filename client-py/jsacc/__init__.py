@@ -7,27 +7,23 @@
     'hi\\n'
 
 See README.md for the API and the ``jsctl`` command line.
+
+Modules, one noun each: :mod:`jsacc.client` (``Client``: submitting, reading), :mod:`jsacc.job`
+(``Job``: a submitted command's record and results), :mod:`jsacc.command` (building commands),
+:mod:`jsacc.validate` (checks of caller values), :mod:`jsacc.keys` (every Redis key name),
+:mod:`jsacc.records` (Redis replies as dicts), :mod:`jsacc.connection` (redis-py clients and the
+failover policy), :mod:`jsacc.target` (Redis target URLs), :mod:`jsacc.errors` (exceptions),
+:mod:`jsacc.cli` (``jsctl``, one module per command).
 """
 
-from .client import (
-    DEFAULT_URL,
-    DEFAULT_WAIT_MS,
-    FINAL_STATES,
-    INFO_COMMANDS,
-    STATES,
-    Client,
-    Job,
-    agent_key,
-    build_command,
-    build_execute_args,
-    job_key,
-    result_key,
-    stats_key,
-    stats_latest_key,
-)
+from .client import DEFAULT_URL, DEFAULT_WAIT_MS, Client
+from .command import INFO_COMMANDS, build_command, build_execute_args
 from .errors import JsaccError, PushUnconfirmed, RedisUnavailable, Timeout
+from .job import FINAL_STATES, STATES, Job
+from .keys import agent_key, job_key, result_key, stats_key, stats_latest_key
 from .target import RedisTarget, parse_target
 
+#: The package's version, the only place it is written (pyproject.toml reads it via hatch).
 __version__ = "0.1.0"
 
 __all__ = [

@@ -65,8 +65,8 @@ class Proc:
             except OSError:
                 lines = []
             if lines:
-                parts.append(f"--- {self.name} {path.suffix[1:]} (last {len(lines)} lines) ---\n"
-                              + "\n".join(lines))
+                head = f"--- {self.name} {path.suffix[1:]} (last {len(lines)} lines) ---"
+                parts.append(head + "\n" + "\n".join(lines))
         status = "running" if self.alive() else f"exited with {self.popen.returncode}"
         return f"=== {self.name} ({status}): {' '.join(self.argv)}\n" + "\n".join(parts)
 

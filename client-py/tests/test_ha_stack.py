@@ -19,6 +19,8 @@ WAIT = 30
 @pytest.fixture(scope="module", params=["redis_cluster", "redis_sentinel"])
 def ha_stack(request, tmp_path_factory):
     topo = request.getfixturevalue(request.param)
+    if hasattr(topo, "wait_healthy"):
+        topo.wait_healthy()  # an earlier module may have failed the Sentinel set over
     # Leftovers of the client-only tests must not be routed by this controller.
     with jsacc.Client(topo.url) as c:
         c.redis.delete("cmds_queue")

@@ -9,7 +9,8 @@ import sys
 import time
 import uuid
 
-from jsacc.client import _log_entry, log_key
+from jsacc.keys import log_key
+from jsacc.records import log_entry
 
 from conftest import run_jsctl
 
@@ -36,8 +37,8 @@ def test_log_key_is_the_contracts():
 
 
 def test_stream_entries_become_messages_with_integers():
-    m = _log_entry(b"1-0", {b"id": b"17", b"level": b"8", b"data": b"x", b"gid": b"1",
-                            b"nid": b"2", b"epoch": b"5", b"jobid": b"j"})
+    m = log_entry(b"1-0", {b"id": b"17", b"level": b"8", b"data": b"x", b"gid": b"1",
+                           b"nid": b"2", b"epoch": b"5", b"jobid": b"j"})
     assert m == {"id": 17, "level": 8, "data": "x", "gid": 1, "nid": 2, "epoch": 5, "jobid": "j",
                  "stream_id": "1-0"}
 

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from conftest import run_jsctl, wait_file
-from jsacc.cli_procs import ps_table
+from jsacc.cli.ps import ps_table
 
 WAIT = 30
 

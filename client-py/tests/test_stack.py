@@ -249,7 +249,8 @@ def jsctl(stack, *args, **kw):
 
 
 def test_jsctl_exec_ok(stack):
-    cp = jsctl(stack, "exec", "--gid", "1", "--nid", "1", "--", "sh", "-c", "echo out; echo err >&2")
+    cp = jsctl(stack, "exec", "--gid", "1", "--nid", "1", "--",
+               "sh", "-c", "echo out; echo err >&2")
     assert cp.returncode == 0, cp.stderr
     assert cp.stdout.strip() == "out"
     assert "err" in cp.stderr

@@ -12,7 +12,8 @@ import jsonschema
 import pytest
 
 import jsacc
-from jsacc.cli import format_info, format_values
+from jsacc.cli.info import format_info
+from jsacc.cli.stats import format_values
 
 from conftest import SCHEMAS_DIR, run_jsctl
 
@@ -105,24 +106,25 @@ def test_stats_reads_what_the_controller_recorded(stack, client):
     again = [b for b in client.stats_batches(1, 1, count=20) if b["metrics"] == batch["metrics"]]
     assert again == ours
 
-    cp = run_jsctl("stats", "1", "1", "--prefix", key, redis_url=stack.redis_url)
+    cp = run_jsctl("stats", "--gid", "1", "--nid", "1", "--prefix", key, redis_url=stack.redis_url)
     assert cp.returncode == 0, cp.stderr
     assert f"{key}.temp" in cp.stdout and "value=21.5" in cp.stdout
     assert f"{key}.req" in cp.stdout and "sum=30 rate=3" in cp.stdout
-    cp = run_jsctl("stats", "1", "1", "--prefix", key, "--json", redis_url=stack.redis_url)
+    cp = run_jsctl("stats", "--gid", "1", "--nid", "1", "--prefix", key, "--json",
+                   redis_url=stack.redis_url)
     assert set(json.loads(cp.stdout)) == {f"{key}.temp", f"{key}.req"}
 
 
 def test_jsctl_stats_of_a_silent_agent_is_empty_not_an_error(stack):
-    cp = run_jsctl("stats", "9", "9", redis_url=stack.redis_url)
+    cp = run_jsctl("stats", "--gid", "9", "--nid", "9", redis_url=stack.redis_url)
     assert cp.returncode == 0 and "no stats from agent 9:9" in cp.stderr
 
 
 def test_jsctl_info(stack):
-    cp = run_jsctl("info", "1", "1", "mem", "--json", redis_url=stack.redis_url)
+    cp = run_jsctl("info", "--gid", "1", "--nid", "1", "mem", "--json", redis_url=stack.redis_url)
     assert cp.returncode == 0, cp.stderr
     validate(json.loads(cp.stdout), "mem")
-    cp = run_jsctl("info", "1", "1", redis_url=stack.redis_url)
+    cp = run_jsctl("info", "--gid", "1", "--nid", "1", redis_url=stack.redis_url)
     assert cp.returncode == 0, cp.stderr
     for what in ("os", "cpu", "mem", "disk", "nic"):
         assert f"== {what}" in cp.stdout
@@ -130,5 +132,5 @@ def test_jsctl_info(stack):
 
 
 def test_jsctl_info_of_an_unknown_agent_exits_1(stack):
-    cp = run_jsctl("info", "1", "99", "os", redis_url=stack.redis_url)
+    cp = run_jsctl("info", "--gid", "1", "--nid", "99", "os", redis_url=stack.redis_url)
     assert cp.returncode == 1 and "ERROR" in cp.stderr

@@ -10,8 +10,12 @@ import jsonschema
 import pytest
 
 import jsacc
-from jsacc import cli
-from jsacc.client import build_command, build_execute_args, check_id, mask_url
+from jsacc import records
+from jsacc.cli.exits import exit_code_for_results, exit_code_for_state
+from jsacc.command import build_command, build_execute_args
+from jsacc.keys import parse_agent_id
+from jsacc.target import mask_url
+from jsacc.validate import check_id
 
 from conftest import SCHEMAS_DIR, free_port, run_jsctl
 
@@ -145,6 +149,37 @@ def test_keys_are_the_contract():
     assert jsacc.agent_key(1, 5) == "agent:{1:5}"
 
 
+def test_agent_ids_parse_or_raise_value_error():
+    assert parse_agent_id("1:5") == (1, 5)
+    for bad in ("1", "a:b", "1:5:x", ""):
+        with pytest.raises(ValueError):
+            parse_agent_id(bad)
+
+
+# -- Redis replies as dicts (jsacc.records) ------------------------------------------------------
+
+def test_agent_info_reads_roles_started_and_online():
+    info = records.agent_info(1, 5, "1:5", 10_000, {b"roles": b'["web"]', b"started": b"7"},
+                              now_ms=40_000, online_within=60.0)
+    assert info == {"roles": ["web"], "started": 7, "hostname": "", "os": "", "arch": "",
+                    "version": "", "agent": "1:5", "gid": 1, "nid": 5, "last_seen": 10_000,
+                    "last_seen_ago": 30.0, "online": True}
+    old = records.agent_info(1, 5, "1:5", 0, {"roles": "a, b"}, now_ms=61_000, online_within=60)
+    assert old["roles"] == ["a", "b"] and old["started"] is None and not old["online"]
+
+
+def test_stats_replies_skip_what_jsacc_did_not_write():
+    latest = records.stats_latest({"b": '{"type": "gauge"}', "a": "not json"})
+    assert latest == {"b": {"type": "gauge"}}
+    batches = records.stats_batches([("1-0", {"batch": '{"gid": 1}'}), ("2-0", {"x": "y"})])
+    assert batches == [{"gid": 1, "stream_id": "1-0"}]
+
+
+def test_job_results_are_the_result_fields_of_the_record():
+    record = {b"state": b"OK", b"result:1:5": b'{"state": "OK"}'}
+    assert records.job_results(record) == {"1:5": {"state": "OK"}}
+
+
 def test_mask_url():
     assert mask_url("redis://u:secret@h:1/0") == "redis://u:***@h:1/0"
     assert mask_url("redis://:secret@h:1") == "redis://:***@h:1"
@@ -168,16 +203,16 @@ def test_timeout_is_a_jsacc_error():
 @pytest.mark.parametrize("state, code", [
     ("OK", 0), ("ERROR", 1), ("TIMEOUT", 3), ("KILLED", 4), ("WEIRD", 1), (None, 1)])
 def test_exit_code_for_state(state, code):
-    assert cli.exit_code_for_state(state) == code
+    assert exit_code_for_state(state) == code
 
 
 def test_exit_code_for_results():
     ok, err, to = {"state": "OK"}, {"state": "ERROR"}, {"state": "TIMEOUT"}
-    assert cli.exit_code_for_results([ok]) == 0
-    assert cli.exit_code_for_results([ok, to, err]) == 3
-    assert cli.exit_code_for_results([ok], expected=2) == 5
-    assert cli.exit_code_for_results([err], expected=2) == 1
-    assert cli.exit_code_for_results([]) == 5
+    assert exit_code_for_results([ok]) == 0
+    assert exit_code_for_results([ok, to, err]) == 3
+    assert exit_code_for_results([ok], expected=2) == 5
+    assert exit_code_for_results([err], expected=2) == 1
+    assert exit_code_for_results([]) == 5
 
 
 @pytest.mark.parametrize("argv", [
@@ -214,6 +249,40 @@ def test_jsctl_help_documents_exit_codes():
                      "6  cannot reach Redis"):
             assert line in cp.stdout, (argv, line)
     assert "JSACC_REDIS" in run_jsctl("--help").stdout
+
+
+@pytest.mark.parametrize("argv", [
+    ["stats"],                                     # no agent
+    ["stats", "--gid", "1"],                       # no --nid
+    ["stats", "1"],                                # half of the deprecated GID NID
+    ["stats", "--gid", "1", "--nid", "5", "1", "5"],  # both forms
+    ["info", "--nid", "5", "gpu"],                 # no such host fact
+    ["info", "1", "5", "gpu"],
+    ["info", "--nid", "5", "1"],                   # an id where a host fact goes
+])
+def test_jsctl_stats_and_info_usage_errors_exit_2(argv):
+    cp = run_jsctl(*argv, redis_url="redis://127.0.0.1:1")
+    assert cp.returncode == 2, cp.stderr
+    assert "usage" in cp.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["stats", "--gid", "1", "--nid", "5"], ["stats", "--nid", "5", "--json"],
+    ["info", "--gid", "1", "--nid", "5"], ["info", "--gid", "1", "--nid", "5", "mem", "disk"]])
+def test_jsctl_stats_and_info_take_gid_and_nid_flags(argv):
+    # Parsed, then stopped by the unreachable Redis (exit 6): no usage error, no warning.
+    cp = run_jsctl(*argv, redis_url="redis://127.0.0.1:1")
+    assert cp.returncode == 6, cp.stderr
+    assert "deprecated" not in cp.stderr
+
+
+@pytest.mark.parametrize("argv", [["stats", "1", "5"], ["stats", "1", "5", "--prefix", "ops."],
+                                  ["info", "1", "5"], ["info", "1", "5", "mem", "--json"]])
+def test_jsctl_positional_gid_nid_is_a_deprecated_alias(argv):
+    cp = run_jsctl(*argv, redis_url="redis://127.0.0.1:1")
+    assert cp.returncode == 6, cp.stderr  # accepted: it got as far as Redis
+    warning = f"`jsctl {argv[0]} GID NID` is deprecated, use `jsctl {argv[0]} --gid 1 --nid 5`"
+    assert warning in cp.stderr
 
 
 def test_result_examples_validate():

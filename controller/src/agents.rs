@@ -1,38 +1,16 @@
 //! The agent registry in Redis: `agents` (last seen) and `agent:{g:n}` (facts from hello), and
 //! the `role` lookups routing needs.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
-
 use redis::AsyncCommands;
 pub use schemas::Hello;
-use tokio::time::Instant;
 
+use crate::intake::Invalid;
 use crate::keys;
 use crate::state::Shared;
 
-/// How often a polling agent's `last_seen` is written (polls are far more frequent).
-const SEEN_EVERY: Duration = Duration::from_secs(5);
-
-/// When each agent's `last_seen` was last written by this instance.
-#[derive(Default)]
-pub struct Seen {
-    // A std mutex: never held across an `.await`.
-    at: Mutex<HashMap<String, Instant>>,
-}
-
-impl Seen {
-    fn due(&self, agent_id: &str) -> bool {
-        let mut at = self.at.lock().unwrap_or_else(|e| e.into_inner());
-        match at.get(agent_id) {
-            Some(t) if t.elapsed() < SEEN_EVERY => false,
-            _ => {
-                at.insert(agent_id.to_owned(), Instant::now());
-                true
-            }
-        }
-    }
+/// A hello body, checked (a pure function: fuzzed).
+pub fn parse_hello(body: &[u8]) -> Result<Hello, Invalid> {
+    serde_json::from_slice(body).map_err(|e| Invalid::bad_request(format!("hello: {e}")))
 }
 
 /// What an agent's hello was answered: the roles it has (its token's) and what it claimed

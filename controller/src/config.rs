@@ -28,6 +28,55 @@ pub enum Sub {
     /// Manage agent tokens (only their SHA-256 is stored, in the Redis hash `auth:agents`).
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Run a whole local cluster in one process: a private Redis, a controller and one agent;
+    /// Ctrl-C stops all of it.
+    #[command(long_about = DEV_ABOUT, after_help = DEV_EXAMPLES)]
+    Dev(DevArgs),
+}
+
+const DEV_ABOUT: &str = "Runs a local cluster for trying jsacc out or developing against it, \
+like `nomad agent -dev`: a private redis-server (data, password and URL under --data-dir), a \
+controller in this process (HTTPS on 127.0.0.1 with the self-signed certificate of --data-dir), \
+and one jsagent child with a freshly minted token that trusts that certificate. Once the agent \
+has said hello it prints the `export` line that points jsctl at this Redis, a sample command, and \
+the line `jsacc dev: ready`.
+
+Ctrl-C or SIGTERM stops the agent (SIGKILL after 30 s), then the controller, then the Redis, and \
+exits 0. An agent that exits by itself ends it all with exit code 1, except with exit code 75 (its \
+`restart` command): then it is started again. If jsacc dev itself is SIGKILLed, its children are \
+left running: the next start on the same --data-dir reuses the Redis (SIGTERM the old agent). One \
+jsacc dev at a time runs on a data dir (<data-dir>/dev.pid).
+
+The controller's JSACC_* tuning variables apply; JSACC_REDIS and the TLS, bind, port and data-dir \
+settings do not. JSAGENT_* variables other than JSAGENT_LOG are not passed to the agent.";
+
+const DEV_EXAMPLES: &str = "Examples:
+  jsacc dev                           data in ./jsacc-data/dev, port 4000 or the next free one
+  jsacc dev -p 4100 --roles web,db    an agent with two roles
+  jsacc dev >dev.log 2>&1 &           in the background (as deploy/quickstart.sh does)";
+
+/// `jsacc dev`: the settings a local cluster needs; everything else is chosen for it.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Directory for all of it: the private Redis (redis/, redis.url), the certificate (tls/),
+    /// the agent's config, token, log and data (agent-G-N*), and dev.pid.
+    #[arg(long, default_value = "./jsacc-data/dev", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Controller port on 127.0.0.1 [default: 4000, or the next free one up to 4099].
+    #[arg(short = 'p', long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// The jsagent executable [default: the one next to this jsacc, else jsagent on PATH].
+    #[arg(long, value_name = "PATH")]
+    pub agent_bin: Option<PathBuf>,
+    /// Grid id of the agent.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub gid: u64,
+    /// Node id of the agent.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub nid: u64,
+    /// Roles the agent's token grants (and its config claims), comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "ROLE,…", value_parser = parse_role)]
+    pub roles: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -321,7 +370,7 @@ impl Config {
             live_window: Duration::from_secs(args.live_window.max(1)),
             log_maxlen: args.log_maxlen.max(1),
             stats_maxlen: args.stats_maxlen.max(1),
-            log_max_message: args.log_max_message.max(crate::logs::MIN_MESSAGE),
+            log_max_message: args.log_max_message.max(MIN_LOG_MESSAGE),
             log_ttl: Duration::from_secs(args.log_ttl.max(1)),
             stats_max_metrics: args.stats_max_metrics.max(1),
             stats_ttl: Duration::from_secs(args.stats_ttl.max(1)),
@@ -362,6 +411,9 @@ impl Default for Config {
     }
 }
 
+/// Smallest `--log-max-message`: room for the cut mark and some text.
+pub const MIN_LOG_MESSAGE: usize = 64;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,6 +453,24 @@ mod tests {
             "jsacc", "token", "add", "--gid", "1", "--nid", "5", "--roles", "a b",
         ];
         assert!(Cli::try_parse_from(bad).is_err());
+    }
+
+    #[test]
+    fn dev_parses_with_defaults() {
+        let cli = Cli::try_parse_from(["jsacc", "dev"]).unwrap();
+        let Some(Sub::Dev(d)) = cli.command else {
+            panic!("not dev")
+        };
+        assert_eq!((d.gid, d.nid, d.port), (1, 1, None));
+        assert_eq!(d.data_dir, PathBuf::from("./jsacc-data/dev"));
+        let cli = Cli::try_parse_from(["jsacc", "dev", "-p", "4100", "--roles", "web,db"]).unwrap();
+        let Some(Sub::Dev(d)) = cli.command else {
+            panic!("not dev")
+        };
+        assert_eq!(
+            (d.port, d.roles),
+            (Some(4100), vec!["web".into(), "db".into()])
+        );
     }
 
     #[test]

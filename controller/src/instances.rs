@@ -184,7 +184,7 @@ async fn expire(state: &Shared, agent: &str, id: &str, raw: &str) -> redis::Redi
 
 /// The `ERROR` answer to a command (`raw`) that was not delivered to `agent` in time.
 fn not_delivered(agent: &str, id: &str, raw: &str) -> JobResult {
-    let (gid, nid) = router::split_agent(agent);
+    let (gid, nid) = keys::split_agent(agent);
     let (name, args, wait) = serde_json::from_str::<schemas::Command>(raw)
         .map(|c| {
             let wait = c.max_wait();

@@ -28,6 +28,12 @@ pub fn agent_id(gid: u64, nid: u64) -> String {
     format!("{gid}:{nid}")
 }
 
+/// `"gid:nid"` → (gid, nid); (0, 0) for what is not an agent id.
+pub fn split_agent(agent: &str) -> (u64, u64) {
+    let (g, n) = agent.split_once(':').unwrap_or(("0", "0"));
+    (g.parse().unwrap_or(0), n.parse().unwrap_or(0))
+}
+
 pub fn results(job: &str) -> String {
     format!("cmds_queue_{job}")
 }

@@ -1,31 +1,39 @@
 //! jsacc, the agent controller (DESIGN.md). A stateless HTTPS service backed by Redis: any
 //! number of instances share one Redis.
 //!
-//! - [`config`]: flags, environment variables and the resolved [`config::Config`].
-//! - [`server`]: start-up (Redis, certificate, tasks, listener) and graceful shutdown.
-//! - [`api`]: the HTTP endpoints of DESIGN §8 and their JSON errors.
-//! - [`router`]: moves commands from `cmds_queue` to agent queues (DESIGN §5.1).
-//! - [`poll`]: long-polls and the one subscription that wakes them (DESIGN §5.2).
-//! - [`results`]: records each (job, agent) result once (DESIGN §5.3).
-//! - [`logs`]: appends forwarded log messages to `log.<domain>.<name>` and `alerts`, once each.
-//! - [`instances`]: liveness of instances, recovery of dead ones' routing lists, `max_wait`.
-//! - [`agents`]: the agent registry (`agents`, `agent:{g:n}`) and role lookups.
-//! - [`auth`]: agent tokens.
-//! - [`keys`]: every Redis key name and its cluster slot tag; the Lua scripts live in `src/lua/`.
-//! - [`target`]: the `-r` forms (standalone, sentinel, cluster); [`redis_conn`]: connections to
-//!   them that follow failovers, split pipelines by cluster slot, and `WAIT` for replicas.
-//! - [`metrics`]: Prometheus counters and histograms, and the rendering of agents' stats.
-//! - [`stats`]: stats batch intake (`stats:{g:n}`, `stats:{g:n}:latest`) and `/metrics/agents`.
-//! - [`conn_limit`]: the `--max-connections` cap on accepted connections.
-//! - [`tls`], [`private_redis`]: the self-signed certificate and the private redis-server.
+//! The layers, each importing only those below it:
+//!
+//! - Start-up: [`config`] (flags and the resolved [`config::Config`]), [`server`] (Redis,
+//!   certificate, tasks, listener, graceful shutdown), [`dev`] (`jsacc dev`: a local cluster
+//!   in one process), [`private_redis`] and [`tls`] (the private redis-server and the
+//!   self-signed certificate), [`conn_limit`] (connection caps and first-byte deadlines).
+//! - [`http`]: the endpoints of DESIGN §8 — the router `app()`, `AppError`, authentication and
+//!   the agent and operator handlers. Nothing below imports it.
+//! - The work, in Redis: [`router`] moves commands from `cmds_queue` to agent queues (§5.1);
+//!   [`poll`] serves long-polls and holds the one subscription that wakes them (§5.2);
+//!   [`results`] records each (job, agent) result once (§5.3); [`logs`] and [`stats`] append
+//!   what agents forward; [`instances`] watches instances' liveness, recovers dead ones'
+//!   routing lists and expires `max_wait`; [`agents`] is the registry and role lookups;
+//!   [`auth`] the agent tokens.
+//! - Shared by all of them: [`state`] (settings, connections, scripts; it imports only the
+//!   leaves below), [`local`] (what one instance keeps in memory: parked polls, counters),
+//!   [`intake`] (checking posted bodies, pure), [`backoff`] (the one retry pause).
+//! - Leaves: [`keys`] (every Redis key name and its cluster slot tag; the Lua scripts live in
+//!   `src/lua/`), [`target`] and [`redis_conn`] (the `-r` forms, and connections to them that
+//!   follow failovers, split pipelines by cluster slot and `WAIT` for replicas), [`metrics`]
+//!   (Prometheus counters, histograms and the rendering of agents' stats).
 
 pub mod agents;
-pub mod api;
 pub mod auth;
+pub mod backoff;
 pub mod config;
 pub mod conn_limit;
+pub mod dev;
+pub mod http;
 pub mod instances;
+pub mod intake;
 pub mod keys;
+pub mod local;
 pub mod logs;
 pub mod metrics;
 pub mod poll;
@@ -38,6 +46,9 @@ pub mod state;
 pub mod stats;
 pub mod target;
 pub mod tls;
+
+#[cfg(test)]
+mod testkit;
 
 use config::{TokenArgs, TokenCmd};
 

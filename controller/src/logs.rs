@@ -19,16 +19,9 @@
 
 use std::collections::BTreeMap;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Extension, State};
-use axum::Json;
-use serde::Serialize;
-use serde_json::Value;
+use schemas::{LogMessage, LogsAnswer};
 
-use schemas::LogMessage;
-
-use crate::api::{Api, AppError, Caller};
+use crate::intake::{self, Invalid, Shape};
 use crate::keys;
 use crate::redis_conn::Conn;
 use crate::state::Shared;
@@ -38,84 +31,29 @@ pub const ALERT_LEVEL: u8 = 8;
 /// Messages per script call.
 const CHUNK: usize = 500;
 /// Smallest `--log-max-message`: room for the cut mark and some text.
-pub const MIN_MESSAGE: usize = 64;
+pub use crate::config::MIN_LOG_MESSAGE as MIN_MESSAGE;
 /// Longest `domain` or `name` of a message: they name its stream, a Redis key.
 pub const MAX_NAME: usize = 1024;
 
-/// The answer to a posted batch.
-#[derive(Debug, Default, Serialize, PartialEq, Eq)]
-pub struct LogsAnswer {
-    /// Messages appended to their stream now.
-    pub stored: usize,
-    /// Messages appended by an earlier post.
-    pub duplicates: usize,
-    /// Items that are not log messages (dropped), with the first reason.
-    pub rejected: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Messages whose `data` was over `--log-max-message` and was cut (they are appended).
-    #[serde(skip_serializing_if = "is_zero")]
-    pub cut: usize,
-}
-
-pub(crate) fn is_zero(n: &usize) -> bool {
-    *n == 0
-}
-
-/// `POST /v1/agents/<gid>/<nid>/logs`.
-pub async fn post(
-    State(api): State<Api>,
-    Extension(caller): Extension<Caller>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<LogsAnswer>, AppError> {
-    let (mut messages, mut answer) = parse_batch(&body?)?;
-    answer.cut = cut_all(&mut messages, api.state.config.log_max_message);
-    let (agent, gid, nid) = (caller.agent, caller.gid, caller.nid);
-    answer.stored = append(&api.state, &agent, gid, nid, &mut messages).await?;
-    answer.duplicates = messages.len() - answer.stored;
-    Ok(Json(answer))
-}
-
-/// Parses a logs post (what [`post`] does before Redis; a pure function: fuzzed): the messages
-/// in order, and the answer so far (the items that are not messages, counted as rejected).
-/// A body that is not a JSON array is an error.
-pub fn parse_batch(body: &[u8]) -> Result<(Vec<LogMessage>, LogsAnswer), AppError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| AppError::bad_request(format!("not JSON: {e}")))?;
-    let Value::Array(items) = value else {
-        return Err(AppError::bad_request(
-            "expected an array of log messages (or of arrays of them)",
-        ));
-    };
-    let mut answer = LogsAnswer::default();
-    let messages = flatten(items, &mut answer);
-    Ok((messages, answer))
-}
-
-/// The messages of the items, in order; what is not a message is counted as rejected.
-fn flatten(items: Vec<Value>, answer: &mut LogsAnswer) -> Vec<LogMessage> {
-    let mut messages = Vec::with_capacity(items.len());
-    let mut take = |item: Value, answer: &mut LogsAnswer| {
-        let refused = match serde_json::from_value::<LogMessage>(item) {
-            Ok(m) => match refusal(&m) {
-                None => {
-                    messages.push(m);
-                    return;
-                }
-                Some(why) => why.to_owned(),
-            },
-            Err(e) => format!("log message: {e}"),
-        };
-        answer.rejected += 1;
-        answer.reason.get_or_insert(refused);
-    };
-    for item in items {
-        match item {
-            Value::Array(batch) => batch.into_iter().for_each(|m| take(m, answer)),
-            other => take(other, answer),
+/// Parses a logs post (all that happens before Redis; a pure function: fuzzed): the messages
+/// in order, and the answer so far (the items that are not messages, counted as rejected with
+/// the first reason). A body that is not a JSON array is an error.
+pub fn parse_batch(body: &[u8]) -> Result<(Vec<LogMessage>, LogsAnswer), Invalid> {
+    let expected = "an array of log messages (or of arrays of them)";
+    let posted = intake::batch(body, Shape::NestedArray, expected, |item| {
+        let m = serde_json::from_value::<LogMessage>(item)
+            .map_err(|e| Invalid::bad_request(format!("log message: {e}")))?;
+        match refusal(&m) {
+            None => Ok(m),
+            Some(why) => Err(Invalid::bad_request(why)),
         }
-    }
-    messages
+    })?;
+    let answer = LogsAnswer {
+        rejected: posted.refused.len(),
+        reason: posted.refused.into_iter().next().map(|r| r.why.message),
+        ..LogsAnswer::default()
+    };
+    Ok((posted.valid, answer))
 }
 
 /// Why a parsed message cannot be appended: its domain and name make its stream's key.
@@ -244,6 +182,7 @@ async fn append_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn message(id: u64, data: &str) -> Value {
         serde_json::json!({"id": id, "jobid": "j", "domain": "ops", "name": "x", "epoch": 1,

@@ -1,4 +1,4 @@
-//! `jsacc`: parses flags, sets up logging, and runs the controller or a `token` command.
+//! `jsacc`: parses flags, sets up logging, and runs the controller, a `token` command or `dev`.
 
 use clap::Parser;
 use controller::config::{Cli, Sub};
@@ -17,11 +17,8 @@ async fn main() -> std::process::ExitCode {
         .init();
     let outcome = match cli.command {
         Some(Sub::Token(cmd)) => controller::token(cmd).await,
-        None => {
-            let shutdown = CancellationToken::new();
-            tokio::spawn(cancel_on_signal(shutdown.clone()));
-            controller::server::run(cli.serve, shutdown).await
-        }
+        Some(Sub::Dev(args)) => controller::dev::run(args, shutdown_on_signal()).await,
+        None => controller::server::run(cli.serve, shutdown_on_signal()).await,
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -30,6 +27,13 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// A token cancelled on SIGINT or SIGTERM.
+fn shutdown_on_signal() -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    shutdown
 }
 
 /// Cancels `shutdown` on SIGINT or SIGTERM.

@@ -2,77 +2,18 @@
 //! that the one subscription of this instance to `jsacc:events` wakes when a command is queued
 //! for its agent, and re-checks Redis every few seconds in case pub/sub missed a message.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use serde::Deserialize;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use schemas::{JobEvent, JobState};
+
+use crate::backoff::{nap, Backoff};
 use crate::keys;
 use crate::redis_conn::Conn;
 use crate::state::{AppState, Shared};
-
-/// Parked polls, by agent ("gid:nid").
-#[derive(Default)]
-pub struct Waiters {
-    // A std mutex: never held across an `.await`.
-    map: Mutex<HashMap<String, (Arc<Notify>, usize)>>,
-}
-
-/// A registration in [`Waiters`]; unregisters on drop.
-pub struct Parked<'a> {
-    waiters: &'a Waiters,
-    agent: String,
-    pub notify: Arc<Notify>,
-}
-
-impl Waiters {
-    pub fn park(&self, agent: &str) -> Parked<'_> {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = map
-            .entry(agent.to_owned())
-            .or_insert_with(|| (Arc::new(Notify::new()), 0));
-        entry.1 += 1;
-        Parked {
-            waiters: self,
-            agent: agent.to_owned(),
-            notify: entry.0.clone(),
-        }
-    }
-
-    pub fn wake(&self, agent: &str) {
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((n, _)) = map.get(agent) {
-            n.notify_waiters();
-        }
-    }
-
-    pub fn wake_all(&self) {
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.values().for_each(|(n, _)| n.notify_waiters());
-    }
-
-    /// Number of polls parked right now.
-    pub fn parked(&self) -> usize {
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.values().map(|(_, c)| c).sum()
-    }
-}
-
-impl Drop for Parked<'_> {
-    fn drop(&mut self) {
-        let mut map = self.waiters.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = map.get_mut(&self.agent) {
-            entry.1 -= 1;
-            if entry.1 == 0 {
-                map.remove(&self.agent);
-            }
-        }
-    }
-}
 
 /// One long-poll request, after authentication.
 pub struct PollRequest {
@@ -179,7 +120,7 @@ struct IdOnly {
 
 /// Jobs handed to an agent go from `QUEUED` to `RUNNING`, which is published.
 async fn mark_running(state: &Shared, agent: &str, items: &[Vec<u8>]) -> redis::RedisResult<()> {
-    let (gid, nid) = crate::router::split_agent(agent);
+    let (gid, nid) = keys::split_agent(agent);
     let ids: Vec<String> = items
         .iter()
         .filter_map(|i| serde_json::from_slice::<IdOnly>(i).ok())
@@ -196,8 +137,13 @@ async fn mark_running(state: &Shared, agent: &str, items: &[Vec<u8>]) -> redis::
     for (id, changed) in ids.iter().zip(changed) {
         if changed == 1 {
             any = true;
-            let event = serde_json::json!({"id": id, "gid": gid, "nid": nid, "state": "RUNNING"});
-            pipe.publish(keys::EVENTS, event.to_string()).ignore();
+            let event = JobEvent {
+                id: id.clone(),
+                gid,
+                nid,
+                state: JobState::Running,
+            };
+            pipe.publish(keys::EVENTS, event.to_json()).ignore();
         }
     }
     if !any {
@@ -206,28 +152,20 @@ async fn mark_running(state: &Shared, agent: &str, items: &[Vec<u8>]) -> redis::
     pipe.exec_async(&mut state.conn()).await
 }
 
-#[derive(Deserialize)]
-struct Event {
-    gid: u64,
-    nid: u64,
-    state: String,
-}
-
 /// Holds this instance's subscription to `jsacc:events` and wakes parked polls; reconnects
 /// (waking every parked poll, since messages may have been missed) until `shutdown`.
 pub async fn subscribe(state: AppState, shutdown: CancellationToken) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     while !shutdown.is_cancelled() {
         match listen(&state, &shutdown).await {
             Ok(()) => return,
             Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "event subscription lost");
+                let pause = backoff.pause();
+                tracing::warn!(error = %e, retry_in = ?pause, "event subscription lost");
                 state.waiters.wake_all();
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.cancelled() => return,
+                if !nap(pause, &shutdown).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }
@@ -247,43 +185,10 @@ async fn listen(state: &Shared, shutdown: &CancellationToken) -> redis::RedisRes
                 "subscription closed",
             )));
         };
-        if let Ok(event) = serde_json::from_slice::<Event>(&msg) {
-            if event.state == "QUEUED" {
+        if let Ok(event) = serde_json::from_slice::<JobEvent>(&msg) {
+            if event.state == JobState::Queued {
                 state.waiters.wake(&keys::agent_id(event.gid, event.nid));
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parked_polls_are_counted_and_released() {
-        let w = Waiters::default();
-        let a = w.park("1:1");
-        let b = w.park("1:1");
-        let c = w.park("1:2");
-        assert_eq!(w.parked(), 3);
-        drop(a);
-        drop(c);
-        assert_eq!(w.parked(), 1);
-        drop(b);
-        assert_eq!(w.parked(), 0);
-    }
-
-    #[tokio::test]
-    async fn wake_reaches_an_enabled_waiter() {
-        let w = Waiters::default();
-        let p = w.park("1:1");
-        let woken = p.notify.notified();
-        tokio::pin!(woken);
-        woken.as_mut().enable();
-        w.wake("1:2");
-        w.wake("1:1");
-        tokio::time::timeout(Duration::from_secs(1), woken)
-            .await
-            .expect("woken");
     }
 }

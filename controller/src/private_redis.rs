@@ -84,8 +84,9 @@ impl Files {
     }
 }
 
-/// A running private redis-server; `stop` shuts it down (it also dies with the controller's
-/// process group). `child` is `None` when an earlier controller's server was still alive and reused.
+/// A running private redis-server; `stop` shuts it down (it is killed if this is dropped; it runs
+/// in its own process group). `child` is `None` when an earlier controller's server was still
+/// alive and reused.
 pub struct PrivateRedis {
     /// `redis://default:<password>@127.0.0.1:<port>`: never log or print it, see [`Self::shown_url`].
     pub url: String,
@@ -318,7 +319,8 @@ async fn spawn(files: &Files, password: &str) -> Result<(String, Child), Private
     );
     write_private(&files.conf, conf.as_bytes())?;
     let port = free_port().map_err(PrivateRedisError::Spawn)?;
-    let mut child = Command::new("redis-server")
+    let mut command = Command::new("redis-server");
+    command
         .arg(&files.conf)
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args([
@@ -335,9 +337,12 @@ async fn spawn(files: &Files, password: &str) -> Result<(String, Child), Private
         .arg(&files.log)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(PrivateRedisError::Spawn)?;
+        .kill_on_drop(true);
+    // Its own process group: a terminal's Ctrl-C then reaches only the controller, which stops
+    // it last (`jsacc dev` stops its agent first), instead of pulling Redis from under both.
+    #[cfg(unix)]
+    command.process_group(0);
+    let mut child = command.spawn().map_err(PrivateRedisError::Spawn)?;
     let url = url_with(password, port);
     for _ in 0..100 {
         if ping(&url).await.is_ok() {

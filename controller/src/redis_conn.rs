@@ -431,6 +431,19 @@ impl PrimaryConn {
     }
 }
 
+/// Whether `e` says Redis cannot be reached or cannot take writes right now (down, failing
+/// over, resharding, replicas behind) — worth a retry later — rather than that it refused this
+/// request (a script error, a key of the wrong type), which a retry will not change.
+pub fn is_unavailable(e: &RedisError) -> bool {
+    maybe_failover(e)
+        || is_not_replicated(e)
+        || e.is_cluster_error()
+        || matches!(
+            e.kind(),
+            ErrorKind::Server(ServerErrorKind::TryAgain | ServerErrorKind::ClusterDown)
+        )
+}
+
 /// The primary refused the command without running it: it is a replica now, or not ready.
 fn not_run(e: &RedisError) -> bool {
     matches!(
@@ -780,6 +793,23 @@ async fn split_by_slot(conn: ClusterConnection, pipeline: &Pipeline) -> RedisRes
     Ok(answers)
 }
 
+/// `WAIT` fell short: fewer replicas than `--redis-wait-replicas` confirmed a write in time.
+/// The write may be lost in a failover, so it is not acknowledged (the caller retries).
+pub fn not_replicated(wanted: usize) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain),
+        NOT_REPLICATED,
+        format!("fewer than {wanted} replica(s) confirmed the write in time"),
+    ))
+}
+
+/// Whether `e` is [`not_replicated`].
+pub fn is_not_replicated(e: &redis::RedisError) -> bool {
+    e.to_string().contains(NOT_REPLICATED)
+}
+
+const NOT_REPLICATED: &str = "not replicated";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -876,38 +906,12 @@ mod tests {
         );
     }
 
-    /// A real redis-server without a password on a free port, killed on drop.
-    struct Server(std::process::Child, u16);
-
-    impl Server {
-        fn start() -> Server {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
-            let child = std::process::Command::new("redis-server")
-                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--save", "", "--appendonly", "no"])
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .expect("redis-server (apt-get install redis-server) starts");
-            Server(child, port)
-        }
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
     #[tokio::test]
     async fn a_sentinel_without_a_password_is_asked_without_the_urls_credentials() {
-        let server = Server::start();
+        let server = crate::testkit::RedisServer::start();
         let target = Target::parse(&format!(
             "redis+sentinel://:secret@127.0.0.1:{}/jsacc",
-            server.1
+            server.port
         ))
         .expect("target");
         let node = target.nodes[0].clone();

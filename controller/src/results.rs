@@ -13,11 +13,11 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
-use serde_json::json;
+use serde_json::Value;
 
-use schemas::JobResult;
+use schemas::{BatchAnswer, JobEvent, JobResult, JobState};
 
+use crate::intake::{self, Invalid, Shape};
 use crate::redis_conn::Conn;
 use crate::{keys, poll, state::Shared};
 
@@ -32,54 +32,78 @@ pub enum Outcome {
     NotRecurring,
 }
 
-/// The answer to a posted batch (docs/protocol.md).
-#[derive(Debug, Default, Serialize)]
-pub struct BatchAnswer {
-    pub recorded: usize,
-    pub duplicates: usize,
-    pub rejected: Vec<Rejected>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Rejected {
-    pub id: String,
-    pub error: &'static str,
-    pub message: String,
-}
-
-impl BatchAnswer {
-    pub fn add(&mut self, id: &str, outcome: Outcome) {
-        match outcome {
-            Outcome::Recorded => self.recorded += 1,
-            Outcome::Duplicate => self.duplicates += 1,
-            Outcome::UnknownJob => self.rejected.push(Rejected {
-                id: id.to_owned(),
-                error: "unknown_job",
-                message: format!("no job `{id}` (never routed, or its record expired)"),
-            }),
-            Outcome::NotATarget => self.rejected.push(Rejected {
-                id: id.to_owned(),
-                error: "unknown_job",
-                message: format!("job `{id}` was not sent to this agent"),
-            }),
-            Outcome::NotRecurring => self.rejected.push(Rejected {
-                id: id.to_owned(),
-                error: "not_recurring",
-                message: format!(
+impl Outcome {
+    /// Counts this outcome of the result of job `id` into `answer`.
+    pub fn add_to(self, answer: &mut BatchAnswer, id: &str) {
+        match self {
+            Outcome::Recorded => answer.recorded += 1,
+            Outcome::Duplicate => answer.duplicates += 1,
+            Outcome::UnknownJob => answer.reject(
+                id,
+                "unknown_job",
+                format!("no job `{id}` (never routed, or its record expired)"),
+            ),
+            Outcome::NotATarget => answer.reject(
+                id,
+                "unknown_job",
+                format!("job `{id}` was not sent to this agent"),
+            ),
+            Outcome::NotRecurring => answer.reject(
+                id,
+                "not_recurring",
+                format!(
                     "job `{id}` runs once (no args.recurring_period, args.max_time is not -1): \
                      a run's result (\"final\": false) is refused; post its final result"
                 ),
-            }),
+            ),
         }
     }
+}
 
-    pub fn reject(&mut self, id: &str, error: &'static str, message: String) {
-        self.rejected.push(Rejected {
-            id: id.to_owned(),
-            error,
-            message,
-        });
+/// A result post, checked: one result, or a batch of them (each checked on its own).
+#[derive(Debug)]
+pub enum ResultPost {
+    One(JobResult),
+    /// The valid results, and the answer so far (the rejected ones).
+    Batch(Vec<JobResult>, BatchAnswer),
+}
+
+/// Parses and checks a result post of agent `gid:nid` (a pure function: fuzzed).
+pub fn parse_results(body: &[u8], gid: u64, nid: u64) -> Result<ResultPost, Invalid> {
+    let expected = "a result object or an array of them";
+    let mut posted = intake::batch(body, Shape::ObjectOrArray, expected, |item| {
+        check_result(item, gid, nid)
+    })?;
+    if posted.single {
+        return Ok(ResultPost::One(posted.valid.remove(0)));
     }
+    let mut answer = BatchAnswer::default();
+    for refused in posted.refused {
+        answer.reject(&refused.id, refused.why.code, refused.why.message);
+    }
+    Ok(ResultPost::Batch(posted.valid, answer))
+}
+
+fn check_result(item: Value, gid: u64, nid: u64) -> Result<JobResult, Invalid> {
+    let r: JobResult =
+        serde_json::from_value(item).map_err(|e| Invalid::bad_request(format!("result: {e}")))?;
+    if (r.gid, r.nid) != (gid, nid) {
+        return Err(Invalid::mismatched_agent((r.gid, r.nid), (gid, nid)));
+    }
+    if !r.state.is_final() {
+        return Err(Invalid::bad_request(format!(
+            "result state must be final, not {}",
+            r.state.as_str()
+        )));
+    }
+    if !r.is_final && r.run == 0 {
+        // Run results are recorded once per run number: without one it would pass for a
+        // duplicate and be dropped.
+        return Err(Invalid::bad_request(
+            "a run's result (\"final\": false) needs its `run` number, 1 or more",
+        ));
+    }
+    Ok(r)
 }
 
 /// Records one agent's result of a job.
@@ -117,8 +141,13 @@ pub async fn record_all(
     let mut any = false;
     for (r, (outcome, job_state)) in results.iter().zip(&recorded) {
         if *outcome == Outcome::Recorded {
-            let event = json!({"id": r.id, "gid": r.gid, "nid": r.nid, "state": job_state});
-            pipe.publish(keys::EVENTS, event.to_string()).ignore();
+            let event = JobEvent {
+                id: r.id.clone(),
+                gid: r.gid,
+                nid: r.nid,
+                state: JobState::parse(job_state).unwrap_or(r.state),
+            };
+            pipe.publish(keys::EVENTS, event.to_json()).ignore();
             state.metrics.finished(r.state.as_str());
             any = true;
         }
@@ -277,12 +306,12 @@ mod tests {
     #[test]
     fn a_run_of_a_job_that_runs_once_is_rejected_with_its_reason() {
         let mut answer = BatchAnswer::default();
-        answer.add("j1", Outcome::Recorded);
-        answer.add("j2", Outcome::NotRecurring);
+        Outcome::Recorded.add_to(&mut answer, "j1");
+        Outcome::NotRecurring.add_to(&mut answer, "j2");
         assert_eq!((answer.recorded, answer.rejected.len()), (1, 1));
         let rejected = &answer.rejected[0];
         assert_eq!(
-            (rejected.id.as_str(), rejected.error),
+            (rejected.id.as_str(), rejected.error.as_str()),
             ("j2", "not_recurring")
         );
         assert!(

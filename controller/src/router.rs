@@ -13,8 +13,9 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use schemas::{Command, JobResult, Target};
+use schemas::{Command, JobEvent, JobResult, JobState, Target};
 
+use crate::backoff::{nap, Backoff};
 use crate::redis_conn::Conn;
 use crate::state::{AppState, Shared};
 use crate::{agents, keys};
@@ -46,9 +47,8 @@ pub async fn supervise(state: AppState, shutdown: CancellationToken) {
             Ok(()) => tracing::error!(restarts, "the router stopped; restarting it"),
             Err(e) => tracing::error!(error = %e, restarts, "the router panicked; restarting it"),
         }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = shutdown.cancelled() => return,
+        if !nap(Duration::from_secs(1), &shutdown).await {
+            return;
         }
     }
 }
@@ -64,21 +64,18 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
         }
     };
     state.router.started();
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
     while !shutdown.is_cancelled() {
         match step(&state, &mut blocking).await {
             Ok(()) => {
                 state.router.stepped();
-                backoff = Duration::from_millis(100);
+                backoff.reset();
             }
             Err(e) => {
                 state.router.failed(&e);
-                tracing::warn!(error = %e, retry_in = ?backoff, "routing step failed; the routing list will be replayed");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.cancelled() => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                let pause = backoff.pause();
+                tracing::warn!(error = %e, retry_in = ?pause, "routing step failed; the routing list will be replayed");
+                nap(pause, &shutdown).await;
             }
         }
     }
@@ -124,7 +121,9 @@ async fn step(state: &Shared, blocking: &mut Conn) -> redis::RedisResult<()> {
         batch.extend(taken.into_iter().map(|raw| (raw, false)));
     }
     if route_from(state, &routing, &batch).await? < batch.len() {
-        return Err(crate::state::not_replicated(state.config.wait_replicas));
+        return Err(crate::redis_conn::not_replicated(
+            state.config.wait_replicas,
+        ));
     }
     Ok(())
 }
@@ -187,7 +186,7 @@ pub async fn route_from(
 /// a failover, a full memory or a replica that did not confirm in time.
 pub fn is_persistent(e: &redis::RedisError) -> bool {
     use redis::{ErrorKind, ServerErrorKind};
-    if crate::state::is_not_replicated(e) {
+    if crate::redis_conn::is_not_replicated(e) {
         return false;
     }
     match e.kind() {
@@ -490,9 +489,14 @@ fn queue(pipe: &mut redis::Pipeline, raw: &[u8], cmd: &Command, targets: &[Strin
             pipe.zadd(keys::DEADLINES, format!("{agent}|{}", cmd.id), deadline)
                 .ignore();
         }
-        let (gid, nid) = split_agent(agent);
-        let event = json!({"id": cmd.id, "gid": gid, "nid": nid, "state": "QUEUED"}).to_string();
-        pipe.publish(keys::EVENTS, event).ignore();
+        let (gid, nid) = keys::split_agent(agent);
+        let event = JobEvent {
+            id: cmd.id.clone(),
+            gid,
+            nid,
+            state: JobState::Queued,
+        };
+        pipe.publish(keys::EVENTS, event.to_json()).ignore();
     }
 }
 
@@ -543,7 +547,13 @@ async fn fail(
     let mark = format!("error|{}", hex::encode(Sha256::digest(raw)));
     crate::results::append(state, conn, &id, &mark, &result).await?;
     if created == 1 {
-        let event = json!({"id": id, "gid": gid, "nid": nid, "state": "ERROR"}).to_string();
+        let event = JobEvent {
+            id: id.clone(),
+            gid,
+            nid,
+            state: JobState::Error,
+        }
+        .to_json();
         redis::cmd("PUBLISH")
             .arg(keys::EVENTS)
             .arg(event)
@@ -586,12 +596,6 @@ async fn dead_letter(
         .await?;
     state.metrics.dead_lettered();
     Ok(())
-}
-
-/// `"gid:nid"` → (gid, nid).
-pub fn split_agent(agent: &str) -> (u64, u64) {
-    let (g, n) = agent.split_once(':').unwrap_or(("0", "0"));
-    (g.parse().unwrap_or(0), n.parse().unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -641,6 +645,6 @@ mod tests {
             let e = redis::make_extension_error(code.into(), Some("not now".into()));
             assert!(!is_persistent(&e), "{code}");
         }
-        assert!(!is_persistent(&crate::state::not_replicated(1)));
+        assert!(!is_persistent(&crate::redis_conn::not_replicated(1)));
     }
 }

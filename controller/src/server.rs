@@ -10,9 +10,9 @@ use axum_server::tls_rustls::RustlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{self, Api};
 use crate::config::{Config, ServeArgs};
 use crate::conn_limit::{FirstByteAcceptor, LimitAcceptor};
+use crate::http::{self, Api};
 use crate::private_redis::PrivateRedis;
 use crate::state::{open_redis, Shared};
 use crate::{instances, poll, router, tls};
@@ -63,7 +63,7 @@ async fn serve(args: &ServeArgs, url: &str, shutdown: CancellationToken) -> anyh
     tracker.spawn(poll::subscribe(state.clone(), shutdown.clone()));
     tracker.close();
 
-    let app = api::app(Api {
+    let app = http::app(Api {
         state: state.clone(),
         shutdown: shutdown.clone(),
     });
@@ -154,7 +154,7 @@ async fn serve(args: &ServeArgs, url: &str, shutdown: CancellationToken) -> anyh
 
 /// Time bounds of a connection: its headers must arrive within `--header-timeout` (HTTP/1), and
 /// an HTTP/2 connection that stops answering pings is closed. Bodies have their own deadline
-/// once the token is checked (`api::authenticate`).
+/// once the token is checked (`http::auth::authenticate`).
 fn bound_in_time(
     builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
     config: &Config,

@@ -1,21 +1,17 @@
 //! What every request handler and background task shares: settings, Redis connections, the
 //! Lua scripts, the token cache, parked polls and metrics. Only cloneable handles; no job state.
+//! It imports only modules that import neither it nor the HTTP layer.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-
-use sha2::{Digest, Sha256};
 
 use redis::Script;
 
-use crate::agents::Seen;
 use crate::auth::TokenCache;
 use crate::config::Config;
+use crate::local::{Poison, RouterHealth, Seen, Waiters};
 use crate::metrics::Metrics;
-use crate::poll::Waiters;
-use crate::redis_conn::{Conn, Redis};
+use crate::redis_conn::{not_replicated, Conn, Redis};
 use crate::target::Target;
 
 /// The Lua scripts of `src/lua/`, each headed by its KEYS, ARGV and return value.
@@ -71,102 +67,7 @@ pub struct Shared {
     pub router: RouterHealth,
 }
 
-/// Failed tries per command (by the SHA-256 of its bytes), kept only until it is settled.
-#[derive(Default)]
-pub struct Poison {
-    // A std mutex: never held across an `.await`.
-    tries: Mutex<HashMap<[u8; 32], u32>>,
-}
-
-impl Poison {
-    /// Counts one more failed try of `raw`; returns the count.
-    pub fn tried(&self, raw: &[u8]) -> u32 {
-        let mut tries = self.tries.lock().unwrap_or_else(|e| e.into_inner());
-        if tries.len() > 100_000 {
-            tries.clear(); // only ever this large if something else is badly wrong
-        }
-        let n = tries.entry(Sha256::digest(raw).into()).or_insert(0);
-        *n += 1;
-        *n
-    }
-
-    pub fn forget(&self, raw: &[u8]) {
-        let mut tries = self.tries.lock().unwrap_or_else(|e| e.into_inner());
-        if !tries.is_empty() {
-            tries.remove(&<[u8; 32]>::from(Sha256::digest(raw)));
-        }
-    }
-}
-
-/// The router's last progress, for `/readyz`.
-#[derive(Default)]
-pub struct RouterHealth {
-    running: AtomicBool,
-    /// When the last routing step succeeded (ms since the epoch).
-    last_ok: AtomicU64,
-    last_error: Mutex<Option<String>>,
-}
-
-/// How long the router may go without a successful step before `/readyz` says it is stuck.
-pub const ROUTER_STALL: Duration = Duration::from_secs(30);
-
-impl RouterHealth {
-    pub fn started(&self) {
-        self.running.store(true, Ordering::Relaxed);
-        self.last_ok.store(schemas::now_ms(), Ordering::Relaxed);
-    }
-
-    pub fn stepped(&self) {
-        self.last_ok.store(schemas::now_ms(), Ordering::Relaxed);
-    }
-
-    pub fn failed(&self, e: &redis::RedisError) {
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
-    }
-
-    pub fn stopped(&self) {
-        self.running.store(false, Ordering::Relaxed);
-    }
-
-    /// Why the router is not routing, if it is not.
-    pub fn problem(&self) -> Option<String> {
-        let error = self
-            .last_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let error = error.unwrap_or_else(|| "no error recorded".into());
-        if !self.running.load(Ordering::Relaxed) {
-            return Some(format!("the router is not running (last error: {error})"));
-        }
-        let idle = schemas::now_ms().saturating_sub(self.last_ok.load(Ordering::Relaxed));
-        (idle > ROUTER_STALL.as_millis() as u64).then(|| {
-            format!(
-                "the router has not completed a step for {} s (last error: {error})",
-                idle / 1000
-            )
-        })
-    }
-}
-
 pub type AppState = Arc<Shared>;
-
-/// `WAIT` fell short: fewer replicas than `--redis-wait-replicas` confirmed a write in time.
-/// The write may be lost in a failover, so it is not acknowledged (the caller retries).
-pub fn not_replicated(wanted: usize) -> redis::RedisError {
-    redis::RedisError::from((
-        redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain),
-        NOT_REPLICATED,
-        format!("fewer than {wanted} replica(s) confirmed the write in time"),
-    ))
-}
-
-/// Whether `e` is [`not_replicated`].
-pub fn is_not_replicated(e: &redis::RedisError) -> bool {
-    e.to_string().contains(NOT_REPLICATED)
-}
-
-const NOT_REPLICATED: &str = "not replicated";
 
 impl Shared {
     pub async fn connect(config: Config, redis: Redis) -> redis::RedisResult<AppState> {
@@ -233,34 +134,4 @@ impl Shared {
 pub fn open_redis(text: &str, ca: Option<&std::path::Path>) -> anyhow::Result<Redis> {
     let target = Target::parse(text)?;
     Redis::open(target, ca)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tries_are_counted_per_command_until_forgotten() {
-        let p = Poison::default();
-        assert_eq!((p.tried(b"a"), p.tried(b"a"), p.tried(b"b")), (1, 2, 1));
-        p.forget(b"a");
-        assert_eq!(p.tried(b"a"), 1);
-    }
-
-    #[test]
-    fn a_router_that_stopped_or_stalled_is_reported() {
-        let h = RouterHealth::default();
-        assert!(h.problem().is_some_and(|p| p.contains("not running")));
-        h.started();
-        assert_eq!(h.problem(), None);
-        h.failed(&not_replicated(1));
-        let stalled = schemas::now_ms() - ROUTER_STALL.as_millis() as u64 - 1000;
-        h.last_ok.store(stalled, Ordering::Relaxed);
-        let problem = h.problem().expect("a stalled router");
-        assert!(problem.contains("not completed a step") && problem.contains("not replicated"));
-        h.stepped();
-        assert_eq!(h.problem(), None);
-        h.stopped();
-        assert!(h.problem().is_some());
-    }
 }

@@ -37,19 +37,12 @@
 
 use std::collections::HashMap;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Extension, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
 use redis::AsyncCommands;
-use schemas::StatsBatch;
-use serde::Serialize;
+use schemas::{RejectedBatch, StatsAnswer, StatsBatch};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::api::{Api, AppError, Caller};
+use crate::intake::{self, Invalid, Shape};
 use crate::keys;
 use crate::state::Shared;
 
@@ -64,86 +57,46 @@ pub const MAX_VALUES: usize = 1024;
 pub const CHUNK: usize = 500;
 const TYPES: [&str; 5] = ["counter", "gauge", "timer", "histogram", "set"];
 
-/// The answer to a posted array of batches.
-#[derive(Debug, Default, Serialize)]
-pub struct StatsAnswer {
-    pub recorded: usize,
-    /// Batches appended by an earlier post.
-    pub duplicates: usize,
-    /// Metric names not stored in `:latest`: it already holds `--stats-max-metrics` others
-    /// (left out of the answer when 0).
-    #[serde(skip_serializing_if = "crate::logs::is_zero")]
-    pub dropped_metrics: usize,
-    pub rejected: Vec<RejectedBatch>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct RejectedBatch {
-    pub index: usize,
-    pub error: &'static str,
-    pub message: String,
-}
-
-pub async fn post(
-    State(api): State<Api>,
-    Extension(caller): Extension<Caller>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<StatsAnswer>, AppError> {
-    let (valid, mut answer) = parse_batch(&body?, caller.gid, caller.nid)?;
-    let recorded = record(&api.state, &caller.agent, &valid).await?;
-    answer.recorded = recorded.batches;
-    answer.duplicates = valid.len() - recorded.batches;
-    answer.dropped_metrics = recorded.dropped_metrics;
-    Ok(Json(answer))
-}
-
-/// Parses and checks a stats post of agent `gid:nid` (what [`post`] does before Redis; a pure
+/// Parses and checks a stats post of agent `gid:nid` (all that happens before Redis; a pure
 /// function: fuzzed): the valid batches, and the answer so far (the rejected ones). A single
 /// batch object that is invalid, or a body that is neither an object nor an array, is an error.
 pub fn parse_batch(
     body: &[u8],
     gid: u64,
     nid: u64,
-) -> Result<(Vec<StatsBatch>, StatsAnswer), AppError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| AppError::bad_request(format!("not JSON: {e}")))?;
-    let mut answer = StatsAnswer::default();
-    let mut valid = Vec::new();
-    match value {
-        Value::Array(items) => {
-            for (index, item) in items.into_iter().enumerate() {
-                match check(item, gid, nid) {
-                    Ok(batch) => valid.push(batch),
-                    Err(e) => answer.rejected.push(RejectedBatch {
-                        index,
-                        error: e.code(),
-                        message: e.message().to_owned(),
-                    }),
-                }
-            }
-        }
-        item @ Value::Object(_) => valid.push(check(item, gid, nid)?),
-        _ => {
-            return Err(AppError::bad_request(
-                "expected a stats batch object or an array of them",
-            ))
-        }
-    }
-    Ok((valid, answer))
+) -> Result<(Vec<StatsBatch>, StatsAnswer), Invalid> {
+    let expected = "a stats batch object or an array of them";
+    let posted = intake::batch(body, Shape::ObjectOrArray, expected, |item| {
+        check(item, gid, nid)
+    })?;
+    let rejected = posted
+        .refused
+        .into_iter()
+        .map(|r| RejectedBatch {
+            index: r.index,
+            error: r.why.code.to_owned(),
+            message: r.why.message,
+        })
+        .collect();
+    let answer = StatsAnswer {
+        rejected,
+        ..StatsAnswer::default()
+    };
+    Ok((posted.valid, answer))
 }
 
 /// A batch as posted, checked: it names the agent of the path, only known metric types, and
 /// keys and values within their bounds.
-fn check(item: Value, gid: u64, nid: u64) -> Result<StatsBatch, AppError> {
+fn check(item: Value, gid: u64, nid: u64) -> Result<StatsBatch, Invalid> {
     let batch: StatsBatch = serde_json::from_value(item)
-        .map_err(|e| AppError::bad_request(format!("stats batch: {e}")))?;
+        .map_err(|e| Invalid::bad_request(format!("stats batch: {e}")))?;
     if (batch.gid, batch.nid) != (gid, nid) {
-        return Err(AppError::mismatched_agent(
+        return Err(Invalid::mismatched_agent(
             (batch.gid, batch.nid),
             (gid, nid),
         ));
     }
-    let bad = AppError::bad_request;
+    let bad = Invalid::bad_request;
     if !(batch.interval.is_finite() && batch.interval > 0.0) {
         return Err(bad(format!("interval must be > 0, not {}", batch.interval)));
     }
@@ -307,18 +260,11 @@ async fn count_queue_depths(state: &Shared) -> redis::RedisResult<(u64, u64)> {
     Ok((waiting, delivered))
 }
 
-/// `GET /metrics/agents`: every agent's latest stats, with `gid` and `nid` labels; rendered at
-/// most once per [`crate::metrics::SCRAPE_CACHE`].
-pub async fn metrics(State(api): State<Api>) -> Result<Response, AppError> {
-    let state = &api.state;
+/// Every agent's latest stats in Prometheus text, with `gid` and `nid` labels (`GET
+/// /metrics/agents`); rendered at most once per [`crate::metrics::SCRAPE_CACHE`].
+pub async fn agents_text(state: &Shared) -> redis::RedisResult<String> {
     let cache = &state.metrics.cache.agent_stats;
-    let text = cache.get_or_try(|| render_agents(state)).await?;
-    Ok((
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        text,
-    )
-        .into_response())
+    cache.get_or_try(|| render_agents(state)).await
 }
 
 async fn render_agents(state: &Shared) -> redis::RedisResult<String> {

@@ -1,71 +1,53 @@
 //! `jsagent`, the jsacc node agent (DESIGN §6): long-polls the controller for commands, runs them
 //! under its process manager, and reports every result through a durable outbox.
 //!
-//! Modules, one per noun:
+//! A command's way through the agent: the [`link`]'s poller receives it and has the [`store`]
+//! keep it before acknowledging it; [`command`] answers it or hands it to the [`supervisor`],
+//! which runs its process; the result goes into the store's outbox, which the link's uploader
+//! posts to the controller. The job's output feeds the [`logs`] pipeline and its samples and
+//! statsd lines feed [`stats`]; both reach the controller through the outbox as well.
+//!
+//! The folders, one per part of DESIGN §6:
 //! - [`config`]: flags, `JSAGENT_*` variables and the TOML file, resolved once into a [`Config`].
-//! - [`store`]: SQLite on its own thread — the jobs seen (de-duplication, recovery) and the outbox.
-//! - [`controller`]: HTTP client of the controller's agent API, with its error enum.
-//! - [`tls`]: trust in the controller's certificate (`ca_cert`).
-//! - [`backoff`]: jittered exponential backoff for every retry.
-//! - [`poller`]: hello, long-poll, store-then-acknowledge, hand over to dispatch.
-//! - [`dispatch`]: answers internal commands, sends process commands to the supervisor.
-//! - [`supervisor`]: the process manager: job slots (`max_jobs`), serial queues, results,
-//!   `kill` and `killall`.
-//! - [`registry`]: the jobs the supervisor holds by id, and how a kill reaches their owners.
-//! - [`launch`]: a command's args turned into a program to start (templates, PATH, scripts).
-//! - [`process`]: one running process: stdin, output, time limit, killing its tree.
-//! - [`procstats`]: cpu, memory and threads of each running job's process tree.
-//! - [`output`]: reading a process's stdout/stderr into tails and log messages (backpressure).
-//! - [`tail`]: the last lines of an output stream.
-//! - [`logline`]: the line protocol (DESIGN §6.1), a pure parser; [`loglevels`]: level filters.
-//! - [`logger`]: per-job filters, result capture, statsd sink; the agent-wide [`logger::Logs`].
-//! - [`logstore`]: the rotating SQLite log store on its own thread (`get_msgs`, `del_msgs`).
-//! - [`forwarder`]: batches `loglevels_ac` messages into the outbox for the controller.
-//! - [`platform`]: process groups (unix) / Job Objects (Windows), signals.
-//! - [`result_limit`]: every result shortened to at most 1 MiB of JSON before it is stored.
-//! - [`uploader`]: posts the outbox to the controller under the retry rules.
-//! - [`statsd`]: the statsd line format (pure parser around the `statsd-parser` crate).
-//! - [`stats`]: the stats aggregator ([`stats::Stats`], one handle for the whole agent) and its
-//!   flush into the outbox every `stats_flush_interval`.
-//! - [`statsd_udp`]: the optional local statsd UDP listener (`statsd_listen`).
-//! - [`info`]: host facts for `get_os_info`, `get_cpu_info`, `get_mem_info`, `get_disk_info`,
-//!   `get_nic_info`.
-//! - [`recovery`]: settles jobs a previous run left unfinished.
+//! - [`link`]: the link to the controller — its HTTP client and TLS trust, the poller, the
+//!   uploader and the jittered backoff they retry with.
+//! - [`store`]: SQLite on its own thread — the jobs ledger (de-duplication, recovery) and the
+//!   durable outbox; results are shortened to the controller's limit before they go in.
+//! - [`command`]: the dispatcher of stored commands and the host facts of `get_*_info`.
+//! - [`supervisor`]: the process manager (job slots, serial queues, restarts, `kill`,
+//!   `killall`) with its helpers — launch, process, output, tail, registry, platform — and the
+//!   recovery of jobs a previous run left unfinished.
+//! - [`logs`]: the line protocol parser, level filters, the per-job logger ([`logs::Logs`]), the
+//!   rotating log store and the forwarder to the outbox.
+//! - [`stats`]: the statsd parser, the aggregator ([`stats::Stats`]) and its flush into the
+//!   outbox, the UDP listener and the per-job process samples.
+//!
+//! Items are `pub(crate)` unless `main.rs`, the fuzz targets (`node-agent/fuzz`) or the benches
+//! (`tests/bench`) use them.
+//!
+//! Unit tests are a child module `tests`, the last item of the file they test: inline
+//! (`mod tests { … }`) while they are short (up to ~150 lines), else in `<module>/tests.rs`
+//! (`mod tests;`). Their shared set-up — temporary dirs, an agent's store, supervisor and
+//! dispatcher — is the one test kit, `testkit`.
 //!
 //! Exit codes of `jsagent`: 0 after SIGTERM/SIGINT, 1 fatal error, 2 bad flags or config,
 //! [`RESTART_EXIT_CODE`] (75) after a `restart` command, once its answer was flushed.
 //!
 //! On stop (signal or `restart`) the agent stops polling, kills the process trees of running
 //! jobs and reports them `ERROR` "agent stopped", leaves waiting jobs `QUEUED` for the next start,
-//! and gives the uploader [`uploader::FINAL_FLUSH`] to empty the outbox.
+//! and gives the uploader [`link::uploader::FINAL_FLUSH`] to empty the outbox.
 
-pub mod backoff;
+// These docs are for the agent's developers (`cargo doc --document-private-items`): they link
+// to `pub(crate)` items on purpose.
+#![allow(rustdoc::private_intra_doc_links)]
+
+pub(crate) mod command;
 pub mod config;
-pub mod controller;
-pub mod dispatch;
-pub mod forwarder;
-pub mod info;
-pub mod launch;
-pub mod logger;
-pub mod loglevels;
-pub mod logline;
-pub mod logstore;
-pub mod output;
-pub mod platform;
-pub mod poller;
-pub mod process;
-pub mod procstats;
-pub mod recovery;
-pub mod registry;
-pub mod result_limit;
+pub(crate) mod link;
+pub mod logs;
 pub mod stats;
-pub mod statsd;
-pub mod statsd_udp;
 pub mod store;
 pub mod supervisor;
-pub mod tail;
-pub mod tls;
-pub mod uploader;
 
 #[cfg(test)]
 mod testkit;
@@ -78,16 +60,17 @@ use tokio_util::task::TaskTracker;
 
 pub use config::Config;
 
-use controller::{Controller, ControllerError};
-use dispatch::Dispatcher;
-use logger::{Logs, LogsError, StatsSink};
-use poller::{Poller, PollerExit};
-use procstats::GaugeSink;
+use command::dispatch::Dispatcher;
+use link::client::{Controller, ControllerError};
+use link::poller::{Poller, PollerExit};
+use link::uploader::Uploader;
+use logs::logger::{LogsError, StatsSink};
+use logs::Logs;
+use stats::procstats::GaugeSink;
+use stats::udp::StatsdListener;
 use stats::Stats;
-use statsd_udp::StatsdListener;
 use store::{Store, StoreError};
-use supervisor::Supervisor;
-use uploader::Uploader;
+use supervisor::{platform, recovery, Supervisor};
 
 /// Exit code asking the service manager to start the agent again (`EX_TEMPFAIL`).
 pub const RESTART_EXIT_CODE: u8 = 75;
@@ -211,7 +194,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Exit, Ag
         tasks.spawn(listener.run(shutdown.clone()));
     }
 
-    let hello = crate::controller::local_hello(&config.roles);
+    let hello = crate::link::client::local_hello(&config.roles);
     let poller = Poller::new(
         controller,
         store,

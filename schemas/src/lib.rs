@@ -5,6 +5,7 @@
 //! - [`args`]: the typed `args` of each known command, so bad input is refused with a clear reason.
 //! - [`result`]: the result an agent reports and the controller appends to `cmds_queue_<id>`.
 //! - [`hello`]: what an agent says about itself when it connects.
+//! - [`answer`]: the controller's answers to the agent's requests, and the job events it publishes.
 //! - [`log`]: a log message as the agent stores and forwards it.
 //! - [`stats`]: a flushed stats batch.
 //! - [`info`]: the host facts answered by `get_os_info`, `get_cpu_info`, … .
@@ -12,6 +13,7 @@
 //! The JSON Schema files in `schemas/*.schema.json` describe the same documents for other languages;
 //! the tests check that the example documents in `schemas/examples/` satisfy both.
 
+pub mod answer;
 pub mod args;
 pub mod command;
 pub mod hello;
@@ -20,6 +22,9 @@ pub mod log;
 pub mod result;
 pub mod stats;
 
+pub use answer::{
+    BatchAnswer, HelloAnswer, JobEvent, LogsAnswer, Rejected, RejectedBatch, StatsAnswer,
+};
 pub use args::{CommandKind, ExecuteArgs, InvalidArgs};
 pub use command::{Command, CommandError, Target};
 pub use hello::Hello;

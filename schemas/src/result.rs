@@ -29,6 +29,20 @@ impl JobState {
         }
     }
 
+    /// The state named `text` (`"OK"`, …), if it is one.
+    pub fn parse(text: &str) -> Option<JobState> {
+        [
+            JobState::Queued,
+            JobState::Running,
+            JobState::Ok,
+            JobState::Error,
+            JobState::Timeout,
+            JobState::Killed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+
     /// Whether a job in this state has ended.
     pub fn is_final(self) -> bool {
         !matches!(self, JobState::Queued | JobState::Running)

@@ -4,7 +4,7 @@
 //!
 //! 1. Parsed and stored by one agent: a `seq 1 N` process writes as fast as it can; its stdout is
 //!    read, parsed (DESIGN §6.1) and stored in the SQLite log store with its query indexes, by
-//!    the agent's own code (`node_agent::output`, `logger`, `logstore`) in this process. Timed
+//!    the agent's own code (`node_agent::supervisor::output`, `logger`, `logstore`) in this process. Timed
 //!    from the spawn until every line is committed.
 //! 2. Forwarded end to end: release `jsacc` + `jsagent` + redis-server; a job `seq 1 M` with
 //!    `loglevels_ac = "1"`: timed from the push until `log.bench.forward` holds M entries.
@@ -15,9 +15,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use node_agent::config::{Config, FileConfig, Flags};
-use node_agent::logger::Logs;
-use node_agent::output::Readers;
+use node_agent::logs::Logs;
 use node_agent::store::Store;
+use node_agent::supervisor::output::Readers;
 use serde_json::json;
 use tests::{execute, wait_for, Cluster, ControllerOpts};
 

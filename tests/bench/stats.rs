@@ -14,8 +14,8 @@
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
+use node_agent::stats::udp::StatsdListener;
 use node_agent::stats::Stats;
-use node_agent::statsd_udp::StatsdListener;
 use tokio_util::sync::CancellationToken;
 
 fn env_or(name: &str, default: u64) -> u64 {

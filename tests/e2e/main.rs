@@ -5,6 +5,7 @@ mod acl;
 mod agent_tls;
 mod bad_input;
 mod command_path;
+mod dev;
 mod durability;
 mod faults;
 mod hostile;

@@ -2,12 +2,13 @@
 #![allow(dead_code)] // each target uses part of it
 
 use axum::response::IntoResponse;
-use controller::api::AppError;
+use controller::http::AppError;
+use controller::intake::Invalid;
 
 /// A refused body must be answered with a 4xx status.
-pub fn refused(e: AppError) {
+pub fn refused(e: Invalid) {
     let shown = format!("{e:?}");
-    let status = e.into_response().status();
+    let status = AppError::from(e).into_response().status();
     assert!(
         status.is_client_error(),
         "refusal with status {status}: {shown}"

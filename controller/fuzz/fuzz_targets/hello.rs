@@ -6,7 +6,7 @@ mod common;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Err(e) = controller::api::parse_hello(data) {
+    if let Err(e) = controller::agents::parse_hello(data) {
         common::refused(e);
     }
 });

@@ -5,7 +5,7 @@
 
 mod common;
 
-use controller::api::{PollParams, MAX_ACKS};
+use controller::http::{PollParams, MAX_ACKS};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use controller::api::{parse_results, ResultPost};
+use controller::results::{parse_results, ResultPost};
 use libfuzzer_sys::fuzz_target;
 use schemas::JobResult;
 

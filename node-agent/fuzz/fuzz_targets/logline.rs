@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use node_agent::logline::{parse_all, LineParser, Stream, CUT_MARK, LOSSY_MARK, MAX_MESSAGE};
+use node_agent::logs::logline::{parse_all, LineParser, Stream, CUT_MARK, LOSSY_MARK, MAX_MESSAGE};
 
 fuzz_target!(|data: &[u8]| {
     // The first byte chooses where to cut the rest into two chunks.

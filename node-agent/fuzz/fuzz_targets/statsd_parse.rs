@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use node_agent::stats::statsd::{self, Value};
 use node_agent::stats::Stats;
-use node_agent::statsd::{self, Value};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -19,14 +19,14 @@ use rand::Rng;
 use schemas::Metric;
 use serde_json::{json, Map, Value as Json};
 
-use crate::statsd::{Kind, Sample, Value};
+use crate::stats::statsd::{Kind, Sample, Value};
 
-pub const MAX_KEYS: usize = 100_000;
-pub const MAX_SAMPLES: usize = 100_000;
-pub const GAUGE_KEEP_FLUSHES: u32 = 360;
+pub(crate) const MAX_KEYS: usize = 100_000;
+pub(crate) const MAX_SAMPLES: usize = 100_000;
+pub(crate) const GAUGE_KEEP_FLUSHES: u32 = 360;
 /// Keys of the aggregator's own counters.
-pub const INVALID_KEY: &str = "jsagent.statsd.invalid";
-pub const DROPPED_KEY: &str = "jsagent.statsd.dropped";
+pub(crate) const INVALID_KEY: &str = "jsagent.statsd.invalid";
+pub(crate) const DROPPED_KEY: &str = "jsagent.statsd.dropped";
 
 #[derive(Debug)]
 enum Entry {
@@ -130,7 +130,7 @@ impl Entry {
 
 /// The aggregates of one interval, plus the gauges kept across intervals.
 #[derive(Debug, Default)]
-pub struct Aggregates {
+pub(crate) struct Aggregates {
     metrics: HashMap<String, Entry>,
     invalid: u64,
     dropped: u64,
@@ -139,7 +139,7 @@ pub struct Aggregates {
 impl Aggregates {
     /// Adds one sample under `key` (the prefixed name). A sample whose type differs from the
     /// type the key already has is refused: `false`, and counted invalid.
-    pub fn add(&mut self, key: &str, sample: &Sample<'_>) -> bool {
+    pub(crate) fn add(&mut self, key: &str, sample: &Sample<'_>) -> bool {
         if let Some(entry) = self.metrics.get_mut(key) {
             if entry.kind() != sample.kind {
                 self.invalid += 1;
@@ -159,21 +159,12 @@ impl Aggregates {
     }
 
     /// Counts lines that did not parse.
-    pub fn add_invalid(&mut self, lines: u64) {
+    pub(crate) fn add_invalid(&mut self, lines: u64) {
         self.invalid += lines;
     }
 
-    /// Number of metrics held (gauges kept across intervals included).
-    pub fn len(&self) -> usize {
-        self.metrics.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.metrics.is_empty()
-    }
-
     /// Ends an interval of `interval` seconds: the metrics that had samples, sorted by key.
-    pub fn flush(&mut self, interval: f64) -> Vec<Metric> {
+    pub(crate) fn flush(&mut self, interval: f64) -> Vec<Metric> {
         let interval = if interval > 0.0 { interval } else { 1.0 };
         let mut out = Vec::new();
         self.metrics.retain(|key, entry| {
@@ -256,7 +247,7 @@ fn flush_entry(entry: &mut Entry, interval: f64) -> (Option<Map<String, Json>>, 
 
 /// Nearest-rank percentile of sorted, non-empty `values`: the smallest value with at least
 /// `p` percent of the values at or below it.
-pub fn percentile(sorted: &[f64], p: usize) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: usize) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

@@ -1,6 +1,6 @@
 //! The stats aggregator (DESIGN §7). [`Stats`] is the agent-wide handle, cheap to clone, fed by
 //! level-10 messages of jobs ([`Stats::statsd`]), the process manager's samples
-//! ([`Stats::gauges`]) and the UDP listener ([`crate::statsd_udp`]). [`Stats::run`] flushes it
+//! ([`Stats::gauges`]) and the UDP listener ([`crate::stats::udp`]). [`Stats::run`] flushes it
 //! every `stats_flush_interval` into [`StatsBatch`]es in the durable outbox, which the uploader
 //! posts to `POST /v1/agents/<gid>/<nid>/stats`.
 //!
@@ -8,7 +8,10 @@
 //! readers, where a channel round trip would cost more than the work. Lines are parsed before the
 //! lock is taken, and the lock is never held across an `.await`.
 
-pub mod aggregate;
+pub(crate) mod aggregate;
+pub(crate) mod procstats;
+pub mod statsd;
+pub mod udp;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -17,12 +20,12 @@ use schemas::{Metric, StatsBatch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::statsd::{self, Kind, Sample, Value};
 use crate::store::{OutboxKind, Store};
-pub use aggregate::Aggregates;
+pub(crate) use aggregate::Aggregates;
+use statsd::{Kind, Sample, Value};
 
 /// Most metrics in one batch (one outbox row), so a request stays well under the body limit.
-pub const MAX_BATCH_METRICS: usize = 500;
+pub(crate) const MAX_BATCH_METRICS: usize = 500;
 
 /// The agent-wide stats aggregator handle.
 #[derive(Clone, Default)]
@@ -73,7 +76,7 @@ impl Stats {
     /// Sets gauges `<prefix><name>` to the values: the process manager's summed samples of one
     /// domain/name, e.g. prefix `"ops.web.process."` with `cpu_percent`, `rss`, `vms`, `swap`,
     /// `threads`. A name that already is another type is skipped (and counted invalid).
-    pub fn gauges(&self, prefix: &str, values: &[(&str, f64)]) {
+    pub(crate) fn gauges(&self, prefix: &str, values: &[(&str, f64)]) {
         let mut key = String::with_capacity(prefix.len() + 16);
         let mut aggregates = self.lock();
         for (name, value) in values {
@@ -96,7 +99,7 @@ impl Stats {
     }
 
     /// Flushes every `every` into the outbox until `shutdown`, then once more.
-    pub async fn run(
+    pub(crate) async fn run(
         self,
         store: Store,
         gid: u64,
@@ -129,7 +132,13 @@ impl Stats {
 }
 
 /// The metrics of one flush as outbox rows: batches of at most [`MAX_BATCH_METRICS`] metrics.
-pub fn batches(gid: u64, nid: u64, epoch: u64, interval: f64, metrics: Vec<Metric>) -> Vec<String> {
+pub(crate) fn batches(
+    gid: u64,
+    nid: u64,
+    epoch: u64,
+    interval: f64,
+    metrics: Vec<Metric>,
+) -> Vec<String> {
     metrics
         .chunks(MAX_BATCH_METRICS)
         .filter_map(|chunk| {

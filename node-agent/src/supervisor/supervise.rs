@@ -13,7 +13,7 @@
 //!   overlapped. Each run posts its own result (`run` = its number, `final` = false) and the job
 //!   stays `RUNNING` until it is killed. Failed runs do not stop it (`max_restart` does not apply).
 //! - **Remembered** (long-running and recurring jobs): the agent stopping leaves them `RUNNING`
-//!   in the store, and the next start brings them back ([`crate::recovery`]). `killall` ends
+//!   in the store, and the next start brings them back ([`crate::supervisor::recovery`]). `killall` ends
 //!   their current run (posted `KILLED`, `final` = false) but keeps them: a long-running job is
 //!   started again after 1 s, a recurring one at its next period. `kill` forgets them: they end
 //!   `KILLED` for good.
@@ -26,23 +26,23 @@ use schemas::{ExecuteArgs, JobResult, JobState};
 use serde_json::Value;
 
 use super::{Ended, Job, Run, Supervisor, Waited};
-use crate::registry::Ticket;
+use crate::supervisor::registry::Ticket;
 
 /// A failure within this long of the start counts against `max_restart`.
-pub const QUICK_FAILURE: Duration = Duration::from_secs(5 * 60);
+pub(crate) const QUICK_FAILURE: Duration = Duration::from_secs(5 * 60);
 
 /// The first restart wait; it doubles with each counted failure.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 
 /// How a job runs over time, from its args.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// `max_time` -1.
-    pub long_running: bool,
+    pub(crate) long_running: bool,
     /// `recurring_period`, when not 0.
-    pub period: Option<Duration>,
+    pub(crate) period: Option<Duration>,
     /// `max_restart`.
-    pub max_restart: u32,
+    pub(crate) max_restart: u32,
 }
 
 /// What comes after a run.
@@ -57,7 +57,7 @@ pub(super) enum Next {
 }
 
 impl Plan {
-    pub fn of(args: &ExecuteArgs) -> Plan {
+    pub(crate) fn of(args: &ExecuteArgs) -> Plan {
         Plan {
             long_running: args.max_time == -1,
             period: (args.recurring_period > 0).then(|| Duration::from_secs(args.recurring_period)),
@@ -66,12 +66,12 @@ impl Plan {
     }
 
     /// Whether the job may run more than once.
-    pub fn repeats(&self) -> bool {
+    pub(crate) fn repeats(&self) -> bool {
         self.remembered() || self.max_restart > 0
     }
 
     /// Whether the job is kept across agent restarts and `killall`.
-    pub fn remembered(&self) -> bool {
+    pub(crate) fn remembered(&self) -> bool {
         self.long_running || self.period.is_some()
     }
 
@@ -115,7 +115,7 @@ impl Plan {
 }
 
 /// The wait before restart number `failures` (1 for the first): 1 s doubling, at most `cap`.
-pub fn backoff(failures: u32, cap: Duration) -> Duration {
+pub(crate) fn backoff(failures: u32, cap: Duration) -> Duration {
     let doublings = failures.saturating_sub(1).min(31);
     FIRST_BACKOFF.saturating_mul(1 << doublings).min(cap)
 }
@@ -298,118 +298,4 @@ fn give_up_text(job: &Job, plan: &Plan, runs: u64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn plan(long_running: bool, period: u64, max_restart: u32) -> Plan {
-        Plan {
-            long_running,
-            period: (period > 0).then(|| Duration::from_secs(period)),
-            max_restart,
-        }
-    }
-
-    const CAP: Duration = Duration::from_secs(300);
-
-    #[test]
-    fn backoff_doubles_from_one_second_up_to_the_cap() {
-        let waits: Vec<u64> = (1..=11).map(|n| backoff(n, CAP).as_secs()).collect();
-        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
-        assert_eq!(backoff(1000, CAP), CAP);
-    }
-
-    #[test]
-    fn quick_failures_restart_with_growing_waits_then_give_up() {
-        let p = plan(false, 0, 3);
-        let mut failures = 0;
-        let quick = Duration::from_millis(5);
-        let nexts: Vec<Next> = (0..4)
-            .map(|_| p.next(Ended::Failed, quick, &mut failures, CAP))
-            .collect();
-        let secs = Duration::from_secs;
-        assert_eq!(
-            nexts,
-            [
-                Next::Again(secs(1)),
-                Next::Again(secs(2)),
-                Next::Again(secs(4)),
-                Next::GiveUp
-            ]
-        );
-    }
-
-    #[test]
-    fn a_long_run_resets_the_count_and_is_restarted_without_counting() {
-        let p = plan(true, 0, 1);
-        let mut failures = 0;
-        let quick = Duration::from_secs(1);
-        assert_eq!(
-            p.next(Ended::Failed, quick, &mut failures, CAP),
-            Next::Again(FIRST_BACKOFF)
-        );
-        assert_eq!(failures, 1);
-        assert_eq!(
-            p.next(Ended::Failed, QUICK_FAILURE, &mut failures, CAP),
-            Next::Again(FIRST_BACKOFF)
-        );
-        assert_eq!(failures, 0);
-        assert_eq!(
-            p.next(Ended::Failed, quick, &mut failures, CAP),
-            Next::Again(FIRST_BACKOFF)
-        );
-        assert_eq!(
-            p.next(Ended::Failed, quick, &mut failures, CAP),
-            Next::GiveUp
-        );
-    }
-
-    #[test]
-    fn a_daemon_without_restarts_gives_up_on_its_first_quick_failure() {
-        let p = plan(true, 0, 0);
-        assert_eq!(
-            p.next(Ended::Failed, Duration::ZERO, &mut 0, CAP),
-            Next::GiveUp
-        );
-        assert_eq!(
-            p.next(Ended::Succeeded, Duration::ZERO, &mut 0, CAP),
-            Next::Finish
-        );
-    }
-
-    #[test]
-    fn recurring_runs_keep_to_their_period_and_never_overlap() {
-        let p = plan(false, 10, 0);
-        let mut failures = 0;
-        assert_eq!(
-            p.next(Ended::Succeeded, Duration::from_secs(3), &mut failures, CAP),
-            Next::Again(Duration::from_secs(7))
-        );
-        assert_eq!(
-            p.next(Ended::Failed, Duration::from_secs(25), &mut failures, CAP),
-            Next::Again(Duration::ZERO)
-        );
-        assert_eq!(failures, 0, "a recurring job's failures are not restarts");
-    }
-
-    #[test]
-    fn what_repeats_and_what_is_remembered() {
-        assert!(!plan(false, 0, 0).repeats());
-        assert!(plan(false, 0, 2).repeats() && !plan(false, 0, 2).remembered());
-        assert!(plan(true, 0, 0).remembered());
-        assert!(plan(false, 5, 0).remembered());
-    }
-
-    #[test]
-    fn a_resumed_recurring_job_keeps_to_its_period() {
-        let p = plan(false, 60, 0);
-        let now = schemas::now_ms();
-        let wait = p.first_wait(Some(now - 20_000));
-        assert!(
-            wait <= Duration::from_secs(40) && wait > Duration::from_secs(38),
-            "{wait:?}"
-        );
-        assert_eq!(p.first_wait(Some(now - 120_000)), Duration::ZERO);
-        assert_eq!(p.first_wait(None), Duration::ZERO);
-        assert_eq!(plan(true, 0, 0).first_wait(Some(now)), Duration::ZERO);
-    }
-}
+mod tests;

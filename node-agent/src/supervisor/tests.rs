@@ -1,150 +1,13 @@
 //! Tests of the process manager with real processes (unix).
 
 use super::*;
-use crate::config::{FileConfig, Flags};
-use crate::store::{OutboxKind, Received};
+use crate::store::Received;
+use crate::testkit::kit;
 use serde_json::json;
-use std::path::PathBuf;
-
-pub(super) struct Fixture {
-    pub(super) dir: PathBuf,
-    pub(super) store: Store,
-    pub(super) supervisor: Supervisor,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-async fn fixture(name: &str) -> Fixture {
-    fixture_with(name, None).await
-}
-
-/// A supervisor in its own data dir; `max_jobs` defaults to the config's default.
-pub(super) async fn fixture_with(name: &str, max_jobs: Option<usize>) -> Fixture {
-    let dir = std::env::temp_dir().join(format!("jsagent-sup-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let flags = Flags {
-        controller: Some("http://127.0.0.1:1".into()),
-        gid: Some(1),
-        nid: Some(2),
-        data_dir: Some(dir.clone()),
-        max_jobs,
-        ..Default::default()
-    };
-    let config = Config::resolve(
-        flags,
-        FileConfig::default(),
-        Some("t".into()),
-        "/opt/js".into(),
-    )
-    .unwrap();
-    let store = Store::open(&dir.join("agent.db")).await.unwrap();
-    let logs = Logs::start(&config, store.clone(), None).await.unwrap();
-    let supervisor = Supervisor::new(&config, store.clone(), logs);
-    Fixture {
-        dir,
-        store,
-        supervisor,
-    }
-}
-
-impl Fixture {
-    /// Stores and submits an execute command, and waits for its result.
-    async fn run(&self, id: &str, args: Value, data: Option<Value>) -> JobResult {
-        self.submit(id, args, data).await;
-        self.result(id).await
-    }
-
-    /// Stores and submits an execute command.
-    pub(super) async fn submit(&self, id: &str, args: Value, data: Option<Value>) {
-        let mut command = json!({"id": id, "gid": 1, "nid": 2, "cmd": "execute", "args": args});
-        if let Some(data) = data {
-            command["data"] = data;
-        }
-        let raw = command.to_string();
-        let (command, kind) = Command::parse(raw.as_bytes()).unwrap();
-        let schemas::CommandKind::Execute(args) = kind else {
-            panic!("not execute")
-        };
-        self.store
-            .receive(vec![Received { id: id.into(), raw }])
-            .await
-            .unwrap();
-        self.supervisor.submit(Job {
-            command,
-            args,
-            program: Program::Executable,
-            resume: None,
-        });
-    }
-
-    /// Stores an internal command and returns it, to hand to the supervisor.
-    pub(super) async fn internal(&self, id: &str, cmd: &str, args: Value) -> Command {
-        let raw = json!({"id": id, "gid": 1, "nid": 2, "cmd": cmd, "args": args}).to_string();
-        let (command, _) = Command::parse(raw.as_bytes()).unwrap();
-        self.store
-            .receive(vec![Received { id: id.into(), raw }])
-            .await
-            .unwrap();
-        command
-    }
-
-    /// Waits until a job's record says `RUNNING`; returns its pid (its process group).
-    pub(super) async fn running(&self, id: &str) -> u32 {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let job = self.store.unfinished().await.unwrap();
-            if let Some(pid) = job
-                .iter()
-                .find(|j| j.id == id && j.state == "RUNNING")
-                .and_then(|j| j.pid)
-            {
-                return pid;
-            }
-            assert!(std::time::Instant::now() < deadline, "{id} did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The results in the outbox, in the order they were stored.
-    pub(super) async fn results(&self) -> Vec<JobResult> {
-        let rows = self
-            .store
-            .outbox_take(OutboxKind::Result, 1000)
-            .await
-            .unwrap();
-        rows.iter()
-            .map(|r| serde_json::from_str(&r.body).unwrap())
-            .collect()
-    }
-
-    pub(super) async fn result(&self, id: &str) -> JobResult {
-        for _ in 0..600 {
-            let rows = self
-                .store
-                .outbox_take(OutboxKind::Result, 1000)
-                .await
-                .unwrap();
-            let found = rows
-                .iter()
-                .map(|r| serde_json::from_str::<JobResult>(&r.body).unwrap())
-                .find(|r| r.id == id);
-            if let Some(result) = found {
-                return result;
-            }
-            self.store.outbox_added().await;
-        }
-        panic!("no result for {id}");
-    }
-}
 
 #[tokio::test]
 async fn echo_is_ok_with_its_output() {
-    let f = fixture("echo").await;
+    let f = kit("sup-echo").await;
     let r = f
         .run(
             "e",
@@ -163,7 +26,7 @@ async fn echo_is_ok_with_its_output() {
 
 #[tokio::test]
 async fn stream_tails_keep_the_last_lines() {
-    let f = fixture("tail").await;
+    let f = kit("sup-tail").await;
     let r = f
         .run(
             "t",
@@ -178,7 +41,7 @@ async fn stream_tails_keep_the_last_lines() {
 
 #[tokio::test]
 async fn a_nonzero_exit_is_an_error_with_its_code() {
-    let f = fixture("exit3").await;
+    let f = kit("sup-exit3").await;
     let r = f
         .run("x", json!({"cmd": "sh", "args": ["-c", "exit 3"]}), None)
         .await;
@@ -187,7 +50,7 @@ async fn a_nonzero_exit_is_an_error_with_its_code() {
 
 #[tokio::test]
 async fn stdin_data_reaches_the_process() {
-    let f = fixture("stdin").await;
+    let f = kit("sup-stdin").await;
     let r = f
         .run(
             "s",
@@ -207,7 +70,7 @@ async fn stdin_data_reaches_the_process() {
 
 #[tokio::test]
 async fn max_time_kills_the_whole_tree() {
-    let f = fixture("timeout").await;
+    let f = kit("sup-timeout").await;
     let pidfile = f.dir.join("grandchild.pid");
     let script = format!("sleep 100 & echo $! > {}; sleep 100", pidfile.display());
     let r = f
@@ -229,7 +92,7 @@ async fn max_time_kills_the_whole_tree() {
 
 #[tokio::test]
 async fn leftover_children_die_with_the_job() {
-    let f = fixture("leftover").await;
+    let f = kit("sup-leftover").await;
     let pidfile = f.dir.join("child.pid");
     let script = format!("sleep 100 & echo $! > {}", pidfile.display());
     let r = f
@@ -261,7 +124,7 @@ async fn gone(pid: &str) -> bool {
 
 #[tokio::test]
 async fn a_missing_executable_is_named() {
-    let f = fixture("missing").await;
+    let f = kit("sup-missing").await;
     let r = f.run("m", json!({"cmd": "/no/such/binary"}), None).await;
     assert_eq!(r.state, JobState::Error);
     assert_eq!(r.data, json!("executable not found: /no/such/binary"));
@@ -274,7 +137,7 @@ async fn a_missing_executable_is_named() {
 
 #[tokio::test]
 async fn template_vars_and_workingdir_apply() {
-    let f = fixture("templates").await;
+    let f = kit("sup-templates").await;
     let args = json!({"cmd": "sh", "args": ["-c", "pwd; echo $0", "$agentroot:$root:$tmp"], "workingdir": "$agentroot"});
     let r = f.run("v", args, None).await;
     let dir = f.dir.display().to_string();
@@ -286,7 +149,7 @@ async fn template_vars_and_workingdir_apply() {
 async fn the_agents_own_settings_do_not_reach_a_job() {
     // Set for the whole test process: no other test reads this name.
     std::env::set_var("JSAGENT_TOKEN_FOR_THE_LEAK_TEST", "jsa_secret");
-    let f = fixture("no-leak").await;
+    let f = kit("sup-no-leak").await;
     let r = f
         .run(
             "leak",
@@ -301,7 +164,7 @@ async fn the_agents_own_settings_do_not_reach_a_job() {
 
 #[tokio::test]
 async fn env_vars_reach_the_process() {
-    let f = fixture("env").await;
+    let f = kit("sup-env").await;
     let r = f
         .run(
             "v",
@@ -314,7 +177,7 @@ async fn env_vars_reach_the_process() {
 
 #[tokio::test]
 async fn a_missing_workingdir_is_an_error() {
-    let f = fixture("nowd").await;
+    let f = kit("sup-nowd").await;
     let r = f
         .run(
             "w",
@@ -333,7 +196,7 @@ async fn a_missing_workingdir_is_an_error() {
 
 #[tokio::test]
 async fn a_signal_exit_has_no_code() {
-    let f = fixture("signal").await;
+    let f = kit("sup-signal").await;
     let r = f
         .run(
             "k",
@@ -349,7 +212,7 @@ async fn a_signal_exit_has_no_code() {
 
 #[tokio::test]
 async fn shutdown_kills_running_jobs_and_reports_them() {
-    let f = fixture("shutdown").await;
+    let f = kit("sup-shutdown").await;
     let raw = json!({"id": "long", "gid": 1, "nid": 2, "cmd": "execute", "args": {"cmd": "sleep", "args": ["100"]}});
     let (command, kind) = Command::parse(raw.to_string().as_bytes()).unwrap();
     let schemas::CommandKind::Execute(args) = kind else {

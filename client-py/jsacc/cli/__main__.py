@@ -1,0 +1,5 @@
+"""``python -m jsacc.cli`` is ``jsctl``."""
+
+from . import main
+
+raise SystemExit(main())

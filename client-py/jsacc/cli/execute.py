@@ -1,0 +1,143 @@
+"""``jsctl exec``: run a program on an agent (or every agent of a role) and print its output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+from ..client import Client
+from ..errors import Timeout
+from ..job import Job
+from .args import add_target_options, nonneg_float
+from .exits import EXIT_CODES_HELP, EXIT_NO_RESULT, exit_code_for_results
+from .output import agent_of, err, missing_targets, reason, write_text
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "exec", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="run a program on an agent and print its output",
+        description="Run CMD with ARGS (no shell: use `sh -c '...'` for one) on an agent and wait "
+                    "for the result. Prints the tail of the program's stdout on stdout and of its "
+                    "stderr on stderr (the agent keeps the last 1000 lines of each), or the whole "
+                    "result with --json; the exit code says how the job ended.",
+        epilog=f"""\
+examples:
+  jsctl exec --gid 1 --nid 5 -- /bin/echo hi
+  jsctl exec --nid 5 --max-time 10 -- sleep 30          # ends TIMEOUT, exit code 3
+  jsctl exec --gid 1 --role web --fanout -- systemctl is-active nginx
+  jsctl exec --nid 5 --env LANG=C --workingdir '$tmp' --data 'stdin text' -- cat
+
+{EXIT_CODES_HELP}""")
+    add_target_options(p)
+    p.add_argument("--timeout", type=nonneg_float, default=None, metavar="S",
+                   help="seconds to wait for the result (client side; default: as long as it "
+                        "takes); when it passes, exit 5 and the job goes on")
+    p.add_argument("--max-time", type=int, default=0, metavar="S",
+                   help="seconds the job may run before the agent kills it (state TIMEOUT, "
+                        "exit 3); 0 = no limit (default), -1 = long-running (restarted by the "
+                        "agent)")
+    p.add_argument("--max-restart", type=int, default=None, metavar="N",
+                   help="restart a process that fails within 5 min of its start up to N times "
+                        "(waits 1 s, doubling); then a critical alert and ERROR")
+    p.add_argument("--every", type=int, default=None, metavar="S",
+                   help="recurring: run every S seconds (never overlapping) until killed; "
+                        "jsctl prints the first run's result")
+    p.add_argument("--queue", metavar="NAME",
+                   help="serial queue: jobs naming the same queue run one at a time on the agent")
+    p.add_argument("--domain", default="", help="domain of the process (groups stats and logs)")
+    p.add_argument("--name", default="", help="name of the process (groups stats and logs)")
+    p.add_argument("--workingdir", metavar="DIR",
+                   help="working directory ($agentroot, $root, $tmp are replaced by the agent)")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra environment variable (repeatable)")
+    d = p.add_mutually_exclusive_group()
+    d.add_argument("--data", metavar="TEXT", help="text passed to the program on stdin")
+    d.add_argument("--data-file", metavar="PATH",
+                   help="file passed on stdin ('-' = jsctl's stdin)")
+    p.add_argument("--id", metavar="ID", help="job id (default: a new UUID4)")
+    p.add_argument("--json", action="store_true", help="print the whole result as JSON "
+                   "(a list with --fanout) instead of the program's output")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]",
+                   help="the program and its arguments")
+    p.set_defaults(func=run, check_args=check_args)
+
+
+def check_args(a: argparse.Namespace) -> Optional[str]:
+    """A usage problem argparse cannot see: no program after ``--``."""
+    if not [c for c in a.command if c != "--"]:
+        return "exec: no command given: jsctl exec [options] -- CMD [ARGS...]"
+    return None
+
+
+def _parse_env(items: Sequence[str]) -> Optional[Dict[str, str]]:
+    if not items:
+        return None
+    env = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--env wants KEY=VALUE, got {item!r}")
+        env[key] = value
+    return env
+
+
+def _read_data(a: argparse.Namespace) -> Optional[str]:
+    """What goes to the program's stdin: --data, or the file (or stdin) --data-file names."""
+    if a.data_file is None:
+        return a.data
+    if a.data_file == "-":
+        return sys.stdin.read()
+    with open(a.data_file, encoding="utf-8") as f:
+        return f.read()
+
+
+def _wait(job: Job, fanout: bool, timeout: Optional[float]) -> List[Dict[str, Any]]:
+    """The results to report (raises Timeout when none arrived)."""
+    if fanout:
+        return job.results(timeout=timeout)
+    return [job.result(timeout=timeout)]
+
+
+def _report(job: Job, results: List[Dict[str, Any]], a: argparse.Namespace) -> None:
+    """Each result's output streams (or the JSON), and a line on stderr for each not OK."""
+    if a.json:
+        print(json.dumps(results if a.fanout else results[0], indent=2))
+    for result in results:
+        if a.fanout and not a.json:
+            print(f"=== {agent_of(result)} {result.get('state')}", flush=True)
+        if not a.json:
+            streams = result.get("streams") or ["", ""]
+            write_text(sys.stdout, streams[0] if len(streams) > 0 else "")
+            write_text(sys.stderr, streams[1] if len(streams) > 1 else "")
+        if result.get("critical"):
+            err(f"job {job.id} on {agent_of(result)}: critical: {result['critical']}")
+        if result.get("state") != "OK":
+            err(f"job {job.id} on {agent_of(result)} ended {result.get('state')}: "
+                f"{reason(result)}")
+
+
+def run(client: Client, a: argparse.Namespace) -> int:
+    data = _read_data(a)
+    command = list(a.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise ValueError("no command given: jsctl exec [options] -- CMD [ARGS...]")
+    job = client.execute(command[0], command[1:], gid=a.gid, nid=a.nid, role=a.role,
+                         fanout=a.fanout, domain=a.domain, name=a.name, workingdir=a.workingdir,
+                         env=_parse_env(a.env), data=data, max_time=a.max_time, id=a.id,
+                         max_restart=a.max_restart, recurring_period=a.every, queue=a.queue)
+    try:
+        results = _wait(job, a.fanout, a.timeout)
+    except Timeout as e:
+        err(str(e))
+        return EXIT_NO_RESULT
+    missing = missing_targets(job, results, a.fanout)
+    _report(job, results, a)
+    for target in missing:
+        err(f"job {job.id}: no result from {target} within {a.timeout} s")
+    expected = len(job.targets or []) if a.fanout else 1
+    return exit_code_for_results(results, expected if a.fanout and job.targets else None)

@@ -1,0 +1,62 @@
+"""``jsctl kill``: end a job (or, with ``--all``, every process) on an agent."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from ..client import Client
+from ..errors import Timeout
+from .args import add_agent_options, nonneg_float
+from .exits import EXIT_ERROR, EXIT_NO_RESULT, EXIT_OK
+from .output import agent_of, err, reason
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "kill", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="kill a job (or every job) on an agent",
+        description="Kill job JOB on agent GID:NID: its whole process tree gets SIGTERM, then "
+                    "SIGKILL after 5 s (Windows: its Job Object is terminated); it ends KILLED "
+                    "and, if it was long-running or recurring, is forgotten. With --all, kill "
+                    "every process; long-running and recurring jobs stay registered and come "
+                    "back.",
+        epilog="examples:\n  jsctl kill --gid 1 --nid 5 6f1c...\n  jsctl kill --nid 5 --all\n\n"
+               "exit codes: 0 killed, 1 the agent refused (unknown job, already ended), "
+               "5 no answer within --timeout, 6 cannot reach Redis.\n")
+    add_agent_options(p)
+    p.add_argument("--all", action="store_true", help="killall: every process of the agent")
+    p.add_argument("job", nargs="?", metavar="JOB", help="id of the job to kill")
+    p.add_argument("--timeout", type=nonneg_float, default=30.0, metavar="S",
+                   help="seconds to wait for the kill's answer (default 30; a kill waits for "
+                        "the tree to exit)")
+    p.add_argument("--json", action="store_true", help="print the agent's answer as JSON")
+    p.set_defaults(func=run)
+
+
+def run(client: Client, a: argparse.Namespace) -> int:
+    if a.all == bool(a.job):
+        raise ValueError("give a JOB id, or --all (not both)")
+    job = (client.killall(gid=a.gid, nid=a.nid) if a.all
+           else client.kill(a.job, gid=a.gid, nid=a.nid))
+    try:
+        result = job.result(a.timeout)
+    except Timeout as e:
+        err(str(e))
+        return EXIT_NO_RESULT
+    data = result.get("data")
+    if result.get("state") != "OK":
+        what = "killall" if a.all else f"kill {a.job}"
+        err(f"{what} on {agent_of(result)} ended {result.get('state')}: {reason(result)}")
+        return EXIT_ERROR
+    if a.json:
+        print(json.dumps(data))
+    elif a.all:
+        killed, remembered = data.get("killed", []), set(data.get("remembered", []))
+        print(f"killed {len(killed)} job(s)" + (f": {', '.join(killed)}" if killed else ""))
+        if remembered:
+            print(f"remembered (they come back): {', '.join(sorted(remembered))}")
+    else:
+        print(f"killed {data.get('killed')} (was {data.get('was')})")
+    return EXIT_OK

@@ -1,0 +1,196 @@
+//! The handlers through [`app`], as a client sees them, without a network: each test starts a
+//! real redis-server and sends requests with `oneshot`.
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use super::{app, Api};
+use crate::testkit::{self, RedisServer};
+
+/// What came back: the status and the body, as JSON when it is.
+async fn send(api: &Api, req: Request<Body>) -> (StatusCode, Value) {
+    let response = app(api.clone()).oneshot(req).await.expect("infallible");
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("a body");
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, body)
+}
+
+fn post(path: &str, token: Option<&str>, body: impl Into<Body>) -> Request<Body> {
+    let mut req = Request::post(path).header(header::CONTENT_TYPE, "application/json");
+    if let Some(token) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    req.body(body.into()).expect("a request")
+}
+
+/// The state on a fresh redis-server, and a token of agent 1:1 with role `web`.
+async fn agent() -> (RedisServer, Api, String) {
+    let server = RedisServer::start();
+    let api = testkit::api(&server).await;
+    let token = crate::auth::add(&mut api.state.conn(), 1, 1, &["web".to_owned()])
+        .await
+        .expect("a token");
+    (server, api, token)
+}
+
+#[tokio::test]
+async fn operator_endpoints_answer_and_unknown_paths_are_json_404s() {
+    let server = RedisServer::start();
+    let api = testkit::api(&server).await;
+    let get = |p: &str| Request::get(p).body(Body::empty()).expect("a request");
+    assert_eq!(
+        send(&api, get("/healthz")).await,
+        (StatusCode::OK, json!("ok\n"))
+    );
+    let (status, body) = send(&api, get("/nope")).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (StatusCode::NOT_FOUND, &json!("not_found"))
+    );
+    // No peer address and no metrics token: refused.
+    let (status, body) = send(&api, get("/metrics")).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (StatusCode::UNAUTHORIZED, &json!("unauthorized"))
+    );
+    let (status, _) = send(&api, post("/healthz", None, "x")).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn a_hello_needs_the_agents_own_token_and_is_answered_with_its_roles() {
+    let (_server, api, token) = agent().await;
+    let hello = json!({"hostname": "h", "roles": ["web", "db"]}).to_string();
+    let (status, body) = send(&api, post("/v1/agents/1/1/hello", None, hello.clone())).await;
+    assert_eq!(
+        (status, &body["message"]),
+        (StatusCode::UNAUTHORIZED, &json!("missing bearer token"))
+    );
+    let (status, _) = send(
+        &api,
+        post("/v1/agents/1/1/hello", Some("wrong"), hello.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = send(
+        &api,
+        post("/v1/agents/1/2/hello", Some(&token), hello.clone()),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]),
+        (StatusCode::FORBIDDEN, &json!("forbidden"))
+    );
+    let (status, body) = send(&api, post("/v1/agents/1/1/hello", Some(&token), hello)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answer: schemas::HelloAnswer = serde_json::from_value(body).expect("a hello answer");
+    assert_eq!(
+        (answer.lease, answer.roles),
+        (60, Some(vec!["web".to_owned()]))
+    );
+    assert!(answer.warnings[0].contains("db"), "{:?}", answer.warnings);
+    let (status, body) = send(&api, post("/v1/agents/1/1/hello", Some(&token), "{")).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (StatusCode::BAD_REQUEST, &json!("bad_request"))
+    );
+}
+
+#[tokio::test]
+async fn results_of_unknown_jobs_and_invalid_items_are_refused_each_with_a_reason() {
+    let (_server, api, token) = agent().await;
+    let result = |id: &str, nid: u64| json!({"id": id, "gid": 1, "nid": nid, "cmd": "execute", "state": "OK", "data": ""});
+    let one = result("nope", 1).to_string();
+    let (status, body) = send(&api, post("/v1/agents/1/1/result", Some(&token), one)).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (StatusCode::NOT_FOUND, &json!("unknown_job"))
+    );
+    let batch = json!([result("a", 1), result("b", 2), {"id": "c"}]).to_string();
+    let (status, body) = send(&api, post("/v1/agents/1/1/result", Some(&token), batch)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answer: schemas::BatchAnswer = serde_json::from_value(body).expect("a batch answer");
+    let errors: Vec<_> = answer
+        .rejected
+        .iter()
+        .map(|r| (r.id.as_str(), r.error.as_str()))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            ("b", "mismatched_agent"),
+            ("c", "bad_request"),
+            ("a", "unknown_job")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn logs_and_stats_are_taken_once_and_a_body_over_the_limit_is_413() {
+    let (_server, api, token) = agent().await;
+    let logs = json!([{"id": 1, "jobid": "j", "domain": "ops", "name": "x", "epoch": 1,
+                       "level": 5, "data": "hi"}, 42])
+    .to_string();
+    let (status, body) = send(
+        &api,
+        post("/v1/agents/1/1/logs", Some(&token), logs.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!((&body["stored"], &body["rejected"]), (&json!(1), &json!(1)));
+    let (_, again) = send(&api, post("/v1/agents/1/1/logs", Some(&token), logs)).await;
+    assert_eq!(
+        (&again["stored"], &again["duplicates"]),
+        (&json!(0), &json!(1))
+    );
+    let stats = json!({"gid": 1, "nid": 1, "epoch": 1, "interval": 10.0,
+                       "metrics": [{"key": "k", "type": "gauge", "value": 1.0}]})
+    .to_string();
+    let (status, body) = send(&api, post("/v1/agents/1/1/stats", Some(&token), stats)).await;
+    assert_eq!(
+        (status, &body["recorded"]),
+        (StatusCode::OK, &json!(1)),
+        "{body}"
+    );
+    let huge = vec![b' '; api.state.config.max_body + 1];
+    let (status, body) = send(&api, post("/v1/agents/1/1/logs", Some(&token), huge)).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (StatusCode::PAYLOAD_TOO_LARGE, &json!("too_large"))
+    );
+}
+
+#[tokio::test]
+async fn redis_refusing_is_a_500_and_redis_gone_is_a_503() {
+    let (mut server, api, token) = agent().await;
+    // A string where the agent's facts hash belongs: Redis refuses the hello's write.
+    let _: () = redis::cmd("SET")
+        .arg(crate::keys::agent("1:1"))
+        .arg("not a hash")
+        .query_async(&mut api.state.conn())
+        .await
+        .expect("SET");
+    let hello = json!({"hostname": "h"}).to_string();
+    let (status, body) = send(
+        &api,
+        post("/v1/agents/1/1/hello", Some(&token), hello.clone()),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]),
+        (StatusCode::INTERNAL_SERVER_ERROR, &json!("internal"))
+    );
+    server.kill();
+    let (status, body) = send(&api, post("/v1/agents/1/1/hello", Some(&token), hello)).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (StatusCode::SERVICE_UNAVAILABLE, &json!("unavailable")),
+        "{body}"
+    );
+}

@@ -1,0 +1,343 @@
+use super::*;
+
+fn flags(args: &[&str]) -> Flags {
+    let argv = std::iter::once("jsagent").chain(args.iter().copied());
+    Flags::try_parse_from(argv).unwrap()
+}
+
+fn file(text: &str) -> Result<FileConfig, ConfigError> {
+    parse_file(Path::new("agent.toml"), text)
+}
+
+fn resolve(flags: Flags, file: FileConfig) -> Result<Config, ConfigError> {
+    Config::resolve(flags, file, Some("t0ken".into()), "/opt/jsagent".into())
+}
+
+#[test]
+fn unknown_key_is_an_error_naming_it() {
+    let err = file("controller = \"http://x\"\nmax_jobz = 3\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("max_jobz"), "{err}");
+    assert!(err.contains("agent.toml"), "{err}");
+    let err = file("[interpreters]\nperl = \"perl\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("perl"), "{err}");
+}
+
+#[test]
+fn every_documented_key_is_accepted() {
+    let text = r#"
+            controller = "http://127.0.0.1:4000"
+            gid = 1
+            nid = 5
+            roles = ["storage", "web"]
+            token_file = "/etc/jsagent/token"
+            ca_cert = "/etc/jsagent/ca.pem"
+            insecure_http = false
+            data_dir = "/var/lib/jsagent"
+            jumpscripts_dir = "/opt/jumpscripts"
+            max_jobs = 4
+            stats_interval = 30
+            stats_flush_interval = 2.5
+            statsd_listen = "127.0.0.1:8125"
+            log_db_max_size = 1000
+            log_db_keep = 2
+            loglevels_db = "1-9"
+            loglevels_ac = "8,9"
+            log_batch_size = 10
+            log_flush_interval = 1
+            [interpreters]
+            python = "/usr/bin/python3"
+            lua = "lua"
+        "#;
+    let cfg = file(text).unwrap();
+    let cfg = Config::resolve(
+        Flags::default(),
+        FileConfig {
+            token_file: None,
+            ..cfg
+        },
+        Some("x".into()),
+        "/r".into(),
+    )
+    .unwrap();
+    assert_eq!((cfg.gid, cfg.nid, cfg.max_jobs), (1, 5, 4));
+    assert_eq!(cfg.roles, ["storage", "web"]);
+    assert_eq!(cfg.stats_flush_interval, Duration::from_millis(2500));
+    assert_eq!(cfg.interpreters.python, "/usr/bin/python3");
+    assert_eq!(cfg.statsd_listen, Some("127.0.0.1:8125".parse().unwrap()));
+}
+
+#[test]
+fn the_shipped_example_config_is_accepted() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/agent.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let cfg = Config::resolve(
+        Flags::default(),
+        parse_file(&path, &text).unwrap(),
+        None,
+        "/".into(),
+    );
+    // Its token file does not exist here; everything before the token resolved.
+    let err = cfg.unwrap_err().to_string();
+    assert!(err.contains("cannot read token file"), "{err}");
+}
+
+#[test]
+fn flags_override_the_file() {
+    let f =
+        file("controller = \"http://file:1\"\ngid = 1\nnid = 2\nmax_jobs = 3\nroles = [\"a\"]\n")
+            .unwrap();
+    let cfg = resolve(
+        flags(&[
+            "--nid",
+            "7",
+            "--controller",
+            "http://127.0.0.2:2/",
+            "--roles",
+            "x, y,",
+        ]),
+        f,
+    )
+    .unwrap();
+    assert_eq!(cfg.controller.as_str(), "http://127.0.0.2:2/");
+    assert_eq!((cfg.gid, cfg.nid, cfg.max_jobs), (1, 7, 3));
+    assert_eq!(cfg.roles, ["x", "y"]);
+}
+
+#[test]
+fn defaults_apply() {
+    let cfg = resolve(
+        flags(&[
+            "--controller",
+            "http://127.0.0.1",
+            "--gid",
+            "0",
+            "--nid",
+            "0",
+        ]),
+        FileConfig::default(),
+    )
+    .unwrap();
+    assert_eq!(cfg.max_jobs, 16);
+    assert_eq!(cfg.stats_interval, Duration::from_secs(30));
+    assert_eq!(cfg.log_db_max_size, 100_000_000);
+    assert_eq!(cfg.log_db_keep, 5);
+    assert_eq!(
+        cfg.interpreters,
+        Interpreters {
+            python: "python3".into(),
+            lua: "lua5.4".into()
+        }
+    );
+    assert!(cfg.data_dir.is_absolute() && cfg.data_dir.ends_with("jsagent-data"));
+    assert_eq!(cfg.jumpscripts_dir, cfg.data_dir.join("jumpscripts"));
+}
+
+#[test]
+fn missing_settings_name_flag_env_and_key() {
+    let err = resolve(Flags::default(), FileConfig::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--controller") && err.contains("JSAGENT_CONTROLLER"),
+        "{err}"
+    );
+    let err = resolve(
+        flags(&["--controller", "http://127.0.0.1", "--gid", "1"]),
+        FileConfig::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--nid") && err.contains("`nid`"), "{err}");
+    let f = flags(&[
+        "--controller",
+        "http://127.0.0.1",
+        "--gid",
+        "1",
+        "--nid",
+        "1",
+    ]);
+    let err = Config::resolve(f, FileConfig::default(), None, "/".into())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("JSAGENT_TOKEN") && err.contains("--token-file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn https_needs_a_ca_cert() {
+    let f = flags(&["--controller", "https://c:4000", "--gid", "1", "--nid", "1"]);
+    let err = resolve(f, FileConfig::default()).unwrap_err().to_string();
+    assert!(err.contains("--ca-cert"), "{err}");
+}
+
+#[test]
+fn token_file_wins_over_env_and_is_trimmed() {
+    let dir = std::env::temp_dir().join(format!("jsagent-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("token");
+    std::fs::write(&path, "s3cret\n").unwrap();
+    let f = flags(&[
+        "--controller",
+        "http://127.0.0.1",
+        "--gid",
+        "1",
+        "--nid",
+        "1",
+    ]);
+    let f = Flags {
+        token_file: Some(path.clone()),
+        ..f
+    };
+    let cfg = Config::resolve(f, FileConfig::default(), Some("env".into()), "/".into()).unwrap();
+    assert_eq!(cfg.token.secret(), "s3cret");
+    assert!(!format!("{cfg:?}").contains("s3cret"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn bad_values_are_explained() {
+    let base = || {
+        flags(&[
+            "--controller",
+            "http://127.0.0.1",
+            "--gid",
+            "1",
+            "--nid",
+            "1",
+        ])
+    };
+    let err = resolve(
+        Flags {
+            max_jobs: Some(0),
+            ..base()
+        },
+        FileConfig::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("max_jobs"), "{err}");
+    let err = resolve(
+        Flags {
+            controller: Some("ftp://x".into()),
+            ..base()
+        },
+        FileConfig::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("ftp://x"), "{err}");
+    let err = resolve(base(), file("stats_interval = -1").unwrap()).unwrap_err();
+    assert!(err.to_string().contains("stats_interval"), "{err}");
+    let err = file("gid = \"one\"").unwrap_err();
+    assert!(err.to_string().contains("gid"), "{err}");
+}
+
+fn url(raw: &str) -> Url {
+    Url::parse(raw).unwrap()
+}
+
+#[test]
+fn loopback_hosts_are_this_machine_only() {
+    for this in [
+        "http://127.0.0.1:4000",
+        "http://127.9.8.7",
+        "http://[::1]:4000/x",
+        "http://localhost:4000",
+        "http://LocalHost.:1",
+        "http://[::ffff:127.0.0.1]",
+    ] {
+        assert!(is_loopback(&url(this)), "{this}");
+    }
+    for other in [
+        "http://128.0.0.1",
+        "http://10.0.0.5:4000",
+        "http://[::2]",
+        "http://localhost.example.com",
+        "http://mylocalhost",
+        "http://controller:4000",
+    ] {
+        assert!(!is_loopback(&url(other)), "{other}");
+    }
+}
+
+#[test]
+fn plain_http_off_this_machine_is_refused_with_what_to_do() {
+    let f = flags(&[
+        "--controller",
+        "http://10.0.0.5:4000",
+        "--gid",
+        "1",
+        "--nid",
+        "1",
+    ]);
+    let err = resolve(f, FileConfig::default()).unwrap_err();
+    assert!(matches!(err, ConfigError::PlainHttp(_)), "{err}");
+    let err = err.to_string();
+    for hint in [
+        "http://10.0.0.5:4000",
+        "in clear",
+        "https://",
+        "--ca-cert",
+        "--insecure-http",
+        "JSAGENT_INSECURE_HTTP",
+        "insecure_http",
+    ] {
+        assert!(err.contains(hint), "{hint}: {err}");
+    }
+    // Loopback needs no flag; https needs none either.
+    let f = flags(&[
+        "--controller",
+        "http://127.0.0.1:4000",
+        "--gid",
+        "1",
+        "--nid",
+        "1",
+    ]);
+    assert!(resolve(f, FileConfig::default()).is_ok());
+}
+
+#[test]
+fn insecure_http_allows_plain_http_from_flag_or_file() {
+    let args = [
+        "--controller",
+        "http://10.0.0.5:4000",
+        "--gid",
+        "1",
+        "--nid",
+        "1",
+    ];
+    let f = flags(&[&args[..], &["--insecure-http"]].concat());
+    assert!(resolve(f, FileConfig::default()).is_ok());
+    let cfg = resolve(flags(&args), file("insecure_http = true").unwrap()).unwrap();
+    assert_eq!(cfg.controller.as_str(), "http://10.0.0.5:4000/");
+    assert!(resolve(flags(&args), file("insecure_http = false").unwrap()).is_err());
+}
+
+#[test]
+fn help_documents_insecure_http_and_its_variable() {
+    use clap::CommandFactory;
+    let help = Flags::command().render_long_help().to_string();
+    assert!(help.contains("--insecure-http"), "{help}");
+    assert!(help.contains("JSAGENT_INSECURE_HTTP"), "{help}");
+}
+
+#[test]
+fn an_unreadable_ca_cert_is_a_config_error_at_start() {
+    let f = flags(&[
+        "--controller",
+        "https://127.0.0.1:4000",
+        "--gid",
+        "1",
+        "--nid",
+        "1",
+        "--ca-cert",
+        "/nonexistent/ca.pem",
+    ]);
+    let err = resolve(f, FileConfig::default()).unwrap_err();
+    assert!(matches!(err, ConfigError::Trust(_)), "{err}");
+    assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+}

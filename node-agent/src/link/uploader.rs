@@ -1,0 +1,304 @@
+//! The uploader (DESIGN §5.3, §6): posts the outbox (results, then stats, then logs) to the controller, oldest first,
+//! up to [`BATCH`] items and about [`BATCH_BYTES`] per request, and deletes them only once the
+//! controller answered 2xx (every item of a 2xx array answer is settled; refused ones are
+//! logged). Failures follow the agent retry rules of docs/protocol.md: back off and retry; a 413
+//! splits the batch in halves. A single result still refused with 413 (the controller's
+//! `--max-body` is below the agent's result limit) is replaced, in the outbox too, by an `ERROR`
+//! result of the same job and run that says why, so the job still ends; only a log or stats
+//! item, or a replacement refused again, is dropped, with an ERROR log.
+//!
+//! Woken when results are queued, and every [`TICK`] regardless. When stopped it makes one last
+//! attempt to empty the outbox, bounded by [`FINAL_FLUSH`]; what is left is sent after the
+//! next start.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use schemas::JobResult;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::link::backoff::Backoff;
+use crate::link::client::{Controller, ControllerError};
+use crate::store::result_limit::RESULT_LIMIT;
+use crate::store::{OutboxKind, OutboxRow, Store, StoreError};
+
+/// Most items per request.
+pub(crate) const BATCH: usize = 100;
+/// A request holds items up to about this many bytes (one larger item goes alone), under the
+/// controller's default limits (`--max-body` 16 MiB, `--max-stats-body` 4 MiB), so 413s are rare.
+pub(crate) const BATCH_BYTES: usize = 4 << 20;
+/// Arguments echoed in a replacement error up to this size (else `{}`).
+const REPLACEMENT_ARGS: usize = 4096;
+/// Look at the outbox at least this often.
+const TICK: Duration = Duration::from_secs(10);
+/// Longest final flush when the agent stops.
+pub(crate) const FINAL_FLUSH: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+enum UploadError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+}
+
+pub(crate) struct Uploader {
+    store: Store,
+    controller: Controller,
+    token_source: String,
+}
+
+impl Uploader {
+    pub(crate) fn new(store: Store, controller: Controller, token_source: String) -> Uploader {
+        Uploader {
+            store,
+            controller,
+            token_source,
+        }
+    }
+
+    /// Uploads until `stop`, then flushes once more (at most [`FINAL_FLUSH`]).
+    pub(crate) async fn run(self, stop: CancellationToken) {
+        let mut backoff = Backoff::new();
+        loop {
+            let sent = tokio::select! {
+                _ = stop.cancelled() => break,
+                sent = self.upload_pending() => sent,
+            };
+            match sent {
+                Ok(()) => {
+                    backoff.reset();
+                    tokio::select! {
+                        _ = self.store.outbox_added() => {}
+                        _ = tokio::time::sleep(TICK) => {}
+                        _ = stop.cancelled() => break,
+                    }
+                }
+                Err(e) => {
+                    self.report(&e);
+                    tokio::select! {
+                        _ = backoff.wait() => {}
+                        _ = stop.cancelled() => break,
+                    }
+                }
+            }
+        }
+        match tokio::time::timeout(FINAL_FLUSH, self.upload_pending()).await {
+            Ok(Ok(())) => tracing::debug!("outbox flushed"),
+            Ok(Err(e)) => self.report(&e),
+            Err(_) => {
+                tracing::warn!("results left in the outbox will be sent after the next start")
+            }
+        }
+    }
+
+    /// Sends batches until the outbox is empty: after each batch it looks again from the first
+    /// kind, so results (then stats) never wait behind a flood of logs.
+    async fn upload_pending(&self) -> Result<(), UploadError> {
+        'again: loop {
+            for kind in OutboxKind::ALL {
+                let rows = self.store.outbox_take(kind, BATCH).await?;
+                if !rows.is_empty() {
+                    self.send(kind, rows).await?;
+                    continue 'again;
+                }
+            }
+            return Ok(());
+        }
+    }
+
+    /// Posts rows, splitting on 413, and deletes what the controller settled.
+    async fn send(&self, kind: OutboxKind, rows: Vec<OutboxRow>) -> Result<(), UploadError> {
+        let mut batches = by_bytes(rows, BATCH_BYTES);
+        // Results replaced by an error in this call: one refused again is dropped.
+        let mut replaced = HashSet::new();
+        while let Some(mut batch) = batches.pop() {
+            match self.post(kind, &batch).await {
+                Ok(()) => {}
+                Err(ControllerError::TooLarge(_)) if batch.len() > 1 => {
+                    let second = batch.split_off(batch.len() / 2);
+                    batches.push(second);
+                    batches.push(batch);
+                    continue;
+                }
+                Err(ControllerError::TooLarge(why))
+                    if kind == OutboxKind::Result && !replaced.contains(&batch[0].seq) =>
+                {
+                    if let Some(row) = self.replace(&batch[0], &why).await? {
+                        replaced.insert(row.seq);
+                        batches.push(vec![row]);
+                        continue;
+                    }
+                }
+                Err(ControllerError::TooLarge(why)) => {
+                    tracing::error!(kind = kind.as_str(), bytes = batch[0].body.len(), %why,
+                        "an item is too large for the controller; it is dropped");
+                }
+                // Logs and stats the controller refuses (a bad item, an older controller without
+                // the path) would block the outbox for ever; results are refused item by item.
+                Err(ControllerError::Rejected { status, body }) if kind != OutboxKind::Result => {
+                    tracing::warn!(kind = kind.as_str(), %status, %body, items = batch.len(),
+                        "the controller rejected a batch; it is dropped");
+                }
+                Err(e) => return Err(e.into()),
+            }
+            self.store
+                .outbox_delete(batch.iter().map(|r| r.seq).collect())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Posts one batch; a 2xx answer settles every item of it.
+    async fn post(&self, kind: OutboxKind, batch: &[OutboxRow]) -> Result<(), ControllerError> {
+        let bodies: Vec<&str> = batch.iter().map(|r| r.body.as_str()).collect();
+        match kind {
+            OutboxKind::Result => {
+                let outcome = self.controller.post_results(&bodies).await?;
+                for rejected in &outcome.rejected {
+                    tracing::warn!(id = %rejected.id, error = %rejected.error, message = %rejected.message,
+                        "the controller rejected a result; it is dropped");
+                }
+                Ok(())
+            }
+            OutboxKind::Logs | OutboxKind::Stats => self.controller.post_items(kind, &bodies).await,
+        }
+    }
+
+    /// Replaces, in the outbox too, a result the controller refused as too large by an `ERROR`
+    /// result of the same job and run saying why. `None` if the row is not a result (then it is
+    /// dropped).
+    async fn replace(&self, row: &OutboxRow, why: &str) -> Result<Option<OutboxRow>, UploadError> {
+        let Some(error) = refused_result(&row.body, why) else {
+            tracing::error!(bytes = row.body.len(), %why,
+                "the controller refused an unreadable result as too large; it is dropped");
+            return Ok(None);
+        };
+        tracing::error!(id = %error.id, bytes = row.body.len(), %why,
+            "the controller refused a result as too large; it is replaced by an ERROR result (raise its --max-body)");
+        let body = serde_json::to_string(&error).map_err(crate::store::StoreError::from)?;
+        self.store.outbox_replace(row.seq, body.clone()).await?;
+        Ok(Some(OutboxRow { seq: row.seq, body }))
+    }
+
+    fn report(&self, e: &UploadError) {
+        match e {
+            UploadError::Controller(e) => e.log("post the outbox", &self.token_source),
+            UploadError::Store(e) => tracing::error!(error = %e, "cannot read the outbox"),
+        }
+    }
+}
+
+/// Splits rows, in order, into batches of about `max_bytes` (a larger row goes alone), the first
+/// batch last: ready to be popped.
+fn by_bytes(rows: Vec<OutboxRow>, max_bytes: usize) -> Vec<Vec<OutboxRow>> {
+    let mut batches: Vec<Vec<OutboxRow>> = Vec::new();
+    let mut bytes = 0;
+    for row in rows {
+        match batches.last_mut() {
+            Some(batch) if bytes + row.body.len() <= max_bytes => {
+                bytes += row.body.len() + 1;
+                batch.push(row);
+            }
+            _ => {
+                bytes = row.body.len() + 1;
+                batches.push(vec![row]);
+            }
+        }
+    }
+    batches.reverse();
+    batches
+}
+
+/// The `ERROR` result that stands for a result (JSON `body`) the controller refused as too
+/// large: same job, agent, run and finality, with the reason as its `data`.
+pub(crate) fn refused_result(body: &str, why: &str) -> Option<JobResult> {
+    let refused: JobResult = serde_json::from_str(body).ok()?;
+    let args = match serde_json::to_string(&refused.args) {
+        Ok(text) if text.len() <= REPLACEMENT_ARGS => refused.args,
+        _ => Value::Object(Default::default()),
+    };
+    let reason = format!(
+        "result of {} bytes refused by the controller (413 too large: {why}); replaced by this \
+         error, its output and data are lost: the controller's --max-body should be at least \
+         {RESULT_LIMIT} bytes, the agent's result limit",
+        body.len()
+    );
+    let mut error = JobResult::error(
+        &refused.id,
+        refused.gid,
+        refused.nid,
+        &refused.cmd,
+        args,
+        reason,
+    );
+    error.run = refused.run;
+    error.is_final = refused.is_final;
+    error.starttime = refused.starttime;
+    error.time = refused.time;
+    error.exit_code = refused.exit_code;
+    Some(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schemas::JobState;
+    use serde_json::json;
+
+    fn row(seq: i64, bytes: usize) -> OutboxRow {
+        OutboxRow {
+            seq,
+            body: "x".repeat(bytes),
+        }
+    }
+
+    #[test]
+    fn batches_keep_the_order_and_stay_under_the_size() {
+        let rows = vec![row(1, 40), row(2, 40), row(3, 150), row(4, 10), row(5, 10)];
+        let mut batches = by_bytes(rows, 100);
+        let mut order = Vec::new();
+        while let Some(batch) = batches.pop() {
+            order.push(batch.iter().map(|r| r.seq).collect::<Vec<_>>());
+        }
+        assert_eq!(order, [vec![1, 2], vec![3], vec![4, 5]]);
+    }
+
+    #[test]
+    fn a_refused_result_becomes_an_error_of_the_same_job_and_run() {
+        let mut r = JobResult::new("j1", 1, 2, "execute", json!({"cmd": "x"}), JobState::Ok);
+        r.run = 4;
+        r.is_final = false;
+        r.exit_code = Some(0);
+        r.streams = vec!["o".repeat(300_000), String::new()];
+        let body = serde_json::to_string(&r).unwrap();
+        let e = refused_result(&body, "request body over the limit of 200000 bytes").unwrap();
+        assert_eq!(
+            (e.id.as_str(), e.gid, e.nid, e.run, e.is_final, e.state),
+            ("j1", 1, 2, 4, false, JobState::Error)
+        );
+        assert_eq!(e.args, json!({"cmd": "x"}));
+        assert_eq!(e.streams, ["", ""]);
+        let data = e.data.as_str().unwrap();
+        assert!(
+            data.starts_with(&format!("result of {} bytes refused by the controller (413 too large: request body over the limit of 200000 bytes); replaced", body.len())),
+            "{data}"
+        );
+        assert!(refused_result("not json", "x").is_none());
+    }
+
+    #[test]
+    fn large_args_are_not_echoed_in_the_error() {
+        let r = JobResult::new(
+            "j",
+            1,
+            2,
+            "execute",
+            json!({"script": "s".repeat(10_000)}),
+            JobState::Ok,
+        );
+        let e = refused_result(&serde_json::to_string(&r).unwrap(), "x").unwrap();
+        assert_eq!(e.args, json!({}));
+    }
+}
