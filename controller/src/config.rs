@@ -266,6 +266,15 @@ pub struct ServeArgs {
         value_name = "SECS"
     )]
     pub live_window: u64,
+    /// Lines kept of one job's live output (`output:<id>`, all its agents together); past it,
+    /// one marker line says the output was capped (each result still has the last lines).
+    #[arg(
+        long,
+        env = "JSACC_OUTPUT_MAXLEN",
+        default_value_t = 10_000,
+        value_name = "N"
+    )]
+    pub output_maxlen: usize,
     /// Length cap (`MAXLEN ~`) of each `log.<domain>.<name>` stream and of `alerts`.
     #[arg(
         long,
@@ -332,6 +341,7 @@ pub struct Config {
     pub max_results: usize,
     /// Length cap of the log streams and `alerts`.
     pub log_maxlen: usize,
+    pub output_maxlen: usize,
     pub stats_maxlen: usize,
     /// Longest `data` of a log message appended (longer ones are cut).
     pub log_max_message: usize,
@@ -369,6 +379,7 @@ impl Config {
             dead_maxlen: args.dead_maxlen.max(1),
             live_window: Duration::from_secs(args.live_window.max(1)),
             log_maxlen: args.log_maxlen.max(1),
+            output_maxlen: args.output_maxlen.max(1),
             stats_maxlen: args.stats_maxlen.max(1),
             log_max_message: args.log_max_message.max(MIN_LOG_MESSAGE),
             log_ttl: Duration::from_secs(args.log_ttl.max(1)),
@@ -400,6 +411,7 @@ impl Default for Config {
             recheck: Duration::from_secs(5),
             max_results: 100,
             log_maxlen: 100_000,
+            output_maxlen: 10_000,
             stats_maxlen: 10_000,
             log_max_message: 64 << 10,
             log_ttl: Duration::from_secs(7 * 86_400),

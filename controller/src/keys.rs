@@ -49,6 +49,30 @@ pub fn job(job: &str) -> String {
     format!("job:{job}")
 }
 
+/// The history of every job: a sorted set of job ids by creation time (ms).
+pub const JOBS_ALL: &str = "jobs:all";
+
+/// The history of the jobs sent to one agent ("gid:nid").
+pub fn jobs_of_agent(agent_id: &str) -> String {
+    format!("jobs:agent:{agent_id}")
+}
+
+/// The history of the jobs of one `args.domain`/`args.name`.
+pub fn jobs_named(domain: &str, name: &str) -> String {
+    format!("jobs:name:{domain}/{name}")
+}
+
+/// The live output of a job: a stream of the lines its processes print.
+pub fn output(job: &str) -> String {
+    format!("output:{job}")
+}
+
+/// Per agent, the last output batch appended to [`output`] (its `seq`), and the number of lines
+/// kept; in the stream's cluster slot (its name is the hash tag).
+pub fn output_marks(job: &str) -> String {
+    format!("{{output:{job}}}:seq")
+}
+
 pub fn agent(agent_id: &str) -> String {
     format!("agent:{{{agent_id}}}")
 }

@@ -11,8 +11,8 @@
 //!   the agent and operator handlers. Nothing below imports it.
 //! - The work, in Redis: [`router`] moves commands from `cmds_queue` to agent queues (§5.1);
 //!   [`poll`] serves long-polls and holds the one subscription that wakes them (§5.2);
-//!   [`results`] records each (job, agent) result once (§5.3); [`logs`] and [`stats`] append
-//!   what agents forward; [`instances`] watches instances' liveness, recovers dead ones'
+//!   [`results`] records each (job, agent) result once (§5.3); [`logs`], [`stats`] and
+//!   [`output`] (live output, `output:<id>`) append what agents forward; [`instances`] watches instances' liveness, recovers dead ones'
 //!   routing lists and expires `max_wait`; [`agents`] is the registry and role lookups;
 //!   [`auth`] the agent tokens.
 //! - Shared by all of them: [`state`] (settings, connections, scripts; it imports only the
@@ -36,6 +36,7 @@ pub mod keys;
 pub mod local;
 pub mod logs;
 pub mod metrics;
+pub mod output;
 pub mod poll;
 pub mod private_redis;
 pub mod redis_conn;

@@ -22,8 +22,8 @@ const BUCKETS: [f64; 12] = [
 ];
 const STATES: [&str; 4] = ["OK", "ERROR", "TIMEOUT", "KILLED"];
 /// Request kinds with their own latency histogram.
-pub const ROUTES: [&str; 7] = [
-    "hello", "cmd", "result", "logs", "stats", "other", "operator",
+pub const ROUTES: [&str; 8] = [
+    "hello", "cmd", "result", "logs", "stats", "output", "other", "operator",
 ];
 /// Where a request of a kind not in [`ROUTES`] is counted.
 const OTHER: &str = "other";

@@ -126,9 +126,11 @@ async fn mark_running(state: &Shared, agent: &str, items: &[Vec<u8>]) -> redis::
         .filter_map(|i| serde_json::from_slice::<IdOnly>(i).ok())
         .map(|i| i.id)
         .collect();
+    let now = schemas::now_ms();
     let changed = futures::future::try_join_all(ids.iter().map(|id| {
         let mut conn = state.conn();
-        let invocation = state.scripts.mark_running.key(keys::job(id));
+        let mut invocation = state.scripts.mark_running.key(keys::job(id));
+        invocation.arg(now);
         async move { invocation.invoke_async::<i64>(&mut conn).await }
     }))
     .await?;

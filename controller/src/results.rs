@@ -215,7 +215,7 @@ async fn record_one(
         .arg(&body)
         .arg(result.state.as_str())
         .arg(state.config.result_ttl.as_secs())
-        .arg(state.config.max_results)
+        .arg(schemas::now_ms())
         .arg(result.run)
         .arg(if result.is_final { "1" } else { "0" })
         .invoke_async(&mut conn)

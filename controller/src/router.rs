@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use rand::seq::IndexedRandom;
-use serde_json::json;
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
@@ -277,7 +277,7 @@ pub async fn route_batch(
             Ok((_, Some((cmd, targets)))) => {
                 settled.push(Settled::Later); // until its queues are confirmed below
                 let mut pipe = redis::pipe();
-                queue(&mut pipe, raw, &cmd, &targets);
+                queue(&mut pipe, raw, &cmd, &targets, state.config.result_ttl);
                 let mut written: Vec<String> =
                     targets.iter().map(|a| keys::agent_queue(a)).collect();
                 if cmd.max_wait() > 0 {
@@ -455,6 +455,7 @@ async fn record(
         .arg(&targets_json)
         .arg(schemas::now_ms())
         .arg(state.config.result_ttl.as_secs())
+        .arg(submitter(Some(&cmd)))
         .invoke_async(&mut conn)
         .await?;
     let push = match (created, replay) {
@@ -478,10 +479,19 @@ async fn record(
     Ok((written, push))
 }
 
-/// Adds to `pipe` the pushes of a command onto its agents' queues, its `max_wait` deadlines
-/// and the `QUEUED` events that wake the agents' polls.
-fn queue(pipe: &mut redis::Pipeline, raw: &[u8], cmd: &Command, targets: &[String]) {
+/// Adds to `pipe` the pushes of a command onto its agents' queues, its `max_wait` deadlines,
+/// its entries in the job history and the `QUEUED` events that wake the agents' polls.
+fn queue(pipe: &mut redis::Pipeline, raw: &[u8], cmd: &Command, targets: &[String], ttl: Duration) {
     let max_wait = cmd.max_wait();
+    let mut history = vec![keys::JOBS_ALL.to_owned()];
+    history.extend(targets.iter().map(|a| keys::jobs_of_agent(a)));
+    let (domain, name) = (cmd.args.get("domain"), cmd.args.get("name"));
+    if let (Some(Value::String(domain)), Some(Value::String(name))) = (domain, name) {
+        if !name.is_empty() {
+            history.push(keys::jobs_named(domain, name));
+        }
+    }
+    index(pipe, &history, &cmd.id, ttl);
     for agent in targets {
         pipe.lpush(keys::agent_queue(agent), raw).ignore();
         if max_wait > 0 {
@@ -507,6 +517,32 @@ async fn recorded_targets(conn: &mut Conn, id: &str) -> redis::RedisResult<Optio
         .query_async(conn)
         .await?;
     Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
+}
+
+/// Who submitted `cmd`, for its record: its `submitted_by` (at most [`SUBMITTER_MAX`] bytes),
+/// else "redis" (pushed straight into `cmds_queue`).
+fn submitter(cmd: Option<&Command>) -> String {
+    let given = cmd.and_then(|c| c.submitted_by.as_deref()).map(str::trim);
+    match given.filter(|s| !s.is_empty()) {
+        Some(s) => s.chars().take(SUBMITTER_MAX).collect(),
+        None => "redis".to_owned(),
+    }
+}
+
+/// Longest `submitted_by` kept, in characters.
+const SUBMITTER_MAX: usize = 128;
+
+/// Adds `id` to the job histories `keys`, created now, and drops from them what expired with
+/// its job (`--result-ttl`): a history never holds more than the jobs of one TTL.
+fn index(pipe: &mut redis::Pipeline, keys: &[String], id: &str, ttl: Duration) {
+    let now = schemas::now_ms();
+    let expired = now.saturating_sub(ttl.as_millis() as u64);
+    for key in keys {
+        pipe.zadd(key, id, now).ignore();
+        pipe.zrembyscore(key, "-inf", format!("({expired}"))
+            .ignore();
+        pipe.pexpire(key, ttl.as_millis() as i64).ignore();
+    }
 }
 
 /// Dead-letters a command and, when its id is known, answers it with an `ERROR` result (once,
@@ -541,8 +577,19 @@ async fn fail(
         .arg(&raw[..raw.len().min(LETTER_RAW_MAX)])
         .arg(schemas::now_ms())
         .arg(state.config.result_ttl.as_secs())
+        .arg(submitter(cmd))
         .invoke_async(&mut *conn)
         .await?;
+    if created == 1 {
+        let mut pipe = redis::pipe();
+        index(
+            &mut pipe,
+            &[keys::JOBS_ALL.to_owned()],
+            &id,
+            state.config.result_ttl,
+        );
+        pipe.exec_async(&mut *conn).await?;
+    }
     // One answer per distinct command text: a replay appends nothing more.
     let mark = format!("error|{}", hex::encode(Sha256::digest(raw)));
     crate::results::append(state, conn, &id, &mark, &result).await?;

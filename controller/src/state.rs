@@ -25,6 +25,7 @@ pub struct Scripts {
     pub expire_waiting: Script,
     pub mark_running: Script,
     pub append_logs: Script,
+    pub append_output: Script,
     pub record_stats: Script,
 }
 
@@ -40,6 +41,7 @@ impl Scripts {
             expire_waiting: Script::new(include_str!("lua/expire_waiting.lua")),
             mark_running: Script::new(include_str!("lua/mark_running.lua")),
             append_logs: Script::new(include_str!("lua/append_logs.lua")),
+            append_output: Script::new(include_str!("lua/append_output.lua")),
             record_stats: Script::new(include_str!("lua/record_stats.lua")),
         }
     }

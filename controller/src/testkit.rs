@@ -55,18 +55,23 @@ impl Drop for RedisServer {
     }
 }
 
-/// A controller's shared state on `server` with the default settings.
-pub async fn state(server: &RedisServer) -> AppState {
+/// A controller's shared state on `server` with `config`.
+pub async fn state(server: &RedisServer, config: Config) -> AppState {
     let redis = state::open_redis(&server.url(), None).expect("a redis target");
-    Shared::connect(Config::default(), redis)
+    Shared::connect(config, redis)
         .await
         .expect("connects to redis")
 }
 
-/// The handlers' state on `server`.
+/// The handlers' state on `server`, with the default settings.
 pub async fn api(server: &RedisServer) -> Api {
+    api_with(server, Config::default()).await
+}
+
+/// The handlers' state on `server`, with `config`.
+pub async fn api_with(server: &RedisServer, config: Config) -> Api {
     Api {
-        state: state(server).await,
+        state: state(server, config).await,
         shutdown: CancellationToken::new(),
     }
 }

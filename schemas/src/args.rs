@@ -47,6 +47,10 @@ pub struct ExecuteArgs {
     /// Seconds the command may wait for an offline agent before it ends `ERROR` (0: forever).
     #[serde(default)]
     pub max_wait: u64,
+    /// `false`: the job's lines are not forwarded as live output (`output:<id>`); absent or
+    /// `true`: they are, unless the agent's config turns live output off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<bool>,
 }
 
 /// Filters of `get_msgs` and `del_msgs`.

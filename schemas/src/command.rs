@@ -25,6 +25,10 @@ pub struct Command {
     pub role: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fanout: bool,
+    /// Who submitted the command, as the pusher says (kept in the job record; the controller's
+    /// HTTP API sets it to the operator's account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_by: Option<String>,
 }
 
 fn empty_object() -> Value {

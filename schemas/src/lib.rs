@@ -7,6 +7,7 @@
 //! - [`hello`]: what an agent says about itself when it connects.
 //! - [`answer`]: the controller's answers to the agent's requests, and the job events it publishes.
 //! - [`log`]: a log message as the agent stores and forwards it.
+//! - [`output`]: the lines of a running job, as the agent forwards them (live output).
 //! - [`stats`]: a flushed stats batch.
 //! - [`info`]: the host facts answered by `get_os_info`, `get_cpu_info`, … .
 //!
@@ -19,6 +20,7 @@ pub mod command;
 pub mod hello;
 pub mod info;
 pub mod log;
+pub mod output;
 pub mod result;
 pub mod stats;
 
@@ -30,6 +32,7 @@ pub use command::{Command, CommandError, Target};
 pub use hello::Hello;
 pub use info::{CpuInfo, DiskInfo, MemInfo, NicInfo, OsInfo};
 pub use log::LogMessage;
+pub use output::{OutputAnswer, OutputBatch, OutputLine};
 pub use result::{JobResult, JobState};
 pub use stats::{Metric, StatsBatch};
 

@@ -8,6 +8,7 @@ mod command_path;
 mod dev;
 mod durability;
 mod faults;
+mod history;
 mod hostile;
 mod kill;
 mod logs;

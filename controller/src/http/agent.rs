@@ -12,13 +12,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use schemas::{BatchAnswer, HelloAnswer, LogsAnswer, StatsAnswer};
+use schemas::{BatchAnswer, HelloAnswer, LogsAnswer, OutputAnswer, StatsAnswer};
 
 use super::{Api, AppError, Caller};
 use crate::intake::Invalid;
 use crate::poll::PollRequest;
 use crate::results::{Outcome, ResultPost};
-use crate::{agents, logs, poll, results, stats};
+use crate::{agents, logs, output, poll, results, stats};
 
 /// `POST …/hello`: records the agent's facts; answers its lease and the roles its token grants.
 pub async fn hello(
@@ -186,5 +186,16 @@ pub async fn stats(
     answer.recorded = recorded.batches;
     answer.duplicates = valid.len() - recorded.batches;
     answer.dropped_metrics = recorded.dropped_metrics;
+    Ok(Json(answer))
+}
+
+/// `POST …/output`: the lines jobs printed, each batch appended once to `output:<id>`.
+pub async fn output(
+    State(api): State<Api>,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<OutputAnswer>, AppError> {
+    let (batches, mut answer) = output::parse_batch(&body?)?;
+    output::append(&api.state, &caller.agent, batches, &mut answer).await?;
     Ok(Json(answer))
 }

@@ -48,6 +48,7 @@ pub fn app(api: Api) -> Router {
         .route("/result", limit(post(agent::result), max_body))
         .route("/logs", limit(post(agent::logs), max_body))
         .route("/stats", limit(post(agent::stats), stats_max))
+        .route("/output", limit(post(agent::output), max_body))
         .route_layer(middleware::from_fn_with_state(
             api.clone(),
             auth::authenticate,
@@ -133,6 +134,7 @@ async fn observe(State(api): State<Api>, req: Request, next: Next) -> Response {
         Some("result") => "result",
         Some("logs") => "logs",
         Some("stats") => "stats",
+        Some("output") => "output",
         Some("healthz" | "readyz" | "metrics" | "agents") => "operator",
         _ => "other",
     };

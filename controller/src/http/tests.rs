@@ -31,8 +31,12 @@ fn post(path: &str, token: Option<&str>, body: impl Into<Body>) -> Request<Body>
 
 /// The state on a fresh redis-server, and a token of agent 1:1 with role `web`.
 async fn agent() -> (RedisServer, Api, String) {
+    agent_with(crate::config::Config::default()).await
+}
+
+async fn agent_with(config: crate::config::Config) -> (RedisServer, Api, String) {
     let server = RedisServer::start();
-    let api = testkit::api(&server).await;
+    let api = testkit::api_with(&server, config).await;
     let token = crate::auth::add(&mut api.state.conn(), 1, 1, &["web".to_owned()])
         .await
         .expect("a token");
@@ -192,5 +196,91 @@ async fn redis_refusing_is_a_500_and_redis_gone_is_a_503() {
         (status, &body["error"]),
         (StatusCode::SERVICE_UNAVAILABLE, &json!("unavailable")),
         "{body}"
+    );
+}
+
+#[tokio::test]
+async fn output_is_appended_once_per_batch_up_to_the_cap_and_only_by_a_target() {
+    let config = crate::config::Config {
+        output_maxlen: 3,
+        ..Default::default()
+    };
+    let (_server, api, token) = agent_with(config).await;
+    let mut conn = api.state.conn();
+    for (id, targets) in [("j", r#"["1:1"]"#), ("other", r#"["2:2"]"#)] {
+        let _: () = redis::cmd("HSET")
+            .arg(crate::keys::job(id))
+            .arg("targets")
+            .arg(targets)
+            .query_async(&mut conn)
+            .await
+            .expect("HSET");
+    }
+    let line =
+        |i: u64| json!({"fd": 1 + i % 2, "level": 1 + i % 2, "line": format!("l{i}"), "time": i});
+    let batch = |id: &str, seq: u64, lines: &[u64]| json!({"id": id, "seq": seq, "lines": lines.iter().map(|i| line(*i)).collect::<Vec<_>>()});
+    let first = json!([batch("j", 1, &[0, 1])]).to_string();
+    let (status, body) = send(
+        &api,
+        post("/v1/agents/1/1/output", Some(&token), first.clone()),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["appended"]),
+        (StatusCode::OK, &json!(2)),
+        "{body}"
+    );
+    let (_, again) = send(&api, post("/v1/agents/1/1/output", Some(&token), first)).await;
+    assert_eq!(
+        (&again["appended"], &again["duplicates"]),
+        (&json!(0), &json!(1)),
+        "{again}"
+    );
+    let more = json!([
+        batch("j", 2, &[2, 3, 4]),
+        batch("other", 3, &[5]),
+        batch("gone", 4, &[6])
+    ]);
+    let (_, body) = send(
+        &api,
+        post("/v1/agents/1/1/output", Some(&token), more.to_string()),
+    )
+    .await;
+    assert_eq!(
+        (&body["appended"], &body["capped"]),
+        (&json!(1), &json!(2)),
+        "{body}"
+    );
+    let refused: Vec<&str> = body["rejected"]
+        .as_array()
+        .expect("rejected")
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert_eq!(refused, ["gone", "other"]);
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(crate::keys::output("j"))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .expect("XRANGE");
+    let lines: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|(_, fields)| {
+            let get = |k: &str| {
+                fields
+                    .iter()
+                    .find(|(f, _)| f == k)
+                    .map_or("", |(_, v)| v.as_str())
+            };
+            (get("level"), get("line"))
+        })
+        .collect();
+    assert_eq!(&lines[..3], &[("1", "l0"), ("2", "l1"), ("1", "l2")]);
+    assert_eq!(lines.len(), 4, "three lines and the cap marker: {lines:?}");
+    assert!(
+        lines[3].0 == "0" && lines[3].1.contains("capped at 3 lines"),
+        "{lines:?}"
     );
 }

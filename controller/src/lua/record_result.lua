@@ -1,6 +1,6 @@
 -- Record one agent's result of a job in the job record, once.
 -- KEYS[1] job:<id>
--- ARGV[1] "gid:nid", ARGV[2] the result (JSON), ARGV[3] its state, ARGV[4] ttl (s), ARGV[5] unused,
+-- ARGV[1] "gid:nid", ARGV[2] the result (JSON), ARGV[3] its state, ARGV[4] ttl (s), ARGV[5] now (ms),
 -- ARGV[6] its run number (0: a job that runs once), ARGV[7] '1' for a job's final result, '0' for one
 -- run of a job that goes on (recurring): that job stays RUNNING.
 -- The result is appended to cmds_queue_<id> (another cluster slot) by append_result.lua, after
@@ -68,6 +68,10 @@ for _, t in ipairs(targets) do
   end
 end
 redis.call('HSET', KEYS[1], 'state:' .. ARGV[1], ARGV[3])
-if answered < #targets then state = 'RUNNING' end
+if answered < #targets then
+  state = 'RUNNING'
+else
+  redis.call('HSET', KEYS[1], 'ended', ARGV[5])
+end
 redis.call('HSET', KEYS[1], 'state', state)
 return {'recorded', state}

@@ -1,0 +1,227 @@
+//! Live output intake (DESIGN §11): `POST /v1/agents/<gid>/<nid>/output` takes a JSON array of
+//! output batches (the lines one job printed, in order) and appends each line to the stream
+//! `output:<id>` with its `agent`, `fd`, `level`, `line` and `time`.
+//!
+//! Each batch is appended once: its `seq` increases with every batch the agent forwards, and
+//! `{output:<id>}:seq` keeps the last one appended per agent (`lua/append_output.lua`, one
+//! script per batch, in the stream's slot), so a batch posted again after a lost answer adds
+//! nothing. Batches of one job are appended in order; jobs concurrently.
+//!
+//! Bounds: a job's stream keeps at most `--output-maxlen` lines (all its agents together); the
+//! first line over the cap is replaced by one marker line (level
+//! [`schemas::output::MARKER_LEVEL`]) and the rest
+//! is counted in the answer's `capped` (the agent's result still carries the last lines of each
+//! stream). A batch holds at most [`MAX_LINES`] lines of at most [`MAX_LINE`] bytes (longer
+//! lines are cut and marked). The stream and its marks expire `--result-ttl` after the last
+//! line, like the job. Only a target of the job may write to its stream.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use schemas::{OutputAnswer, OutputBatch};
+
+use crate::intake::{self, Invalid, Shape};
+use crate::keys;
+use crate::state::Shared;
+
+/// Most lines in one batch (the agent sends at most about 1000).
+pub const MAX_LINES: usize = 5000;
+/// Longest line kept whole, in bytes; a longer one is cut at a character boundary and marked.
+pub const MAX_LINE: usize = 64 << 10;
+/// What a line cut at [`MAX_LINE`] ends with.
+pub const CUT_MARK: &str = " [cut]";
+
+/// Parses and checks an output post (all that happens before Redis; a pure function: fuzzed):
+/// the valid batches, each line within [`MAX_LINE`], and the answer so far (the refused ones).
+pub fn parse_batch(body: &[u8]) -> Result<(Vec<OutputBatch>, OutputAnswer), Invalid> {
+    let expected = "an output batch object or an array of them";
+    let posted = intake::batch(body, Shape::ObjectOrArray, expected, check)?;
+    let mut answer = OutputAnswer::default();
+    for r in posted.refused {
+        answer.rejected.push(schemas::Rejected {
+            id: r.id,
+            error: r.why.code.to_owned(),
+            message: r.why.message,
+        });
+    }
+    Ok((posted.valid, answer))
+}
+
+fn check(item: Value) -> Result<OutputBatch, Invalid> {
+    let mut batch: OutputBatch = serde_json::from_value(item)
+        .map_err(|e| Invalid::bad_request(format!("output batch: {e}")))?;
+    if !schemas::command::valid_id(&batch.id) || schemas::command::has_hash_tag_char(&batch.id) {
+        return Err(Invalid::bad_request(format!(
+            "output batch: `{}` is not a job id with live output (1 to {} characters, no \
+             commas, whitespace, control characters, `{{` or `}}`)",
+            batch.id.chars().take(64).collect::<String>(),
+            schemas::command::MAX_ID_LEN
+        )));
+    }
+    if batch.lines.len() > MAX_LINES {
+        return Err(Invalid::bad_request(format!(
+            "output batch: {} lines (at most {MAX_LINES} per batch)",
+            batch.lines.len()
+        )));
+    }
+    if let Some(l) = batch.lines.iter().find(|l| !matches!(l.fd, 1 | 2)) {
+        return Err(Invalid::bad_request(format!(
+            "output batch: fd must be 1 or 2, not {}",
+            l.fd
+        )));
+    }
+    for line in &mut batch.lines {
+        cut(&mut line.line);
+    }
+    Ok(batch)
+}
+
+/// Cuts `line` to [`MAX_LINE`] bytes at a character boundary, marked; whether it was.
+pub fn cut(line: &mut String) -> bool {
+    if line.len() <= MAX_LINE {
+        return false;
+    }
+    let mut at = MAX_LINE - CUT_MARK.len();
+    while !line.is_char_boundary(at) {
+        at -= 1;
+    }
+    line.truncate(at);
+    line.push_str(CUT_MARK);
+    true
+}
+
+/// Appends the batches `agent` posted; `answer` already holds the refused ones.
+pub async fn append(
+    state: &Shared,
+    agent: &str,
+    batches: Vec<OutputBatch>,
+    answer: &mut OutputAnswer,
+) -> redis::RedisResult<()> {
+    let mut jobs: BTreeMap<String, Vec<OutputBatch>> = BTreeMap::new();
+    for b in batches {
+        jobs.entry(b.id.clone()).or_default().push(b);
+    }
+    // Only a target of a job may write its output.
+    let mut pipe = redis::pipe();
+    for id in jobs.keys() {
+        pipe.hget(keys::job(id), "targets");
+    }
+    let targets: Vec<Option<String>> = match jobs.is_empty() {
+        true => Vec::new(),
+        false => pipe.query_async(&mut state.conn()).await?,
+    };
+    let mut allowed = Vec::new();
+    for ((id, batches), targets) in jobs.into_iter().zip(targets) {
+        let is_target = targets
+            .and_then(|t| serde_json::from_str::<Vec<String>>(&t).ok())
+            .map(|t| t.iter().any(|a| a == agent));
+        match is_target {
+            Some(true) => allowed.push((id, batches)),
+            Some(false) => answer.rejected.push(schemas::Rejected {
+                id: id.clone(),
+                error: "unknown_job".into(),
+                message: format!("job `{id}` was not sent to agent {agent}"),
+            }),
+            None => answer.rejected.push(schemas::Rejected {
+                id: id.clone(),
+                error: "unknown_job".into(),
+                message: format!("no job `{id}` (never routed, or its record expired)"),
+            }),
+        }
+    }
+    let conn = state.durable().await?;
+    let appended = futures::future::try_join_all(allowed.iter().map(|(id, batches)| {
+        let mut conn = conn.clone();
+        async move {
+            let mut counts = (0, 0, 0);
+            for b in batches {
+                let (a, c, d) = append_one(state, &mut conn, agent, id, b).await?;
+                counts = (counts.0 + a, counts.1 + c, counts.2 + d);
+            }
+            Ok::<_, redis::RedisError>(counts)
+        }
+    }))
+    .await?;
+    for (a, c, d) in appended {
+        answer.appended += a;
+        answer.capped += c;
+        answer.duplicates += d;
+    }
+    let written: Vec<String> = allowed.iter().map(|(id, _)| keys::output(id)).collect();
+    if !written.is_empty() {
+        state.confirm(&mut conn.clone(), &written).await?;
+    }
+    Ok(())
+}
+
+async fn append_one(
+    state: &Shared,
+    conn: &mut crate::redis_conn::Conn,
+    agent: &str,
+    id: &str,
+    batch: &OutputBatch,
+) -> redis::RedisResult<(usize, usize, usize)> {
+    let cap = state.config.output_maxlen;
+    let marker = format!(
+        "[jsacc] output capped at {cap} lines (--output-maxlen): later lines are not kept; \
+         each agent's result has the last lines of stdout and stderr"
+    );
+    let mut invocation = state.scripts.append_output.prepare_invoke();
+    invocation
+        .key(keys::output(id))
+        .key(keys::output_marks(id))
+        .arg(agent)
+        .arg(batch.seq)
+        .arg(cap)
+        .arg(state.config.result_ttl.as_secs())
+        .arg(schemas::now_ms())
+        .arg(marker);
+    for l in &batch.lines {
+        invocation.arg(l.fd).arg(l.level).arg(&l.line).arg(l.time);
+    }
+    invocation.invoke_async(conn).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn batch(id: &str, seq: u64, lines: usize) -> Value {
+        let lines: Vec<Value> = (0..lines)
+            .map(|i| json!({"fd": 1, "level": 1, "line": format!("line {i}"), "time": 1}))
+            .collect();
+        json!({"id": id, "seq": seq, "lines": lines})
+    }
+
+    #[test]
+    fn bad_batches_are_refused_each_with_its_reason() {
+        let mut bad_fd = batch("j", 2, 1);
+        bad_fd["lines"][0]["fd"] = json!(3);
+        let body = json!([
+            batch("j", 1, 2),
+            bad_fd,
+            batch("a{b}", 3, 1),
+            batch("k", 4, MAX_LINES + 1),
+            {"id": "x"}
+        ])
+        .to_string();
+        let (valid, answer) = parse_batch(body.as_bytes()).expect("an array");
+        assert_eq!(valid.len(), 1);
+        let why: Vec<&str> = answer.rejected.iter().map(|r| r.message.as_str()).collect();
+        assert!(why[0].contains("fd must be 1 or 2"), "{why:?}");
+        assert!(why[1].contains("not a job id"), "{why:?}");
+        assert!(why[2].contains("at most 5000"), "{why:?}");
+        assert_eq!(answer.rejected[3].id, "x");
+    }
+
+    #[test]
+    fn long_lines_are_cut_at_a_character_boundary_and_marked() {
+        let mut line = "é".repeat(MAX_LINE);
+        assert!(cut(&mut line));
+        assert!(line.len() <= MAX_LINE && line.ends_with(CUT_MARK));
+        let mut short = "short".to_owned();
+        assert!(!cut(&mut short));
+    }
+}
