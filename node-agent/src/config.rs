@@ -41,8 +41,8 @@ JSAGENT_LOG=info,node_agent=debug.";
 #[command(name = "jsagent", version, about = ABOUT, after_help = AFTER_HELP)]
 pub struct Flags {
     /// TOML config file: the settings of these flags (controller, gid, nid, roles, token_file,
-    /// ca_cert, insecure_http, data_dir, max_jobs) and jumpscripts_dir, [interpreters] python and lua, stats_* and
-    /// log_* settings. Unknown keys are an error.
+    /// ca_cert, insecure_http, data_dir, max_jobs, output) and jumpscripts_dir, [interpreters]
+    /// python and lua, stats_*, log_* and output_max_lines settings. Unknown keys are an error.
     #[arg(short = 'c', long, env = "JSAGENT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Base URL of the controller, e.g. https://127.0.0.1:4000 (https needs --ca-cert).
@@ -82,6 +82,11 @@ pub struct Flags {
     /// Most processes run at once; further jobs wait for a free slot [default: 16].
     #[arg(long, env = "JSAGENT_MAX_JOBS", value_name = "N")]
     pub max_jobs: Option<usize>,
+    /// Live output: forward every line a job prints to the controller (Redis stream
+    /// `output:<id>`) within about 200 ms; `false` turns it off for every job (a job turns it
+    /// off for itself with `args.output: false`). Config key `output` [default: true].
+    #[arg(long, env = "JSAGENT_OUTPUT", value_name = "BOOL")]
+    pub output: Option<bool>,
     /// Windows: run as a service of the Service Control Manager (what
     /// deploy/windows/install-jsagent.ps1 registers). A stop or a system shutdown stops the agent
     /// as SIGTERM does; the exit code becomes the service's (75 lets the recovery actions
@@ -114,6 +119,8 @@ pub struct FileConfig {
     loglevels_ac: Option<String>,
     log_batch_size: Option<usize>,
     log_flush_interval: Option<f64>,
+    output: Option<bool>,
+    output_max_lines: Option<usize>,
     #[serde(default)]
     interpreters: FileInterpreters,
 }
@@ -182,6 +189,10 @@ pub struct Config {
     pub loglevels_ac: String,
     pub log_batch_size: usize,
     pub log_flush_interval: Duration,
+    /// Live output on (see [`crate::live`]).
+    pub output: bool,
+    /// Lines of live output forwarded per run of a job; then one marker line, and no more.
+    pub output_max_lines: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -283,6 +294,13 @@ impl Config {
         if max_jobs == 0 {
             return Err(ConfigError::Invalid("max_jobs must be at least 1".into()));
         }
+        let output_max_lines = file.output_max_lines.unwrap_or(10_000);
+        if output_max_lines == 0 {
+            return Err(ConfigError::Invalid(
+                "output_max_lines must be at least 1 (`output = false` turns live output off)"
+                    .into(),
+            ));
+        }
         let statsd_listen = file
             .statsd_listen
             .map(|s| {
@@ -317,6 +335,8 @@ impl Config {
             loglevels_ac: file.loglevels_ac.unwrap_or_else(|| "7,8,9".into()),
             log_batch_size: file.log_batch_size.unwrap_or(1000),
             log_flush_interval: seconds("log_flush_interval", file.log_flush_interval, 5.0)?,
+            output: flags.output.or(file.output).unwrap_or(true),
+            output_max_lines,
         })
     }
 }

@@ -4,8 +4,9 @@
 //! A command's way through the agent: the [`link`]'s poller receives it and has the [`store`]
 //! keep it before acknowledging it; [`command`] answers it or hands it to the [`supervisor`],
 //! which runs its process; the result goes into the store's outbox, which the link's uploader
-//! posts to the controller. The job's output feeds the [`logs`] pipeline and its samples and
-//! statsd lines feed [`stats`]; both reach the controller through the outbox as well.
+//! posts to the controller. The job's output feeds the [`logs`] pipeline and [`live`] output,
+//! its samples and statsd lines feed [`stats`]; all reach the controller through the outbox as
+//! well.
 //!
 //! The folders, one per part of DESIGN §6:
 //! - [`config`]: flags, `JSAGENT_*` variables and the TOML file, resolved once into a [`Config`].
@@ -19,6 +20,8 @@
 //!   recovery of jobs a previous run left unfinished.
 //! - [`logs`]: the line protocol parser, level filters, the per-job logger ([`logs::Logs`]), the
 //!   rotating log store and the forwarder to the outbox.
+//! - [`live`]: live output — every line a job prints, with its level, batched every 200 ms
+//!   into the outbox for the controller's `output:<id>` stream, capped per run.
 //! - [`stats`]: the statsd parser, the aggregator ([`stats::Stats`]) and its flush into the
 //!   outbox, the UDP listener and the per-job process samples.
 //!
@@ -44,6 +47,7 @@
 pub(crate) mod command;
 pub mod config;
 pub(crate) mod link;
+pub(crate) mod live;
 pub mod logs;
 pub mod stats;
 pub mod store;

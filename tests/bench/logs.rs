@@ -6,10 +6,14 @@
 //!    read, parsed (DESIGN §6.1) and stored in the SQLite log store with its query indexes, by
 //!    the agent's own code (`node_agent::supervisor::output`, `logger`, `logstore`) in this process. Timed
 //!    from the spawn until every line is committed.
+//!    Run with live output (issue 12) off, on (the default cap of 10,000 lines per run) and on
+//!    without a cap (every line into the outbox), interleaved BENCH_REPEAT times; prints the
+//!    median of each and its ratio to "off".
 //! 2. Forwarded end to end: release `jsacc` + `jsagent` + redis-server; a job `seq 1 M` with
 //!    `loglevels_ac = "1"`: timed from the push until `log.bench.forward` holds M entries.
 //!
-//! Settings (environment): BENCH_LINES (1000000) for 1, BENCH_FORWARD_LINES (300000) for 2.
+//! Settings (environment): BENCH_LINES (1000000) and BENCH_REPEAT (3) for 1,
+//! BENCH_FORWARD_LINES (300000) for 2 (0 skips it).
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -39,10 +43,36 @@ fn config(dir: &std::path::Path) -> Config {
     Config::resolve(flags, FileConfig::default(), Some("t".into()), "/".into()).expect("config")
 }
 
+/// Live output settings of a run of the "stored" bench.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Live {
+    Off,
+    /// On, with the default cap per run.
+    Capped,
+    /// On, every line forwarded.
+    Uncapped,
+}
+
+impl Live {
+    const ALL: [Live; 3] = [Live::Off, Live::Capped, Live::Uncapped];
+
+    fn name(self) -> &'static str {
+        match self {
+            Live::Off => "live output off",
+            Live::Capped => "live output on (cap 10000/run)",
+            Live::Uncapped => "live output on (no cap)",
+        }
+    }
+}
+
 /// Lines per second parsed and stored by the agent's code, from one fast writer.
-async fn stored(lines: u64) -> f64 {
+async fn stored(lines: u64, live: Live) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = config(dir.path());
+    let mut config = config(dir.path());
+    config.output = live != Live::Off;
+    if live == Live::Uncapped {
+        config.output_max_lines = usize::MAX / 2;
+    }
     let outbox = Store::open(&dir.path().join("agent.db"))
         .await
         .expect("store");
@@ -73,13 +103,47 @@ async fn stored(lines: u64) -> f64 {
         + std::fs::metadata(db.with_extension("db-wal"))
             .map(|m| m.len())
             .unwrap_or(0);
+    let agent_db = rusqlite::Connection::open(dir.path().join("agent.db")).expect("open");
+    let (rows, output_bytes): (u64, u64) = agent_db
+        .query_row(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM outbox WHERE kind = 'output'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("count");
     println!(
-        "stored: {count} of {lines} lines in {:.2} s = {:.0} lines/s ({:.1} MB on disk, current.db only)",
+        "stored, {}: {count} of {lines} lines in {:.2} s = {:.0} lines/s ({:.1} MB on disk, current.db only; live output: {rows} outbox rows, {:.1} MB)",
+        live.name(),
         took.as_secs_f64(),
         lines as f64 / took.as_secs_f64(),
-        size as f64 / 1e6
+        size as f64 / 1e6,
+        output_bytes as f64 / 1e6,
     );
     lines as f64 / took.as_secs_f64()
+}
+
+/// Each setting of [`Live`] `repeat` times, interleaved; prints the medians and their ratios.
+async fn stored_with_and_without_live_output(lines: u64, repeat: u64) {
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); Live::ALL.len()];
+    for _ in 0..repeat.max(1) {
+        for (i, live) in Live::ALL.into_iter().enumerate() {
+            rates[i].push(stored(lines, live).await);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let off = median(&mut rates[0]);
+    for (i, live) in Live::ALL.into_iter().enumerate() {
+        let m = median(&mut rates[i]);
+        println!(
+            "stored, median of {}, {}: {m:.0} lines/s = {:.3} x off",
+            rates[i].len(),
+            live.name(),
+            m / off
+        );
+    }
 }
 
 /// Lines per second from a job's stdout into its Redis stream, through jsagent and jsacc.
@@ -118,6 +182,12 @@ fn forwarded(lines: u64) -> f64 {
 
 fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(stored(env_or("BENCH_LINES", 1_000_000)));
-    forwarded(env_or("BENCH_FORWARD_LINES", 300_000));
+    runtime.block_on(stored_with_and_without_live_output(
+        env_or("BENCH_LINES", 1_000_000),
+        env_or("BENCH_REPEAT", 3),
+    ));
+    let forward = env_or("BENCH_FORWARD_LINES", 300_000);
+    if forward > 0 {
+        forwarded(forward);
+    }
 }

@@ -48,6 +48,8 @@ fn every_documented_key_is_accepted() {
             loglevels_ac = "8,9"
             log_batch_size = 10
             log_flush_interval = 1
+            output = false
+            output_max_lines = 500
             [interpreters]
             python = "/usr/bin/python3"
             lua = "lua"
@@ -68,6 +70,27 @@ fn every_documented_key_is_accepted() {
     assert_eq!(cfg.stats_flush_interval, Duration::from_millis(2500));
     assert_eq!(cfg.interpreters.python, "/usr/bin/python3");
     assert_eq!(cfg.statsd_listen, Some("127.0.0.1:8125".parse().unwrap()));
+    assert_eq!((cfg.output, cfg.output_max_lines), (false, 500));
+}
+
+#[test]
+fn live_output_is_on_by_default_and_the_flag_beats_the_file() {
+    let base = [
+        "--controller",
+        "http://127.0.0.1",
+        "--gid",
+        "0",
+        "--nid",
+        "0",
+    ];
+    let cfg = resolve(flags(&base), FileConfig::default()).unwrap();
+    assert_eq!((cfg.output, cfg.output_max_lines), (true, 10_000));
+    let off = flags(&[&base[..], &["--output", "false"]].concat());
+    assert!(!resolve(off, FileConfig::default()).unwrap().output);
+    let on = flags(&[&base[..], &["--output", "true"]].concat());
+    assert!(resolve(on, file("output = false").unwrap()).unwrap().output);
+    let err = resolve(flags(&base), file("output_max_lines = 0").unwrap()).unwrap_err();
+    assert!(err.to_string().contains("output_max_lines"), "{err}");
 }
 
 #[test]

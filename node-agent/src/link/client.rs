@@ -147,6 +147,7 @@ pub(crate) struct Controller {
     result_url: Url,
     logs_url: Url,
     stats_url: Url,
+    output_url: Url,
 }
 
 impl Controller {
@@ -181,6 +182,7 @@ impl Controller {
             result_url: url("result")?,
             logs_url: url("logs")?,
             stats_url: url("stats")?,
+            output_url: url("output")?,
         })
     }
 
@@ -241,6 +243,18 @@ impl Controller {
             .map_err(|e| ControllerError::Malformed(format!("result answer: {e}")))
     }
 
+    /// Posts live output batches (each an [`schemas::OutputBatch`] as text) as one array to
+    /// `…/output`.
+    pub(crate) async fn post_output(
+        &self,
+        batches: &[&str],
+    ) -> Result<schemas::OutputAnswer, ControllerError> {
+        let url = self.url_of(OutboxKind::Output);
+        let body = self.post_array(url, batches).await?.bytes().await?;
+        serde_json::from_slice(&body)
+            .map_err(|e| ControllerError::Malformed(format!("output answer: {e}")))
+    }
+
     /// Posts log messages or stats batches (each a JSON value as text) as one array to
     /// `…/logs` or `…/stats`. Any 2xx answer settles them all.
     pub(crate) async fn post_items(
@@ -248,13 +262,18 @@ impl Controller {
         kind: OutboxKind,
         items: &[&str],
     ) -> Result<(), ControllerError> {
-        let url = match kind {
+        self.post_array(self.url_of(kind), items).await?;
+        Ok(())
+    }
+
+    /// Where rows of an outbox kind are posted.
+    fn url_of(&self, kind: OutboxKind) -> &Url {
+        match kind {
             OutboxKind::Result => &self.result_url,
             OutboxKind::Logs => &self.logs_url,
             OutboxKind::Stats => &self.stats_url,
-        };
-        self.post_array(url, items).await?;
-        Ok(())
+            OutboxKind::Output => &self.output_url,
+        }
     }
 
     /// Posts `items` (each a JSON value as text) as one JSON array; a 2xx answer or the error.

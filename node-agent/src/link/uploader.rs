@@ -1,11 +1,16 @@
-//! The uploader (DESIGN §5.3, §6): posts the outbox (results, then stats, then logs) to the controller, oldest first,
-//! up to [`BATCH`] items and about [`BATCH_BYTES`] per request, and deletes them only once the
-//! controller answered 2xx (every item of a 2xx array answer is settled; refused ones are
-//! logged). Failures follow the agent retry rules of docs/protocol.md: back off and retry; a 413
+//! The uploader (DESIGN §5.3, §6): posts the outbox (results, then live output, stats, logs) to
+//! the controller, oldest first, up to [`BATCH`] items and about [`BATCH_BYTES`] per request,
+//! and deletes them only once the controller answered 2xx (every item of a 2xx array answer is
+//! settled; refused ones are logged). Failures follow the agent retry rules of docs/protocol.md: back off and retry; a 413
 //! splits the batch in halves. A single result still refused with 413 (the controller's
 //! `--max-body` is below the agent's result limit) is replaced, in the outbox too, by an `ERROR`
-//! result of the same job and run that says why, so the job still ends; only a log or stats
-//! item, or a replacement refused again, is dropped, with an ERROR log.
+//! result of the same job and run that says why, so the job still ends; only a log, stats or
+//! output item, or a replacement refused again, is dropped, with an ERROR log.
+//!
+//! Live output queued before a result is posted before it (a run's lines go into the outbox
+//! before its result, see [`crate::live`]), so `output:<id>` holds them when the result shows.
+//! Output batches are posted with their row's `seq`; what the controller refuses is logged at
+//! WARN and dropped.
 //!
 //! Woken when results are queued, and every [`TICK`] regardless. When stopped it makes one last
 //! attempt to empty the outbox, bounded by [`FINAL_FLUSH`]; what is left is sent after the
@@ -20,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::link::backoff::Backoff;
 use crate::link::client::{Controller, ControllerError};
+use crate::live::forwarder::with_seq;
 use crate::store::result_limit::RESULT_LIMIT;
 use crate::store::{OutboxKind, OutboxRow, Store, StoreError};
 
@@ -94,15 +100,26 @@ impl Uploader {
     }
 
     /// Sends batches until the outbox is empty: after each batch it looks again from the first
-    /// kind, so results (then stats) never wait behind a flood of logs.
+    /// kind, so results (then live output, then stats) never wait behind a flood of logs.
+    /// Before results, the live output queued before them: never the output queued after, so
+    /// a chatty job cannot hold results back.
     async fn upload_pending(&self) -> Result<(), UploadError> {
         'again: loop {
             for kind in OutboxKind::ALL {
                 let rows = self.store.outbox_take(kind, BATCH).await?;
-                if !rows.is_empty() {
-                    self.send(kind, rows).await?;
-                    continue 'again;
+                let Some(last) = rows.last() else { continue };
+                if kind == OutboxKind::Result {
+                    let before = self
+                        .store
+                        .outbox_take_before(OutboxKind::Output, last.seq, BATCH)
+                        .await?;
+                    if !before.is_empty() {
+                        self.send(OutboxKind::Output, before).await?;
+                        continue 'again;
+                    }
                 }
+                self.send(kind, rows).await?;
+                continue 'again;
             }
             return Ok(());
         }
@@ -135,8 +152,9 @@ impl Uploader {
                     tracing::error!(kind = kind.as_str(), bytes = batch[0].body.len(), %why,
                         "an item is too large for the controller; it is dropped");
                 }
-                // Logs and stats the controller refuses (a bad item, an older controller without
-                // the path) would block the outbox for ever; results are refused item by item.
+                // Logs, stats and output the controller refuses (a bad item, an older controller
+                // without the path) would block the outbox for ever; results are refused item by
+                // item.
                 Err(ControllerError::Rejected { status, body }) if kind != OutboxKind::Result => {
                     tracing::warn!(kind = kind.as_str(), %status, %body, items = batch.len(),
                         "the controller rejected a batch; it is dropped");
@@ -162,8 +180,39 @@ impl Uploader {
                 }
                 Ok(())
             }
+            OutboxKind::Output => self.post_output(batch).await,
             OutboxKind::Logs | OutboxKind::Stats => self.controller.post_items(kind, &bodies).await,
         }
+    }
+
+    /// Posts output rows as [`schemas::OutputBatch`]es, each with its row's `seq`.
+    async fn post_output(&self, batch: &[OutboxRow]) -> Result<(), ControllerError> {
+        let bodies: Vec<String> = batch
+            .iter()
+            .filter_map(|r| {
+                let body = with_seq(r.seq, &r.body);
+                if body.is_none() {
+                    tracing::error!(seq = r.seq, "an unreadable output row is dropped");
+                }
+                body
+            })
+            .collect();
+        if bodies.is_empty() {
+            return Ok(());
+        }
+        let bodies: Vec<&str> = bodies.iter().map(String::as_str).collect();
+        let answer = self.controller.post_output(&bodies).await?;
+        for rejected in &answer.rejected {
+            tracing::warn!(id = %rejected.id, error = %rejected.error, message = %rejected.message,
+                "the controller rejected live output; it is dropped");
+        }
+        if answer.capped > 0 {
+            tracing::debug!(
+                lines = answer.capped,
+                "live output over the controller's cap"
+            );
+        }
+        Ok(())
     }
 
     /// Replaces, in the outbox too, a result the controller refused as too large by an `ERROR`
@@ -242,63 +291,4 @@ pub(crate) fn refused_result(body: &str, why: &str) -> Option<JobResult> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use schemas::JobState;
-    use serde_json::json;
-
-    fn row(seq: i64, bytes: usize) -> OutboxRow {
-        OutboxRow {
-            seq,
-            body: "x".repeat(bytes),
-        }
-    }
-
-    #[test]
-    fn batches_keep_the_order_and_stay_under_the_size() {
-        let rows = vec![row(1, 40), row(2, 40), row(3, 150), row(4, 10), row(5, 10)];
-        let mut batches = by_bytes(rows, 100);
-        let mut order = Vec::new();
-        while let Some(batch) = batches.pop() {
-            order.push(batch.iter().map(|r| r.seq).collect::<Vec<_>>());
-        }
-        assert_eq!(order, [vec![1, 2], vec![3], vec![4, 5]]);
-    }
-
-    #[test]
-    fn a_refused_result_becomes_an_error_of_the_same_job_and_run() {
-        let mut r = JobResult::new("j1", 1, 2, "execute", json!({"cmd": "x"}), JobState::Ok);
-        r.run = 4;
-        r.is_final = false;
-        r.exit_code = Some(0);
-        r.streams = vec!["o".repeat(300_000), String::new()];
-        let body = serde_json::to_string(&r).unwrap();
-        let e = refused_result(&body, "request body over the limit of 200000 bytes").unwrap();
-        assert_eq!(
-            (e.id.as_str(), e.gid, e.nid, e.run, e.is_final, e.state),
-            ("j1", 1, 2, 4, false, JobState::Error)
-        );
-        assert_eq!(e.args, json!({"cmd": "x"}));
-        assert_eq!(e.streams, ["", ""]);
-        let data = e.data.as_str().unwrap();
-        assert!(
-            data.starts_with(&format!("result of {} bytes refused by the controller (413 too large: request body over the limit of 200000 bytes); replaced", body.len())),
-            "{data}"
-        );
-        assert!(refused_result("not json", "x").is_none());
-    }
-
-    #[test]
-    fn large_args_are_not_echoed_in_the_error() {
-        let r = JobResult::new(
-            "j",
-            1,
-            2,
-            "execute",
-            json!({"script": "s".repeat(10_000)}),
-            JobState::Ok,
-        );
-        let e = refused_result(&serde_json::to_string(&r).unwrap(), "x").unwrap();
-        assert_eq!(e.args, json!({}));
-    }
-}
+mod tests;

@@ -10,6 +10,10 @@
 //! result keeps the last message of levels 20–23 or 30 (`data`, `level`) and the last level 9
 //! (`critical`).
 //!
+//! The logger also carries the run's live output hook ([`crate::live::RunOutput`]) when live
+//! output is on for the agent (`output`) and the job (`args.output`); the readers feed it the
+//! lines as printed, apart from the messages here.
+//!
 //! [`JobLogger::log`] waits while the store is behind, so a process that writes faster than the
 //! store can take is slowed through its pipe; nothing is dropped.
 
@@ -21,6 +25,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::live::{LiveOutput, RunOutput};
 use crate::logs::forwarder::Forwarder;
 use crate::logs::loglevels::{FilterError, LevelFilter};
 use crate::logs::logline::Parsed;
@@ -59,6 +64,8 @@ struct Inner {
     db: LevelFilter,
     ac: LevelFilter,
     stats: Option<StatsSink>,
+    /// `None` when the config turns live output off.
+    live: Option<LiveOutput>,
 }
 
 /// What a run's messages leave in its result.
@@ -91,16 +98,21 @@ impl Logs {
             keep: config.log_db_keep,
         };
         let store = LogStore::open(settings, Some(tx)).await?;
+        let outbox_for_live = outbox.clone();
         let forwarder =
             Forwarder::new(outbox, rx, config.log_batch_size, config.log_flush_interval);
         // Ends when the last handle of the log store is dropped, after a last push.
         tokio::spawn(forwarder.run());
+        let live = config
+            .output
+            .then(|| LiveOutput::start(outbox_for_live, config.output_max_lines));
         Ok(Logs {
             inner: Arc::new(Inner {
                 store,
                 db,
                 ac,
                 stats,
+                live,
             }),
         })
     }
@@ -114,6 +126,7 @@ impl Logs {
                 db: LevelFilter::ALL,
                 ac: LevelFilter::ALL,
                 stats: None,
+                live: None,
             }),
         }
     }
@@ -136,6 +149,10 @@ impl Logs {
             db: filter("loglevels_db", &args.loglevels_db, self.inner.db)?,
             ac: filter("loglevels_ac", &args.loglevels_ac, self.inner.ac)?,
             captured: Arc::new(Mutex::new(Captured::default())),
+            live: match (&self.inner.live, args.output) {
+                (Some(live), None | Some(true)) => Some(live.run(jobid)),
+                _ => None,
+            },
         })
     }
 
@@ -182,10 +199,14 @@ impl Logs {
     }
 
     /// Resolves once every message logged before is stored and its forwarded part is in the
-    /// outbox (before the agent's final upload, and in tests).
+    /// outbox, and so is the live output handed over before (before the agent's final upload,
+    /// and in tests).
     pub async fn flush(&self) {
         if let Err(e) = self.inner.store.flush().await {
             tracing::warn!(error = %e, "cannot flush the log store");
+        }
+        if let Some(live) = &self.inner.live {
+            live.flush().await;
         }
     }
 }
@@ -215,6 +236,8 @@ pub struct JobLogger {
     ac: LevelFilter,
     /// A std mutex: held only to copy a message in or out, never across an await.
     captured: Arc<Mutex<Captured>>,
+    /// The run's live output, when on.
+    live: Option<RunOutput>,
 }
 
 impl JobLogger {
@@ -233,6 +256,11 @@ impl JobLogger {
             self.push(&mut entries, epoch, p.level, p.text);
         }
         self.logs.inner.store.append(entries).await
+    }
+
+    /// The run's live output hook, when live output is on for it.
+    pub(crate) fn live(&self) -> Option<&RunOutput> {
+        self.live.as_ref()
     }
 
     /// What the run's messages leave in its result so far.

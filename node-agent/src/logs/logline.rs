@@ -14,6 +14,11 @@
 //!
 //! Fed chunks as they are read (a line may span chunks); memory stays bounded by
 //! [`MAX_MESSAGE`] per stream whatever the input.
+//!
+//! For live output ([`crate::live`]) a parser made [`LineParser::with_lines`] also keeps each
+//! line as printed ([`Line`]: without its line break, cut at [`MAX_LINE`] with [`LINE_CUT_MARK`])
+//! with the level the protocol gave it: 1 or 2 for a plain line, `N` for `N::text`, and the
+//! block's `N` for every line of an `N:::` block, its opening and closing lines included.
 
 /// Longest message kept, in bytes (before marks).
 pub const MAX_MESSAGE: usize = 1 << 20;
@@ -21,6 +26,11 @@ pub const MAX_MESSAGE: usize = 1 << 20;
 pub const CUT_MARK: &str = " [cut: over 1 MiB]";
 /// Appended to a message whose invalid UTF-8 was replaced by U+FFFD.
 pub const LOSSY_MARK: &str = " [invalid UTF-8 replaced]";
+
+/// Longest line of live output, in bytes (before its mark).
+pub const MAX_LINE: usize = 64 << 10;
+/// Appended to a line of live output cut at [`MAX_LINE`].
+pub const LINE_CUT_MARK: &str = " [cut: over 64 KiB]";
 
 /// Which stream a parser reads: it sets the level of plain lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +40,11 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// The file descriptor: 1 stdout, 2 stderr.
+    pub(crate) fn fd(self) -> u8 {
+        self.plain_level()
+    }
+
     /// The level of a plain line: 1 on stdout, 2 on stderr.
     pub(crate) fn plain_level(self) -> u8 {
         match self {
@@ -55,6 +70,13 @@ pub struct Parsed {
     pub lossy: bool,
 }
 
+/// One line as printed (live output), with its level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub level: u8,
+    pub text: String,
+}
+
 /// An open `N:::` block.
 #[derive(Debug)]
 struct Block {
@@ -76,6 +98,9 @@ pub struct LineParser {
     line_cut: bool,
     block: Option<Block>,
     ready: Vec<Parsed>,
+    /// Whether [`Line`]s are kept, and those not taken yet.
+    keep_lines: bool,
+    lines: Vec<Line>,
 }
 
 impl LineParser {
@@ -86,7 +111,30 @@ impl LineParser {
             line_cut: false,
             block: None,
             ready: Vec::new(),
+            keep_lines: false,
+            lines: Vec::new(),
         }
+    }
+
+    /// A parser that also keeps each line as printed, for [`LineParser::take_lines`].
+    pub fn with_lines(stream: Stream) -> LineParser {
+        LineParser {
+            keep_lines: true,
+            ..LineParser::new(stream)
+        }
+    }
+
+    /// Stops (or starts) keeping lines: live output of a run that reached its cap needs no more.
+    pub fn keep_lines(&mut self, keep: bool) {
+        self.keep_lines = keep;
+        if !keep {
+            self.lines.clear();
+        }
+    }
+
+    /// The lines fed since the last call, as printed (empty unless made [`LineParser::with_lines`]).
+    pub fn take_lines(&mut self) -> std::vec::Drain<'_, Line> {
+        self.lines.drain(..)
     }
 
     /// Parses bytes as read; returns the messages they completed.
@@ -142,6 +190,9 @@ impl LineParser {
 
     fn end_line(&mut self, line: &[u8], cut: bool) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if self.keep_lines {
+            self.keep_line(line, cut);
+        }
         if self.block.is_some() {
             match line.strip_prefix(b":::") {
                 Some(rest) => {
@@ -172,6 +223,26 @@ impl LineParser {
             Some(Header::Line(level, text)) => self.emit(level, text, cut),
             None => self.emit(self.plain, line, cut),
         }
+    }
+
+    /// Keeps a line as printed, with the level its block or its header gives it.
+    fn keep_line(&mut self, line: &[u8], cut: bool) {
+        let level = match (&self.block, header(line)) {
+            (Some(block), _) => block.level,
+            (None, Some(Header::Block(level, _) | Header::Line(level, _))) => level,
+            (None, None) => self.plain,
+        };
+        let cut = cut || line.len() > MAX_LINE;
+        let kept = if line.len() > MAX_LINE {
+            &line[..char_boundary(line, MAX_LINE)]
+        } else {
+            line
+        };
+        let mut text = String::from_utf8_lossy(kept).into_owned();
+        if cut {
+            text.push_str(LINE_CUT_MARK);
+        }
+        self.lines.push(Line { level, text });
     }
 
     fn add_to_block(&mut self, line: &[u8], cut: bool) {

@@ -2,7 +2,8 @@
 //!
 //! - [`jobs`]: every command received (raw JSON, state, times, pid). Its primary key is the set of
 //!   job ids already seen, so a command delivered twice is stored, and run, once.
-//! - [`outbox`]: what still has to reach the controller (`kind` = `result`, `logs` or `stats`).
+//! - [`outbox`]: what still has to reach the controller (`kind` = `result`, `output`, `logs` or
+//!   `stats`); its `seq` only grows, also across an emptied table.
 //!   A result goes in shortened to [`result_limit::RESULT_LIMIT`], so the controller can take it.
 //!
 //! [`Store`] is a cheap handle; each method sends a closure to the database thread over a bounded
@@ -43,6 +44,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     kind TEXT NOT NULL,
     body TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS outbox_kind ON outbox(kind, seq);
 ";
 
 #[derive(Debug, thiserror::Error)]

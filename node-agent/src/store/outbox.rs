@@ -1,5 +1,10 @@
-//! The durable outbox: what still has to reach the controller (`kind` = `result`, `logs` or
-//! `stats`), read oldest first by the uploader and deleted once delivered.
+//! The durable outbox: what still has to reach the controller (`kind` = `result`, `output`,
+//! `logs` or `stats`), read oldest first by the uploader and deleted once delivered.
+//!
+//! `seq` is `INTEGER PRIMARY KEY AUTOINCREMENT`: SQLite never hands out a value again, not even
+//! after the table was emptied (`sqlite_sequence` keeps the highest), so it only grows for the
+//! life of `agent.db`. Live output batches take it as their `seq` (see
+//! [`crate::live::forwarder`]).
 
 use rusqlite::params;
 
@@ -14,12 +19,20 @@ pub(crate) enum OutboxKind {
     Logs,
     /// Stats batches for `POST …/stats`; a row is one batch.
     Stats,
+    /// Live output for `POST …/output`; a row is one job's lines (see [`crate::live`]).
+    Output,
 }
 
 impl OutboxKind {
-    /// Every kind, in the order the uploader serves them: results first, they unblock clients.
-    pub(crate) const ALL: [OutboxKind; 3] =
-        [OutboxKind::Result, OutboxKind::Stats, OutboxKind::Logs];
+    /// Every kind, in the order the uploader serves them: results first, they unblock clients
+    /// (the live output queued before a result goes just before it, see the uploader); then
+    /// live output, which is meant to be seen at once.
+    pub(crate) const ALL: [OutboxKind; 4] = [
+        OutboxKind::Result,
+        OutboxKind::Output,
+        OutboxKind::Stats,
+        OutboxKind::Logs,
+    ];
 
     /// The name in the `kind` column, and the last segment of the controller path it goes to.
     pub(crate) fn as_str(self) -> &'static str {
@@ -27,6 +40,7 @@ impl OutboxKind {
             OutboxKind::Result => "result",
             OutboxKind::Logs => "logs",
             OutboxKind::Stats => "stats",
+            OutboxKind::Output => "output",
         }
     }
 }
@@ -45,18 +59,28 @@ impl Store {
         kind: OutboxKind,
         bodies: Vec<String>,
     ) -> Result<(), StoreError> {
+        self.outbox_push_numbered(kind, bodies).await.map(drop)
+    }
+
+    /// [`Store::outbox_push`], answering the `seq` of each row.
+    pub(crate) async fn outbox_push_numbered(
+        &self,
+        kind: OutboxKind,
+        bodies: Vec<String>,
+    ) -> Result<Vec<i64>, StoreError> {
         if bodies.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        self.call(move |conn| {
-            let tx = conn.transaction()?;
-            queue(&tx, kind, &bodies)?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await?;
+        let seqs = self
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                let seqs = queue(&tx, kind, &bodies)?;
+                tx.commit()?;
+                Ok(seqs)
+            })
+            .await?;
         self.outbox_added.notify_one();
-        Ok(())
+        Ok(seqs)
     }
 
     /// Up to `limit` queued messages of one kind, oldest first.
@@ -65,11 +89,21 @@ impl Store {
         kind: OutboxKind,
         limit: usize,
     ) -> Result<Vec<OutboxRow>, StoreError> {
+        self.outbox_take_before(kind, i64::MAX, limit).await
+    }
+
+    /// Up to `limit` queued messages of one kind queued before the row `before`, oldest first.
+    pub(crate) async fn outbox_take_before(
+        &self,
+        kind: OutboxKind,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
         self.call(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT seq, body FROM outbox WHERE kind = ?1 ORDER BY seq LIMIT ?2",
+                "SELECT seq, body FROM outbox WHERE kind = ?1 AND seq < ?2 ORDER BY seq LIMIT ?3",
             )?;
-            let rows = stmt.query_map(params![kind.as_str(), limit as i64], |row| {
+            let rows = stmt.query_map(params![kind.as_str(), before, limit as i64], |row| {
                 Ok(OutboxRow {
                     seq: row.get(0)?,
                     body: row.get(1)?,
@@ -108,21 +142,34 @@ impl Store {
         .await
     }
 
+    /// The `seq` of the oldest queued message of one kind, `None` when there is none.
+    pub(crate) async fn outbox_oldest(&self, kind: OutboxKind) -> Result<Option<i64>, StoreError> {
+        self.call(move |conn| {
+            let oldest = conn
+                .prepare_cached("SELECT min(seq) FROM outbox WHERE kind = ?1")?
+                .query_row([kind.as_str()], |row| row.get(0))?;
+            Ok(oldest)
+        })
+        .await
+    }
+
     /// Resolves when rows were added to the outbox since the last call (or now, if some were).
     pub(crate) async fn outbox_added(&self) {
         self.outbox_added.notified().await;
     }
 }
 
-/// Adds rows of one kind to the outbox, inside the caller's transaction.
+/// Adds rows of one kind to the outbox, inside the caller's transaction; answers their `seq`.
 pub(super) fn queue<'a>(
     tx: &rusqlite::Transaction<'_>,
     kind: OutboxKind,
     bodies: impl IntoIterator<Item = &'a String>,
-) -> Result<(), rusqlite::Error> {
+) -> Result<Vec<i64>, rusqlite::Error> {
     let mut insert = tx.prepare_cached("INSERT INTO outbox (kind, body) VALUES (?1, ?2)")?;
+    let mut seqs = Vec::new();
     for body in bodies {
         insert.execute(params![kind.as_str(), body])?;
+        seqs.push(tx.last_insert_rowid());
     }
-    Ok(())
+    Ok(seqs)
 }

@@ -132,6 +132,43 @@ async fn a_failed_finish_changes_nothing() {
     );
 }
 
+/// Live output batches take their row's `seq` as theirs: it must only grow, also once the
+/// outbox was emptied and the database opened again (a reused rowid would make the controller
+/// drop the batch as already appended).
+#[tokio::test]
+async fn outbox_seqs_only_grow_across_an_emptied_table_and_a_reopen() {
+    let dir = TestDir::new("store-seq");
+    let body = || vec![r#"{"id":"j","lines":[]}"#.to_owned(); 2];
+    let first = {
+        let store = Store::open(&dir.join("agent.db")).await.unwrap();
+        let seqs = store
+            .outbox_push_numbered(OutboxKind::Output, body())
+            .await
+            .unwrap();
+        assert!(seqs[0] < seqs[1]);
+        let rows = store.outbox_take(OutboxKind::Output, 10).await.unwrap();
+        assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), seqs);
+        store.outbox_delete(seqs.clone()).await.unwrap();
+        assert_eq!(store.outbox_oldest(OutboxKind::Output).await.unwrap(), None);
+        seqs[1]
+    };
+    let store = Store::open(&dir.join("agent.db")).await.unwrap();
+    let again = store
+        .outbox_push_numbered(OutboxKind::Output, body())
+        .await
+        .unwrap();
+    assert!(again[0] > first, "{again:?} after {first}");
+    assert_eq!(
+        store.outbox_oldest(OutboxKind::Output).await.unwrap(),
+        Some(again[0])
+    );
+    let before = store
+        .outbox_take_before(OutboxKind::Output, again[1], 10)
+        .await
+        .unwrap();
+    assert_eq!(before.iter().map(|r| r.seq).collect::<Vec<_>>(), [again[0]]);
+}
+
 #[tokio::test]
 async fn everything_survives_a_reopen() {
     let dir = TestDir::new("store-reopen");

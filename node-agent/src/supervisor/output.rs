@@ -1,5 +1,8 @@
 //! Reading a process's stdout and stderr: each chunk feeds the stream's [`Tail`] (the result's
-//! `streams`) and its [`LineParser`], whose messages go to the run's [`JobLogger`].
+//! `streams`) and its [`LineParser`], whose messages go to the run's [`JobLogger`] and whose
+//! lines as printed go to the run's live output ([`RunOutput`]), which never makes a reader
+//! wait. Once the readers are done, [`Readers::drain`] ends the live output of the run, so its
+//! lines are in the outbox before its result.
 //!
 //! Backpressure: a reader waits for the log store to take its messages before it reads again,
 //! so a process writing faster than the store blocks on its full pipe — it is slowed, never
@@ -15,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::live::RunOutput;
 use crate::logs::logger::{Captured, JobLogger};
 use crate::logs::logline::{LineParser, Parsed, Stream};
 use crate::supervisor::tail::Tail;
@@ -89,6 +93,9 @@ impl Readers {
                 both.await
             }
         };
+        if let Some(live) = self.logger.as_ref().and_then(JobLogger::live) {
+            live.end().await;
+        }
         Output {
             stdout,
             stderr,
@@ -108,20 +115,39 @@ impl Reader {
     /// Reads to the end of the stream (or until stopped); returns its tail.
     async fn run<R: AsyncRead + Unpin>(self, mut reader: R) -> String {
         let mut tail = Tail::default();
-        let mut parser = LineParser::new(self.stream);
+        let live = self.logger.as_ref().and_then(JobLogger::live);
+        let mut parser = match live {
+            Some(_) => LineParser::with_lines(self.stream),
+            None => LineParser::new(self.stream),
+        };
         let mut buf = vec![0u8; CHUNK];
         while let Some(n) = self.read(&mut reader, &mut buf).await {
             tail.feed(&buf[..n]);
             if self.logger.is_some() {
                 let parsed: Vec<Parsed> = parser.feed(&buf[..n]).collect();
+                self.forward(live, &mut parser);
                 self.log(parsed).await;
             }
         }
         if self.logger.is_some() {
             let parsed: Vec<Parsed> = parser.finish().collect();
+            self.forward(live, &mut parser);
             self.log(parsed).await;
         }
         tail.into_text()
+    }
+
+    /// Hands the lines just parsed to the run's live output; stops keeping lines once it
+    /// wants no more (its cap).
+    fn forward(&self, live: Option<&RunOutput>, parser: &mut LineParser) {
+        let Some(live) = live else { return };
+        let lines: Vec<_> = parser.take_lines().collect();
+        if !lines.is_empty() {
+            live.offer(self.stream.fd(), lines);
+        }
+        if !live.wants_lines() {
+            parser.keep_lines(false);
+        }
     }
 
     /// The next chunk's length; `None` at the end, on an error, or when told to stop.

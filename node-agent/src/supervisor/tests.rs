@@ -246,3 +246,45 @@ fn stdin_is_a_string_as_is_or_json() {
     assert_eq!(stdin_bytes(Some(&json!("a\"b"))), Some(b"a\"b".to_vec()));
     assert_eq!(stdin_bytes(Some(&json!([1]))), Some(b"[1]".to_vec()));
 }
+
+/// Issue 12: a run's live output is in the outbox before its result, so the uploader (which
+/// posts the output queued before a result first) delivers the lines no later than the result.
+#[tokio::test]
+async fn a_runs_live_output_is_queued_before_its_result() {
+    let f = kit("sup-live").await;
+    let script = "echo one; echo 3::two; echo three >&2";
+    let r = f
+        .run("l", json!({"cmd": "sh", "args": ["-c", script]}), None)
+        .await;
+    assert_eq!(r.state, JobState::Ok);
+    let result_seq = f
+        .store
+        .outbox_take(crate::store::OutboxKind::Result, 10)
+        .await
+        .unwrap()[0]
+        .seq;
+    let rows = f
+        .store
+        .outbox_take(crate::store::OutboxKind::Output, 10)
+        .await
+        .unwrap();
+    assert!(rows.iter().all(|row| row.seq < result_seq));
+    let mut lines: Vec<(u8, u8, String)> = rows
+        .iter()
+        .flat_map(|row| {
+            let batch: serde_json::Value = serde_json::from_str(&row.body).unwrap();
+            let lines = batch["lines"].as_array().unwrap().clone();
+            lines.into_iter().map(|l| {
+                let n = |k: &str| l[k].as_u64().unwrap() as u8;
+                (n("fd"), n("level"), l["line"].as_str().unwrap().to_owned())
+            })
+        })
+        .collect();
+    lines.sort();
+    let want = [(1, 1, "one"), (1, 3, "3::two"), (2, 2, "three")];
+    let want: Vec<(u8, u8, String)> = want
+        .iter()
+        .map(|(f, l, t)| (*f, *l, (*t).to_owned()))
+        .collect();
+    assert_eq!(lines, want);
+}

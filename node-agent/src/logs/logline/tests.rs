@@ -209,6 +209,102 @@ fn line_text() -> impl Strategy<Value = String> {
     "[^\n\r]{0,40}".prop_filter("not a closing line", |s| !s.starts_with(":::"))
 }
 
+fn lines_of(stream: Stream, bytes: &[u8]) -> Vec<(u8, String)> {
+    let mut parser = LineParser::with_lines(stream);
+    parser.feed(bytes).for_each(drop);
+    parser.finish().for_each(drop);
+    parser.take_lines().map(|l| (l.level, l.text)).collect()
+}
+
+fn owned(lines: &[(u8, &str)]) -> Vec<(u8, String)> {
+    lines.iter().map(|(l, t)| (*l, (*t).to_owned())).collect()
+}
+
+#[test]
+fn live_lines_keep_the_text_as_printed_with_its_level() {
+    let got = lines_of(
+        Stream::Stdout,
+        b"plain\n3::for users\n42::unknown\n\r\nlast",
+    );
+    let want = [
+        (1, "plain"),
+        (3, "3::for users"),
+        (1, "42::unknown"),
+        (1, ""),
+        (1, "last"),
+    ];
+    assert_eq!(got, owned(&want));
+    assert_eq!(lines_of(Stream::Stderr, b"oops\n"), owned(&[(2, "oops")]));
+}
+
+#[test]
+fn every_line_of_a_block_has_the_block_level_opener_and_closer_included() {
+    let got = lines_of(Stream::Stderr, b"before\n20:::\n{\"a\":\n1}\n:::\nafter\n");
+    let want = [
+        (2, "before"),
+        (20, "20:::"),
+        (20, "{\"a\":"),
+        (20, "1}"),
+        (20, ":::"),
+        (2, "after"),
+    ];
+    assert_eq!(got, owned(&want));
+}
+
+#[test]
+fn a_long_live_line_is_cut_at_a_char_boundary_and_marked() {
+    let mut bytes = "a".repeat(MAX_LINE - 1).into_bytes();
+    bytes.extend("é and more\n".as_bytes());
+    let got = lines_of(Stream::Stdout, &bytes);
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].1,
+        format!("{}{LINE_CUT_MARK}", "a".repeat(MAX_LINE - 1))
+    );
+    // Over the message limit too: still one line, cut and marked once.
+    let huge = vec![b'x'; MAX_MESSAGE + 10];
+    let got = lines_of(Stream::Stdout, &huge);
+    assert_eq!(
+        got,
+        [(1, format!("{}{LINE_CUT_MARK}", "x".repeat(MAX_LINE)))]
+    );
+}
+
+#[test]
+fn a_parser_without_lines_keeps_none() {
+    let mut parser = LineParser::new(Stream::Stdout);
+    parser.feed(b"a\nb\n").for_each(drop);
+    assert_eq!(parser.take_lines().count(), 0);
+    let mut parser = LineParser::with_lines(Stream::Stdout);
+    parser.keep_lines(false);
+    parser.feed(b"a\n").for_each(drop);
+    assert_eq!(parser.take_lines().count(), 0);
+}
+
+proptest! {
+    #[test]
+    fn live_lines_are_one_per_line_break_whatever_the_chunks(
+        bytes in prop::collection::vec(any::<u8>(), 0..2000),
+        cut in any::<usize>(),
+    ) {
+        let cut = cut % (bytes.len() + 1);
+        let mut parser = LineParser::with_lines(Stream::Stdout);
+        parser.feed(&bytes[..cut]).for_each(drop);
+        parser.feed(&bytes[cut..]).for_each(drop);
+        parser.finish().for_each(drop);
+        let lines: Vec<Line> = parser.take_lines().collect();
+        let breaks = bytes.iter().filter(|&&b| b == b'\n').count();
+        let unfinished = usize::from(bytes.last().is_some_and(|&b| b != b'\n'));
+        prop_assert_eq!(lines.len(), breaks + unfinished);
+        prop_assert_eq!(lines, {
+            let mut whole = LineParser::with_lines(Stream::Stdout);
+            whole.feed(&bytes).for_each(drop);
+            whole.finish().for_each(drop);
+            whole.take_lines().collect::<Vec<Line>>()
+        });
+    }
+}
+
 proptest! {
     #[test]
     fn never_panics_whatever_the_bytes_and_chunks(
