@@ -9,7 +9,9 @@
 See README.md for the API and the ``jsctl`` command line.
 
 Modules, one noun each: :mod:`jsacc.client` (``Client``: submitting, reading), :mod:`jsacc.job`
-(``Job``: a submitted command's record and results), :mod:`jsacc.command` (building commands),
+(``Job``: a submitted command's record, results and live output), :mod:`jsacc.history` (the job
+history behind ``Client.jobs``), :mod:`jsacc.display` (how live output lines are shown),
+:mod:`jsacc.command` (building commands),
 :mod:`jsacc.validate` (checks of caller values), :mod:`jsacc.keys` (every Redis key name),
 :mod:`jsacc.records` (Redis replies as dicts), :mod:`jsacc.connection` (redis-py clients and the
 failover policy), :mod:`jsacc.target` (Redis target URLs), :mod:`jsacc.errors` (exceptions),
@@ -20,7 +22,8 @@ from .client import DEFAULT_URL, DEFAULT_WAIT_MS, Client
 from .command import INFO_COMMANDS, build_command, build_execute_args
 from .errors import JsaccError, PushUnconfirmed, RedisUnavailable, Timeout
 from .job import FINAL_STATES, STATES, Job
-from .keys import agent_key, job_key, result_key, stats_key, stats_latest_key
+from .display import LineDisplay
+from .keys import agent_key, job_key, output_key, result_key, stats_key, stats_latest_key
 from .target import RedisTarget, parse_target
 
 #: The package's version, the only place it is written (pyproject.toml reads it via hatch).
@@ -47,4 +50,6 @@ __all__ = [
     "stats_key",
     "stats_latest_key",
     "INFO_COMMANDS",
+    "LineDisplay",
+    "output_key",
 ]

@@ -12,15 +12,15 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import (Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, TypeVar,
-                    Union)
+from typing import (Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple,
+                    TypeVar, Union)
 
 import redis as _redis
 from redis import exceptions as _redis_errors
 from redis.cluster import RedisCluster
 from redis.sentinel import SentinelConnectionPool
 
-from . import records
+from . import history, records
 from .command import INFO_COMMANDS, build_command, build_execute_args
 from .connection import (DEFAULT_RETRIES, DEFAULT_RETRY_BACKOFF, MAX_RETRY_BACKOFF,
                          NOT_RETRYABLE, RETRYABLE, check_ca, chunk_for, connect)
@@ -482,6 +482,23 @@ class Client:
         check_int("count", count, 1)
         entries = self._call(lambda: self.redis.xrevrange(stats_key(gid, nid), count=count))
         return records.stats_batches(reversed(entries))
+
+    def jobs(self, agent: Union[str, Tuple[int, int], None] = None,
+             state: Union[str, Sequence[str], None] = None, name: Optional[str] = None,
+             since: history.Since = None, limit: int = 50) -> List[Dict[str, Any]]:
+        """The job history, newest first: at most ``limit`` job records (as
+        :meth:`Job.record` returns them, without each agent's ``result``: read those with
+        ``client.job(id).record()``).
+
+        Filters: ``agent`` (``"gid:nid"`` or ``(gid, nid)``: jobs sent to it), ``state`` (one
+        of QUEUED RUNNING OK ERROR TIMEOUT KILLED, or a list of them), ``name``
+        (``"domain/name"``), ``since`` (seconds: created within the last ``since`` seconds;
+        or a ``datetime``). Reads the controller's indexes (``jobs:all``,
+        ``jobs:agent:<gid>:<nid>``, ``jobs:name:<domain>/<name>``) a page at a time and stops
+        at ``limit``; jobs whose record expired are left out. ``ValueError`` for a bad filter.
+        """
+        return history.list_jobs(self, agent=agent, state=state, name=name, since=since,
+                                 limit=limit)
 
     def job(self, job_id: str) -> Job:
         """A :class:`Job` handle for an id submitted earlier (possibly by someone else)."""

@@ -88,6 +88,7 @@ def build_execute_args(
     workingdir: Optional[str] = None,
     env: Optional[Mapping[str, Any]] = None,
     max_time: int = 0,
+    output: Optional[bool] = None,
     **more_args: Any,
 ) -> Dict[str, Any]:
     """The ``args`` object of the execute family (DESIGN §3 table).
@@ -95,7 +96,8 @@ def build_execute_args(
     ``cmd`` is the executable (full path or on PATH; no shell unless it is one), ``args`` its
     argument list (numbers and paths are turned into strings). ``more_args`` adds any other
     field of the table (``max_restart``, ``recurring_period``, ``queue``, ``loglevels``,
-    ``max_wait``, ``script``, ...); ``None`` values are left out.
+    ``max_wait``, ``script``, ...); ``None`` values are left out. ``output=False`` turns the
+    job's live output (``output:<id>``) off; ``None`` leaves the agent's default (on).
     """
     out: Dict[str, Any] = {"domain": domain, "name": name}
     if not isinstance(domain, str) or not isinstance(name, str):
@@ -120,6 +122,10 @@ def build_execute_args(
             raise ValueError(f"env must be a dict of strings, got {type(env).__name__}")
         out["env"] = {str(k): check_text(f"env[{k!r}]", v) for k, v in env.items()}
     out["max_time"] = check_int("max_time", max_time, -1)
+    if output is not None:
+        if not isinstance(output, bool):
+            raise ValueError(f"output must be True, False or None, got {output!r}")
+        out["output"] = output
     for key, value in more_args.items():
         if value is not None:
             out[key] = value

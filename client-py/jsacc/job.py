@@ -1,5 +1,6 @@
-"""A submitted command: :class:`Job` reads its record (``job:<id>``) and takes its results off
-``cmds_queue_<id>`` (DESIGN §4), waiting in chunks shorter than the socket timeout."""
+"""A submitted command: :class:`Job` reads its record (``job:<id>``), takes its results off
+``cmds_queue_<id>`` (DESIGN §4), waiting in chunks shorter than the socket timeout, and reads
+the lines it prints from ``output:<id>`` (DESIGN §11)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import time
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
 
 from .errors import JsaccError, Timeout
-from .keys import job_key, parse_agent_id, result_key
-from .records import decode, job_results
+from .keys import job_key, output_key, parse_agent_id, result_key
+from .records import decode, job_record, job_results, output_line
 
 if TYPE_CHECKING:
     from .client import Client
@@ -17,6 +18,14 @@ if TYPE_CHECKING:
 #: States a job record can be in; the last four are final (and the only ones a result carries).
 STATES = ("QUEUED", "RUNNING", "OK", "ERROR", "TIMEOUT", "KILLED")
 FINAL_STATES = ("OK", "ERROR", "TIMEOUT", "KILLED")
+
+#: Most lines one read of ``output:<id>`` takes (``XREAD COUNT``).
+OUTPUT_PAGE = 1000
+
+#: While following a job's output, the longest wait for a new line before the job's state is
+#: looked at again (s): a job's end is noticed within this, and idle following costs two round
+#: trips per period. Shorter than any blocking chunk (see ``jsacc.connection.MAX_BLOCK_CHUNK``).
+OUTPUT_POLL = 0.5
 
 
 class Job:
@@ -69,6 +78,65 @@ class Job:
         record = self.client._call(lambda: self.client.redis.hgetall(job_key(self.id)))
         return job_results(record)
 
+    def record(self) -> Optional[Dict[str, Any]]:
+        """The job's record (``HGETALL job:<id>``) as a dict (see
+        :func:`jsacc.records.job_record`: state, command, submitter, targets, created, started,
+        ended, duration, and per agent its state, exit code, times and final result), without
+        consuming ``cmds_queue_<id>``; ``None`` when the job is unknown (not routed yet) or its
+        record expired."""
+        raw = self.client._call(lambda: self.client.redis.hgetall(job_key(self.id)))
+        return job_record(self.id, raw)
+
+    # -- live output --------------------------------------------------------------------------
+    def read_output(self, after: str = "0-0", wait: Optional[float] = None,
+                    count: int = OUTPUT_PAGE) -> List[Dict[str, Any]]:
+        """One read of ``output:<id>``: up to ``count`` lines after stream id ``after``
+        (``"0-0"``: from the start), oldest first, each a dict (``agent``, ``fd``, ``level``,
+        ``line``, ``time``, ``id``; see :func:`jsacc.records.output_line`). With ``wait``
+        seconds (at most one blocking chunk), waits that long for a line when none is there."""
+        key = output_key(self.id)
+        block = None
+        if wait is not None:
+            block = max(1, int(min(wait, self.client._chunk) * 1000))
+        # One stream per XREAD: on a cluster it goes to that stream's node.
+        got = self.client._call(lambda: self.client.redis.xread({key: after}, count=count,
+                                                                block=block))
+        return [output_line(sid, fields) for _stream, entries in got or [] for sid, fields in
+                entries]
+
+    def output(self, follow: bool = False,
+               timeout: Optional[float] = None) -> Iterator[Dict[str, Any]]:
+        """The lines the job printed, from its start, as dicts (``agent``, ``fd`` 1|2,
+        ``level``, ``line``, ``time``, ``id``; level 0 is a line jsacc added, such as the
+        marker of a capped stream). Show them with :class:`jsacc.display.LineDisplay`.
+
+        Without ``follow``: the lines there now. With ``follow=True``: also those that come,
+        until the job is final (``job:<id>`` state OK, ERROR, TIMEOUT or KILLED) and the
+        stream is drained; an agent posts its lines before its result, so that is all of them.
+        Raises :class:`jsacc.Timeout` when the job is not final within ``timeout`` seconds
+        (``None``: wait as long as it takes). The stream holds at most the controller's
+        ``--output-maxlen`` lines of a job and expires with its record."""
+        deadline = self._deadline(timeout)
+        last, final, wait = "0-0", False, None
+        while True:
+            lines = self.read_output(last, wait)
+            for line in lines:
+                last = line["id"]
+                yield line
+            if len(lines) >= OUTPUT_PAGE:
+                wait = None  # more are there: read on without waiting
+                continue
+            if not follow or final:
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                raise Timeout(f"job {self.id} did not end within {timeout} s "
+                              f"(job state: {self.state or 'unknown'})")
+            # Final before the next read: then that read (no wait) drains every line.
+            final = self.state in FINAL_STATES
+            wait = None if final else OUTPUT_POLL
+            if deadline is not None and not final:
+                wait = max(0.001, min(wait, deadline - time.monotonic()))
+
     # -- results ------------------------------------------------------------------------------
     def _pop_one(self, deadline: Optional[float]) -> Optional[Dict[str, Any]]:
         """Take one result off ``cmds_queue_<id>``, waiting until ``deadline`` (monotonic
@@ -101,6 +169,12 @@ class Job:
                     raise JsaccError(f"invalid result on {key}: {raw[:200]!r}") from None
                 self._results.append(result)
                 return result
+
+    def poll_result(self) -> Optional[Dict[str, Any]]:
+        """Take the next result off ``cmds_queue_<id>`` if one is there, without waiting
+        (cached like the others: :meth:`result` returns the first one again); ``None`` if
+        none is."""
+        return self._pop_one(time.monotonic())
 
     def _expected(self) -> Optional[int]:
         """How many results make the job complete: one per target; ``None`` while unknown."""

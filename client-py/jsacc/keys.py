@@ -9,7 +9,11 @@ The names are the contract of DESIGN.md §4 (no key prefix):
 * ``agents`` (sorted set, member ``"gid:nid"``, score = last seen ms) and ``agent:{<gid>:<nid>}``
   (hash) describe agents;
 * ``log.<domain>.<name>`` (stream): log messages agents forwarded (``loglevels_ac``);
-* ``stats:{<gid>:<nid>}`` (stream) and ``stats:{<gid>:<nid>}:latest`` (hash): aggregated stats.
+* ``stats:{<gid>:<nid>}`` (stream) and ``stats:{<gid>:<nid>}:latest`` (hash): aggregated stats;
+* ``output:<id>`` (stream): the lines job ``<id>`` prints, as they come (DESIGN §11);
+* ``jobs:all``, ``jobs:agent:<gid>:<nid>``, ``jobs:name:<domain>/<name>`` (sorted sets, score =
+  the job's ``created`` ms, member = job id): the job history the controller indexes when it
+  routes a command.
 
 The braces are Redis Cluster hash tags: the keys of one agent live in one slot.
 """
@@ -20,6 +24,9 @@ from typing import Tuple
 
 CMDS_QUEUE = "cmds_queue"
 AGENTS_KEY = "agents"
+
+#: The history of every job (sorted set: member job id, score its ``created`` ms).
+JOBS_ALL = "jobs:all"
 
 #: Prefix of the ``job:<id>`` fields that hold one agent's result (``result:<gid>:<nid>``).
 RESULT_FIELD_PREFIX = "result:"
@@ -33,6 +40,23 @@ def result_key(job_id: str) -> str:
 def job_key(job_id: str) -> str:
     """``job:<id>``: the controller's record of job ``job_id``."""
     return f"job:{job_id}"
+
+
+def output_key(job_id: str) -> str:
+    """``output:<id>``: the stream of the lines job ``job_id`` printed (fields ``agent``, ``fd``,
+    ``level``, ``line``, ``time``)."""
+    return f"output:{job_id}"
+
+
+def jobs_agent_key(agent: str) -> str:
+    """``jobs:agent:<gid>:<nid>``: the history of the jobs sent to agent ``agent``
+    (``"gid:nid"``)."""
+    return f"jobs:agent:{agent}"
+
+
+def jobs_name_key(domain: str, name: str) -> str:
+    """``jobs:name:<domain>/<name>``: the history of the jobs of process ``domain``/``name``."""
+    return f"jobs:name:{domain}/{name}"
 
 
 def log_key(domain: str, name: str) -> str:

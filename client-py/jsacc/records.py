@@ -96,3 +96,84 @@ def agent_info(gid: int, nid: int, member: str, last_seen: int,
     info.update(agent=member, gid=gid, nid=nid, last_seen=last_seen, last_seen_ago=ago,
                 online=ago <= online_within)
     return info
+
+
+def _int_or_none(value: Any) -> Optional[int]:
+    value = decode(value)
+    if isinstance(value, int):
+        return value
+    return int(value) if _is_int_text(value) else None
+
+
+def output_line(stream_id: Any, fields: Mapping[Any, Any]) -> Dict[str, Any]:
+    """An ``output:<id>`` stream entry as a line dict: ``agent`` ("gid:nid"), ``fd`` (1 stdout,
+    2 stderr), ``level`` (the line protocol's level; 0 for a line jsacc added, such as the cap
+    marker), ``line`` (as printed, no line break), ``time`` (ms) and ``id`` (the stream id).
+    Integers that are missing or not numbers are 0."""
+    f = {decode(k): decode(v) for k, v in fields.items()}
+    return {"id": decode(stream_id), "agent": f.get("agent") or "",
+            "fd": _int_or_none(f.get("fd")) or 0, "level": _int_or_none(f.get("level")) or 0,
+            "line": f.get("line") or "", "time": _int_or_none(f.get("time")) or 0}
+
+
+#: ``job:<id>`` fields a job listing reads (``HMGET``): all but the results.
+JOB_SUMMARY_FIELDS = ("cmd", "state", "created", "started", "ended", "targets", "submitted_by")
+
+#: Prefix of the ``job:<id>`` fields that hold one agent's final state (``state:<gid>:<nid>``).
+STATE_FIELD_PREFIX = "state:"
+
+
+def _json_or(raw: Any, default: Any) -> Any:
+    try:
+        return json.loads(raw) if isinstance(raw, str) and raw else default
+    except ValueError:
+        return default
+
+
+def _agent_entry(state: Any, result: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """One target of a job record: its final state (``None`` while it has not answered) and,
+    from its result, exit code, start, run time, end (ms) and the result itself."""
+    result = result if isinstance(result, dict) else None
+    get = (result or {}).get
+    start, ran = get("starttime"), get("time")
+    end = start + ran if isinstance(start, int) and isinstance(ran, int) and start else None
+    return {"state": decode(state) or get("state"), "exit_code": get("exit_code"),
+            "starttime": start or None, "time": ran, "endtime": end, "result": result}
+
+
+def job_record(job_id: str, raw: Mapping[Any, Any]) -> Optional[Dict[str, Any]]:
+    """A ``job:<id>`` hash (all of it, or the ``JOB_SUMMARY_FIELDS`` and ``state:<g:n>`` fields
+    of a listing) as the dict :meth:`jsacc.Job.record` returns; ``None`` when the hash is empty
+    (an unknown or expired job).
+
+    Keys: ``id``, ``state``, ``command`` (the command as pushed, a dict; ``None`` if not JSON),
+    ``cmd`` (its name: ``execute``, ``ping``...), ``domain``, ``name``, ``submitted_by``,
+    ``targets`` (list of "gid:nid"), ``created``, ``started`` (first delivery), ``ended`` (ms
+    since the epoch, ``None`` until then), ``duration`` (s from ``started``, else ``created``,
+    to ``ended``; ``None`` while it runs), and ``agents``: "gid:nid" → ``{"state",
+    "exit_code", "starttime", "time", "endtime", "result"}`` (``result`` is the agent's final
+    result, ``None`` until it answered or when the listing did not read it)."""
+    f = {decode(k): decode(v) for k, v in raw.items() if v is not None}
+    if not f:
+        return None
+    command = _json_or(f.get("cmd"), None)
+    command = command if isinstance(command, dict) else None
+    args = command.get("args") if command else None
+    args = args if isinstance(args, dict) else {}
+    targets = _json_or(f.get("targets"), [])
+    targets = [str(t) for t in targets] if isinstance(targets, list) else []
+    created, started, ended = (_int_or_none(f.get(k)) for k in ("created", "started", "ended"))
+    begin = started or created
+    results = {}
+    for field, value in f.items():
+        if field.startswith(RESULT_FIELD_PREFIX):
+            results[field[len(RESULT_FIELD_PREFIX):]] = _json_or(value, None)
+    agents = {t: _agent_entry(f.get(STATE_FIELD_PREFIX + t), results.get(t))
+              for t in targets + sorted(set(results) - set(targets))}
+    return {"id": job_id, "state": f.get("state"), "command": command,
+            "cmd": command.get("cmd") if command else None,
+            "domain": str(args.get("domain") or ""), "name": str(args.get("name") or ""),
+            "submitted_by": f.get("submitted_by"), "targets": targets, "created": created,
+            "started": started, "ended": ended,
+            "duration": (ended - begin) / 1000.0 if ended and begin else None,
+            "agents": agents}

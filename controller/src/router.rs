@@ -541,7 +541,7 @@ fn index(pipe: &mut redis::Pipeline, keys: &[String], id: &str, ttl: Duration) {
         pipe.zadd(key, id, now).ignore();
         pipe.zrembyscore(key, "-inf", format!("({expired}"))
             .ignore();
-        pipe.pexpire(key, ttl.as_millis() as i64).ignore();
+        pipe.expire(key, ttl.as_secs() as i64).ignore();
     }
 }
 

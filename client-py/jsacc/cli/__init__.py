@@ -4,12 +4,13 @@ One module per command, each holding its parser (``add_parser(subparsers)``) bes
 handler (``run(client, args) -> exit code``) and, when argparse cannot check everything,
 ``check_args(args) -> problem``:
 
-* :mod:`.execute` ``exec``, :mod:`.ping` ``ping``, :mod:`.agents` ``agents``,
-  :mod:`.ps` ``ps``, :mod:`.kill` ``kill``, :mod:`.logs` ``logs``, :mod:`.stats` ``stats``,
-  :mod:`.info` ``info``.
+* :mod:`.execute` ``exec``, :mod:`.job` ``job`` (and ``job follow``), :mod:`.jobs` ``jobs``,
+  :mod:`.ping` ``ping``, :mod:`.agents` ``agents``, :mod:`.ps` ``ps``, :mod:`.kill` ``kill``,
+  :mod:`.logs` ``logs``, :mod:`.stats` ``stats``, :mod:`.info` ``info``.
 
 Shared by them: :mod:`.args` (argument types, ``--gid``/``--nid``/``--role`` options),
-:mod:`.output` (error line, tables, result summaries), :mod:`.exits` (exit codes). This module
+:mod:`.output` (error line, tables, result summaries), :mod:`.exits` (exit codes),
+:mod:`.watch` (printing a job's live lines while its results come). This module
 assembles the parser (global ``--redis*`` options) and runs the chosen command.
 """
 
@@ -19,9 +20,12 @@ import argparse
 import os
 from typing import Optional, Sequence
 
+from redis.exceptions import NoPermissionError
+
 from ..client import DEFAULT_URL, DEFAULT_WAIT_MS, Client
 from ..errors import JsaccError, RedisUnavailable
-from . import agents, execute, info, kill, logs, ping, ps, stats
+from ..target import mask_url
+from . import agents, execute, info, job, jobs, kill, logs, ping, ps, stats
 from .args import nonneg_int
 from .exits import (EXIT_CODES_HELP, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_REDIS, EXIT_USAGE,
                     exit_code_for_results, exit_code_for_state)
@@ -30,7 +34,7 @@ from .output import err
 __all__ = ["main", "build_parser", "exit_code_for_state", "exit_code_for_results"]
 
 #: The commands, in the order `jsctl --help` lists them.
-COMMANDS = (execute, ping, agents, ps, kill, logs, stats, info)
+COMMANDS = (execute, job, jobs, ping, agents, ps, kill, logs, stats, info)
 
 _EPILOG = f"""\
 examples:
@@ -39,6 +43,9 @@ examples:
   jsctl exec --gid 1 --nid 5 -- /bin/ls -l /opt
   jsctl exec --gid 1 --nid 5 --max-time 60 --timeout 90 -- sh -c 'df -h | tail -1'
   jsctl exec --gid 1 --role web --fanout --json -- uptime
+  id=$(jsctl exec --nid 5 --detach -- ./backup.sh); jsctl job follow "$id"
+  jsctl jobs --agent 1:5 --state ERROR --since 1h
+  jsctl job 6f1c...
   jsctl stats --gid 1 --nid 5
   jsctl info --gid 1 --nid 5 mem
   echo hello | jsctl exec --gid 1 --nid 5 --data-file - -- cat
@@ -128,6 +135,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except RedisUnavailable as e:
         err(str(e))
         return EXIT_REDIS
+    except NoPermissionError as e:
+        # A Redis user whose ACL lacks a key or command this needs (deploy/redis/users.acl).
+        err(f"Redis at {mask_url(a.redis)} refused: {e}")
+        return EXIT_ERROR
     except ValueError as e:
         # Caught by the client's validation before anything was sent.
         err(f"error: {e}")

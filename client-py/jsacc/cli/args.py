@@ -6,6 +6,7 @@ options (``--gid``, ``--nid``), including the deprecated positional ``GID NID`` 
 from __future__ import annotations
 
 import argparse
+import re
 from typing import List, Optional, Sequence, Tuple
 
 from .output import err
@@ -31,6 +32,28 @@ def nonneg_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
     return value
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> float:
+    """An argparse type: a duration as ``30s``, ``15m``, ``1h``, ``2d`` (or plain seconds), in
+    seconds."""
+    m = _DURATION.fullmatch(text.strip().lower())
+    if m is None:
+        raise argparse.ArgumentTypeError(
+            f"not a duration: {text!r} (a number with s, m, h or d: 30s, 15m, 1h, 2d)")
+    return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+
+
+def agent_id(text: str) -> str:
+    """An argparse type: an agent as ``GID:NID`` (two integers >= 0)."""
+    parts = text.split(":")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"not an agent: {text!r} (want GID:NID, e.g. 1:5)")
+    return f"{int(parts[0])}:{int(parts[1])}"
 
 
 def add_target_options(p: argparse.ArgumentParser) -> None:

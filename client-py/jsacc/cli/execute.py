@@ -1,4 +1,6 @@
-"""``jsctl exec``: run a program on an agent (or every agent of a role) and print its output."""
+"""``jsctl exec``: run a program on an agent (or every agent of a role) and print its output as
+it comes (the live lines of ``output:<id>``, see :mod:`.watch`), then exit with the job's code.
+Ctrl-C asks whether to kill the job or leave it running."""
 
 from __future__ import annotations
 
@@ -10,24 +12,38 @@ from typing import Any, Dict, List, Optional, Sequence
 from ..client import Client
 from ..errors import Timeout
 from ..job import Job
+from ..keys import parse_agent_id
 from .args import add_target_options, nonneg_float
-from .exits import EXIT_CODES_HELP, EXIT_NO_RESULT, exit_code_for_results
+from .exits import (EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_NO_RESULT, EXIT_OK,
+                    exit_code_for_results)
+from .kill import kill_job
 from .output import agent_of, err, missing_targets, reason, write_text
+from .watch import LinePrinter, Watch
 
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "exec", formatter_class=argparse.RawDescriptionHelpFormatter,
         help="run a program on an agent and print its output",
-        description="Run CMD with ARGS (no shell: use `sh -c '...'` for one) on an agent and wait "
-                    "for the result. Prints the tail of the program's stdout on stdout and of its "
-                    "stderr on stderr (the agent keeps the last 1000 lines of each), or the whole "
-                    "result with --json; the exit code says how the job ended.",
+        description="Run CMD with ARGS (no shell: use `sh -c '...'` for one) on an agent and "
+                    "print its lines as it prints them: stdout on stdout, stderr on stderr "
+                    "(line-protocol messages as their text: `3::hi` shows `hi`; --raw shows "
+                    "them as printed; with --fanout each line starts with its agent `G:N: `). "
+                    "Then exit with the job's code. The job's live output holds at most the "
+                    "controller's --output-maxlen lines (a note says when it was capped). "
+                    "Ctrl-C asks whether to kill the job or leave it running (without a "
+                    "terminal on stdin it leaves it running, says how to follow or kill it and "
+                    "exits 130). --detach prints the job id and returns at once. --json prints "
+                    "the whole result instead (and --no-output the tails the result carries).",
         epilog=f"""\
 examples:
   jsctl exec --gid 1 --nid 5 -- /bin/echo hi
+  jsctl exec --nid 5 -- sh -c 'echo first; sleep 3; echo second'   # lines as they come
   jsctl exec --nid 5 --max-time 10 -- sleep 30          # ends TIMEOUT, exit code 3
-  jsctl exec --gid 1 --role web --fanout -- systemctl is-active nginx
+  jsctl exec --gid 1 --role web --fanout -- systemctl is-active nginx   # "1:2: active"
+  jsctl exec --nid 5 --raw -- sh -c 'echo 3::to the user'               # "3::to the user"
+  jsctl exec --nid 5 --detach -- ./backup.sh            # prints the id; then:
+  jsctl job follow <id>
   jsctl exec --nid 5 --env LANG=C --workingdir '$tmp' --data 'stdin text' -- cat
 
 {EXIT_CODES_HELP}""")
@@ -60,6 +76,15 @@ examples:
     p.add_argument("--id", metavar="ID", help="job id (default: a new UUID4)")
     p.add_argument("--json", action="store_true", help="print the whole result as JSON "
                    "(a list with --fanout) instead of the program's output")
+    p.add_argument("--raw", action="store_true",
+                   help="print line-protocol lines as printed (`3::text`, block `N:::` and "
+                        "`:::` lines) instead of their text")
+    p.add_argument("--detach", action="store_true",
+                   help="print the job id and return at once (exit 0); follow it with "
+                        "`jsctl job follow ID`")
+    p.add_argument("--no-output", action="store_true",
+                   help="no live output for this job (args.output false): print the tails of "
+                        "stdout and stderr the result carries when it ends")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]",
                    help="the program and its arguments")
     p.set_defaults(func=run, check_args=check_args)
@@ -101,14 +126,18 @@ def _wait(job: Job, fanout: bool, timeout: Optional[float]) -> List[Dict[str, An
     return [job.result(timeout=timeout)]
 
 
-def _report(job: Job, results: List[Dict[str, Any]], a: argparse.Namespace) -> None:
-    """Each result's output streams (or the JSON), and a line on stderr for each not OK."""
+def _report(job: Job, results: List[Dict[str, Any]], a: argparse.Namespace,
+            printer: Optional[LinePrinter] = None) -> None:
+    """Each result's output streams (or the JSON), and a line on stderr for each not OK. With
+    the ``printer`` that printed the live lines, only the tails of agents that sent none."""
     if a.json:
         print(json.dumps(results if a.fanout else results[0], indent=2))
     for result in results:
-        if a.fanout and not a.json:
+        if printer is not None:
+            printer.print_tails(result)
+        elif a.fanout and not a.json:
             print(f"=== {agent_of(result)} {result.get('state')}", flush=True)
-        if not a.json:
+        if not a.json and printer is None:
             streams = result.get("streams") or ["", ""]
             write_text(sys.stdout, streams[0] if len(streams) > 0 else "")
             write_text(sys.stderr, streams[1] if len(streams) > 1 else "")
@@ -117,6 +146,66 @@ def _report(job: Job, results: List[Dict[str, Any]], a: argparse.Namespace) -> N
         if result.get("state") != "OK":
             err(f"job {job.id} on {agent_of(result)} ended {result.get('state')}: "
                 f"{reason(result)}")
+
+
+def _kill_hints(job: Job, targets: List[str]) -> None:
+    err(f"job {job.id} goes on running" + (f" on {', '.join(targets)}" if targets else ""))
+    err(f"  follow it: jsctl job follow {job.id}")
+    for target in targets:
+        g, n = parse_agent_id(target)
+        err(f"  kill it:   jsctl kill --gid {g} --nid {n} {job.id}")
+
+
+def _interrupted(client: Client, job: Job) -> Optional[int]:
+    """Ctrl-C while watching: ask whether to kill the job (stdin a terminal); kill it on each
+    target and return ``None`` (watch on until it ends), or return 130 leaving it running."""
+    targets = job.targets or []
+    if not sys.stdin.isatty() or not targets:
+        err("interrupted")
+        _kill_hints(job, targets)
+        return EXIT_INTERRUPTED
+    try:
+        sys.stderr.write(f"\nkill job {job.id} on {', '.join(targets)}? [y/N] ")
+        sys.stderr.flush()
+        answer = sys.stdin.readline()
+    except KeyboardInterrupt:
+        answer = ""
+        sys.stderr.write("\n")
+    if answer.strip().lower() not in ("y", "yes"):
+        _kill_hints(job, targets)
+        return EXIT_INTERRUPTED
+    for target in targets:
+        g, n = parse_agent_id(target)
+        kill_job(client, job.id, g, n, timeout=30.0, stream=sys.stderr)
+    return None
+
+
+def _stream(client: Client, job: Job, a: argparse.Namespace) -> int:
+    """Print the job's lines as they come until its results are in; then report as before."""
+    printer = LinePrinter(raw=a.raw, prefix=a.fanout)
+    watch = Watch(job, printer, a.fanout, a.timeout)
+    while True:
+        try:
+            results = watch.run()
+            break
+        except Timeout as e:
+            err(str(e))
+            return EXIT_NO_RESULT
+        except KeyboardInterrupt:
+            code = _interrupted(client, job)
+            if code is not None:
+                return code
+    return _finish(job, results, a, printer)
+
+
+def _finish(job: Job, results: List[Dict[str, Any]], a: argparse.Namespace,
+            printer: Optional[LinePrinter] = None) -> int:
+    missing = missing_targets(job, results, a.fanout)
+    _report(job, results, a, printer)
+    for target in missing:
+        err(f"job {job.id}: no result from {target} within {a.timeout} s")
+    expected = len(job.targets or []) if a.fanout else 1
+    return exit_code_for_results(results, expected if a.fanout and job.targets else None)
 
 
 def run(client: Client, a: argparse.Namespace) -> int:
@@ -129,15 +218,16 @@ def run(client: Client, a: argparse.Namespace) -> int:
     job = client.execute(command[0], command[1:], gid=a.gid, nid=a.nid, role=a.role,
                          fanout=a.fanout, domain=a.domain, name=a.name, workingdir=a.workingdir,
                          env=_parse_env(a.env), data=data, max_time=a.max_time, id=a.id,
-                         max_restart=a.max_restart, recurring_period=a.every, queue=a.queue)
+                         max_restart=a.max_restart, recurring_period=a.every, queue=a.queue,
+                         output=False if a.no_output else None)
+    if a.detach:
+        print(job.id, flush=True)
+        return EXIT_OK
+    if not (a.json or a.no_output):
+        return _stream(client, job, a)
     try:
         results = _wait(job, a.fanout, a.timeout)
     except Timeout as e:
         err(str(e))
         return EXIT_NO_RESULT
-    missing = missing_targets(job, results, a.fanout)
-    _report(job, results, a)
-    for target in missing:
-        err(f"job {job.id}: no result from {target} within {a.timeout} s")
-    expected = len(job.targets or []) if a.fanout else 1
-    return exit_code_for_results(results, expected if a.fanout and job.targets else None)
+    return _finish(job, results, a)

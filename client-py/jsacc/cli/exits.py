@@ -24,6 +24,7 @@ exit codes:
   5  no result within --timeout (a client-side wait; the job may still run)
   6  cannot reach Redis (the message names the URL), or Redis did not confirm the command
      (the message names its job id: it may or may not have been queued)
+  130 interrupted (Ctrl-C): the job goes on running (exec asks first whether to kill it)
   With --fanout the code is that of the first agent whose job did not end OK, else 5 if some
   agents did not answer within --timeout, else 0.
 """

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+import sys
+from typing import Any, Optional
 
 from ..client import Client
 from ..errors import Timeout
@@ -35,28 +36,47 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def run(client: Client, a: argparse.Namespace) -> int:
-    if a.all == bool(a.job):
-        raise ValueError("give a JOB id, or --all (not both)")
-    job = (client.killall(gid=a.gid, nid=a.nid) if a.all
-           else client.kill(a.job, gid=a.gid, nid=a.nid))
+def kill_job(client: Client, job_id: str, gid: int, nid: int, timeout: Optional[float],
+             as_json: bool = False, stream: Any = None) -> int:
+    """Kill job ``job_id`` on agent ``gid:nid`` (internal ``kill``) and say how it went: the
+    path of ``jsctl kill JOB``, also taken by ``jsctl exec`` when Ctrl-C is answered yes.
+    Returns the exit code; what was killed is printed on ``stream`` (default stdout)."""
     try:
-        result = job.result(a.timeout)
+        result = client.kill(job_id, gid=gid, nid=nid).result(timeout)
     except Timeout as e:
         err(str(e))
         return EXIT_NO_RESULT
     data = result.get("data")
     if result.get("state") != "OK":
-        what = "killall" if a.all else f"kill {a.job}"
-        err(f"{what} on {agent_of(result)} ended {result.get('state')}: {reason(result)}")
+        err(f"kill {job_id} on {agent_of(result)} ended {result.get('state')}: {reason(result)}")
+        return EXIT_ERROR
+    if as_json:
+        print(json.dumps(data), file=stream or sys.stdout)
+    else:
+        print(f"killed {data.get('killed')} (was {data.get('was')})", file=stream or sys.stdout,
+              flush=True)
+    return EXIT_OK
+
+
+def run(client: Client, a: argparse.Namespace) -> int:
+    if a.all == bool(a.job):
+        raise ValueError("give a JOB id, or --all (not both)")
+    if not a.all:
+        return kill_job(client, a.job, a.gid, a.nid, a.timeout, a.json)
+    try:
+        result = client.killall(gid=a.gid, nid=a.nid).result(a.timeout)
+    except Timeout as e:
+        err(str(e))
+        return EXIT_NO_RESULT
+    data = result.get("data")
+    if result.get("state") != "OK":
+        err(f"killall on {agent_of(result)} ended {result.get('state')}: {reason(result)}")
         return EXIT_ERROR
     if a.json:
         print(json.dumps(data))
-    elif a.all:
-        killed, remembered = data.get("killed", []), set(data.get("remembered", []))
-        print(f"killed {len(killed)} job(s)" + (f": {', '.join(killed)}" if killed else ""))
-        if remembered:
-            print(f"remembered (they come back): {', '.join(sorted(remembered))}")
-    else:
-        print(f"killed {data.get('killed')} (was {data.get('was')})")
+        return EXIT_OK
+    killed, remembered = data.get("killed", []), set(data.get("remembered", []))
+    print(f"killed {len(killed)} job(s)" + (f": {', '.join(killed)}" if killed else ""))
+    if remembered:
+        print(f"remembered (they come back): {', '.join(sorted(remembered))}")
     return EXIT_OK
