@@ -26,8 +26,8 @@ from .connection import (DEFAULT_RETRIES, DEFAULT_RETRY_BACKOFF, MAX_RETRY_BACKO
                          NOT_RETRYABLE, RETRYABLE, check_ca, chunk_for, connect)
 from .errors import JsaccError, PushUnconfirmed, RedisUnavailable
 from .job import Job
-from .keys import (AGENTS_KEY, CMDS_QUEUE, agent_key, log_key, parse_agent_id, stats_key,
-                   stats_latest_key)
+from .keys import (AGENTS_KEY, AUDIT_KEY, CMDS_QUEUE, agent_key, log_key, parse_agent_id,
+                   stats_key, stats_latest_key)
 from .target import CLUSTER, SENTINEL, STANDALONE, RedisTarget, mask_url, parse_target
 from .validate import check_id, check_int
 
@@ -438,6 +438,20 @@ class Client:
             start = f"({since}" if since != "0" else "-"
             entries = self._call(lambda: self.redis.xrange(key, min=start, count=count))
         return [records.log_entry(sid, fields) for sid, fields in entries]
+
+    def audit(self, count: int = 50) -> List[Dict[str, Any]]:
+        """The newest ``count`` entries of the audit trail (the stream ``audit``), newest
+        first: dicts with ``who``, ``what``, ``target``, ``from``, ``time`` (ms) and
+        ``stream_id``."""
+        count = check_int("count", count, 1)
+        entries = self._call(lambda: self.redis.xrevrange(AUDIT_KEY, count=count))
+        out = []
+        for sid, fields in entries:
+            entry = {records.decode(k): records.decode(v) for k, v in fields.items()}
+            entry["time"] = int(entry.get("time") or 0)
+            entry["stream_id"] = records.decode(sid)
+            out.append(entry)
+        return out
 
     def follow_logs(self, domain: str, name: str, since: str = "$",
                     timeout: Optional[float] = None) -> Iterator[Dict[str, Any]]:

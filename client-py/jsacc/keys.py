@@ -24,6 +24,8 @@ from typing import Tuple
 
 CMDS_QUEUE = "cmds_queue"
 AGENTS_KEY = "agents"
+#: The audit trail (stream): who changed agent tokens and accounts, when, from where.
+AUDIT_KEY = "audit"
 
 #: The history of every job (sorted set: member job id, score its ``created`` ms).
 JOBS_ALL = "jobs:all"

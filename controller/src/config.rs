@@ -28,6 +28,9 @@ pub enum Sub {
     /// Manage agent tokens (only their SHA-256 is stored, in the Redis hash `auth:agents`).
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Manage operator accounts (viewer, operator, admin); only their token's SHA-256 is stored.
+    #[command(subcommand, after_help = USER_EXAMPLES)]
+    User(UserCmd),
     /// Run a whole local cluster in one process: a private Redis, a controller and one agent;
     /// Ctrl-C stops all of it.
     #[command(long_about = DEV_ABOUT, after_help = DEV_EXAMPLES)]
@@ -77,6 +80,54 @@ pub struct DevArgs {
     /// Roles the agent's token grants (and its config claims), comma-separated.
     #[arg(long, value_delimiter = ',', value_name = "ROLE,…", value_parser = parse_role)]
     pub roles: Vec<String>,
+}
+
+const USER_EXAMPLES: &str =
+    "Roles: viewer reads everything; operator also submits and kills jobs; \
+admin also manages agent tokens and accounts.
+
+Examples:
+  jsacc user add alice --role operator    print alice's token (shown only once)
+  jsacc user list                         name, role, when added
+  jsacc user revoke alice                 her token stops working";
+
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Add an account and print its token on the last line; it is shown only once.
+    Add(UserAddArgs),
+    /// List the accounts: name, role, when added.
+    List(UserListArgs),
+    /// Remove an account: its token is refused from then on.
+    Revoke(UserArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UserArgs {
+    /// The account's name (letters, digits, `-`, `_`, `.`, `@`; at most 64).
+    #[arg(value_parser = parse_user_name)]
+    pub name: String,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UserAddArgs {
+    #[command(flatten)]
+    pub user: UserArgs,
+    /// What the account may do: viewer, operator or admin.
+    #[arg(long)]
+    pub role: crate::users::Role,
+}
+
+#[derive(Debug, Args)]
+pub struct UserListArgs {
+    #[command(flatten)]
+    pub redis: RedisArgs,
+}
+
+fn parse_user_name(s: &str) -> Result<String, String> {
+    crate::users::check_name(s)?;
+    Ok(s.to_owned())
 }
 
 #[derive(Debug, Subcommand)]

@@ -18,6 +18,15 @@ pub const AUTH_ROLES: &str = "auth:roles";
 /// Counter bumped by every `jsacc token add|revoke`: a controller that does not know a token
 /// reads the tokens again only when it moved.
 pub const AUTH_VERSION: &str = "auth:version";
+
+/// Operator accounts: name → `{"role", "hash", "created"}`.
+pub const AUTH_USERS: &str = "auth:users";
+
+/// Operator token hash → account name.
+pub const AUTH_USER_TOKENS: &str = "auth:user_tokens";
+
+/// The audit trail: who changed what, when, from where.
+pub const AUDIT: &str = "audit";
 /// Pub/sub channel of job state changes.
 pub const EVENTS: &str = "jsacc:events";
 /// Set of controller instances that may own a routing list (recovery looks only at these).

@@ -14,7 +14,8 @@
 //!   [`results`] records each (job, agent) result once (§5.3); [`logs`], [`stats`] and
 //!   [`output`] (live output, `output:<id>`) append what agents forward; [`instances`] watches instances' liveness, recovers dead ones'
 //!   routing lists and expires `max_wait`; [`agents`] is the registry and role lookups;
-//!   [`auth`] the agent tokens.
+//!   [`auth`] the agent tokens, [`users`] the operator accounts and [`audit`] the trail of
+//!   who changed them.
 //! - Shared by all of them: [`state`] (settings, connections, scripts; it imports only the
 //!   leaves below), [`local`] (what one instance keeps in memory: parked polls, counters),
 //!   [`intake`] (checking posted bodies, pure), [`backoff`] (the one retry pause).
@@ -24,6 +25,7 @@
 //!   (Prometheus counters, histograms and the rendering of agents' stats).
 
 pub mod agents;
+pub mod audit;
 pub mod auth;
 pub mod backoff;
 pub mod config;
@@ -47,49 +49,132 @@ pub mod state;
 pub mod stats;
 pub mod target;
 pub mod tls;
+pub mod users;
 
 #[cfg(test)]
 mod testkit;
 
-use config::{TokenArgs, TokenCmd};
+use config::{RedisArgs, TokenCmd, UserCmd};
 
-/// `jsacc token add|revoke`: prints what it did; the token itself on the last line.
+/// `jsacc token add|revoke`: prints what it did; the token itself on the last line. Each
+/// change is audited.
 pub async fn token(cmd: TokenCmd) -> anyhow::Result<()> {
     let args = match &cmd {
         TokenCmd::Add(a) => &a.agent,
         TokenCmd::Revoke(a) => a,
     };
-    let mut conn = connect(args).await?;
+    let mut conn = connect(&args.redis).await?;
+    let agent = format!("agent {}:{}", args.gid, args.nid);
     match &cmd {
         TokenCmd::Add(add) => {
             let a = &add.agent;
             let token = auth::add(&mut conn, a.gid, a.nid, &add.roles).await?;
+            audited(&mut conn, "token add", &agent).await?;
             let roles = match add.roles.is_empty() {
                 true => "no roles".to_owned(),
                 false => format!("roles {}", add.roles.join(",")),
             };
-            println!("new token for agent {}:{} with {roles} (only its hash is stored; keep it in the agent's token_file):", a.gid, a.nid);
+            println!("new token for {agent} with {roles} (only its hash is stored; keep it in the agent's token_file):");
             println!("{token}");
         }
         TokenCmd::Revoke(a) => {
-            if auth::revoke(&mut conn, a.gid, a.nid).await? {
-                println!("revoked the token of agent {}:{}", a.gid, a.nid);
-            } else {
-                anyhow::bail!("agent {}:{} has no token", a.gid, a.nid);
+            if !auth::revoke(&mut conn, a.gid, a.nid).await? {
+                anyhow::bail!("{agent} has no token");
             }
+            audited(&mut conn, "token revoke", &agent).await?;
+            println!("revoked the token of {agent}");
         }
     }
     Ok(())
 }
 
-async fn connect(args: &TokenArgs) -> anyhow::Result<redis_conn::Conn> {
-    let url = match &args.redis.redis {
-        Some(addr) => addr.clone(),
-        None => private_redis::recorded_url(&args.redis.data_dir)?,
+/// `jsacc user add|list|revoke`: prints what it did; a new token on the last line. Each change
+/// is audited.
+pub async fn user(cmd: UserCmd) -> anyhow::Result<()> {
+    let redis = match &cmd {
+        UserCmd::Add(a) => &a.user.redis,
+        UserCmd::List(a) => &a.redis,
+        UserCmd::Revoke(a) => &a.redis,
     };
-    let redis = state::open_redis(&url, args.redis.redis_ca.as_deref())?;
+    let mut conn = connect(redis).await?;
+    match &cmd {
+        UserCmd::Add(add) => {
+            let name = &add.user.name;
+            let token = users::add(&mut conn, name, add.role).await?;
+            audited(
+                &mut conn,
+                "user add",
+                &format!("account {name} ({})", add.role),
+            )
+            .await?;
+            println!("new account {name} with role {} (only its token's hash is stored; this is the only time it is shown):", add.role);
+            println!("{token}");
+        }
+        UserCmd::List(_) => {
+            let all = users::list(&mut conn).await?;
+            if all.is_empty() {
+                println!(
+                    "no accounts (add one with `jsacc user add NAME --role viewer|operator|admin`)"
+                );
+            }
+            for u in all {
+                println!("{:<24} {:<9} added {}", u.name, u.role, when(u.created));
+            }
+        }
+        UserCmd::Revoke(a) => {
+            if !users::revoke(&mut conn, &a.name).await? {
+                anyhow::bail!("no account `{}`", a.name);
+            }
+            audited(&mut conn, "user revoke", &format!("account {}", a.name)).await?;
+            println!("revoked account {}", a.name);
+        }
+    }
+    Ok(())
+}
+
+/// Appends a change made from this command line to the audit trail.
+async fn audited(conn: &mut redis_conn::Conn, what: &str, target: &str) -> anyhow::Result<()> {
+    let (who, from) = (audit::cli_actor(), audit::this_host());
+    let entry = audit::Entry {
+        who: &who,
+        what,
+        target,
+        from: &from,
+    };
+    audit::record(conn, &entry)
+        .await
+        .map_err(|e| anyhow::anyhow!("{what} done, but not recorded in the audit trail: {e}"))
+}
+
+/// `ms` since the epoch as UTC `YYYY-MM-DD HH:MM`.
+fn when(ms: u64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+        Ok(t) => format!("{} {:02}:{:02} UTC", t.date(), t.hour(), t.minute()),
+        Err(_) => format!("{ms} ms"),
+    }
+}
+
+async fn connect(args: &RedisArgs) -> anyhow::Result<redis_conn::Conn> {
+    let url = match &args.redis {
+        Some(addr) => addr.clone(),
+        None => private_redis::recorded_url(&args.data_dir)?,
+    };
+    let redis = state::open_redis(&url, args.redis_ca.as_deref())?;
     redis
         .connect(std::time::Duration::from_secs(5))
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to redis at {}: {e}", redis.target()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_are_shown_as_utc_dates() {
+        assert_eq!(super::when(0), "1970-01-01 00:00 UTC");
+        assert_eq!(
+            super::when(1_764_547_200_000 + 3_660_000),
+            "2025-12-01 01:01 UTC"
+        );
+    }
 }

@@ -1,4 +1,5 @@
-//! `jsacc`: parses flags, sets up logging, and runs the controller, a `token` command or `dev`.
+//! `jsacc`: parses flags, sets up logging, and runs the controller, a `token` or `user`
+//! command, or `dev`.
 
 use clap::Parser;
 use controller::config::{Cli, Sub};
@@ -17,6 +18,7 @@ async fn main() -> std::process::ExitCode {
         .init();
     let outcome = match cli.command {
         Some(Sub::Token(cmd)) => controller::token(cmd).await,
+        Some(Sub::User(cmd)) => controller::user(cmd).await,
         Some(Sub::Dev(args)) => controller::dev::run(args, shutdown_on_signal()).await,
         None => controller::server::run(cli.serve, shutdown_on_signal()).await,
     };

@@ -6,7 +6,7 @@ handler (``run(client, args) -> exit code``) and, when argparse cannot check eve
 
 * :mod:`.execute` ``exec``, :mod:`.job` ``job`` (and ``job follow``), :mod:`.jobs` ``jobs``,
   :mod:`.ping` ``ping``, :mod:`.agents` ``agents``, :mod:`.ps` ``ps``, :mod:`.kill` ``kill``,
-  :mod:`.logs` ``logs``, :mod:`.stats` ``stats``, :mod:`.info` ``info``.
+  :mod:`.logs` ``logs``, :mod:`.stats` ``stats``, :mod:`.info` ``info``, :mod:`.audit` ``audit``.
 
 Shared by them: :mod:`.args` (argument types, ``--gid``/``--nid``/``--role`` options),
 :mod:`.output` (error line, tables, result summaries), :mod:`.exits` (exit codes),
@@ -25,7 +25,7 @@ from redis.exceptions import NoPermissionError
 from ..client import DEFAULT_URL, DEFAULT_WAIT_MS, Client
 from ..errors import JsaccError, RedisUnavailable
 from ..target import mask_url
-from . import agents, execute, info, job, jobs, kill, logs, ping, ps, stats
+from . import agents, audit, execute, info, job, jobs, kill, logs, ping, ps, stats
 from .args import nonneg_int
 from .exits import (EXIT_CODES_HELP, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_REDIS, EXIT_USAGE,
                     exit_code_for_results, exit_code_for_state)
@@ -34,7 +34,7 @@ from .output import err
 __all__ = ["main", "build_parser", "exit_code_for_state", "exit_code_for_results"]
 
 #: The commands, in the order `jsctl --help` lists them.
-COMMANDS = (execute, job, jobs, ping, agents, ps, kill, logs, stats, info)
+COMMANDS = (execute, job, jobs, ping, agents, ps, kill, logs, stats, info, audit)
 
 _EPILOG = f"""\
 examples:
