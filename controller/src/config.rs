@@ -326,6 +326,15 @@ pub struct ServeArgs {
         value_name = "N"
     )]
     pub output_maxlen: usize,
+    /// Bytes of lines kept of one job's live output (all its agents together); past it, as
+    /// past --output-maxlen, one marker line and nothing more.
+    #[arg(
+        long,
+        env = "JSACC_OUTPUT_MAXBYTES",
+        default_value_t = 16 << 20,
+        value_name = "BYTES"
+    )]
+    pub output_maxbytes: usize,
     /// Length cap (`MAXLEN ~`) of each `log.<domain>.<name>` stream and of `alerts`.
     #[arg(
         long,
@@ -393,6 +402,7 @@ pub struct Config {
     /// Length cap of the log streams and `alerts`.
     pub log_maxlen: usize,
     pub output_maxlen: usize,
+    pub output_maxbytes: usize,
     pub stats_maxlen: usize,
     /// Longest `data` of a log message appended (longer ones are cut).
     pub log_max_message: usize,
@@ -431,6 +441,7 @@ impl Config {
             live_window: Duration::from_secs(args.live_window.max(1)),
             log_maxlen: args.log_maxlen.max(1),
             output_maxlen: args.output_maxlen.max(1),
+            output_maxbytes: args.output_maxbytes.max(MAX_LINE_BYTES),
             stats_maxlen: args.stats_maxlen.max(1),
             log_max_message: args.log_max_message.max(MIN_LOG_MESSAGE),
             log_ttl: Duration::from_secs(args.log_ttl.max(1)),
@@ -463,6 +474,7 @@ impl Default for Config {
             max_results: 100,
             log_maxlen: 100_000,
             output_maxlen: 10_000,
+            output_maxbytes: 16 << 20,
             stats_maxlen: 10_000,
             log_max_message: 64 << 10,
             log_ttl: Duration::from_secs(7 * 86_400),
@@ -476,6 +488,9 @@ impl Default for Config {
 
 /// Smallest `--log-max-message`: room for the cut mark and some text.
 pub const MIN_LOG_MESSAGE: usize = 64;
+
+/// Smallest `--output-maxbytes`: one longest line.
+const MAX_LINE_BYTES: usize = schemas::output::MAX_LINE;
 
 #[cfg(test)]
 mod tests {

@@ -7,13 +7,17 @@
 //! script per batch, in the stream's slot), so a batch posted again after a lost answer adds
 //! nothing. Batches of one job are appended in order; jobs concurrently.
 //!
-//! Bounds: a job's stream keeps at most `--output-maxlen` lines (all its agents together); the
-//! first line over the cap is replaced by one marker line (level
-//! [`schemas::output::MARKER_LEVEL`]) and the rest
-//! is counted in the answer's `capped` (the agent's result still carries the last lines of each
-//! stream). A batch holds at most [`MAX_LINES`] lines of at most [`MAX_LINE`] bytes (longer
-//! lines are cut and marked). The stream and its marks expire `--result-ttl` after the last
-//! line, like the job. Only a target of the job may write to its stream.
+//! Bounds: a job's stream keeps at most `--output-maxlen` lines and `--output-maxbytes` bytes of
+//! lines (all its agents together); the first line over either cap ends the stream with one
+//! marker line (level [`schemas::output::MARKER_LEVEL`]), later lines are only counted in the
+//! answer's `capped`, and the answer's `stop` tells the agent to send no more for the job (the
+//! agent's result still carries the last lines of each stream). A post holds at most
+//! [`MAX_BATCHES`] batches, a batch at most [`MAX_LINES`] lines of at most [`MAX_LINE`] bytes
+//! (longer lines are cut and marked). Only a target of the job may write to its stream.
+//!
+//! Lifetimes: the stream and its marks expire `--result-ttl` after the last line; every post
+//! also renews the job record's TTL, so a job that runs (and prints) longer than the TTL keeps
+//! its record, and its final result renews it once more.
 
 use std::collections::BTreeMap;
 
@@ -27,8 +31,11 @@ use crate::state::Shared;
 
 /// Most lines in one batch (the agent sends at most about 1000).
 pub const MAX_LINES: usize = 5000;
-/// Longest line kept whole, in bytes; a longer one is cut at a character boundary and marked.
-pub const MAX_LINE: usize = 64 << 10;
+/// Most batches in one post (the agent posts at most a few hundred).
+pub const MAX_BATCHES: usize = 1000;
+/// Longest line kept whole, in bytes, its mark included; a longer one is cut at a character
+/// boundary and marked (the agent cuts to fit already).
+pub use schemas::output::MAX_LINE;
 /// What a line cut at [`MAX_LINE`] ends with.
 pub const CUT_MARK: &str = " [cut]";
 
@@ -37,6 +44,12 @@ pub const CUT_MARK: &str = " [cut]";
 pub fn parse_batch(body: &[u8]) -> Result<(Vec<OutputBatch>, OutputAnswer), Invalid> {
     let expected = "an output batch object or an array of them";
     let posted = intake::batch(body, Shape::ObjectOrArray, expected, check)?;
+    let items = posted.valid.len() + posted.refused.len();
+    if items > MAX_BATCHES {
+        return Err(Invalid::bad_request(format!(
+            "{items} output batches in one post (at most {MAX_BATCHES})"
+        )));
+    }
     let mut answer = OutputAnswer::default();
     for r in posted.refused {
         answer.rejected.push(schemas::Rejected {
@@ -102,10 +115,12 @@ pub async fn append(
     for b in batches {
         jobs.entry(b.id.clone()).or_default().push(b);
     }
-    // Only a target of a job may write its output.
+    // Only a target of a job may write its output; a job still printing keeps its record.
     let mut pipe = redis::pipe();
     for id in jobs.keys() {
-        pipe.hget(keys::job(id), "targets");
+        pipe.hget(keys::job(id), "targets")
+            .expire(keys::job(id), state.config.result_ttl.as_secs() as i64)
+            .ignore();
     }
     let targets: Vec<Option<String>> = match jobs.is_empty() {
         true => Vec::new(),
@@ -118,35 +133,43 @@ pub async fn append(
             .map(|t| t.iter().any(|a| a == agent));
         match is_target {
             Some(true) => allowed.push((id, batches)),
-            Some(false) => answer.rejected.push(schemas::Rejected {
-                id: id.clone(),
-                error: "unknown_job".into(),
-                message: format!("job `{id}` was not sent to agent {agent}"),
-            }),
-            None => answer.rejected.push(schemas::Rejected {
-                id: id.clone(),
-                error: "unknown_job".into(),
-                message: format!("no job `{id}` (never routed, or its record expired)"),
-            }),
+            Some(false) => {
+                answer.rejected.push(schemas::Rejected {
+                    id: id.clone(),
+                    error: "unknown_job".into(),
+                    message: format!("job `{id}` was not sent to agent {agent}"),
+                });
+                answer.stop.push(id);
+            }
+            None => {
+                answer.rejected.push(schemas::Rejected {
+                    id: id.clone(),
+                    error: "unknown_job".into(),
+                    message: format!("no job `{id}` (never routed, or its record expired)"),
+                });
+                answer.stop.push(id);
+            }
         }
     }
     let conn = state.durable().await?;
     let appended = futures::future::try_join_all(allowed.iter().map(|(id, batches)| {
         let mut conn = conn.clone();
         async move {
-            let mut counts = (0, 0, 0);
+            let mut all = Appended::default();
             for b in batches {
-                let (a, c, d) = append_one(state, &mut conn, agent, id, b).await?;
-                counts = (counts.0 + a, counts.1 + c, counts.2 + d);
+                all.add(append_one(state, &mut conn, agent, id, b).await?);
             }
-            Ok::<_, redis::RedisError>(counts)
+            Ok::<_, redis::RedisError>((id, all))
         }
     }))
     .await?;
-    for (a, c, d) in appended {
-        answer.appended += a;
-        answer.capped += c;
-        answer.duplicates += d;
+    for (id, a) in appended {
+        answer.appended += a.lines;
+        answer.capped += a.capped;
+        answer.duplicates += a.duplicates;
+        if a.stop {
+            answer.stop.push(id.clone());
+        }
     }
     let written: Vec<String> = allowed.iter().map(|(id, _)| keys::output(id)).collect();
     if !written.is_empty() {
@@ -155,17 +178,38 @@ pub async fn append(
     Ok(())
 }
 
+/// What became of the batches of one job.
+#[derive(Debug, Default, Clone, Copy)]
+struct Appended {
+    lines: usize,
+    capped: usize,
+    duplicates: usize,
+    /// The stream takes no more lines.
+    stop: bool,
+}
+
+impl Appended {
+    fn add(&mut self, (lines, capped, duplicate, stop): (usize, usize, usize, usize)) {
+        self.lines += lines;
+        self.capped += capped;
+        self.duplicates += duplicate;
+        self.stop |= stop == 1;
+    }
+}
+
+/// Appends one batch (`append_output.lua`): {lines appended, capped, duplicate, stop}.
 async fn append_one(
     state: &Shared,
     conn: &mut crate::redis_conn::Conn,
     agent: &str,
     id: &str,
     batch: &OutputBatch,
-) -> redis::RedisResult<(usize, usize, usize)> {
-    let cap = state.config.output_maxlen;
+) -> redis::RedisResult<(usize, usize, usize, usize)> {
+    let (lines, bytes) = (state.config.output_maxlen, state.config.output_maxbytes);
     let marker = format!(
-        "[jsacc] output capped at {cap} lines (--output-maxlen): later lines are not kept; \
-         each agent's result has the last lines of stdout and stderr"
+        "[jsacc] output capped at {lines} lines or {bytes} bytes (--output-maxlen, \
+         --output-maxbytes): later lines are not kept; each agent's result has the last lines \
+         of stdout and stderr"
     );
     let mut invocation = state.scripts.append_output.prepare_invoke();
     invocation
@@ -173,7 +217,8 @@ async fn append_one(
         .key(keys::output_marks(id))
         .arg(agent)
         .arg(batch.seq)
-        .arg(cap)
+        .arg(lines)
+        .arg(bytes)
         .arg(state.config.result_ttl.as_secs())
         .arg(schemas::now_ms())
         .arg(marker);

@@ -532,8 +532,12 @@ fn submitter(cmd: Option<&Command>) -> String {
 /// Longest `submitted_by` kept, in characters.
 const SUBMITTER_MAX: usize = 128;
 
-/// Adds `id` to the job histories `keys`, created now, and drops from them what expired with
-/// its job (`--result-ttl`): a history never holds more than the jobs of one TTL.
+/// Most jobs one history keeps (its oldest go first): at ~100 bytes each, a history is at most
+/// about 20 MB of Redis memory whatever the job rate and `--result-ttl`.
+pub const HISTORY_MAX: isize = 200_000;
+
+/// Adds `id` to the job histories `keys`, routed now, and drops from them what expired with its
+/// job (`--result-ttl`) and what is over [`HISTORY_MAX`].
 fn index(pipe: &mut redis::Pipeline, keys: &[String], id: &str, ttl: Duration) {
     let now = schemas::now_ms();
     let expired = now.saturating_sub(ttl.as_millis() as u64);
@@ -541,6 +545,7 @@ fn index(pipe: &mut redis::Pipeline, keys: &[String], id: &str, ttl: Duration) {
         pipe.zadd(key, id, now).ignore();
         pipe.zrembyscore(key, "-inf", format!("({expired}"))
             .ignore();
+        pipe.zremrangebyrank(key, 0, -(HISTORY_MAX + 1)).ignore();
         pipe.expire(key, ttl.as_secs() as i64).ignore();
     }
 }

@@ -4,6 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Longest `line` the controller keeps whole, in bytes, its cut mark included: the agent cuts
+/// longer lines to fit, and the controller cuts what still does not.
+pub const MAX_LINE: usize = 64 << 10;
+
 /// The level of a line that jsacc itself adds to a job's output (a cap marker): not a level of
 /// the line protocol, so a client shows it as a note, never as the job's own text.
 pub const MARKER_LEVEL: u8 = 0;
@@ -47,4 +51,8 @@ pub struct OutputAnswer {
     /// Batches refused (an unknown job, a job not sent to this agent, a malformed batch);
     /// posting them again cannot succeed.
     pub rejected: Vec<crate::Rejected>,
+    /// Jobs whose output the controller takes no more (their stream is capped, or the job is
+    /// unknown or not this agent's): the agent stops forwarding their current runs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
 }

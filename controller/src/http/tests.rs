@@ -205,6 +205,7 @@ async fn output_is_appended_once_per_batch_up_to_the_cap_and_only_by_a_target() 
         output_maxlen: 3,
         ..Default::default()
     };
+    // (The byte cap is tested below.)
     let (_server, api, token) = agent_with(config).await;
     let mut conn = api.state.conn();
     for (id, targets) in [("j", r#"["1:1"]"#), ("other", r#"["2:2"]"#)] {
@@ -258,6 +259,23 @@ async fn output_is_appended_once_per_batch_up_to_the_cap_and_only_by_a_target() 
         .filter_map(|r| r["id"].as_str())
         .collect();
     assert_eq!(refused, ["gone", "other"]);
+    let stop: Vec<&str> = body["stop"]
+        .as_array()
+        .expect("stop")
+        .iter()
+        .filter_map(|s| s.as_str())
+        .collect();
+    assert_eq!(
+        stop,
+        ["gone", "other", "j"],
+        "no more for a capped, unknown or foreign job"
+    );
+    let after = json!([batch("j", 5, &[7])]).to_string();
+    let (_, body) = send(&api, post("/v1/agents/1/1/output", Some(&token), after)).await;
+    assert_eq!(
+        (&body["appended"], &body["capped"], &body["stop"]),
+        (&json!(0), &json!(1), &json!(["j"]))
+    );
     let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
         .arg(crate::keys::output("j"))
         .arg("-")
@@ -283,4 +301,47 @@ async fn output_is_appended_once_per_batch_up_to_the_cap_and_only_by_a_target() 
         lines[3].0 == "0" && lines[3].1.contains("capped at 3 lines"),
         "{lines:?}"
     );
+}
+
+#[tokio::test]
+async fn output_is_capped_by_bytes_too_and_the_record_lives_while_the_job_prints() {
+    let config = crate::config::Config {
+        output_maxbytes: 10,
+        ..Default::default()
+    };
+    let (_server, api, token) = agent_with(config).await;
+    let mut conn = api.state.conn();
+    let _: () = redis::cmd("HSET")
+        .arg(crate::keys::job("b"))
+        .arg("targets")
+        .arg(r#"["1:1"]"#)
+        .query_async(&mut conn)
+        .await
+        .expect("HSET");
+    let line = |text: &str| json!({"fd": 1, "level": 1, "line": text, "time": 1});
+    let body = json!([{"id": "b", "seq": 1, "lines": [line("12345"), line("67890"), line("x")]}]);
+    let (status, body) = send(
+        &api,
+        post("/v1/agents/1/1/output", Some(&token), body.to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (&body["appended"], &body["capped"]),
+        (&json!(2), &json!(1)),
+        "{body}"
+    );
+    assert_eq!(body["stop"], json!(["b"]));
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(crate::keys::job("b"))
+        .query_async(&mut conn)
+        .await
+        .expect("TTL");
+    assert!(ttl > 0, "the post gave the job record a TTL: {ttl}");
+    let batches: Vec<Value> = (0..super::super::output::MAX_BATCHES + 1)
+        .map(|i| json!({"id": "b", "seq": i + 2, "lines": []}))
+        .collect();
+    let too_many = Value::Array(batches).to_string();
+    let (status, body) = send(&api, post("/v1/agents/1/1/output", Some(&token), too_many)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }

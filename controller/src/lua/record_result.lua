@@ -44,6 +44,8 @@ if ARGV[7] == '0' then
     return {'duplicate', state}
   end
   redis.call('HSET', KEYS[1], run_field, ARGV[6])
+  -- The run's result may overtake the delivery's mark, which sets `started`.
+  redis.call('HSETNX', KEYS[1], 'started', ARGV[5])
   -- A job that keeps running outlives the result TTL counted from its creation.
   redis.call('EXPIRE', KEYS[1], ARGV[4])
   if state ~= 'RUNNING' then
@@ -56,6 +58,8 @@ end
 if redis.call('HSETNX', KEYS[1], 'result:' .. ARGV[1], ARGV[2]) == 0 then
   return {'duplicate', redis.call('HGET', KEYS[1], 'state') or ''}
 end
+-- A job that ran longer than the TTL counted from its creation is kept as long after it ends.
+redis.call('EXPIRE', KEYS[1], ARGV[4])
 
 -- The job ends when every target answered: OK if all did OK, else the first other state.
 local state, answered = 'OK', 0
