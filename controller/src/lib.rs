@@ -14,7 +14,8 @@
 //!   [`results`] records each (job, agent) result once (§5.3); [`logs`], [`stats`] and
 //!   [`output`] (live output, `output:<id>`) append what agents forward; [`instances`] watches instances' liveness, recovers dead ones'
 //!   routing lists and expires `max_wait`; [`agents`] is the registry and role lookups;
-//!   [`auth`] the agent tokens, [`users`] the operator accounts and [`audit`] the trail of
+//!   [`jobs`] is what the operator API reads and writes of jobs; [`auth`] the agent tokens,
+//!   [`users`] the operator accounts and [`audit`] the trail of
 //!   who changed them.
 //! - Shared by all of them: [`state`] (settings, connections, scripts; it imports only the
 //!   leaves below), [`local`] (what one instance keeps in memory: parked polls, counters),
@@ -34,6 +35,7 @@ pub mod dev;
 pub mod http;
 pub mod instances;
 pub mod intake;
+pub mod jobs;
 pub mod keys;
 pub mod local;
 pub mod logs;

@@ -67,7 +67,13 @@ pub struct Shared {
     pub poison: Poison,
     /// Whether the router is routing (`/readyz` says when it is not).
     pub router: RouterHealth,
+    /// Room for followers of live output and logs (`?follow=1`): each polls Redis while it is
+    /// open, so their number is bounded.
+    pub followers: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most followers (`?follow=1` streams) one instance serves at once.
+pub const MAX_FOLLOWERS: usize = 256;
 
 pub type AppState = Arc<Shared>;
 
@@ -90,6 +96,7 @@ impl Shared {
             metrics: Metrics::default(),
             poison: Poison::default(),
             router: RouterHealth::default(),
+            followers: Arc::new(tokio::sync::Semaphore::new(MAX_FOLLOWERS)),
         }))
     }
 

@@ -141,3 +141,59 @@ pub async fn metrics_access(State(api): State<Api>, req: Request, next: Next) ->
     };
     AppError::unauthorized(message).into_response()
 }
+
+/// The operator account a request of the operator API comes from, as its bearer token proved
+/// (`jsacc user add`), and where it came from (for the audit trail).
+#[derive(Clone, Debug)]
+pub struct Operator {
+    pub user: crate::users::User,
+    /// The peer's address, or "unknown".
+    pub from: String,
+}
+
+impl Operator {
+    /// Refuses with 403 unless the account's role allows what `needed` may do.
+    pub fn require(&self, needed: crate::users::Role, what: &str) -> Result<(), AppError> {
+        if self.user.role.allows(needed) {
+            return Ok(());
+        }
+        let message = format!(
+            "account {} has role {}: {what} needs role {needed} or above",
+            self.user.name, self.user.role
+        );
+        Err(AppError::new(StatusCode::FORBIDDEN, "forbidden", message))
+    }
+
+    /// Appends a write this operator made to the audit trail.
+    pub async fn audit(&self, api: &Api, what: &str, target: &str) -> Result<(), AppError> {
+        let entry = crate::audit::Entry {
+            who: &self.user.name,
+            what,
+            target,
+            from: &self.from,
+        };
+        crate::audit::record(&mut api.state.conn(), &entry).await?;
+        Ok(())
+    }
+}
+
+impl FromRequestParts<Api> for Operator {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Api) -> Result<Operator, AppError> {
+        let Some(token) = bearer(&parts.headers) else {
+            return Err(AppError::unauthorized(
+                "missing bearer token: an operator token from `jsacc user add`",
+            ));
+        };
+        let user = crate::users::verify(&mut api.state.conn(), token).await?;
+        let Some(user) = user else {
+            return Err(AppError::unauthorized("invalid or revoked operator token"));
+        };
+        let from = parts
+            .extensions
+            .get::<ConnectInfo<std::net::SocketAddr>>()
+            .map_or_else(|| "unknown".to_owned(), |ConnectInfo(a)| a.to_string());
+        Ok(Operator { user, from })
+    }
+}

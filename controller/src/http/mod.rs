@@ -9,6 +9,7 @@
 mod agent;
 mod auth;
 mod error;
+mod jobs;
 mod operator;
 #[cfg(test)]
 mod tests;
@@ -42,6 +43,7 @@ pub const NO_BODY: usize = 4 << 10;
 pub fn app(api: Api) -> Router {
     let max_body = api.state.config.max_body;
     let stats_max = api.state.config.max_stats_body;
+    let max_command = api.state.config.max_command;
     let agent = Router::new()
         .route("/hello", limit(post(agent::hello), HELLO_MAX_BODY))
         .route("/cmd", limit(get(agent::cmd), NO_BODY))
@@ -60,8 +62,21 @@ pub fn app(api: Api) -> Router {
             api.clone(),
             auth::metrics_access,
         ));
+    let operators = Router::new()
+        .route(
+            "/v1/jobs",
+            post(jobs::submit)
+                .layer(DefaultBodyLimit::max(max_command))
+                .layer(middleware::from_fn(move |req: Request, next: Next| {
+                    refuse_declared(max_command, false, req, next)
+                }))
+                .get(jobs::list),
+        )
+        .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::kill))
+        .route("/v1/jobs/{id}/output", get(jobs::output));
     Router::new()
         .nest("/v1/agents/{gid}/{nid}", agent)
+        .merge(operators)
         .merge(metrics_routes)
         .route("/healthz", get(operator::healthz))
         .route("/readyz", get(operator::readyz))
@@ -76,9 +91,10 @@ pub fn app(api: Api) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(NO_BODY))
-        // Agent routes have their own limits; nothing else takes a body.
+        // Agent routes and job submissions have their own limits; nothing else takes a body.
         .layer(middleware::from_fn(|req: Request, next: Next| async move {
-            match req.uri().path().starts_with("/v1/agents/") {
+            let path = req.uri().path();
+            match path.starts_with("/v1/agents/") || path == "/v1/jobs" {
                 true => next.run(req).await,
                 false => refuse_declared(NO_BODY, false, req, next).await,
             }

@@ -345,3 +345,157 @@ async fn output_is_capped_by_bytes_too_and_the_record_lives_while_the_job_prints
     let (status, body) = send(&api, post("/v1/agents/1/1/output", Some(&token), too_many)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
+
+/// An operator account's token.
+async fn account(api: &Api, name: &str, role: crate::users::Role) -> String {
+    crate::users::add(&mut api.state.conn(), name, role)
+        .await
+        .expect("an account")
+}
+
+fn get_as(path: &str, token: &str) -> Request<Body> {
+    Request::get(path)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .expect("a request")
+}
+
+#[tokio::test]
+async fn operators_submit_list_read_and_kill_jobs_as_their_role_allows() {
+    use crate::users::Role;
+    let server = RedisServer::start();
+    let api = testkit::api(&server).await;
+    let viewer = account(&api, "vera", Role::Viewer).await;
+    let operator = account(&api, "otto", Role::Operator).await;
+    let cmd = json!({"gid": 1, "nid": 1, "cmd": "ping"}).to_string();
+
+    let (status, _) = send(&api, Request::get("/v1/jobs").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = send(&api, post("/v1/jobs", Some(&viewer), cmd.clone())).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (StatusCode::FORBIDDEN, &json!("forbidden")),
+        "{body}"
+    );
+    let (status, body) = send(&api, post("/v1/jobs", Some(&operator), cmd)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["id"].as_str().expect("an id").to_owned();
+    let mut conn = api.state.conn();
+    let queued: Vec<String> = redis::cmd("LRANGE")
+        .arg("cmds_queue")
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let pushed: Value = serde_json::from_str(&queued[0]).unwrap();
+    assert_eq!(
+        (&pushed["id"], &pushed["submitted_by"]),
+        (&json!(id), &json!("otto"))
+    );
+    let (status, body) = send(&api, post("/v1/jobs", Some(&operator), r#"{"gid": 1}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    // As the router would have recorded it, with one line of output.
+    let _: () = redis::pipe()
+        .hset_multiple(
+            crate::keys::job(&id),
+            &[
+                ("state", "RUNNING"),
+                ("targets", r#"["1:1"]"#),
+                ("created", "5"),
+                ("cmd", "{}"),
+            ],
+        )
+        .zadd(crate::keys::JOBS_ALL, &id, schemas::now_ms())
+        .cmd("XADD")
+        .arg(crate::keys::output(&id))
+        .arg("*")
+        .arg(&[
+            ("agent", "1:1"),
+            ("fd", "1"),
+            ("level", "1"),
+            ("line", "hello"),
+            ("time", "6"),
+        ])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (status, body) = send(&api, get_as("/v1/jobs?state=RUNNING&since=1h", &viewer)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["jobs"][0]["id"], json!(id));
+    let (_, body) = send(&api, get_as("/v1/jobs?state=OK", &viewer)).await;
+    assert_eq!(body["jobs"], json!([]));
+    let (status, body) = send(&api, get_as(&format!("/v1/jobs/{id}"), &viewer)).await;
+    assert_eq!(
+        (status, &body["targets"]),
+        (StatusCode::OK, &json!(["1:1"])),
+        "{body}"
+    );
+    let (_, body) = send(&api, get_as(&format!("/v1/jobs/{id}/output"), &viewer)).await;
+    assert_eq!(
+        (&body["lines"][0]["line"], &body["ended"]),
+        (&json!("hello"), &json!(false))
+    );
+    let (status, _) = send(&api, get_as("/v1/jobs/nope", &viewer)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let delete = |token: &str| {
+        Request::delete(format!("/v1/jobs/{id}"))
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (status, _) = send(&api, delete(&viewer)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = send(&api, delete(&operator)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["kills"].as_array().map(Vec::len), Some(1));
+    let trail: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg("audit")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let whats: Vec<String> = trail
+        .iter()
+        .filter_map(|(_, f)| f.iter().find(|(k, _)| k == "what").map(|(_, v)| v.clone()))
+        .collect();
+    assert_eq!(whats, ["job submit", "job kill"]);
+}
+
+#[tokio::test]
+async fn following_a_finished_jobs_output_sends_every_line_then_its_end() {
+    let server = RedisServer::start();
+    let api = testkit::api(&server).await;
+    let viewer = account(&api, "vera", crate::users::Role::Viewer).await;
+    let mut conn = api.state.conn();
+    let mut pipe = redis::pipe();
+    pipe.hset_multiple(
+        crate::keys::job("f"),
+        &[("state", "OK"), ("targets", r#"["1:1"]"#)],
+    );
+    for line in ["one", "two"] {
+        pipe.cmd("XADD")
+            .arg(crate::keys::output("f"))
+            .arg("*")
+            .arg(&[
+                ("agent", "1:1"),
+                ("fd", "1"),
+                ("level", "1"),
+                ("line", line),
+                ("time", "1"),
+            ]);
+    }
+    let _: () = pipe.query_async(&mut conn).await.unwrap();
+    let (status, body) = send(&api, get_as("/v1/jobs/f/output?follow=1", &viewer)).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = body.as_str().expect("an event stream");
+    assert_eq!(text.matches("event: line").count(), 2, "{text}");
+    assert!(
+        text.contains("\"line\":\"two\"") && text.contains("event: end"),
+        "{text}"
+    );
+    assert!(text.contains(r#"data: {"state":"OK"}"#), "{text}");
+}
