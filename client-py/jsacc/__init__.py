@@ -20,7 +20,7 @@ failover policy), :mod:`jsacc.target` (Redis target URLs), :mod:`jsacc.errors` (
 
 from .client import DEFAULT_URL, DEFAULT_WAIT_MS, Client
 from .command import INFO_COMMANDS, build_command, build_execute_args
-from .errors import JsaccError, PushUnconfirmed, RedisUnavailable, Timeout
+from .errors import JsaccError, PushUnconfirmed, RedisUnavailable, Timeout, UnknownJob
 from .job import FINAL_STATES, STATES, Job
 from .display import LineDisplay
 from .keys import agent_key, job_key, output_key, result_key, stats_key, stats_latest_key
@@ -34,6 +34,7 @@ __all__ = [
     "Job",
     "JsaccError",
     "Timeout",
+    "UnknownJob",
     "RedisUnavailable",
     "PushUnconfirmed",
     "RedisTarget",

@@ -499,7 +499,7 @@ class Client:
 
     def jobs(self, agent: Union[str, Tuple[int, int], None] = None,
              state: Union[str, Sequence[str], None] = None, name: Optional[str] = None,
-             since: history.Since = None, limit: int = 50) -> List[Dict[str, Any]]:
+             since: history.Since = None, limit: int = 50) -> history.JobList:
         """The job history, newest first: at most ``limit`` job records (as
         :meth:`Job.record` returns them, without each agent's ``result``: read those with
         ``client.job(id).record()``).
@@ -510,6 +510,10 @@ class Client:
         or a ``datetime``). Reads the controller's indexes (``jobs:all``,
         ``jobs:agent:<gid>:<nid>``, ``jobs:name:<domain>/<name>``) a page at a time and stops
         at ``limit``; jobs whose record expired are left out. ``ValueError`` for a bad filter.
+
+        Reads at most ``jsacc.history.SCAN_BUDGET`` (100,000) ids of the index: a filter that
+        matches few of a larger index returns what it found, and the returned list (a
+        :class:`jsacc.history.JobList`) has ``truncated`` True (older matches may exist).
         """
         return history.list_jobs(self, agent=agent, state=state, name=name, since=since,
                                  limit=limit)

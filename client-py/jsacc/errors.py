@@ -15,6 +15,11 @@ class Timeout(JsaccError, TimeoutError):
     """
 
 
+class UnknownJob(JsaccError, LookupError):
+    """No record ``job:<id>`` for a job id: never routed (a mistyped id, no controller
+    running) or expired after the controller's ``--result-ttl``."""
+
+
 class RedisUnavailable(JsaccError, ConnectionError):
     """Redis could not be reached (connection refused, DNS, authentication, ...).
 

@@ -8,7 +8,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
 
-from .errors import JsaccError, Timeout
+from .errors import JsaccError, Timeout, UnknownJob
 from .keys import job_key, output_key, parse_agent_id, result_key
 from .records import decode, job_record, job_results, output_line
 
@@ -26,6 +26,10 @@ OUTPUT_PAGE = 1000
 #: looked at again (s): a job's end is noticed within this, and idle following costs two round
 #: trips per period. Shorter than any blocking chunk (see ``jsacc.connection.MAX_BLOCK_CHUNK``).
 OUTPUT_POLL = 0.5
+
+#: How long following the output of a job without a record waits for one to appear (s): a
+#: job just pushed is not routed yet; past this the id is unknown (mistyped, or expired).
+ROUTING_GRACE = 10.0
 
 
 class Job:
@@ -113,29 +117,48 @@ class Job:
         Without ``follow``: the lines there now. With ``follow=True``: also those that come,
         until the job is final (``job:<id>`` state OK, ERROR, TIMEOUT or KILLED) and the
         stream is drained; an agent posts its lines before its result, so that is all of them.
-        Raises :class:`jsacc.Timeout` when the job is not final within ``timeout`` seconds
-        (``None``: wait as long as it takes). The stream holds at most the controller's
+        A record that disappears while followed (it expired), or is missing while the stream
+        has lines, also ends it once the stream is read to its end. Raises
+        :class:`jsacc.UnknownJob` when neither a record nor a line appears within
+        ``ROUTING_GRACE`` seconds (an id never routed, or long expired), and
+        :class:`jsacc.Timeout` when the job is not final within ``timeout`` seconds (``None``:
+        wait as long as it takes). The stream holds at most the controller's
         ``--output-maxlen`` lines of a job and expires with its record."""
+        for batch in self.output_batches(follow, timeout):
+            yield from batch
+
+    def output_batches(self, follow: bool = False,
+                       timeout: Optional[float] = None) -> Iterator[List[Dict[str, Any]]]:
+        """:meth:`output`, one list of lines per read of ``output:<id>`` (never empty), for a
+        caller that prints a batch at a time."""
         deadline = self._deadline(timeout)
-        last, final, wait = "0-0", False, None
+        unknown_at = time.monotonic() + ROUTING_GRACE
+        last, wait = "0-0", None
+        # known: the record was there once, or lines came (only a routed job prints any);
+        # ending: the next read is the last one.
+        known = ending = False
         while True:
             lines = self.read_output(last, wait)
-            for line in lines:
-                last = line["id"]
-                yield line
+            if lines:
+                last = lines[-1]["id"]
+                yield lines
             if len(lines) >= OUTPUT_PAGE:
                 wait = None  # more are there: read on without waiting
                 continue
-            if not follow or final:
+            if not follow or ending:
                 return
             if deadline is not None and time.monotonic() >= deadline:
                 raise Timeout(f"job {self.id} did not end within {timeout} s "
                               f"(job state: {self.state or 'unknown'})")
-            # Final before the next read: then that read (no wait) drains every line.
-            final = self.state in FINAL_STATES
-            wait = None if final else OUTPUT_POLL
-            if deadline is not None and not final:
-                wait = max(0.001, min(wait, deadline - time.monotonic()))
+            # Final (or gone) before the next read: then that read (no wait) drains every line.
+            state = self.state
+            known = known or state is not None or last != "0-0"
+            if not known and time.monotonic() >= unknown_at:
+                raise UnknownJob(f"no job {self.id} (never routed, or expired)")
+            ending = state in FINAL_STATES or (state is None and known)
+            wait = None if ending else OUTPUT_POLL
+            if deadline is not None and not ending:
+                wait = max(0.001, min(OUTPUT_POLL, deadline - time.monotonic()))
 
     # -- results ------------------------------------------------------------------------------
     def _pop_one(self, deadline: Optional[float]) -> Optional[Dict[str, Any]]:

@@ -229,6 +229,36 @@ def stack(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def bare_redis(tmp_path_factory):
+    """A redis-server of its own, with no controller or agent: for tests that write job records
+    and indexes by hand. Yields its URL; each test flushes it first."""
+    import redis
+
+    redis_server = shutil.which("redis-server")
+    if not redis_server:
+        pytest.fail("redis-server not found on PATH (apt-get install redis-server)",
+                    pytrace=False)
+    tmp = tmp_path_factory.mktemp("bare-redis")
+    port = free_port()
+    p = Proc("redis-server", [redis_server, "--port", str(port), "--bind", "127.0.0.1",
+                              "--save", "", "--appendonly", "no", "--dir", str(tmp)], tmp)
+    r = redis.Redis(port=port, decode_responses=True)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            r.ping()
+            break
+        except redis.ConnectionError:
+            assert time.monotonic() < deadline, p.tail()
+            time.sleep(0.05)
+    try:
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        r.close()
+        p.stop()
+
+
+@pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory):
     """A Redis Cluster of 6 redis-servers (3 primaries, 3 replicas); ``.url`` is its
     ``redis+cluster://`` target."""

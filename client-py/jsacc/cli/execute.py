@@ -21,6 +21,11 @@ from .output import agent_of, err, missing_targets, reason, write_text
 from .watch import LinePrinter, Watch
 
 
+#: After Ctrl-C answered with a kill, how long ``jsctl exec`` waits for the job to end (s)
+#: before it says the job did not and exits 5.
+KILL_WAIT = 60.0
+
+
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "exec", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -31,10 +36,11 @@ def add_parser(subparsers: Any) -> None:
                     "them as printed; with --fanout each line starts with its agent `G:N: `). "
                     "Then exit with the job's code. The job's live output holds at most the "
                     "controller's --output-maxlen lines (a note says when it was capped). "
-                    "Ctrl-C asks whether to kill the job or leave it running (without a "
-                    "terminal on stdin it leaves it running, says how to follow or kill it and "
-                    "exits 130). --detach prints the job id and returns at once. --json prints "
-                    "the whole result instead (and --no-output the tails the result carries).",
+                    "Ctrl-C asks whether to kill the job (then it waits up to 60 s for the job "
+                    "to end, else exits 5) or leave it running (without a terminal on stdin it "
+                    "leaves it running, says how to follow or kill it and exits 130). --detach "
+                    "prints the job id and returns at once. --json prints the whole result "
+                    "instead (and --no-output the tails the result carries).",
         epilog=f"""\
 examples:
   jsctl exec --gid 1 --nid 5 -- /bin/echo hi
@@ -174,9 +180,12 @@ def _interrupted(client: Client, job: Job) -> Optional[int]:
     if answer.strip().lower() not in ("y", "yes"):
         _kill_hints(job, targets)
         return EXIT_INTERRUPTED
-    for target in targets:
-        g, n = parse_agent_id(target)
-        kill_job(client, job.id, g, n, timeout=30.0, stream=sys.stderr)
+    failed = [t for t in targets
+              if kill_job(client, job.id, *parse_agent_id(t), timeout=30.0,
+                          stream=sys.stderr) != EXIT_OK]
+    if failed:
+        err(f"job {job.id}: not killed on {', '.join(failed)}: waiting up to {KILL_WAIT:g} s "
+            "for it to end")
     return None
 
 
@@ -195,6 +204,7 @@ def _stream(client: Client, job: Job, a: argparse.Namespace) -> int:
             code = _interrupted(client, job)
             if code is not None:
                 return code
+            watch.after_kill(KILL_WAIT)
     return _finish(job, results, a, printer)
 
 

@@ -11,7 +11,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from ..client import Client
-from ..errors import Timeout
+from ..errors import Timeout, UnknownJob
 from .args import nonneg_float
 from .exits import EXIT_ERROR, EXIT_NO_RESULT, EXIT_OK, exit_code_for_results
 from .output import err, reason, table
@@ -30,8 +30,11 @@ def add_parser(subparsers: Any) -> None:
                     "`jsctl job follow ID` prints the job's output from its start (the stream "
                     "output:ID: stdout lines on stdout, stderr lines on stderr, line-protocol "
                     "messages as their text unless --raw) and follows it until the job ends; "
-                    "for a finished job it prints its output and returns. A job's record and "
-                    "output expire after the controller's --result-ttl (default 1 day).",
+                    "for a finished job it prints its output and returns. It waits up to 10 s "
+                    "for a job not routed yet; an id with no record by then is unknown. A "
+                    "job's record and output expire after the controller's --result-ttl "
+                    "(default 1 day); a record that expires while followed ends the follow "
+                    "(exit 1).",
         epilog="""\
 examples:
   jsctl job 6f1c2a...
@@ -41,7 +44,8 @@ examples:
 
 exit codes: `job ID`: 0 shown, 1 unknown job (never routed, or expired), 6 cannot reach Redis.
   `job follow ID`: that of the job's state as for `jsctl exec` (0 OK, 1 ERROR, 3 TIMEOUT,
-  4 KILLED), 1 unknown job, 5 not ended within --timeout, 6 cannot reach Redis, 130 Ctrl-C.
+  4 KILLED), 1 unknown job (or its record expired), 5 not ended within --timeout, 6 cannot
+  reach Redis, 130 Ctrl-C.
 """)
     p.add_argument("words", nargs="+", metavar="[follow] ID",
                    help="the job id, after `follow` to follow its output")
@@ -138,18 +142,22 @@ def _show(client: Client, a: argparse.Namespace) -> int:
 
 def _follow(client: Client, a: argparse.Namespace) -> int:
     job = client.job(a.id)
-    record = job.record()
-    if record is None:
-        err(f"job {a.id}: unknown (never routed, or its record expired)")
-        return EXIT_ERROR
-    printer = LinePrinter(raw=a.raw, prefix=len(record["targets"]) > 1)
+    printer = LinePrinter(raw=a.raw)
     try:
-        for line in job.output(follow=True, timeout=a.timeout):
-            printer.print_lines([line])
+        for lines in job.output_batches(follow=True, timeout=a.timeout):
+            # Lines come only once the job is routed: its targets are known (and cached) by then.
+            printer.prefix = len(job.targets or []) > 1
+            printer.print_lines(lines)
     except Timeout as e:
         err(str(e))
         return EXIT_NO_RESULT
-    record = job.record() or record
+    except UnknownJob as e:
+        err(str(e))
+        return EXIT_ERROR
+    record = job.record()
+    if record is None:
+        err(f"job {job.id}: its record expired while it was followed: how it ended is unknown")
+        return EXIT_ERROR
     results = [e["result"] for e in record["agents"].values() if e.get("result")]
     for result in results:
         printer.print_tails(result)

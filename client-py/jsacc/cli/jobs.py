@@ -8,6 +8,8 @@ import time
 from typing import Any, Dict, List
 
 from ..client import Client
+from ..history import check_name
+from ..job import STATES
 from .args import agent_id, duration
 from .exits import EXIT_OK
 from .job import format_duration
@@ -35,9 +37,8 @@ examples:
 exit codes: 0 listed (also when none matched), 2 bad filter, 6 cannot reach Redis.
 """)
     p.add_argument("--agent", type=agent_id, metavar="G:N", help="only jobs sent to agent G:N")
-    p.add_argument("--state", type=str.upper, metavar="S",
-                   choices=("QUEUED", "RUNNING", "OK", "ERROR", "TIMEOUT", "KILLED"),
-                   help="only jobs in state S: QUEUED RUNNING OK ERROR TIMEOUT KILLED")
+    p.add_argument("--state", type=str.upper, metavar="S", choices=STATES,
+                   help=f"only jobs in state S: {' '.join(STATES)}")
     p.add_argument("--name", metavar="D/N", help="only jobs of process DOMAIN/NAME")
     p.add_argument("--since", type=duration, metavar="AGE",
                    help="only jobs created within AGE: 30s, 15m, 1h, 2d")
@@ -51,8 +52,10 @@ exit codes: 0 listed (also when none matched), 2 bad filter, 6 cannot reach Redi
 def check_args(a: argparse.Namespace) -> Any:
     if a.limit < 1:
         return f"jobs: --limit must be >= 1, got {a.limit}"
-    if a.name is not None and ("/" not in a.name or a.name.endswith("/")):
-        return f"jobs: --name wants DOMAIN/NAME, got {a.name!r}"
+    try:
+        check_name(a.name)
+    except ValueError as e:
+        return f"jobs: --{e}"
     return None
 
 
@@ -87,6 +90,9 @@ def jobs_table(records: List[Dict[str, Any]], now_ms: float) -> List[str]:
 def run(client: Client, a: argparse.Namespace) -> int:
     records = client.jobs(agent=a.agent, state=a.state, name=a.name, since=a.since,
                           limit=a.limit)
+    if records.truncated:
+        err(f"note: scanned the newest {records.scanned} jobs; narrow with "
+            "--since/--agent/--name")
     if a.json:
         print(json.dumps(records, indent=2))
     elif not records:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 from ..client import Client
 from ..errors import Timeout
+from ..job import Job
 from .args import add_agent_options, nonneg_float
 from .exits import EXIT_ERROR, EXIT_NO_RESULT, EXIT_OK
 from .output import agent_of, err, reason
@@ -36,25 +37,30 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
+def _answer(job: Job, what: str, timeout: Optional[float]) -> Tuple[Any, int]:
+    """The ``data`` of the agent's answer to a ``kill``/``killall`` and ``EXIT_OK``; or, after
+    a line on stderr saying why, ``None`` and the exit code (no answer, or not OK)."""
+    try:
+        result = job.result(timeout)
+    except Timeout as e:
+        err(str(e))
+        return None, EXIT_NO_RESULT
+    if result.get("state") != "OK":
+        err(f"{what} on {agent_of(result)} ended {result.get('state')}: {reason(result)}")
+        return None, EXIT_ERROR
+    return result.get("data"), EXIT_OK
+
+
 def kill_job(client: Client, job_id: str, gid: int, nid: int, timeout: Optional[float],
              as_json: bool = False, stream: Any = None) -> int:
     """Kill job ``job_id`` on agent ``gid:nid`` (internal ``kill``) and say how it went: the
     path of ``jsctl kill JOB``, also taken by ``jsctl exec`` when Ctrl-C is answered yes.
     Returns the exit code; what was killed is printed on ``stream`` (default stdout)."""
-    try:
-        result = client.kill(job_id, gid=gid, nid=nid).result(timeout)
-    except Timeout as e:
-        err(str(e))
-        return EXIT_NO_RESULT
-    data = result.get("data")
-    if result.get("state") != "OK":
-        err(f"kill {job_id} on {agent_of(result)} ended {result.get('state')}: {reason(result)}")
-        return EXIT_ERROR
-    if as_json:
-        print(json.dumps(data), file=stream or sys.stdout)
-    else:
-        print(f"killed {data.get('killed')} (was {data.get('was')})", file=stream or sys.stdout,
-              flush=True)
+    data, code = _answer(client.kill(job_id, gid=gid, nid=nid), f"kill {job_id}", timeout)
+    if code != EXIT_OK:
+        return code
+    text = json.dumps(data) if as_json else f"killed {data.get('killed')} (was {data.get('was')})"
+    print(text, file=stream or sys.stdout, flush=True)
     return EXIT_OK
 
 
@@ -63,15 +69,9 @@ def run(client: Client, a: argparse.Namespace) -> int:
         raise ValueError("give a JOB id, or --all (not both)")
     if not a.all:
         return kill_job(client, a.job, a.gid, a.nid, a.timeout, a.json)
-    try:
-        result = client.killall(gid=a.gid, nid=a.nid).result(a.timeout)
-    except Timeout as e:
-        err(str(e))
-        return EXIT_NO_RESULT
-    data = result.get("data")
-    if result.get("state") != "OK":
-        err(f"killall on {agent_of(result)} ended {result.get('state')}: {reason(result)}")
-        return EXIT_ERROR
+    data, code = _answer(client.killall(gid=a.gid, nid=a.nid), "killall", a.timeout)
+    if code != EXIT_OK:
+        return code
     if a.json:
         print(json.dumps(data))
         return EXIT_OK

@@ -13,7 +13,7 @@ from redis.exceptions import NoPermissionError
 
 from ..display import LineDisplay, is_marker
 from ..errors import Timeout
-from ..job import OUTPUT_PAGE, OUTPUT_POLL, Job
+from ..job import FINAL_STATES, OUTPUT_PAGE, OUTPUT_POLL, Job
 from .output import agent_of, err
 
 
@@ -80,6 +80,21 @@ class Watch:
         #: False once Redis refused to read ``output:<id>`` (a Redis user without the key
         #: pattern): then results are waited for as before and their tails printed.
         self.live = True
+        #: Set by :meth:`after_kill`: the job record also says when the job ended.
+        self._from_record = False
+        self._late: Optional[str] = None
+
+    def after_kill(self, within: float) -> None:
+        """After a Ctrl-C answered with a kill: wait at most ``within`` s more (then
+        :meth:`run` raises :class:`jsacc.Timeout`), and take the job's end from its record
+        too. The Ctrl-C may have landed just after ``BLPOP`` took a result off
+        ``cmds_queue_<id>``: that result is lost from the list, but its copy stays in
+        ``job:<id>`` (read, not taken)."""
+        self._from_record = True
+        end = time.monotonic() + within
+        if self.deadline is None or end < self.deadline:
+            self.deadline = end
+            self._late = f"job {self.job.id} did not end within {within:g} s of the kill"
 
     def _read(self, wait: Optional[float]) -> List[Dict[str, Any]]:
         """The next lines (waiting up to ``wait`` s for one); without live output, wait that
@@ -113,7 +128,23 @@ class Watch:
                 break
             self.results.append(result)
         expected = self._expected()
-        return expected is not None and len(self.results) >= expected
+        if expected is not None and len(self.results) >= expected:
+            return True
+        return self._from_record and self._ended_in_record()
+
+    def _ended_in_record(self) -> bool:
+        """Whether ``job:<id>`` says the job ended (its ``state`` is final: every target
+        answered); if so, the results not taken yet are added from its ``result:<g:n>``
+        fields."""
+        if self.job.state not in FINAL_STATES:
+            return False
+        record = self.job.record()
+        if record is None:
+            return False
+        got = {agent_of(r) for r in self.results}
+        self.results += [entry["result"] for agent, entry in record["agents"].items()
+                         if entry.get("result") and agent not in got]
+        return bool(self.results)
 
     def _wait(self) -> float:
         if self.deadline is None:
@@ -140,8 +171,8 @@ class Watch:
                 draining, wait = True, None
                 continue
             if self.deadline is not None and time.monotonic() >= self.deadline:
-                if self.results and self.fanout:
+                if self.results and self.fanout and self._late is None:
                     return self.results
-                raise Timeout(f"no result for job {self.job.id} within {self.timeout} s "
-                              f"(job state: {self.job.state or 'unknown'})")
+                late = self._late or f"no result for job {self.job.id} within {self.timeout} s"
+                raise Timeout(f"{late} (job state: {self.job.state or 'unknown'})")
             wait = self._wait()
