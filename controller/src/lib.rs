@@ -14,7 +14,8 @@
 //!   [`results`] records each (job, agent) result once (§5.3); [`logs`], [`stats`] and
 //!   [`output`] (live output, `output:<id>`) append what agents forward; [`instances`] watches instances' liveness, recovers dead ones'
 //!   routing lists and expires `max_wait`; [`agents`] is the registry and role lookups;
-//!   [`jobs`] is what the operator API reads and writes of jobs; [`auth`] the agent tokens,
+//!   [`jobs`] and [`fleet`] are what the operator API reads and writes of jobs, agents and
+//!   logs; [`auth`] the agent tokens,
 //!   [`users`] the operator accounts and [`audit`] the trail of
 //!   who changed them.
 //! - Shared by all of them: [`state`] (settings, connections, scripts; it imports only the
@@ -32,6 +33,7 @@ pub mod backoff;
 pub mod config;
 pub mod conn_limit;
 pub mod dev;
+pub mod fleet;
 pub mod http;
 pub mod instances;
 pub mod intake;

@@ -232,7 +232,7 @@ pub async fn output(
 }
 
 /// Whether `text` is "0" or a stream entry id `<ms>-<seq>`.
-fn valid_stream_id(text: &str) -> bool {
+pub(super) fn valid_stream_id(text: &str) -> bool {
     if text == "0" {
         return true;
     }
@@ -280,13 +280,6 @@ fn follow(
                 let event = Event::default().event("line").id(line.id).data(data);
                 return Some((Ok(event), f));
             }
-            if tokio::time::Instant::now() >= f.until || f.api.shutdown.is_cancelled() {
-                f.done = true;
-                let event = Event::default()
-                    .event("timeout")
-                    .data("reconnect with after");
-                return Some((Ok(event), f));
-            }
             let mut conn = f.api.state.conn();
             let lines = jobs::output(&mut conn, &f.id, &f.after, 1000).await;
             match lines {
@@ -308,6 +301,14 @@ fn follow(
                     f.ended = record.is_none_or(|r| r.is_final());
                 }
                 Err(e) => tracing::warn!(error = %e, "following output: redis failed"),
+            }
+            // Everything there is was sent: stop here when it is time.
+            if tokio::time::Instant::now() >= f.until || f.api.shutdown.is_cancelled() {
+                f.done = true;
+                let event = Event::default()
+                    .event("timeout")
+                    .data("reconnect with after");
+                return Some((Ok(event), f));
             }
             if !f.ended {
                 tokio::select! {

@@ -6,9 +6,11 @@
 //! stranger cannot make the controller read or hold a body; each route has its own body limit,
 //! and a body must arrive within `--body-timeout`.
 
+mod admin;
 mod agent;
 mod auth;
 mod error;
+mod fleet;
 mod jobs;
 mod operator;
 #[cfg(test)]
@@ -18,7 +20,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, MethodRouter};
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
@@ -73,7 +75,15 @@ pub fn app(api: Api) -> Router {
                 .get(jobs::list),
         )
         .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::kill))
-        .route("/v1/jobs/{id}/output", get(jobs::output));
+        .route("/v1/jobs/{id}/output", get(jobs::output))
+        .route("/v1/me", get(fleet::me))
+        .route("/v1/agents", get(fleet::agents))
+        .route("/v1/agents/{gid}/{nid}", get(fleet::agent))
+        .route("/v1/logs/{domain}/{name}", get(fleet::logs))
+        .route("/v1/users", get(admin::list_users).post(admin::add_user))
+        .route("/v1/users/{name}", delete(admin::revoke_user))
+        .route("/v1/tokens", post(admin::add_token))
+        .route("/v1/tokens/{gid}/{nid}", delete(admin::revoke_token));
     Router::new()
         .nest("/v1/agents/{gid}/{nid}", agent)
         .merge(operators)

@@ -499,3 +499,100 @@ async fn following_a_finished_jobs_output_sends_every_line_then_its_end() {
     );
     assert!(text.contains(r#"data: {"state":"OK"}"#), "{text}");
 }
+
+#[tokio::test]
+async fn viewers_see_agents_and_logs_and_only_admins_manage_accounts_and_tokens() {
+    use crate::users::Role;
+    let (_server, api, token) = agent().await;
+    let viewer = account(&api, "vera", Role::Viewer).await;
+    let admin = account(&api, "ada", Role::Admin).await;
+    let hello = json!({"hostname": "web-1", "os": "linux", "roles": ["web"]}).to_string();
+    let (status, _) = send(&api, post("/v1/agents/1/1/hello", Some(&token), hello)).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (_, me) = send(&api, get_as("/v1/me", &viewer)).await;
+    assert_eq!(me, json!({"name": "vera", "role": "viewer"}));
+    let (status, body) = send(&api, get_as("/v1/agents", &viewer)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let one = &body["agents"][0];
+    assert_eq!(
+        (&one["agent"], &one["hostname"], &one["online"]),
+        (&json!("1:1"), &json!("web-1"), &json!(true))
+    );
+    assert_eq!(one["roles"], json!(["web"]));
+    let (status, body) = send(&api, get_as("/v1/agents/1/1", &viewer)).await;
+    assert_eq!(
+        (status, &body["agent"]["os"]),
+        (StatusCode::OK, &json!("linux")),
+        "{body}"
+    );
+    let (status, body) = send(&api, get_as("/v1/agents/9/9", &viewer)).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (StatusCode::NOT_FOUND, &json!("unknown_agent"))
+    );
+    // An agent's own token does not open the operator API.
+    let (status, _) = send(&api, get_as("/v1/agents/1/1", &token)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let logs = json!([{"id": 1, "jobid": "j", "domain": "ops", "name": "x", "epoch": 1,
+                       "level": 5, "data": "hello"}])
+    .to_string();
+    send(&api, post("/v1/agents/1/1/logs", Some(&token), logs)).await;
+    let (_, body) = send(&api, get_as("/v1/logs/ops/x", &viewer)).await;
+    assert_eq!(
+        body["messages"][0]["fields"]["data"],
+        json!("hello"),
+        "{body}"
+    );
+    api.shutdown.cancel(); // a follower then sends what there is and stops
+    let (status, body) = send(&api, get_as("/v1/logs/ops/x?follow=1&after=0", &viewer)).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = body.as_str().expect("events");
+    assert!(
+        text.contains("event: log") && text.contains("hello"),
+        "{text}"
+    );
+
+    let new_user = json!({"name": "otto", "role": "operator"}).to_string();
+    let (status, _) = send(&api, post("/v1/users", Some(&viewer), new_user.clone())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = send(&api, post("/v1/users", Some(&admin), new_user.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert!(body["token"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("jso_")));
+    let (status, _) = send(&api, post("/v1/users", Some(&admin), new_user)).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (_, body) = send(&api, get_as("/v1/users", &admin)).await;
+    assert!(!body.to_string().contains("hash"), "{body}");
+    let new_token = json!({"gid": 2, "nid": 3, "roles": ["db"]}).to_string();
+    let (status, body) = send(&api, post("/v1/tokens", Some(&admin), new_token)).await;
+    assert_eq!(
+        (status, &body["agent"]),
+        (StatusCode::CREATED, &json!("2:3")),
+        "{body}"
+    );
+    let delete = |path: &str| {
+        Request::delete(path)
+            .header(header::AUTHORIZATION, format!("Bearer {admin}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    assert_eq!(
+        send(&api, delete("/v1/tokens/2/3")).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        send(&api, delete("/v1/tokens/2/3")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(&api, delete("/v1/users/otto")).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        send(&api, delete("/v1/users/otto")).await.0,
+        StatusCode::NOT_FOUND
+    );
+}

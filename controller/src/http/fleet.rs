@@ -1,0 +1,202 @@
+//! The operator API's agents and logs (issue 13, DESIGN §11): `GET /v1/me`, `GET /v1/agents`,
+//! `GET /v1/agents/{gid}/{nid}` (facts, latest stats, recent stats batches, recent jobs) and
+//! `GET /v1/logs/{domain}/{name}` (JSON, or Server-Sent Events with `?follow=1`).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::Operator;
+use super::{Api, AppError};
+use crate::{fleet, keys};
+
+/// `GET /v1/me`: the account the token belongs to, and its role.
+pub async fn me(operator: Operator) -> Json<Value> {
+    Json(json!({"name": operator.user.name, "role": operator.user.role}))
+}
+
+fn live_since(api: &Api) -> u64 {
+    schemas::now_ms().saturating_sub(api.state.config.live_window.as_millis() as u64)
+}
+
+/// `GET /v1/agents`: every known agent with its facts and latest stats, by (gid, nid).
+pub async fn agents(State(api): State<Api>, _viewer: Operator) -> Result<Json<Value>, AppError> {
+    let all = fleet::agents(&mut api.state.conn(), live_since(&api)).await?;
+    Ok(Json(json!({"agents": all})))
+}
+
+/// Stats batches answered for an agent's charts.
+const BATCHES: usize = 120;
+/// Jobs answered for an agent's page.
+const JOBS: usize = 20;
+
+/// `GET /v1/agents/{gid}/{nid}`: one agent, its newest stats batches (oldest first) and the ids
+/// of its newest jobs.
+pub async fn agent(
+    State(api): State<Api>,
+    _viewer: Operator,
+    Path((gid, nid)): Path<(u64, u64)>,
+) -> Result<Json<Value>, AppError> {
+    let id = keys::agent_id(gid, nid);
+    let mut conn = api.state.conn();
+    match fleet::agent(&mut conn, &id, live_since(&api), BATCHES, JOBS).await? {
+        Some((agent, batches, jobs)) => Ok(Json(json!({
+            "agent": agent, "stats_batches": batches, "jobs": jobs,
+        }))),
+        None => Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_agent",
+            format!("no agent {id} (it never said hello)"),
+        )),
+    }
+}
+
+/// The query of `GET /v1/logs/{domain}/{name}`.
+#[derive(Debug, Deserialize)]
+pub struct LogParams {
+    /// The stream entry id to go on after: "0" from the oldest kept; "$" (the default with
+    /// `follow`) only what comes next.
+    pub after: Option<String>,
+    /// Most messages in a JSON answer (default 100, at most 10000): the newest ones when
+    /// `after` is not given.
+    pub count: Option<usize>,
+    /// `1`: Server-Sent Events, one `log` event per message, for up to an hour.
+    pub follow: Option<u8>,
+}
+
+const FOLLOW_EVERY: Duration = Duration::from_millis(250);
+const FOLLOW_MAX: Duration = Duration::from_secs(3600);
+
+/// `GET /v1/logs/{domain}/{name}`.
+pub async fn logs(
+    State(api): State<Api>,
+    _viewer: Operator,
+    Path((domain, name)): Path<(String, String)>,
+    params: Result<Query<LogParams>, QueryRejection>,
+) -> Result<Response, AppError> {
+    let Query(p) = params.map_err(|e| AppError::bad_request(e.body_text()))?;
+    let mut conn = api.state.conn();
+    let follow = p.follow == Some(1);
+    let after = match p.after.as_deref() {
+        None if follow => "$".to_owned(),
+        None => String::new(),
+        Some(a) if a == "0" || a == "$" || super::jobs::valid_stream_id(a) => a.to_owned(),
+        Some(a) => {
+            return Err(AppError::bad_request(format!(
+                "after `{a}`: 0, $ or a stream entry id such as 1733050000000-0"
+            )))
+        }
+    };
+    let after = match after.as_str() {
+        "$" => fleet::logs_end(&mut conn, &domain, &name).await?,
+        _ => after,
+    };
+    if follow {
+        let permit = api
+            .state
+            .followers
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                AppError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "too many followers on this controller; retry later",
+                )
+            })?;
+        let stream = follow_logs(api, domain, name, after, permit);
+        return Ok(Sse::new(stream)
+            .keep_alive(KeepAlive::default())
+            .into_response());
+    }
+    let count = p.count.unwrap_or(100).clamp(1, 10_000);
+    let entries = if after.is_empty() {
+        // The newest `count`, oldest first.
+        let newest = fleet::logs_end(&mut conn, &domain, &name).await?;
+        let mut all = Vec::new();
+        if newest != "0" {
+            let entries: Vec<(String, std::collections::BTreeMap<String, String>)> =
+                redis::cmd("XREVRANGE")
+                    .arg(keys::log_stream(&domain, &name))
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(count)
+                    .query_async(&mut conn)
+                    .await?;
+            all = entries
+                .into_iter()
+                .rev()
+                .map(|(id, fields)| fleet::LogEntry { id, fields })
+                .collect();
+        }
+        all
+    } else {
+        fleet::logs(&mut conn, &domain, &name, &after, count).await?
+    };
+    let next = entries.last().map_or(after, |e| e.id.clone());
+    Ok(Json(json!({"messages": entries, "next": next})).into_response())
+}
+
+/// A log stream's new messages as events, for up to [`FOLLOW_MAX`].
+fn follow_logs(
+    api: Api,
+    domain: String,
+    name: String,
+    after: String,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let until = tokio::time::Instant::now() + FOLLOW_MAX;
+    let start = (
+        api,
+        after,
+        VecDeque::<fleet::LogEntry>::new(),
+        false,
+        permit,
+    );
+    futures::stream::unfold(start, move |(api, mut after, mut pending, done, permit)| {
+        let (domain, name) = (domain.clone(), name.clone());
+        async move {
+            if done {
+                return None;
+            }
+            loop {
+                if let Some(e) = pending.pop_front() {
+                    let data = serde_json::to_string(&e).unwrap_or_default();
+                    let event = Event::default().event("log").id(e.id).data(data);
+                    return Some((Ok(event), (api, after, pending, false, permit)));
+                }
+                match fleet::logs(&mut api.state.conn(), &domain, &name, &after, 1000).await {
+                    Ok(entries) if !entries.is_empty() => {
+                        after = entries.last().map(|e| e.id.clone()).unwrap_or(after);
+                        pending.extend(entries);
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "following logs: redis failed"),
+                }
+                // Everything there is was sent: stop here when it is time.
+                if tokio::time::Instant::now() >= until || api.shutdown.is_cancelled() {
+                    let event = Event::default()
+                        .event("timeout")
+                        .data("reconnect with after");
+                    return Some((Ok(event), (api, after, pending, true, permit)));
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(FOLLOW_EVERY) => {}
+                    _ = api.shutdown.cancelled() => {}
+                }
+            }
+        }
+    })
+}
