@@ -173,6 +173,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Exit, Ag
         store.clone(),
         controller.clone(),
         config.token_source.clone(),
+        logs.stopped_output(),
     );
     tasks.spawn(uploader.run(stop_uploads.clone()));
     tasks.spawn(store.clone().prune_periodically(shutdown.clone()));

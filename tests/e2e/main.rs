@@ -13,6 +13,7 @@ mod hostile;
 mod kill;
 mod logs;
 mod max_wait;
+mod operator_api;
 mod oversized;
 mod redis_bounds;
 mod redis_tls;

@@ -1,5 +1,6 @@
-//! The uploader (DESIGN §5.3, §6): posts the outbox (results, then live output, stats, logs) to
-//! the controller, oldest first, up to [`BATCH`] items and about [`BATCH_BYTES`] per request,
+//! The uploader (DESIGN §5.3, §6): posts the outbox to the controller — results first, then
+//! live output, stats and logs taking turns, a batch each, so none waits behind a flood of
+//! another — oldest first, up to [`BATCH`] items and about [`BATCH_BYTES`] per request,
 //! and deletes them only once the controller answered 2xx (every item of a 2xx array answer is
 //! settled; refused ones are logged). Failures follow the agent retry rules of docs/protocol.md: back off and retry; a 413
 //! splits the batch in halves. A single result still refused with 413 (the controller's
@@ -9,14 +10,17 @@
 //!
 //! Live output queued before a result is posted before it (a run's lines go into the outbox
 //! before its result, see [`crate::live`]), so `output:<id>` holds them when the result shows.
-//! Output batches are posted with their row's `seq`; what the controller refuses is logged at
-//! WARN and dropped.
+//! Output batches are posted with their row's `seq`; what the controller refuses is dropped,
+//! logged at WARN for the first batch of a job and at DEBUG after. The jobs the controller
+//! names in its answer's `stop` are stopped ([`StoppedJobs`]) and their output rows deleted.
 //!
 //! Woken when results are queued, and every [`TICK`] regardless. When stopped it makes one last
 //! attempt to empty the outbox, bounded by [`FINAL_FLUSH`]; what is left is sent after the
 //! next start.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use schemas::JobResult;
@@ -25,7 +29,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::link::backoff::Backoff;
 use crate::link::client::{Controller, ControllerError};
-use crate::live::forwarder::with_seq;
+use crate::live::forwarder::{body_job, body_prefix, with_seq};
+use crate::live::stopped::RecentIds;
+use crate::live::StoppedJobs;
 use crate::store::result_limit::RESULT_LIMIT;
 use crate::store::{OutboxKind, OutboxRow, Store, StoreError};
 
@@ -40,6 +46,8 @@ const REPLACEMENT_ARGS: usize = 4096;
 const TICK: Duration = Duration::from_secs(10);
 /// Longest final flush when the agent stops.
 pub(crate) const FINAL_FLUSH: Duration = Duration::from_secs(5);
+/// The kinds that take turns after results.
+const TURNS: [OutboxKind; 3] = [OutboxKind::Output, OutboxKind::Stats, OutboxKind::Logs];
 
 #[derive(Debug, thiserror::Error)]
 enum UploadError {
@@ -53,14 +61,28 @@ pub(crate) struct Uploader {
     store: Store,
     controller: Controller,
     token_source: String,
+    /// Filled from the controller's answers to output (see [`crate::live`]).
+    stopped: StoppedJobs,
+    /// The index in [`TURNS`] of the kind whose turn is next.
+    turn: AtomicUsize,
+    /// Jobs whose refused output was logged at WARN (a std mutex, never held across an await).
+    warned: Mutex<RecentIds>,
 }
 
 impl Uploader {
-    pub(crate) fn new(store: Store, controller: Controller, token_source: String) -> Uploader {
+    pub(crate) fn new(
+        store: Store,
+        controller: Controller,
+        token_source: String,
+        stopped: StoppedJobs,
+    ) -> Uploader {
         Uploader {
             store,
             controller,
             token_source,
+            stopped,
+            turn: AtomicUsize::new(0),
+            warned: Mutex::new(RecentIds::default()),
         }
     }
 
@@ -99,30 +121,51 @@ impl Uploader {
         }
     }
 
-    /// Sends batches until the outbox is empty: after each batch it looks again from the first
-    /// kind, so results (then live output, then stats) never wait behind a flood of logs.
-    /// Before results, the live output queued before them: never the output queued after, so
-    /// a chatty job cannot hold results back.
+    /// Sends batches until the outbox is empty.
     async fn upload_pending(&self) -> Result<(), UploadError> {
-        'again: loop {
-            for kind in OutboxKind::ALL {
-                let rows = self.store.outbox_take(kind, BATCH).await?;
-                let Some(last) = rows.last() else { continue };
-                if kind == OutboxKind::Result {
-                    let before = self
-                        .store
-                        .outbox_take_before(OutboxKind::Output, last.seq, BATCH)
-                        .await?;
-                    if !before.is_empty() {
-                        self.send(OutboxKind::Output, before).await?;
-                        continue 'again;
-                    }
-                }
-                self.send(kind, rows).await?;
-                continue 'again;
-            }
-            return Ok(());
+        while self.upload_next().await?.is_some() {}
+        Ok(())
+    }
+
+    /// Sends the next batch and answers its kind (`None`: the outbox is empty). Results come
+    /// first; else the kind whose turn it is among [`TURNS`], or the next one that has rows: a
+    /// flood of one kind cannot hold the others back. The turn moves on before the post, so a
+    /// kind the controller keeps failing does not block the others either.
+    async fn upload_next(&self) -> Result<Option<OutboxKind>, UploadError> {
+        if let Some(kind) = self.upload_results().await? {
+            return Ok(Some(kind));
         }
+        let first = self.turn.load(Ordering::Relaxed);
+        for i in 0..TURNS.len() {
+            let at = (first + i) % TURNS.len();
+            let rows = self.store.outbox_take(TURNS[at], BATCH).await?;
+            if rows.is_empty() {
+                continue;
+            }
+            self.turn.store((at + 1) % TURNS.len(), Ordering::Relaxed);
+            self.send(TURNS[at], rows).await?;
+            return Ok(Some(TURNS[at]));
+        }
+        Ok(None)
+    }
+
+    /// Sends a batch of results, or first the live output queued before them: never the output
+    /// queued after, so a chatty job cannot hold results back. `None`: no result is queued.
+    async fn upload_results(&self) -> Result<Option<OutboxKind>, UploadError> {
+        let rows = self.store.outbox_take(OutboxKind::Result, BATCH).await?;
+        let Some(last) = rows.last() else {
+            return Ok(None);
+        };
+        let before = self
+            .store
+            .outbox_take_before(OutboxKind::Output, last.seq, BATCH)
+            .await?;
+        if !before.is_empty() {
+            self.send(OutboxKind::Output, before).await?;
+            return Ok(Some(OutboxKind::Output));
+        }
+        self.send(OutboxKind::Result, rows).await?;
+        Ok(Some(OutboxKind::Result))
     }
 
     /// Posts rows, splitting on 413, and deletes what the controller settled.
@@ -185,10 +228,12 @@ impl Uploader {
         }
     }
 
-    /// Posts output rows as [`schemas::OutputBatch`]es, each with its row's `seq`.
+    /// Posts output rows as [`schemas::OutputBatch`]es, each with its row's `seq`; rows of
+    /// stopped jobs are not posted (settled all the same: the controller would refuse them).
     async fn post_output(&self, batch: &[OutboxRow]) -> Result<(), ControllerError> {
         let bodies: Vec<String> = batch
             .iter()
+            .filter(|r| !body_job(&r.body).is_some_and(|job| self.stopped.contains(&job)))
             .filter_map(|r| {
                 let body = with_seq(r.seq, &r.body);
                 if body.is_none() {
@@ -202,17 +247,57 @@ impl Uploader {
         }
         let bodies: Vec<&str> = bodies.iter().map(String::as_str).collect();
         let answer = self.controller.post_output(&bodies).await?;
-        for rejected in &answer.rejected {
-            tracing::warn!(id = %rejected.id, error = %rejected.error, message = %rejected.message,
-                "the controller rejected live output; it is dropped");
-        }
+        self.log_rejected(&answer.rejected);
         if answer.capped > 0 {
             tracing::debug!(
                 lines = answer.capped,
                 "live output over the controller's cap"
             );
         }
+        self.stop(&answer.stop).await;
         Ok(())
+    }
+
+    /// Refused output batches: the first of a job at WARN, the next ones at DEBUG (a job's
+    /// batches come every 200 ms).
+    fn log_rejected(&self, rejected: &[schemas::Rejected]) {
+        for r in rejected {
+            let first = self
+                .warned
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(&r.id);
+            if first {
+                tracing::warn!(id = %r.id, error = %r.error, message = %r.message,
+                    "the controller rejected live output; it is dropped (its next batches are logged at DEBUG)");
+            } else {
+                tracing::debug!(id = %r.id, error = %r.error, message = %r.message,
+                    "the controller rejected live output; it is dropped");
+            }
+        }
+    }
+
+    /// Stops forwarding the output of the jobs the controller takes no more, and deletes their
+    /// queued output rows (those already read for posting are refused by the controller).
+    async fn stop(&self, jobs: &[String]) {
+        if jobs.is_empty() {
+            return;
+        }
+        for job in self.stopped.stop(jobs) {
+            tracing::info!(id = %job,
+                "the controller takes no more live output of this job; it is not forwarded until the agent restarts");
+        }
+        let prefixes = jobs.iter().map(|job| body_prefix(job)).collect();
+        match self
+            .store
+            .outbox_delete_prefixed(OutboxKind::Output, prefixes)
+            .await
+        {
+            Ok(0) => {}
+            Ok(rows) => tracing::debug!(rows, "output rows of stopped jobs deleted"),
+            Err(e) => tracing::warn!(error = %e,
+                "cannot delete the output rows of stopped jobs; the controller will refuse them"),
+        }
     }
 
     /// Replaces, in the outbox too, a result the controller refused as too large by an `ERROR`

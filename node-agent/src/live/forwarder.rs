@@ -7,21 +7,25 @@
 //! in). Its own small batching, apart from the log forwarder's 5 s.
 //!
 //! The outbox is bounded for live output: while the controller does not take it (an outage of
-//! hours), rows this forwarder wrote and the uploader has not deleted are at most
-//! [`BACKLOG_BYTES`]; lines beyond are counted and reported by a marker line when the backlog
-//! shrinks, or when the run ends.
+//! hours), output rows the uploader has not deleted are at most [`BACKLOG_BYTES`], those left
+//! by earlier runs of the agent included (the bound starts from them, so restarts during an
+//! outage do not add up); lines beyond are counted and reported by a marker line when the
+//! backlog shrinks, or when the run ends.
+//!
+//! Lines of a job the controller stopped ([`super::StoppedJobs`]) are dropped, those pending
+//! included, and counted; the count is logged at DEBUG when the run ends.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use schemas::output::MARKER_LEVEL;
 use schemas::OutputLine;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::StoppedJobs;
 use crate::store::{OutboxKind, Store};
 
 /// Lines wait at most this long in the forwarder.
@@ -47,9 +51,11 @@ pub(crate) enum Op {
         cost: usize,
     },
     /// A run ended: its last lines (markers), then everything of the job into the outbox.
+    /// `unsent`: lines the run did not hand over because the controller stopped the job.
     End {
         job: Arc<str>,
         lines: Vec<OutputLine>,
+        unsent: usize,
         done: oneshot::Sender<()>,
     },
     /// Everything pending into the outbox.
@@ -62,12 +68,24 @@ struct Pending {
     bytes: usize,
     /// Lines dropped because of the backlog, not reported yet.
     dropped: usize,
+    /// Lines dropped because the controller stopped the job, logged when its run ends.
+    unsent: usize,
 }
 
-pub(crate) struct Forwarder {
+impl Pending {
+    /// Drops the lines of a stopped job, counting them.
+    fn stop(&mut self) {
+        self.unsent += self.lines.len() + std::mem::take(&mut self.dropped);
+        self.lines.clear();
+        self.bytes = 0;
+    }
+}
+
+pub(crate) struct LiveForwarder {
     outbox: Store,
     rx: mpsc::Receiver<Op>,
     queued: Arc<AtomicUsize>,
+    stopped: StoppedJobs,
     pending: HashMap<Arc<str>, Pending>,
     deadline: Option<Instant>,
     backlog: Backlog,
@@ -75,12 +93,18 @@ pub(crate) struct Forwarder {
     backlog_limit: usize,
 }
 
-impl Forwarder {
-    pub(crate) fn new(outbox: Store, rx: mpsc::Receiver<Op>, queued: Arc<AtomicUsize>) -> Self {
-        Forwarder {
+impl LiveForwarder {
+    pub(crate) fn new(
+        outbox: Store,
+        rx: mpsc::Receiver<Op>,
+        queued: Arc<AtomicUsize>,
+        stopped: StoppedJobs,
+    ) -> Self {
+        LiveForwarder {
             outbox,
             rx,
             queued,
+            stopped,
             pending: HashMap::new(),
             deadline: None,
             backlog: Backlog::default(),
@@ -90,6 +114,7 @@ impl Forwarder {
 
     /// Runs until every [`super::LiveOutput`] is dropped, then writes what is left.
     pub(crate) async fn run(mut self) {
+        self.count_earlier_rows().await;
         loop {
             let deadline = self.deadline;
             let wait = async {
@@ -118,9 +143,19 @@ impl Forwarder {
                     self.deadline = Some(Instant::now() + INTERVAL);
                 }
             }
-            Op::End { job, lines, done } => {
+            Op::End {
+                job,
+                lines,
+                unsent,
+                done,
+            } => {
                 self.add(&job, lines).await;
-                if let Some(pending) = self.pending.remove(&job) {
+                let mut pending = self.pending.remove(&job).unwrap_or_default();
+                if self.stopped.contains(&job) {
+                    pending.stop();
+                    tracing::debug!(id = %job, lines = unsent + pending.unsent,
+                        "the controller takes no more output of this job: lines not forwarded");
+                } else {
                     self.push(vec![(job, pending)], true).await;
                 }
                 let _ = done.send(());
@@ -132,17 +167,28 @@ impl Forwarder {
         }
     }
 
-    /// Adds lines to a job's pending row, writing it whenever it is full.
+    /// Adds lines to a job's pending row, writing it whenever it is full. The job is looked up
+    /// once per message, not per line.
     async fn add(&mut self, job: &Arc<str>, lines: Vec<OutputLine>) {
+        let mut pending = self.pending.remove(job).unwrap_or_default();
+        if self.stopped.contains(job) {
+            pending.lines.extend(lines);
+            pending.stop();
+            self.pending.insert(job.clone(), pending);
+            return;
+        }
         for line in lines {
-            let pending = self.pending.entry(job.clone()).or_default();
             pending.bytes += line.line.len() + super::LINE_OVERHEAD;
             pending.lines.push(line);
             if pending.lines.len() >= ROW_LINES || pending.bytes >= ROW_BYTES {
-                if let Some(full) = self.pending.remove(job) {
-                    self.push(vec![(job.clone(), full)], false).await;
-                }
+                let full = std::mem::take(&mut pending);
+                self.push(vec![(job.clone(), full)], false).await;
+                // Over the backlog bound, push kept the job's count of dropped lines.
+                pending = self.pending.remove(job).unwrap_or_default();
             }
+        }
+        if !pending.lines.is_empty() || pending.dropped > 0 || pending.unsent > 0 {
+            self.pending.insert(job.clone(), pending);
         }
     }
 
@@ -161,6 +207,14 @@ impl Forwarder {
         let full = self.backlog_full().await;
         let mut bodies = Vec::with_capacity(jobs.len());
         for (job, mut pending) in jobs {
+            if self.stopped.contains(&job) {
+                pending.stop();
+                if !end {
+                    // Kept for the count only, logged at the end of the run.
+                    self.pending.insert(job, pending);
+                }
+                continue;
+            }
             if full {
                 pending.dropped += pending.lines.len();
                 pending.lines.clear();
@@ -185,13 +239,7 @@ impl Forwarder {
                     .lines
                     .first()
                     .map_or_else(schemas::now_ms, |l| l.time);
-                let marker = OutputLine {
-                    fd: 2,
-                    level: MARKER_LEVEL,
-                    line: text,
-                    time,
-                };
-                pending.lines.insert(0, marker);
+                pending.lines.insert(0, super::marker(text, time));
             }
             if !pending.lines.is_empty() {
                 bodies.push(batch_body(&job, &pending.lines));
@@ -225,6 +273,23 @@ impl Forwarder {
         }
     }
 
+    /// Starts the backlog from the output rows earlier runs of the agent left in the outbox.
+    async fn count_earlier_rows(&mut self) {
+        match self.outbox.outbox_sizes(OutboxKind::Output).await {
+            Ok(rows) if !rows.is_empty() => {
+                self.backlog.written(rows);
+                tracing::info!(
+                    rows = self.backlog.rows.len(),
+                    bytes = self.backlog.bytes,
+                    "live output of an earlier run is still to be delivered"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e,
+                "cannot read the outbox; the live output backlog starts empty"),
+        }
+    }
+
     /// Whether the undelivered output rows reach [`BACKLOG_BYTES`] (asking the outbox what was
     /// delivered, at most every [`BACKLOG_CHECK`]).
     async fn backlog_full(&mut self) -> bool {
@@ -246,7 +311,8 @@ impl Forwarder {
     }
 }
 
-/// The output rows this forwarder wrote that may still be in the outbox, oldest first.
+/// The output rows this forwarder wrote, or found at its start, that may still be in the
+/// outbox, oldest first.
 #[derive(Default)]
 struct Backlog {
     rows: VecDeque<(i64, usize)>,
@@ -284,6 +350,23 @@ struct Row<'a> {
 
 fn batch_body(job: &str, lines: &[OutputLine]) -> String {
     serde_json::to_string(&Row { id: job, lines }).expect("output lines serialize")
+}
+
+/// How the outbox row of every batch of `job` begins (`Row` serializes `id` first), to find
+/// them in the outbox.
+pub(crate) fn body_prefix(job: &str) -> String {
+    let id = serde_json::to_string(job).expect("a string serializes");
+    format!("{{\"id\":{id},")
+}
+
+/// The job of an outbox row, read from its beginning only (`None`: not a row of [`batch_body`]).
+pub(crate) fn body_job(body: &str) -> Option<String> {
+    let id = body.strip_prefix("{\"id\":")?;
+    // The stream deserializer reads one value, the id, and leaves the lines alone.
+    serde_json::Deserializer::from_str(id)
+        .into_iter::<String>()
+        .next()?
+        .ok()
 }
 
 /// The posted [`schemas::OutputBatch`] of an outbox row: its body with `seq` set to the row's.

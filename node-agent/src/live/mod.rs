@@ -11,11 +11,16 @@
 //! - [`RunOutput::end`], once the readers are done, puts the run's last lines into the outbox
 //!   before the supervisor queues the run's result, so a client that sees the result can read
 //!   every forwarded line.
+//! - [`StoppedJobs`] ([`stopped`]): the jobs whose output the controller takes no more. A run
+//!   of one hands over nothing more (no marker: the controller added one) and only counts its
+//!   lines, reported at DEBUG when it ends; the forwarder drops what it still holds of the job
+//!   and the uploader deletes the job's output rows from the outbox.
 //!
 //! Memory: the queue holds at most [`QUEUE`] messages and about [`QUEUE_BYTES`] of lines; the
 //! forwarder holds at most one outbox row per job with pending lines.
 
 pub(crate) mod forwarder;
+pub(crate) mod stopped;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,7 +31,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::logs::logline::Line;
 use crate::store::Store;
-use forwarder::{Forwarder, Op};
+use forwarder::{LiveForwarder, Op};
+pub(crate) use stopped::StoppedJobs;
 
 /// Messages (each the lines of one read) queued to the forwarder.
 pub(crate) const QUEUE: usize = 1024;
@@ -43,6 +49,7 @@ pub(crate) struct LiveOutput {
     /// Bytes of the lines in the queue (see [`QUEUE_BYTES`]).
     queued: Arc<AtomicUsize>,
     max_lines: usize,
+    stopped: StoppedJobs,
 }
 
 impl LiveOutput {
@@ -50,12 +57,19 @@ impl LiveOutput {
     pub(crate) fn start(outbox: Store, max_lines: usize) -> LiveOutput {
         let (tx, rx) = mpsc::channel(QUEUE);
         let queued = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(Forwarder::new(outbox, rx, queued.clone()).run());
+        let stopped = StoppedJobs::default();
+        tokio::spawn(LiveForwarder::new(outbox, rx, queued.clone(), stopped.clone()).run());
         LiveOutput {
             tx,
             queued,
             max_lines,
+            stopped,
         }
+    }
+
+    /// The jobs whose output the controller takes no more, for the uploader to fill.
+    pub(crate) fn stopped(&self) -> &StoppedJobs {
+        &self.stopped
     }
 
     /// A handle whose queue the test reads itself, instead of a forwarder.
@@ -67,6 +81,7 @@ impl LiveOutput {
             tx,
             queued,
             max_lines,
+            stopped: StoppedJobs::default(),
         };
         (live, rx)
     }
@@ -119,11 +134,16 @@ struct RunState {
     /// The cap was reached; `cap_owed` until its marker was handed over.
     capped: bool,
     cap_owed: bool,
+    /// The controller takes no more output of the job ([`StoppedJobs`]); `unsent` lines were
+    /// not handed over since.
+    stopped: bool,
+    unsent: usize,
 }
 
 impl RunState {
+    /// Nothing more to hand over, ever.
     fn settled(&self) -> bool {
-        self.capped && !self.cap_owed && self.dropped == 0
+        self.stopped || (self.capped && !self.cap_owed && self.dropped == 0)
     }
 }
 
@@ -138,6 +158,13 @@ impl RunOutput {
     pub(crate) fn offer(&self, fd: u8, lines: Vec<Line>) {
         let time = schemas::now_ms();
         let mut state = self.lock();
+        if !state.stopped && self.inner.live.stopped.contains(&self.inner.job) {
+            state.stopped = true;
+        }
+        if state.stopped {
+            state.unsent += lines.len();
+            return;
+        }
         if state.settled() {
             return;
         }
@@ -169,22 +196,37 @@ impl RunOutput {
         }
     }
 
+    /// Counts lines the reader's parser did not keep (see [`RunOutput::wants_lines`]): lines
+    /// not forwarded, if the controller stopped the job (after the run's cap they are not
+    /// counted).
+    pub(crate) fn skipped(&self, lines: usize) {
+        let mut state = self.lock();
+        if state.stopped {
+            state.unsent += lines;
+        }
+    }
+
     /// Once the run's readers are done: hands over its owed marker lines and waits until every
     /// line of the run is in the outbox (before the run's result goes in).
     pub(crate) async fn end(&self) {
         let time = schemas::now_ms();
         let mut lines = Vec::new();
+        let unsent;
         {
             let mut state = self.lock();
-            self.markers_before(&state, &mut lines, time);
-            self.markers_after(&state, &mut lines, time);
+            if !state.stopped {
+                self.markers_before(&state, &mut lines, time);
+                self.markers_after(&state, &mut lines, time);
+            }
             state.dropped = 0;
             state.cap_owed = false;
+            unsent = std::mem::take(&mut state.unsent);
         }
         let (done, stored) = oneshot::channel();
         let op = Op::End {
             job: self.inner.job.clone(),
             lines,
+            unsent,
             done,
         };
         if self.inner.live.tx.send(op).await.is_ok() {
@@ -241,7 +283,7 @@ impl RunOutput {
 }
 
 /// A line jsagent adds to a job's output: level [`MARKER_LEVEL`], on stderr.
-fn marker(text: String, time: u64) -> OutputLine {
+pub(crate) fn marker(text: String, time: u64) -> OutputLine {
     OutputLine {
         fd: 2,
         level: MARKER_LEVEL,

@@ -255,3 +255,64 @@ async fn lines_reach_the_outbox_within_the_interval() {
     assert_eq!(batches.len(), 1);
     assert_eq!(batches[0].lines[0].line, "now");
 }
+
+/// Issue 12 review: a job the controller stopped hands over nothing more, not even a marker
+/// (the controller added one), and counts what it did not send; its later runs stay stopped.
+#[tokio::test]
+async fn a_run_of_a_stopped_job_hands_over_nothing_and_counts_its_lines() {
+    let (live, mut rx) = LiveOutput::detached(100);
+    let run = live.run("j");
+    run.offer(1, lines(&["a"]));
+    assert_eq!(texts(&received(&mut rx, &live)), ["a"]);
+    live.stopped().stop(&["j".to_owned()]);
+    run.offer(1, lines(&["b", "c"]));
+    assert!(!run.wants_lines());
+    run.skipped(3);
+    assert!(received(&mut rx, &live).is_empty());
+    let ending = tokio::spawn({
+        let run = run.clone();
+        async move { run.end().await }
+    });
+    let Some(Op::End {
+        lines: markers,
+        unsent,
+        done,
+        ..
+    }) = rx.recv().await
+    else {
+        panic!("no end");
+    };
+    assert_eq!((markers.len(), unsent), (0, 5));
+    let _ = done.send(());
+    ending.await.unwrap();
+    // Another run of the job, and another job.
+    live.run("j").offer(1, lines(&["d"]));
+    live.run("k").offer(1, lines(&["e"]));
+    assert_eq!(texts(&received(&mut rx, &live)), ["e"]);
+}
+
+/// Review finding: a 70,000-byte line was cut at 64 KiB and then marked, so the controller
+/// cut it again. Through the readers into the outbox it is within `MAX_LINE`, with its mark.
+#[tokio::test]
+async fn a_70000_byte_line_is_forwarded_within_max_line_with_the_agents_mark() {
+    let kit = crate::testkit::kit("live-long-line").await;
+    let logs = Logs::start(&kit.config, kit.store.clone(), None)
+        .await
+        .unwrap();
+    let mut stdout = vec![b'x'; 70_000];
+    stdout.extend(b"\nshort\n");
+    print(&logs, &args(serde_json::json!({})), stdout, Vec::new()).await;
+    let lines: Vec<String> = output_rows(&kit.store)
+        .await
+        .into_iter()
+        .flat_map(|b| b.lines.into_iter().map(|l| l.line))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert!(
+        lines[0].len() <= schemas::output::MAX_LINE,
+        "{}",
+        lines[0].len()
+    );
+    assert!(lines[0].ends_with(crate::logs::logline::LINE_CUT_MARK));
+    assert_eq!(lines[1], "short");
+}

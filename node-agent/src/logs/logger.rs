@@ -25,7 +25,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
-use crate::live::{LiveOutput, RunOutput};
+use crate::live::{LiveOutput, RunOutput, StoppedJobs};
 use crate::logs::forwarder::Forwarder;
 use crate::logs::loglevels::{FilterError, LevelFilter};
 use crate::logs::logline::Parsed;
@@ -129,6 +129,16 @@ impl Logs {
                 live: None,
             }),
         }
+    }
+
+    /// The jobs whose live output the controller takes no more, for the uploader to fill (a
+    /// set nobody reads when live output is off).
+    pub(crate) fn stopped_output(&self) -> StoppedJobs {
+        self.inner
+            .live
+            .as_ref()
+            .map(|live| live.stopped().clone())
+            .unwrap_or_default()
     }
 
     /// The logger of one run of a job; `Err` names the bad `loglevels*` argument.

@@ -16,9 +16,12 @@
 //! [`MAX_MESSAGE`] per stream whatever the input.
 //!
 //! For live output ([`crate::live`]) a parser made [`LineParser::with_lines`] also keeps each
-//! line as printed ([`Line`]: without its line break, cut at [`MAX_LINE`] with [`LINE_CUT_MARK`])
-//! with the level the protocol gave it: 1 or 2 for a plain line, `N` for `N::text`, and the
-//! block's `N` for every line of an `N:::` block, its opening and closing lines included.
+//! line as printed ([`Line`]: without its line break; a line longer than the controller's
+//! [`MAX_LINE`] is cut so that it ends with [`LINE_CUT_MARK`] within [`MAX_LINE`] bytes) with
+//! the level the protocol gave it: 1 or 2 for a plain line, `N` for `N::text`, and the block's
+//! `N` for every line of an `N:::` block, its opening and closing lines included.
+
+pub use schemas::output::MAX_LINE;
 
 /// Longest message kept, in bytes (before marks).
 pub const MAX_MESSAGE: usize = 1 << 20;
@@ -27,9 +30,7 @@ pub const CUT_MARK: &str = " [cut: over 1 MiB]";
 /// Appended to a message whose invalid UTF-8 was replaced by U+FFFD.
 pub const LOSSY_MARK: &str = " [invalid UTF-8 replaced]";
 
-/// Longest line of live output, in bytes (before its mark).
-pub const MAX_LINE: usize = 64 << 10;
-/// Appended to a line of live output cut at [`MAX_LINE`].
+/// Ends a line of live output cut to fit [`MAX_LINE`] (the mark included).
 pub const LINE_CUT_MARK: &str = " [cut: over 64 KiB]";
 
 /// Which stream a parser reads: it sets the level of plain lines.
@@ -101,6 +102,8 @@ pub struct LineParser {
     /// Whether [`Line`]s are kept, and those not taken yet.
     keep_lines: bool,
     lines: Vec<Line>,
+    /// Lines ended while not kept, not taken yet (see [`LineParser::take_skipped`]).
+    skipped: usize,
 }
 
 impl LineParser {
@@ -113,6 +116,7 @@ impl LineParser {
             ready: Vec::new(),
             keep_lines: false,
             lines: Vec::new(),
+            skipped: 0,
         }
     }
 
@@ -133,8 +137,15 @@ impl LineParser {
     }
 
     /// The lines fed since the last call, as printed (empty unless made [`LineParser::with_lines`]).
-    pub fn take_lines(&mut self) -> std::vec::Drain<'_, Line> {
-        self.lines.drain(..)
+    /// The parser's own vector is handed over: no copy on the per-read path.
+    pub fn take_lines(&mut self) -> Vec<Line> {
+        std::mem::take(&mut self.lines)
+    }
+
+    /// How many lines ended since the last call while lines were not kept (to count the live
+    /// output a run no longer forwards).
+    pub fn take_skipped(&mut self) -> usize {
+        std::mem::take(&mut self.skipped)
     }
 
     /// Parses bytes as read; returns the messages they completed.
@@ -190,10 +201,8 @@ impl LineParser {
 
     fn end_line(&mut self, line: &[u8], cut: bool) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if self.keep_lines {
-            self.keep_line(line, cut);
-        }
-        if self.block.is_some() {
+        if let Some(level) = self.block.as_ref().map(|block| block.level) {
+            self.keep_line(level, line, cut);
             match line.strip_prefix(b":::") {
                 Some(rest) => {
                     if !rest.is_empty() {
@@ -207,7 +216,14 @@ impl LineParser {
             }
             return;
         }
-        match header(line) {
+        // Parsed once, for the live line's level and for the message.
+        let header = header(line);
+        let level = match header {
+            Some(Header::Block(level, _) | Header::Line(level, _)) => level,
+            None => self.plain,
+        };
+        self.keep_line(level, line, cut);
+        match header {
             Some(Header::Block(level, rest)) => {
                 self.block = Some(Block {
                     level,
@@ -225,24 +241,17 @@ impl LineParser {
         }
     }
 
-    /// Keeps a line as printed, with the level its block or its header gives it.
-    fn keep_line(&mut self, line: &[u8], cut: bool) {
-        let level = match (&self.block, header(line)) {
-            (Some(block), _) => block.level,
-            (None, Some(Header::Block(level, _) | Header::Line(level, _))) => level,
-            (None, None) => self.plain,
-        };
-        let cut = cut || line.len() > MAX_LINE;
-        let kept = if line.len() > MAX_LINE {
-            &line[..char_boundary(line, MAX_LINE)]
+    /// Keeps a line as printed (if lines are kept, else counts it), with the level its block
+    /// or its header gives it.
+    fn keep_line(&mut self, level: u8, line: &[u8], cut: bool) {
+        if self.keep_lines {
+            self.lines.push(Line {
+                level,
+                text: live_text(line, cut),
+            });
         } else {
-            line
-        };
-        let mut text = String::from_utf8_lossy(kept).into_owned();
-        if cut {
-            text.push_str(LINE_CUT_MARK);
+            self.skipped += 1;
         }
-        self.lines.push(Line { level, text });
     }
 
     fn add_to_block(&mut self, line: &[u8], cut: bool) {
@@ -314,6 +323,23 @@ fn header(line: &[u8]) -> Option<Header<'_>> {
         Some(rest) => Header::Block(level, rest),
         None => Header::Line(level, rest),
     })
+}
+
+/// A line of live output as text: whole if it fits [`MAX_LINE`], else cut at a character
+/// boundary so that it and [`LINE_CUT_MARK`] fit (`cut`: it was already cut at
+/// [`MAX_MESSAGE`]). Invalid UTF-8 becomes U+FFFD, which may lengthen it: the cut comes after.
+fn live_text(line: &[u8], cut: bool) -> String {
+    let head = &line[..line.len().min(MAX_LINE)];
+    let mut text = String::from_utf8_lossy(head).into_owned();
+    if cut || line.len() > MAX_LINE || text.len() > MAX_LINE {
+        let mut at = text.len().min(MAX_LINE - LINE_CUT_MARK.len());
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        text.truncate(at);
+        text.push_str(LINE_CUT_MARK);
+    }
+    text
 }
 
 /// The largest length ≤ `at` that does not split a UTF-8 sequence of `bytes` (`bytes.len() > at`).

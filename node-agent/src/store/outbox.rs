@@ -10,7 +10,9 @@ use rusqlite::params;
 
 use super::{Store, StoreError};
 
-/// What the outbox holds; the uploader posts each kind to its own path.
+/// What the outbox holds; the uploader posts each kind to its own path, results first (they
+/// unblock clients; the live output queued before a result goes just before it), the others
+/// taking turns (see [`crate::link::uploader`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OutboxKind {
     /// One job result (a JSON object) per row.
@@ -24,16 +26,6 @@ pub(crate) enum OutboxKind {
 }
 
 impl OutboxKind {
-    /// Every kind, in the order the uploader serves them: results first, they unblock clients
-    /// (the live output queued before a result goes just before it, see the uploader); then
-    /// live output, which is meant to be seen at once.
-    pub(crate) const ALL: [OutboxKind; 4] = [
-        OutboxKind::Result,
-        OutboxKind::Output,
-        OutboxKind::Stats,
-        OutboxKind::Logs,
-    ];
-
     /// The name in the `kind` column, and the last segment of the controller path it goes to.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
@@ -138,6 +130,53 @@ impl Store {
             }
             tx.commit()?;
             Ok(())
+        })
+        .await
+    }
+
+    /// The `seq` and size in bytes of every queued message of one kind, oldest first.
+    pub(crate) async fn outbox_sizes(
+        &self,
+        kind: OutboxKind,
+    ) -> Result<Vec<(i64, usize)>, StoreError> {
+        self.call(move |conn| {
+            // As a blob, `length` counts bytes, not characters.
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, length(CAST(body AS BLOB)) FROM outbox WHERE kind = ?1 ORDER BY seq",
+            )?;
+            let rows = stmt.query_map([kind.as_str()], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+            })?;
+            let rows = rows.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows
+                .into_iter()
+                .map(|(seq, bytes)| (seq, usize::try_from(bytes).unwrap_or(0)))
+                .collect())
+        })
+        .await
+    }
+
+    /// Deletes the queued messages of one kind whose body begins with one of `prefixes`;
+    /// answers how many.
+    pub(crate) async fn outbox_delete_prefixed(
+        &self,
+        kind: OutboxKind,
+        prefixes: Vec<String>,
+    ) -> Result<usize, StoreError> {
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let mut deleted = 0;
+            {
+                // An exact comparison (`LIKE` would ignore the case and read `%`, `_`).
+                let mut delete = tx.prepare_cached(
+                    "DELETE FROM outbox WHERE kind = ?1 AND substr(body, 1, length(?2)) = ?2",
+                )?;
+                for prefix in prefixes {
+                    deleted += delete.execute(params![kind.as_str(), prefix])?;
+                }
+            }
+            tx.commit()?;
+            Ok(deleted)
         })
         .await
     }

@@ -138,12 +138,16 @@ impl Reader {
     }
 
     /// Hands the lines just parsed to the run's live output; stops keeping lines once it
-    /// wants no more (its cap).
+    /// wants no more (its cap, or the controller stopped the job), then only counts them.
     fn forward(&self, live: Option<&RunOutput>, parser: &mut LineParser) {
         let Some(live) = live else { return };
-        let lines: Vec<_> = parser.take_lines().collect();
+        let lines = parser.take_lines();
         if !lines.is_empty() {
             live.offer(self.stream.fd(), lines);
+        }
+        let skipped = parser.take_skipped();
+        if skipped > 0 {
+            live.skipped(skipped);
         }
         if !live.wants_lines() {
             parser.keep_lines(false);

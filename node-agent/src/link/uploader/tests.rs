@@ -1,4 +1,5 @@
 use super::*;
+use crate::live::StoppedJobs;
 use schemas::JobState;
 use serde_json::json;
 
@@ -119,7 +120,12 @@ async fn uploader_for(kit: &crate::testkit::Kit, url: String) -> Uploader {
     let mut config = kit.config.clone();
     config.controller = reqwest::Url::parse(&format!("{url}/")).unwrap();
     let controller = Controller::new(&config).unwrap();
-    Uploader::new(kit.store.clone(), controller, "test".into())
+    Uploader::new(
+        kit.store.clone(),
+        controller,
+        "test".into(),
+        StoppedJobs::default(),
+    )
 }
 
 fn output_row(id: &str, line: &str) -> String {
@@ -210,6 +216,115 @@ async fn too_large_output_is_split_and_a_single_refused_batch_dropped() {
     assert_eq!(delivered.len(), 2, "{delivered:?}");
     assert!(kit
         .store
+        .outbox_take(OutboxKind::Output, 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// Review finding: the uploader looked again from the first kind after every post, so while
+/// output kept coming, stats and logs waited. After results the kinds take turns: with a new
+/// output row before every round, the waiting stats and logs are posted within three rounds.
+#[tokio::test]
+async fn stats_and_logs_are_posted_while_output_keeps_coming() {
+    let kit = crate::testkit::kit("uploader-turns").await;
+    let (url, _seen) = fake::start(|_, _| (200, "{}")).await;
+    let store = &kit.store;
+    store
+        .outbox_push(OutboxKind::Stats, vec![json!({"s": 1}).to_string()])
+        .await
+        .unwrap();
+    store
+        .outbox_push(OutboxKind::Logs, vec![json!({"l": 1}).to_string()])
+        .await
+        .unwrap();
+    let uploader = uploader_for(&kit, url).await;
+    let mut posted = Vec::new();
+    for round in 0..6 {
+        store
+            .outbox_push(
+                OutboxKind::Output,
+                vec![output_row("chatty", &round.to_string())],
+            )
+            .await
+            .unwrap();
+        posted.push(uploader.upload_next().await.unwrap().unwrap());
+    }
+    let within = &posted[..3];
+    assert!(
+        within.contains(&OutboxKind::Stats) && within.contains(&OutboxKind::Logs),
+        "{posted:?}"
+    );
+    // Results still go first, after the output queued before them.
+    store
+        .outbox_push(OutboxKind::Logs, vec![json!({"l": 2}).to_string()])
+        .await
+        .unwrap();
+    store
+        .outbox_push(OutboxKind::Output, vec![output_row("j", "before")])
+        .await
+        .unwrap();
+    let result = JobResult::new("j", 1, 2, "execute", json!({}), JobState::Ok);
+    store
+        .outbox_push(
+            OutboxKind::Result,
+            vec![serde_json::to_string(&result).unwrap()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        uploader.upload_next().await.unwrap(),
+        Some(OutboxKind::Output)
+    );
+    assert_eq!(
+        uploader.upload_next().await.unwrap(),
+        Some(OutboxKind::Result)
+    );
+}
+
+/// Issue 12 review: the controller's `stop` names a job; the uploader stops it, deletes its
+/// queued output rows and posts none queued later, while other jobs' rows go on.
+#[tokio::test]
+async fn a_job_named_in_stop_is_stopped_and_its_rows_no_more_posted() {
+    let kit = crate::testkit::kit("uploader-stop").await;
+    let (url, seen) = fake::start(|_, body| {
+        if body.contains("first") {
+            (
+                200,
+                r#"{"capped":1,"stop":["j"],"rejected":[{"id":"j","error":"x","message":"y"}]}"#,
+            )
+        } else {
+            (200, "{}")
+        }
+    })
+    .await;
+    let store = &kit.store;
+    let push = |rows: Vec<String>| async move {
+        store.outbox_push(OutboxKind::Output, rows).await.unwrap();
+    };
+    push(vec![output_row("j", "first")]).await;
+    let uploader = uploader_for(&kit, url).await;
+    uploader.upload_next().await.unwrap();
+    assert!(uploader.stopped.contains("j") && !uploader.stopped.contains("k"));
+    assert!(uploader.warned.lock().unwrap().contains("j"));
+    // Queued before the agent learned of the stop: deleted when the controller names it again.
+    push(vec![output_row("j", "queued"), output_row("k", "other")]).await;
+    uploader.stop(&["j".to_owned()]).await;
+    let left = store.outbox_take(OutboxKind::Output, 10).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert!(left[0].body.contains("other"));
+    // Queued later (in flight in the forwarder): not posted.
+    push(vec![output_row("j", "late")]).await;
+    uploader.upload_pending().await.unwrap();
+    let bodies: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, b)| b.clone())
+        .collect();
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    assert!(bodies[1].contains("other") && !bodies[1].contains("late"));
+    assert!(store
         .outbox_take(OutboxKind::Output, 10)
         .await
         .unwrap()

@@ -24,7 +24,7 @@ async fn rows(store: &Store) -> Vec<(String, usize)> {
 fn start(store: &Store) -> mpsc::Sender<Op> {
     let (tx, rx) = mpsc::channel(8);
     let queued = Arc::new(AtomicUsize::new(0));
-    tokio::spawn(Forwarder::new(store.clone(), rx, queued).run());
+    tokio::spawn(LiveForwarder::new(store.clone(), rx, queued, StoppedJobs::default()).run());
     tx
 }
 
@@ -33,6 +33,7 @@ async fn end(tx: &mpsc::Sender<Op>, job: &str) {
     let op = Op::End {
         job: job.into(),
         lines: Vec::new(),
+        unsent: 0,
         done,
     };
     tx.send(op).await.unwrap();
@@ -113,7 +114,12 @@ async fn texts(store: &Store) -> Vec<Vec<String>> {
 async fn over_the_backlog_bound_lines_are_counted_then_reported() {
     let kit = crate::testkit::kit("live-backlog").await;
     let (tx, rx) = mpsc::channel(8);
-    let mut forwarder = Forwarder::new(kit.store.clone(), rx, Arc::new(AtomicUsize::new(0)));
+    let mut forwarder = LiveForwarder::new(
+        kit.store.clone(),
+        rx,
+        Arc::new(AtomicUsize::new(0)),
+        StoppedJobs::default(),
+    );
     forwarder.backlog_limit = 1000;
     tokio::spawn(forwarder.run());
     let long = "x".repeat(1000);
@@ -167,4 +173,84 @@ fn a_row_becomes_a_batch_with_its_seq() {
         }
     );
     assert_eq!(with_seq(1, "[]"), None);
+}
+
+/// Review finding: the backlog bound started empty at every start, so each restart during a
+/// long outage allowed another 64 MiB. It starts from the output rows left in the outbox.
+#[tokio::test]
+async fn the_backlog_starts_from_the_output_rows_left_by_an_earlier_run() {
+    let kit = crate::testkit::kit("live-backlog-restart").await;
+    let left = batch_body("old", &[line(&"x".repeat(600))]);
+    kit.store
+        .outbox_push(OutboxKind::Output, vec![left.clone(), left.clone()])
+        .await
+        .unwrap();
+    let (tx, rx) = mpsc::channel(8);
+    let mut forwarder = LiveForwarder::new(
+        kit.store.clone(),
+        rx,
+        Arc::new(AtomicUsize::new(0)),
+        StoppedJobs::default(),
+    );
+    forwarder.backlog_limit = 1000;
+    tokio::spawn(forwarder.run());
+    lines(&tx, "a", &["1", "2"]).await;
+    end(&tx, "a").await;
+    let marker =
+        "[jsagent] 2 lines not forwarded: the controller has not taken the earlier output yet";
+    let got = texts(&kit.store).await;
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[2], [marker]);
+}
+
+fn lines_op(job: &str, texts: &[&str]) -> Op {
+    Op::Lines {
+        job: job.into(),
+        lines: texts.iter().map(|t| line(t)).collect(),
+        cost: 0,
+    }
+}
+
+/// Issue 12 review: once the controller names a job in `stop`, its pending lines and the
+/// lines still coming are dropped, not written; other jobs are not affected.
+#[tokio::test]
+async fn the_lines_of_a_stopped_job_are_dropped_pending_ones_included() {
+    let kit = crate::testkit::kit("live-stopped").await;
+    let (_tx, rx) = mpsc::channel(8);
+    let stopped = StoppedJobs::default();
+    // Driven op by op, without its task: the stop comes while "pending" waits.
+    let mut forwarder = LiveForwarder::new(
+        kit.store.clone(),
+        rx,
+        Arc::new(AtomicUsize::new(0)),
+        stopped.clone(),
+    );
+    forwarder.handle(lines_op("a", &["pending"])).await;
+    forwarder.handle(lines_op("b", &["kept"])).await;
+    stopped.stop(&["a".to_owned()]);
+    forwarder.handle(lines_op("a", &["late"])).await;
+    forwarder.push_all().await;
+    let (done, stored) = oneshot::channel();
+    let end = Op::End {
+        job: "a".into(),
+        lines: vec![line("a marker")],
+        unsent: 5,
+        done,
+    };
+    forwarder.handle(end).await;
+    stored.await.unwrap();
+    assert_eq!(rows(&kit.store).await, [("b".into(), 1)]);
+    assert!(
+        forwarder.pending.is_empty(),
+        "the end of the run forgets the job"
+    );
+}
+
+#[test]
+fn a_body_prefix_finds_the_rows_of_its_job_only() {
+    let body = batch_body("job \"1\"", &[line("hi")]);
+    assert!(body.starts_with(&body_prefix("job \"1\"")));
+    assert!(!body.starts_with(&body_prefix("job ")));
+    assert_eq!(body_job(&body).as_deref(), Some("job \"1\""));
+    assert_eq!(body_job("{\"seq\":1}"), None);
 }

@@ -213,7 +213,11 @@ fn lines_of(stream: Stream, bytes: &[u8]) -> Vec<(u8, String)> {
     let mut parser = LineParser::with_lines(stream);
     parser.feed(bytes).for_each(drop);
     parser.finish().for_each(drop);
-    parser.take_lines().map(|l| (l.level, l.text)).collect()
+    parser
+        .take_lines()
+        .into_iter()
+        .map(|l| (l.level, l.text))
+        .collect()
 }
 
 fn owned(lines: &[(u8, &str)]) -> Vec<(u8, String)> {
@@ -251,34 +255,65 @@ fn every_line_of_a_block_has_the_block_level_opener_and_closer_included() {
     assert_eq!(got, owned(&want));
 }
 
+/// Bytes of a cut line's text before its mark.
+const ROOM: usize = MAX_LINE - LINE_CUT_MARK.len();
+
 #[test]
 fn a_long_live_line_is_cut_at_a_char_boundary_and_marked() {
-    let mut bytes = "a".repeat(MAX_LINE - 1).into_bytes();
-    bytes.extend("é and more\n".as_bytes());
+    let mut bytes = "a".repeat(ROOM - 1).into_bytes();
+    bytes.extend("é".repeat(MAX_LINE).as_bytes());
+    bytes.push(b'\n');
     let got = lines_of(Stream::Stdout, &bytes);
     assert_eq!(got.len(), 1);
-    assert_eq!(
-        got[0].1,
-        format!("{}{LINE_CUT_MARK}", "a".repeat(MAX_LINE - 1))
-    );
+    assert_eq!(got[0].1, format!("{}{LINE_CUT_MARK}", "a".repeat(ROOM - 1)));
     // Over the message limit too: still one line, cut and marked once.
     let huge = vec![b'x'; MAX_MESSAGE + 10];
     let got = lines_of(Stream::Stdout, &huge);
-    assert_eq!(
-        got,
-        [(1, format!("{}{LINE_CUT_MARK}", "x".repeat(MAX_LINE)))]
-    );
+    assert_eq!(got, [(1, format!("{}{LINE_CUT_MARK}", "x".repeat(ROOM)))]);
+}
+
+/// Review finding: the agent cut at 64 KiB and then added its mark, so the controller cut the
+/// line again. A cut line, its mark included, now fits the controller's `MAX_LINE`.
+#[test]
+fn a_70000_byte_line_and_its_mark_fit_the_controllers_max_line() {
+    let got = lines_of(Stream::Stdout, &[b'y'; 70_000]);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1.len(), MAX_LINE);
+    assert!(got[0].1.ends_with(LINE_CUT_MARK));
+    // A line that fits is kept whole, however close to the limit.
+    let whole = "z".repeat(MAX_LINE);
+    assert_eq!(lines_of(Stream::Stdout, whole.as_bytes()), [(1, whole)]);
+}
+
+/// Invalid bytes become U+FFFD (3 bytes each): the line is cut after that, so it still fits.
+#[test]
+fn a_line_lengthened_by_replaced_bytes_still_fits() {
+    let got = lines_of(Stream::Stdout, &[0xff; 30_000]);
+    assert!(got[0].1.len() <= MAX_LINE, "{}", got[0].1.len());
+    assert!(got[0].1.ends_with(LINE_CUT_MARK));
+}
+
+#[test]
+fn lines_not_kept_are_counted() {
+    let mut parser = LineParser::with_lines(Stream::Stdout);
+    parser.feed(b"a\n").for_each(drop);
+    parser.keep_lines(false);
+    parser.feed(b"b\n5::c\nd").for_each(drop);
+    parser.finish().for_each(drop);
+    assert_eq!(parser.take_lines().len(), 0);
+    assert_eq!(parser.take_skipped(), 3);
+    assert_eq!(parser.take_skipped(), 0);
 }
 
 #[test]
 fn a_parser_without_lines_keeps_none() {
     let mut parser = LineParser::new(Stream::Stdout);
     parser.feed(b"a\nb\n").for_each(drop);
-    assert_eq!(parser.take_lines().count(), 0);
+    assert_eq!(parser.take_lines().len(), 0);
     let mut parser = LineParser::with_lines(Stream::Stdout);
     parser.keep_lines(false);
     parser.feed(b"a\n").for_each(drop);
-    assert_eq!(parser.take_lines().count(), 0);
+    assert_eq!(parser.take_lines().len(), 0);
 }
 
 proptest! {
@@ -292,7 +327,7 @@ proptest! {
         parser.feed(&bytes[..cut]).for_each(drop);
         parser.feed(&bytes[cut..]).for_each(drop);
         parser.finish().for_each(drop);
-        let lines: Vec<Line> = parser.take_lines().collect();
+        let lines: Vec<Line> = parser.take_lines();
         let breaks = bytes.iter().filter(|&&b| b == b'\n').count();
         let unfinished = usize::from(bytes.last().is_some_and(|&b| b != b'\n'));
         prop_assert_eq!(lines.len(), breaks + unfinished);
@@ -300,7 +335,7 @@ proptest! {
             let mut whole = LineParser::with_lines(Stream::Stdout);
             whole.feed(&bytes).for_each(drop);
             whole.finish().for_each(drop);
-            whole.take_lines().collect::<Vec<Line>>()
+            whole.take_lines()
         });
     }
 }
