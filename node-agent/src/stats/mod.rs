@@ -110,6 +110,7 @@ impl Stats {
         let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last = Instant::now();
+        let mut host = HostSampler::new();
         loop {
             let stopping = tokio::select! {
                 _ = ticker.tick() => false,
@@ -119,6 +120,7 @@ impl Stats {
             // Never 0 (a stop right after a flush): rates divide by it, the schema wants > 0.
             let interval = now.duration_since(last).as_secs_f64().max(1e-3);
             last = now;
+            self.gauges(HOST_PREFIX, &host.sample());
             let metrics = self.flush(interval);
             let bodies = batches(gid, nid, schemas::now_ms(), interval, metrics);
             if let Err(e) = store.outbox_push(OutboxKind::Stats, bodies).await {
@@ -128,6 +130,35 @@ impl Stats {
                 break;
             }
         }
+    }
+}
+
+/// Prefix of the host's own gauges: `cpu_percent` (all cores, since the last flush),
+/// `mem_used` and `mem_total` (bytes).
+pub(crate) const HOST_PREFIX: &str = "jsagent.host.";
+
+/// The host's cpu and memory, sampled at each flush (one `sysinfo::System` kept between
+/// samples: cpu % is the usage since the previous sample).
+struct HostSampler {
+    system: sysinfo::System,
+}
+
+impl HostSampler {
+    fn new() -> HostSampler {
+        let mut system = sysinfo::System::new();
+        system.refresh_cpu_usage();
+        HostSampler { system }
+    }
+
+    /// `cpu_percent`, `mem_used`, `mem_total`.
+    fn sample(&mut self) -> [(&'static str, f64); 3] {
+        self.system.refresh_cpu_usage();
+        self.system.refresh_memory();
+        [
+            ("cpu_percent", f64::from(self.system.global_cpu_usage())),
+            ("mem_used", self.system.used_memory() as f64),
+            ("mem_total", self.system.total_memory() as f64),
+        ]
     }
 }
 

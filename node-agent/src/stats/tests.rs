@@ -303,3 +303,24 @@ fn percentile_of_small_samples() {
     );
     assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 50), 2.0);
 }
+
+#[test]
+fn the_hosts_cpu_and_memory_are_sampled_as_gauges() {
+    let mut host = super::HostSampler::new();
+    let sample = host.sample();
+    let value = |name: &str| sample.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+    let (used, total) = (value("mem_used").unwrap(), value("mem_total").unwrap());
+    assert!(
+        total > 0.0 && used > 0.0 && used <= total,
+        "{used} of {total}"
+    );
+    let cpu = value("cpu_percent").unwrap();
+    assert!((0.0..=100.0 * 1024.0).contains(&cpu), "{cpu}");
+    let stats = Stats::new();
+    stats.gauges(super::HOST_PREFIX, &sample);
+    let keys: Vec<String> = stats.flush(1.0).into_iter().map(|m| m.key).collect();
+    assert!(
+        keys.contains(&"jsagent.host.mem_total".to_owned()),
+        "{keys:?}"
+    );
+}
