@@ -65,6 +65,8 @@ deps() {
     # redis-server (tests start their own), lua5.4 (execute_js_lua), curl; a C compiler for bundled SQLite
     ensure_pkgs redis-server=redis-server redis-cli=redis-tools lua5.4=lua5.4 python3=python3 \
         curl=curl cc=gcc dpkg:libc6-dev=libc6-dev || return 1
+    # headless Chromium and its driver for the dashboard test (client-py/tests/test_dashboard.py)
+    ensure_pkgs chromium=chromium chromedriver=chromium-driver || return 1
     # Debian's own python3 makes no venv without python3-venv (ensure_venv also retries with it)
     if [[ $(command -v python3) == /usr/bin/python3 ]]; then
         ensure_pkgs dpkg:python3-venv=python3-venv || return 1

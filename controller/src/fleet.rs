@@ -7,12 +7,13 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::keys;
 use crate::redis_conn::Conn;
 
 /// An agent as the registry knows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Agent {
     /// "gid:nid".
     pub agent: String,
@@ -137,7 +138,7 @@ pub async fn agent(
 }
 
 /// One forwarded log message, with its stream entry id.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct LogEntry {
     /// The stream entry's id: ask for the entries after it to go on.
     pub id: String,
@@ -153,9 +154,8 @@ pub async fn logs(
     after: &str,
     count: usize,
 ) -> redis::RedisResult<Vec<LogEntry>> {
-    let start = match after {
-        "0" => "-".to_owned(),
-        other => format!("({other}"),
+    let Some(start) = crate::jobs::range_start(after) else {
+        return Ok(Vec::new());
     };
     let entries: Vec<(String, BTreeMap<String, String>)> = redis::cmd("XRANGE")
         .arg(keys::log_stream(domain, name))

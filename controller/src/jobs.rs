@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::intake::Invalid;
 use crate::keys;
@@ -14,7 +15,7 @@ use crate::redis_conn::Conn;
 use crate::state::Shared;
 
 /// One agent's part of a job.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AgentPart {
     /// Its final state (`OK`, `ERROR`, `TIMEOUT`, `KILLED`), or null while it runs.
     pub state: Option<String>,
@@ -24,7 +25,7 @@ pub struct AgentPart {
 }
 
 /// A job's record.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Record {
     pub id: String,
     /// `QUEUED`, `RUNNING`, or the final state once every target answered.
@@ -237,7 +238,7 @@ pub async fn kill(state: &Shared, id: &str, by: &str) -> Result<Option<Vec<Strin
 }
 
 /// One line of a job's live output.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Line {
     /// The stream entry's id: ask for the lines after it to go on.
     pub id: String,
@@ -248,6 +249,16 @@ pub struct Line {
     pub time: u64,
 }
 
+/// Where an `XRANGE` of the entries after `after` starts ("0": from the first); `None` after
+/// the largest possible id, where Redis refuses an exclusive start and nothing can follow.
+pub(crate) fn range_start(after: &str) -> Option<String> {
+    match after {
+        "0" => Some("-".to_owned()),
+        "18446744073709551615-18446744073709551615" => None,
+        other => Some(format!("({other}")),
+    }
+}
+
 /// Up to `count` lines of job `id`'s output after stream entry `after` ("0": from the start).
 pub async fn output(
     conn: &mut Conn,
@@ -255,10 +266,8 @@ pub async fn output(
     after: &str,
     count: usize,
 ) -> redis::RedisResult<Vec<Line>> {
-    let start = if after == "0" {
-        "-".to_owned()
-    } else {
-        format!("({after}")
+    let Some(start) = range_start(after) else {
+        return Ok(Vec::new());
     };
     let entries: Vec<(String, BTreeMap<String, String>)> = redis::cmd("XRANGE")
         .arg(keys::output(id))

@@ -9,12 +9,13 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::auth;
 use crate::keys;
 
 /// What an account may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Viewer,
@@ -168,11 +169,22 @@ pub async fn revoke(
     Ok(true)
 }
 
+/// Whether `token` has the form of an operator token ("jso_" and 64 hex digits): anything else
+/// is refused without asking Redis.
+pub fn well_formed(token: &str) -> bool {
+    token
+        .strip_prefix("jso_")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// The account whose token is `token`, if any.
 pub async fn verify(
     conn: &mut impl redis::aio::ConnectionLike,
     token: &str,
 ) -> redis::RedisResult<Option<User>> {
+    if !well_formed(token) {
+        return Ok(None);
+    }
     let hash = auth::hash(token);
     let name: Option<String> = redis::cmd("HGET")
         .arg(keys::AUTH_USER_TOKENS)

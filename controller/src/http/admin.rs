@@ -4,15 +4,16 @@
 //! audited; a new token is in the answer only, once.
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Operator;
+use super::error::ErrorBody;
 use super::{Api, AppError};
 use crate::users::{self, Role};
 use crate::{auth, keys};
@@ -23,25 +24,81 @@ fn body<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&body?).map_err(|e| AppError::bad_request(format!("body: {e}")))
 }
 
-/// `GET /v1/users`: every account (name, role, created); never a token or its hash.
-pub async fn list_users(State(api): State<Api>, admin: Operator) -> Result<Json<Value>, AppError> {
-    admin.require(Role::Admin, "listing accounts")?;
-    let all = users::list(&mut api.state.conn()).await?;
-    let all: Vec<Value> = all
-        .iter()
-        .map(|u| json!({"name": u.name, "role": u.role, "created": u.created}))
-        .collect();
-    Ok(Json(json!({"users": all})))
+/// An account as `GET /v1/users` shows it: never its token or the token's hash.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Account {
+    pub name: String,
+    pub role: Role,
+    /// When it was added, ms since the epoch.
+    pub created: u64,
 }
 
-#[derive(Debug, Deserialize)]
+/// The answer to `GET /v1/users`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserList {
+    /// By name.
+    pub users: Vec<Account>,
+}
+
+/// `GET /v1/users`: every account (name, role, created); never a token or its hash.
+#[utoipa::path(
+    get, path = "/v1/users", tag = "admin", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every account", body = UserList),
+        (status = 401, description = "No valid operator token", body = ErrorBody),
+        (status = 403, description = "The account's role is not admin", body = ErrorBody),
+        (status = 500, description = "Redis refused the request", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable; retry later", body = ErrorBody),
+    ),
+)]
+pub async fn list_users(
+    State(api): State<Api>,
+    admin: Operator,
+) -> Result<Json<UserList>, AppError> {
+    admin.require(Role::Admin, "listing accounts")?;
+    let all = users::list(&mut api.state.conn()).await?;
+    let users = all
+        .into_iter()
+        .map(|u| Account {
+            name: u.name,
+            role: u.role,
+            created: u.created,
+        })
+        .collect();
+    Ok(Json(UserList { users }))
+}
+
+/// The body of `POST /v1/users`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
+    /// 1 to 64 letters, digits, `-`, `_`, `.` or `@`.
     pub name: String,
     pub role: Role,
 }
 
+/// The answer to `POST /v1/users`: the new account's token, shown only here.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NewUserAnswer {
+    pub name: String,
+    pub role: Role,
+    pub token: String,
+}
+
 /// `POST /v1/users` `{"name", "role"}` → 201 `{"name", "role", "token"}` (shown only here).
+#[utoipa::path(
+    post, path = "/v1/users", tag = "admin", security(("bearer" = [])), request_body = NewUser,
+    responses(
+        (status = 201, description = "Added; its token is shown only here", body = NewUserAnswer),
+        (status = 400, description = "Not a valid account", body = ErrorBody),
+        (status = 401, description = "No valid operator token", body = ErrorBody),
+        (status = 403, description = "The account's role is not admin", body = ErrorBody),
+        (status = 409, description = "The account exists (revoke it first)", body = ErrorBody),
+        (status = 413, description = "A body over the limit", body = ErrorBody),
+        (status = 500, description = "Redis refused the request", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable; retry later", body = ErrorBody),
+    ),
+)]
 pub async fn add_user(
     State(api): State<Api>,
     admin: Operator,
@@ -58,16 +115,42 @@ pub async fn add_user(
         })?;
     let target = format!("account {} ({})", new.name, new.role);
     admin.audit(&api, "user add", &target).await?;
-    let answer = json!({"name": new.name, "role": new.role, "token": token});
+    let answer = NewUserAnswer {
+        name: new.name,
+        role: new.role,
+        token,
+    };
     Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
+/// An account's path.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct AccountName {
+    #[param(min_length = 1)]
+    pub name: String,
+}
+
 /// `DELETE /v1/users/{name}` → 204; 404 when there is no such account.
+#[utoipa::path(
+    delete, path = "/v1/users/{name}", tag = "admin", security(("bearer" = [])),
+    params(AccountName),
+    responses(
+        (status = 204, description = "Revoked, with its token"),
+        (status = 400, description = "A path that does not parse", body = ErrorBody),
+        (status = 401, description = "No valid operator token", body = ErrorBody),
+        (status = 403, description = "The account's role is not admin", body = ErrorBody),
+        (status = 404, description = "No such account", body = ErrorBody),
+        (status = 500, description = "Redis refused the request", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable; retry later", body = ErrorBody),
+    ),
+)]
 pub async fn revoke_user(
     State(api): State<Api>,
     admin: Operator,
-    Path(name): Path<String>,
+    path: Result<Path<AccountName>, PathRejection>,
 ) -> Result<StatusCode, AppError> {
+    let Path(AccountName { name }) = path?;
     admin.require(Role::Admin, "revoking an account")?;
     if !users::revoke(&mut api.state.conn(), &name).await? {
         let message = format!("no account `{name}`");
@@ -83,17 +166,41 @@ pub async fn revoke_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /v1/tokens`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
     pub gid: u64,
     pub nid: u64,
+    /// The agent's roles (a role is what a command's `role` picks agents by).
     #[serde(default)]
     pub roles: Vec<String>,
 }
 
+/// The answer to `POST /v1/tokens`: the agent's new token, shown only here.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NewTokenAnswer {
+    /// "gid:nid".
+    pub agent: String,
+    pub roles: Vec<String>,
+    pub token: String,
+}
+
 /// `POST /v1/tokens` `{"gid", "nid", "roles"}` → 201 `{"agent", "roles", "token"}`: a new token
 /// for the agent, replacing its old one (shown only here).
+#[utoipa::path(
+    post, path = "/v1/tokens", tag = "admin", security(("bearer" = [])),
+    request_body = NewToken,
+    responses(
+        (status = 201, description = "Minted; shown only here", body = NewTokenAnswer),
+        (status = 400, description = "Not a valid token request", body = ErrorBody),
+        (status = 401, description = "No valid operator token", body = ErrorBody),
+        (status = 403, description = "The account's role is not admin", body = ErrorBody),
+        (status = 413, description = "A body over the limit", body = ErrorBody),
+        (status = 500, description = "Redis refused the request", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable; retry later", body = ErrorBody),
+    ),
+)]
 pub async fn add_token(
     State(api): State<Api>,
     admin: Operator,
@@ -109,16 +216,34 @@ pub async fn add_token(
     admin
         .audit(&api, "token add", &format!("agent {agent}"))
         .await?;
-    let answer = json!({"agent": agent, "roles": new.roles, "token": token});
+    let answer = NewTokenAnswer {
+        agent,
+        roles: new.roles,
+        token,
+    };
     Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
 /// `DELETE /v1/tokens/{gid}/{nid}` → 204; 404 when the agent has no token.
+#[utoipa::path(
+    delete, path = "/v1/tokens/{gid}/{nid}", tag = "admin", security(("bearer" = [])),
+    params(super::fleet::AgentId),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 400, description = "gid or nid is not an integer", body = ErrorBody),
+        (status = 401, description = "No valid operator token", body = ErrorBody),
+        (status = 403, description = "The account's role is not admin", body = ErrorBody),
+        (status = 404, description = "The agent has no token", body = ErrorBody),
+        (status = 500, description = "Redis refused the request", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable; retry later", body = ErrorBody),
+    ),
+)]
 pub async fn revoke_token(
     State(api): State<Api>,
     admin: Operator,
-    Path((gid, nid)): Path<(u64, u64)>,
+    path: Result<Path<super::fleet::AgentId>, PathRejection>,
 ) -> Result<StatusCode, AppError> {
+    let Path(super::fleet::AgentId { gid, nid }) = path?;
     admin.require(Role::Admin, "revoking an agent token")?;
     let agent = keys::agent_id(gid, nid);
     if !auth::revoke(&mut api.state.conn(), gid, nid).await? {

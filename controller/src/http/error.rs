@@ -2,11 +2,12 @@
 //! "message": text}` with its status. A Redis error is 503 when Redis is out or failing over
 //! (the caller retries later) and 500 when Redis refused the request itself (a bug to report).
 
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::intake::Invalid;
 use crate::redis_conn::{is_not_replicated, is_unavailable};
@@ -47,6 +48,17 @@ impl AppError {
     pub fn message(&self) -> &str {
         &self.message
     }
+}
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A short code to branch on: `bad_request`, `unauthorized`, `forbidden`, `unknown_job`,
+    /// `too_large`, `unavailable`, `internal`, …
+    #[schema(example = "bad_request")]
+    pub error: String,
+    /// What went wrong, for a person.
+    pub message: String,
 }
 
 impl From<Invalid> for AppError {
@@ -98,9 +110,20 @@ impl From<BytesRejection> for AppError {
     }
 }
 
+/// A path segment that does not parse (a number too large, text that is not UTF-8): the JSON
+/// 400 rather than axum's plain-text one.
+impl From<PathRejection> for AppError {
+    fn from(r: PathRejection) -> AppError {
+        AppError::bad_request(r.body_text())
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let body = json!({"error": self.code, "message": self.message});
+        let body = ErrorBody {
+            error: self.code.to_owned(),
+            message: self.message,
+        };
         (self.status, Json(body)).into_response()
     }
 }

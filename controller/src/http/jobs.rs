@@ -7,17 +7,19 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::Stream;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Operator;
+use super::error::ErrorBody;
 use super::{Api, AppError};
 use crate::jobs::{self, Filter, SubmitError};
 use crate::users::Role;
@@ -31,7 +33,30 @@ impl From<SubmitError> for AppError {
     }
 }
 
+/// The answer to `POST /v1/jobs`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Submitted {
+    /// The job's id (the command's own, or a new one).
+    pub id: String,
+}
+
 /// `POST /v1/jobs`: a command (DESIGN §3; `id` optional) → 201 `{"id"}`.
+#[utoipa::path(
+    post, path = "/v1/jobs", tag = "jobs", security(("bearer" = [])),
+    request_body(
+        content = Object, content_type = "application/json",
+        description = "A command (DESIGN §3, schemas/command.schema.json); `id` is optional",
+    ),
+    responses(
+        (status = 201, description = "Queued for routing", body = Submitted),
+        (status = 400, description = "Not a valid command", body = ErrorBody),
+        (status = 401, description = "No valid operator token", body = ErrorBody),
+        (status = 403, description = "The account's role is below operator", body = ErrorBody),
+        (status = 413, description = "Body over `--max-command`", body = ErrorBody),
+        (status = 500, description = "Redis refused the request", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable; retry later", body = ErrorBody),
+    ),
+)]
 pub async fn submit(
     State(api): State<Api>,
     operator: Operator,
@@ -44,35 +69,62 @@ pub async fn submit(
     operator
         .audit(&api, "job submit", &format!("job {id}"))
         .await?;
-    Ok((StatusCode::CREATED, Json(json!({"id": id}))).into_response())
+    Ok((StatusCode::CREATED, Json(Submitted { id })).into_response())
 }
 
 /// The query of `GET /v1/jobs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
-    /// "gid:nid".
+    /// Only jobs sent to this agent, "gid:nid".
+    #[param(example = "1:1")]
     pub agent: Option<String>,
+    /// Only jobs in this state: QUEUED, RUNNING, OK, ERROR, TIMEOUT or KILLED.
     pub state: Option<String>,
-    /// "domain/name".
+    /// Only jobs of this `args.domain` and `args.name`, "domain/name".
     pub name: Option<String>,
     /// How far back: `30s`, `15m`, `1h`, `2d`, or seconds.
     pub since: Option<String>,
+    /// Most jobs answered (default 50, at most 1000).
     pub limit: Option<usize>,
+}
+
+/// The answer to `GET /v1/jobs`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobList {
+    /// Newest first, without the agents' results.
+    pub jobs: Vec<jobs::Record>,
+    /// The scan read its maximum of ids before it reached the end of the history: narrow the
+    /// filter to see older jobs.
+    pub scan_stopped: bool,
 }
 
 /// Most jobs one listing answers.
 const LIST_MAX: usize = 1000;
 
 /// `GET /v1/jobs`: the history, newest first.
+#[utoipa::path(
+    get, path = "/v1/jobs", tag = "jobs", security(("bearer" = [])), params(ListParams),
+    responses(
+        (status = 200, description = "The matching jobs", body = JobList),
+        (status = 400, description = "A filter that does not parse", body = ErrorBody),
+        (status = 401, description = "No valid operator token", body = ErrorBody),
+        (status = 500, description = "Redis refused the request", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable; retry later", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     State(api): State<Api>,
     _viewer: Operator,
     params: Result<Query<ListParams>, QueryRejection>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<JobList>, AppError> {
     let Query(p) = params.map_err(|e| AppError::bad_request(e.body_text()))?;
     let filter = filter(&p, schemas::now_ms())?;
     let (found, cut) = jobs::list(&mut api.state.conn(), &filter).await?;
-    Ok(Json(json!({"jobs": found, "scan_stopped": cut})))
+    Ok(Json(JobList {
+        jobs: found,
+        scan_stopped: cut,
+    }))
 }
 
 /// The filter `p` asks for, at `now` (a pure function).
@@ -135,15 +187,36 @@ fn duration_ms(text: &str) -> Option<u64> {
 }
 
 /// `GET /v1/jobs/{id}`: the record with every agent's result.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])), params(JobId),
+    responses(
+        (status = 200, description = "The job's record with its agents' results", body = jobs::Record),
+        (status = 400, description = "A path that does not parse", body = ErrorBody),
+        (status = 401, description = "No valid operator token", body = ErrorBody),
+        (status = 404, description = "No such job (never routed, or expired)", body = ErrorBody),
+        (status = 500, description = "Redis refused the request", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable; retry later", body = ErrorBody),
+    ),
+)]
 pub async fn get(
     State(api): State<Api>,
     _viewer: Operator,
-    Path(id): Path<String>,
+    path: Result<Path<JobId>, PathRejection>,
 ) -> Result<Json<jobs::Record>, AppError> {
+    let Path(JobId { id }) = path?;
     match jobs::record(&mut api.state.conn(), &id).await? {
         Some(r) => Ok(Json(r)),
         None => Err(unknown(&id)),
     }
+}
+
+/// The path of a job's endpoints.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct JobId {
+    /// The job's id.
+    #[param(min_length = 1)]
+    pub id: String,
 }
 
 fn unknown(id: &str) -> AppError {
@@ -151,13 +224,33 @@ fn unknown(id: &str) -> AppError {
     AppError::new(StatusCode::NOT_FOUND, "unknown_job", message)
 }
 
+/// The answer to `DELETE /v1/jobs/{id}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Kills {
+    /// The ids of the kill commands, one per agent that had not answered.
+    pub kills: Vec<String>,
+}
+
 /// `DELETE /v1/jobs/{id}`: kills the job on each agent that has not answered → 202
 /// `{"kills": [ids of the kill commands]}`.
+#[utoipa::path(
+    delete, path = "/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])), params(JobId),
+    responses(
+        (status = 202, description = "Kill commands queued", body = Kills),
+        (status = 400, description = "A path that does not parse", body = ErrorBody),
+        (status = 401, description = "No valid operator token", body = ErrorBody),
+        (status = 403, description = "The account's role is below operator", body = ErrorBody),
+        (status = 404, description = "No such job (never routed, or expired)", body = ErrorBody),
+        (status = 500, description = "Redis refused the request", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable; retry later", body = ErrorBody),
+    ),
+)]
 pub async fn kill(
     State(api): State<Api>,
     operator: Operator,
-    Path(id): Path<String>,
+    path: Result<Path<JobId>, PathRejection>,
 ) -> Result<Response, AppError> {
+    let Path(JobId { id }) = path?;
     operator.require(Role::Operator, "killing a job")?;
     let Some(kills) = jobs::kill(&api.state, &id, &operator.user.name).await? else {
         return Err(unknown(&id));
@@ -165,19 +258,35 @@ pub async fn kill(
     operator
         .audit(&api, "job kill", &format!("job {id}"))
         .await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"kills": kills}))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(Kills { kills })).into_response())
 }
 
 /// The query of `GET /v1/jobs/{id}/output`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct OutputParams {
     /// The stream entry id to go on after ("0", the default: from the start).
+    #[param(example = "1733050000000-0")]
     pub after: Option<String>,
     /// Most lines in a JSON answer (default 1000, at most 10000).
     pub count: Option<usize>,
     /// `1`: Server-Sent Events, one `line` event per line, until the job ended and every line
-    /// was sent (then one `end` event with the job's state).
+    /// was sent (then one `end` event with the job's state). Described in the operation's text,
+    /// not as a parameter: a generated client should not open hour-long streams.
+    #[param(ignore)]
     pub follow: Option<u8>,
+}
+
+/// A page of `GET /v1/jobs/{id}/output`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OutputPage {
+    pub lines: Vec<jobs::Line>,
+    /// The `after` of the next page.
+    pub next: String,
+    /// The job's state.
+    pub state: String,
+    /// The job has ended and this page holds its last lines.
+    pub ended: bool,
 }
 
 /// How often a follower looks for new lines.
@@ -186,12 +295,30 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 const FOLLOW_MAX: Duration = Duration::from_secs(3600);
 
 /// `GET /v1/jobs/{id}/output`.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/output", tag = "jobs", security(("bearer" = [])),
+    params(JobId, OutputParams),
+    description = "A job's live output, a page at a time. With `?follow=1` the answer is \
+        instead a stream of Server-Sent Events (`text/event-stream`): one `line` event per line \
+        (its data a line as in `lines`, its id the stream entry id), then one `end` event \
+        (`{\"state\"}`) once the job ended and every line was sent, or a `timeout` event after \
+        an hour (reconnect with `after`); 503 `busy` when too many streams are open.",
+    responses(
+        (status = 200, description = "A page of lines", body = OutputPage),
+        (status = 400, description = "A path or query that does not parse", body = ErrorBody),
+        (status = 401, description = "No valid operator token", body = ErrorBody),
+        (status = 404, description = "No such job (never routed, or expired)", body = ErrorBody),
+        (status = 500, description = "Redis refused the request", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable, or too many streams", body = ErrorBody),
+    ),
+)]
 pub async fn output(
     State(api): State<Api>,
     _viewer: Operator,
-    Path(id): Path<String>,
+    path: Result<Path<JobId>, PathRejection>,
     params: Result<Query<OutputParams>, QueryRejection>,
 ) -> Result<Response, AppError> {
+    let Path(JobId { id }) = path?;
     let Query(p) = params.map_err(|e| AppError::bad_request(e.body_text()))?;
     let after = p.after.unwrap_or_else(|| "0".into());
     if !valid_stream_id(&after) {
@@ -225,10 +352,13 @@ pub async fn output(
     let lines = jobs::output(&mut conn, &id, &after, count).await?;
     let next = lines.last().map_or(after, |l| l.id.clone());
     let ended = record.is_final() && lines.len() < count;
-    Ok(
-        Json(json!({"lines": lines, "next": next, "state": record.state, "ended": ended}))
-            .into_response(),
-    )
+    let page = OutputPage {
+        lines,
+        next,
+        state: record.state,
+        ended,
+    };
+    Ok(Json(page).into_response())
 }
 
 /// Whether `text` is "0" or a stream entry id `<ms>-<seq>`.
@@ -357,5 +487,15 @@ mod tests {
     fn stream_ids_are_checked() {
         assert!(valid_stream_id("0") && valid_stream_id("1733050000000-3"));
         assert!(!valid_stream_id("+") && !valid_stream_id("1-") && !valid_stream_id("x-1"));
+    }
+
+    /// Schemathesis: `after` = the largest id was a 500 (Redis refuses an exclusive start there).
+    #[test]
+    fn nothing_follows_the_largest_stream_id() {
+        let largest = "18446744073709551615-18446744073709551615";
+        assert!(valid_stream_id(largest));
+        assert_eq!(jobs::range_start(largest), None);
+        assert_eq!(jobs::range_start("0").as_deref(), Some("-"));
+        assert_eq!(jobs::range_start("5-1").as_deref(), Some("(5-1"));
     }
 }

@@ -12,9 +12,11 @@ mod auth;
 mod error;
 mod fleet;
 mod jobs;
+mod openapi;
 mod operator;
 #[cfg(test)]
 mod tests;
+mod ui;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
@@ -88,6 +90,10 @@ pub fn app(api: Api) -> Router {
         .nest("/v1/agents/{gid}/{nid}", agent)
         .merge(operators)
         .merge(metrics_routes)
+        // The dashboard's files: no token (they hold no data; the app calls /v1 with one).
+        .merge(ui::routes())
+        // The operator API's description: no token (it holds no data), no body.
+        .route("/v1/openapi.json", get(openapi::document))
         .route("/healthz", get(operator::healthz))
         .route("/readyz", get(operator::readyz))
         .fallback(|| async {

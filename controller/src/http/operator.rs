@@ -15,10 +15,23 @@ use crate::{keys, stats};
 const PROMETHEUS_TEXT: [(header::HeaderName, &str); 1] =
     [(header::CONTENT_TYPE, "text/plain; version=0.0.4")];
 
+/// `GET /healthz`: the process answers.
+#[utoipa::path(
+    get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "The process answers", body = String, content_type = "text/plain", example = "ok\n")),
+)]
 pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// `GET /readyz`: Redis answers and the router routes.
+#[utoipa::path(
+    get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "Ready", body = String, content_type = "text/plain", example = "ready\n"),
+        (status = 503, description = "Redis does not answer, or the router does not route", body = super::error::ErrorBody),
+    ),
+)]
 pub async fn readyz(State(api): State<Api>) -> Response {
     let mut conn = api.state.conn();
     let ping = redis::cmd("PING");

@@ -82,10 +82,19 @@ fn serve(name: &str, headers: &HeaderMap) -> Response {
         h.insert(header::ETAG, etag);
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     response
 }
 
@@ -113,7 +122,10 @@ mod tests {
                 .to_str()
                 .is_ok_and(|c| c.contains("script-src 'self'")));
         }
-        assert_eq!(serve("secrets.txt", &HeaderMap::new()).status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            serve("secrets.txt", &HeaderMap::new()).status(),
+            StatusCode::NOT_FOUND
+        );
     }
 
     #[test]
