@@ -154,17 +154,8 @@ pub async fn logs(
     after: &str,
     count: usize,
 ) -> redis::RedisResult<Vec<LogEntry>> {
-    let Some(start) = crate::jobs::range_start(after) else {
-        return Ok(Vec::new());
-    };
-    let entries: Vec<(String, BTreeMap<String, String>)> = redis::cmd("XRANGE")
-        .arg(keys::log_stream(domain, name))
-        .arg(start)
-        .arg("+")
-        .arg("COUNT")
-        .arg(count)
-        .query_async(conn)
-        .await?;
+    let stream = keys::log_stream(domain, name);
+    let entries = crate::jobs::entries_after(conn, &stream, after, count).await?;
     Ok(entries
         .into_iter()
         .map(|(id, fields)| LogEntry { id, fields })

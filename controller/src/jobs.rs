@@ -259,6 +259,27 @@ pub(crate) fn range_start(after: &str) -> Option<String> {
     }
 }
 
+/// Up to `count` entries of stream `key` after entry `after` ("0": from the first), with their
+/// fields.
+pub(crate) async fn entries_after(
+    conn: &mut Conn,
+    key: &str,
+    after: &str,
+    count: usize,
+) -> redis::RedisResult<Vec<(String, BTreeMap<String, String>)>> {
+    let Some(start) = range_start(after) else {
+        return Ok(Vec::new());
+    };
+    redis::cmd("XRANGE")
+        .arg(key)
+        .arg(start)
+        .arg("+")
+        .arg("COUNT")
+        .arg(count)
+        .query_async(conn)
+        .await
+}
+
 /// Up to `count` lines of job `id`'s output after stream entry `after` ("0": from the start).
 pub async fn output(
     conn: &mut Conn,
@@ -266,17 +287,7 @@ pub async fn output(
     after: &str,
     count: usize,
 ) -> redis::RedisResult<Vec<Line>> {
-    let Some(start) = range_start(after) else {
-        return Ok(Vec::new());
-    };
-    let entries: Vec<(String, BTreeMap<String, String>)> = redis::cmd("XRANGE")
-        .arg(keys::output(id))
-        .arg(start)
-        .arg("+")
-        .arg("COUNT")
-        .arg(count)
-        .query_async(conn)
-        .await?;
+    let entries = entries_after(conn, &keys::output(id), after, count).await?;
     Ok(entries
         .into_iter()
         .map(|(sid, f)| {

@@ -2,24 +2,19 @@
 //! `GET /v1/agents/{gid}/{nid}` (facts, latest stats, recent stats batches, recent jobs) and
 //! `GET /v1/logs/{domain}/{name}` (JSON, or Server-Sent Events with `?follow=1`).
 
-use std::collections::VecDeque;
-use std::convert::Infallible;
-use std::time::Duration;
-
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Operator;
 use super::error::ErrorBody;
-use super::{Api, AppError};
+use super::{follow, Api, AppError};
 use crate::users::Role;
 use crate::{fleet, keys};
 
@@ -176,9 +171,6 @@ pub struct LogPage {
     pub next: String,
 }
 
-const FOLLOW_EVERY: Duration = Duration::from_millis(250);
-const FOLLOW_MAX: Duration = Duration::from_secs(3600);
-
 /// `GET /v1/logs/{domain}/{name}`.
 #[utoipa::path(
     get, path = "/v1/logs/{domain}/{name}", tag = "fleet", security(("bearer" = [])),
@@ -221,22 +213,13 @@ pub async fn logs(
         _ => after,
     };
     if follow {
-        let permit = api
-            .state
-            .followers
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| {
-                AppError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "busy",
-                    "too many followers on this controller; retry later",
-                )
-            })?;
-        let stream = follow_logs(api, domain, name, after, permit);
-        return Ok(Sse::new(stream)
-            .keep_alive(KeepAlive::default())
-            .into_response());
+        let permit = follow::admit(&api)?;
+        return Ok(follow::respond(
+            api,
+            LogFollow { domain, name },
+            after,
+            permit,
+        ));
     }
     let count = p.count.unwrap_or(100).clamp(1, 10_000);
     let entries = if after.is_empty() {
@@ -271,55 +254,28 @@ pub async fn logs(
     Ok(Json(page).into_response())
 }
 
-/// A log stream's new messages as events, for up to [`FOLLOW_MAX`].
-fn follow_logs(
-    api: Api,
+/// A log stream, followed: `log` events; it never ends.
+struct LogFollow {
     domain: String,
     name: String,
-    after: String,
-    permit: tokio::sync::OwnedSemaphorePermit,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    let until = tokio::time::Instant::now() + FOLLOW_MAX;
-    let start = (
-        api,
-        after,
-        VecDeque::<fleet::LogEntry>::new(),
-        false,
-        permit,
-    );
-    futures::stream::unfold(start, move |(api, mut after, mut pending, done, permit)| {
-        let (domain, name) = (domain.clone(), name.clone());
-        async move {
-            if done {
-                return None;
-            }
-            loop {
-                if let Some(e) = pending.pop_front() {
-                    let data = serde_json::to_string(&e).unwrap_or_default();
-                    let event = Event::default().event("log").id(e.id).data(data);
-                    return Some((Ok(event), (api, after, pending, false, permit)));
-                }
-                match fleet::logs(&mut api.state.conn(), &domain, &name, &after, 1000).await {
-                    Ok(entries) if !entries.is_empty() => {
-                        after = entries.last().map(|e| e.id.clone()).unwrap_or(after);
-                        pending.extend(entries);
-                        continue;
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "following logs: redis failed"),
-                }
-                // Everything there is was sent: stop here when it is time.
-                if tokio::time::Instant::now() >= until || api.shutdown.is_cancelled() {
-                    let event = Event::default()
-                        .event("timeout")
-                        .data("reconnect with after");
-                    return Some((Ok(event), (api, after, pending, true, permit)));
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(FOLLOW_EVERY) => {}
-                    _ = api.shutdown.cancelled() => {}
-                }
-            }
-        }
-    })
+}
+
+impl follow::Source for LogFollow {
+    async fn read(&self, api: &Api, after: &str) -> redis::RedisResult<Vec<(String, Event)>> {
+        let mut conn = api.state.conn();
+        let entries =
+            fleet::logs(&mut conn, &self.domain, &self.name, after, follow::BATCH).await?;
+        Ok(entries
+            .into_iter()
+            .map(|e| {
+                let data = serde_json::to_string(&e).unwrap_or_default();
+                let event = Event::default().event("log").id(&e.id).data(data);
+                (e.id, event)
+            })
+            .collect())
+    }
+
+    async fn ended(&self, _: &Api) -> Option<String> {
+        None
+    }
 }

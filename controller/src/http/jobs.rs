@@ -2,25 +2,20 @@
 //! `GET /v1/jobs/{id}`, `GET /v1/jobs/{id}/output` (JSON, or Server-Sent Events with
 //! `?follow=1`) and `DELETE /v1/jobs/{id}` (operator: kill). Every write is audited.
 
-use std::collections::VecDeque;
-use std::convert::Infallible;
-use std::time::Duration;
-
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Operator;
 use super::error::ErrorBody;
-use super::{Api, AppError};
+use super::{follow, Api, AppError};
 use crate::jobs::{self, Filter, SubmitError};
 use crate::users::Role;
 
@@ -289,11 +284,6 @@ pub struct OutputPage {
     pub ended: bool,
 }
 
-/// How often a follower looks for new lines.
-const FOLLOW_EVERY: Duration = Duration::from_millis(250);
-/// How long one follow stream stays open (a client reconnects with `after`).
-const FOLLOW_MAX: Duration = Duration::from_secs(3600);
-
 /// `GET /v1/jobs/{id}/output`.
 #[utoipa::path(
     get, path = "/v1/jobs/{id}/output", tag = "jobs", security(("bearer" = [])),
@@ -331,22 +321,8 @@ pub async fn output(
         return Err(unknown(&id));
     };
     if p.follow == Some(1) {
-        let permit = api
-            .state
-            .followers
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| {
-                AppError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "busy",
-                    "too many followers on this controller; retry later",
-                )
-            })?;
-        let stream = follow(api, id, after, permit);
-        return Ok(Sse::new(stream)
-            .keep_alive(KeepAlive::default())
-            .into_response());
+        let permit = follow::admit(&api)?;
+        return Ok(follow::respond(api, JobOutput { id }, after, permit));
     }
     let count = p.count.unwrap_or(1000).clamp(1, 10_000);
     let lines = jobs::output(&mut conn, &id, &after, count).await?;
@@ -370,84 +346,32 @@ pub(super) fn valid_stream_id(text: &str) -> bool {
         .is_some_and(|(ms, seq)| ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok())
 }
 
-/// Where a follower is.
-struct Following {
-    api: Api,
+/// A job's live output, followed: `line` events, then `end` with the job's state once it has
+/// ended (or its record is gone) and every line was sent.
+struct JobOutput {
     id: String,
-    after: String,
-    pending: VecDeque<jobs::Line>,
-    /// The job had ended at the last look, so the next empty read ends the stream.
-    ended: bool,
-    done: bool,
-    until: tokio::time::Instant,
-    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
-/// The job's lines as events as they come, then an `end` event.
-fn follow(
-    api: Api,
-    id: String,
-    after: String,
-    permit: tokio::sync::OwnedSemaphorePermit,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    let start = Following {
-        api,
-        id,
-        after,
-        pending: VecDeque::new(),
-        ended: false,
-        done: false,
-        until: tokio::time::Instant::now() + FOLLOW_MAX,
-        _permit: permit,
-    };
-    futures::stream::unfold(start, |mut f| async move {
-        loop {
-            if f.done {
-                return None;
-            }
-            if let Some(line) = f.pending.pop_front() {
+impl follow::Source for JobOutput {
+    async fn read(&self, api: &Api, after: &str) -> redis::RedisResult<Vec<(String, Event)>> {
+        let lines = jobs::output(&mut api.state.conn(), &self.id, after, follow::BATCH).await?;
+        Ok(lines
+            .into_iter()
+            .map(|line| {
                 let data = serde_json::to_string(&line).unwrap_or_default();
-                let event = Event::default().event("line").id(line.id).data(data);
-                return Some((Ok(event), f));
-            }
-            let mut conn = f.api.state.conn();
-            let lines = jobs::output(&mut conn, &f.id, &f.after, 1000).await;
-            match lines {
-                Ok(lines) if !lines.is_empty() => {
-                    f.after = lines.last().map(|l| l.id.clone()).unwrap_or_default();
-                    f.pending.extend(lines);
-                    continue;
-                }
-                Ok(_) if f.ended => {
-                    f.done = true;
-                    let state = jobs::record(&mut conn, &f.id).await.ok().flatten();
-                    let state = state.map(|r| r.state).unwrap_or_default();
-                    let data = json!({"state": state}).to_string();
-                    return Some((Ok(Event::default().event("end").data(data)), f));
-                }
-                Ok(_) => {
-                    // Read once more after the job ended: its last lines precede its result.
-                    let record = jobs::record(&mut conn, &f.id).await.ok().flatten();
-                    f.ended = record.is_none_or(|r| r.is_final());
-                }
-                Err(e) => tracing::warn!(error = %e, "following output: redis failed"),
-            }
-            // Everything there is was sent: stop here when it is time.
-            if tokio::time::Instant::now() >= f.until || f.api.shutdown.is_cancelled() {
-                f.done = true;
-                let event = Event::default()
-                    .event("timeout")
-                    .data("reconnect with after");
-                return Some((Ok(event), f));
-            }
-            if !f.ended {
-                tokio::select! {
-                    _ = tokio::time::sleep(FOLLOW_EVERY) => {}
-                    _ = f.api.shutdown.cancelled() => {}
-                }
-            }
+                let event = Event::default().event("line").id(&line.id).data(data);
+                (line.id, event)
+            })
+            .collect())
+    }
+
+    async fn ended(&self, api: &Api) -> Option<String> {
+        match jobs::record(&mut api.state.conn(), &self.id).await {
+            Ok(Some(r)) if r.is_final() => Some(json!({"state": r.state}).to_string()),
+            Ok(Some(_)) | Err(_) => None,
+            Ok(None) => Some(json!({"state": ""}).to_string()),
         }
-    })
+    }
 }
 
 #[cfg(test)]

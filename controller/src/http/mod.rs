@@ -11,6 +11,7 @@ mod agent;
 mod auth;
 mod error;
 mod fleet;
+mod follow;
 mod jobs;
 mod openapi;
 mod operator;
