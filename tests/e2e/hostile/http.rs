@@ -106,9 +106,7 @@ fn unknown_paths(cases: &mut Vec<Case>) {
     let paths = [
         "/",
         "/v1",
-        "/v1/agents",
         "/v1/agents/9",
-        "/v1/agents/9/1",
         "/v1/agents/9/1/",
         "/v1/agents/9/1/nothing",
         "/v1/agents/9/1/cmd/more",
@@ -133,6 +131,26 @@ fn unknown_paths(cases: &mut Vec<Case>) {
             );
             error(&o, 404, "not_found")
         }));
+    }
+    // The operator API's paths: an agent's token does not open them.
+    for path in [
+        "/v1/agents",
+        "/v1/agents/9/1",
+        "/v1/jobs",
+        "/v1/me",
+        "/v1/users",
+    ] {
+        cases.push(case(
+            format!("operator path with an agent token: GET {path}"),
+            move |w| {
+                let auth = bearer(&w.token);
+                let o = send(
+                    addr(w),
+                    &request("GET", path, &[("Authorization", &auth)], b""),
+                );
+                error(&o, 401, "unauthorized")
+            },
+        ));
     }
     cases.push(case("unknown path: a 70 KB URI", |w| {
         let path = format!("/{}", "a".repeat(70_000));
