@@ -133,32 +133,40 @@ impl Stats {
     }
 }
 
-/// Prefix of the host's own gauges: `cpu_percent` (all cores, since the last flush),
-/// `mem_used` and `mem_total` (bytes).
+/// Prefix of the host's own gauges: `cpu_percent` (all cores, since the last flush; not on
+/// Windows), `mem_used` and `mem_total` (bytes).
 pub(crate) const HOST_PREFIX: &str = "jsagent.host.";
 
 /// The host's cpu and memory, sampled at each flush (one `sysinfo::System` kept between
 /// samples: cpu % is the usage since the previous sample).
+///
+/// On Windows sysinfo reads the host's cpu usage through PDH queries, which Wine does not
+/// implement (the process aborts there): only memory is sampled on Windows.
 struct HostSampler {
     system: sysinfo::System,
 }
 
 impl HostSampler {
     fn new() -> HostSampler {
+        #[allow(unused_mut, reason = "refreshed on unix only")]
         let mut system = sysinfo::System::new();
+        #[cfg(not(windows))]
         system.refresh_cpu_usage();
         HostSampler { system }
     }
 
-    /// `cpu_percent`, `mem_used`, `mem_total`.
-    fn sample(&mut self) -> [(&'static str, f64); 3] {
-        self.system.refresh_cpu_usage();
+    /// `cpu_percent` (not on Windows), `mem_used`, `mem_total`.
+    fn sample(&mut self) -> Vec<(&'static str, f64)> {
+        let mut values = Vec::with_capacity(3);
+        #[cfg(not(windows))]
+        {
+            self.system.refresh_cpu_usage();
+            values.push(("cpu_percent", f64::from(self.system.global_cpu_usage())));
+        }
         self.system.refresh_memory();
-        [
-            ("cpu_percent", f64::from(self.system.global_cpu_usage())),
-            ("mem_used", self.system.used_memory() as f64),
-            ("mem_total", self.system.total_memory() as f64),
-        ]
+        values.push(("mem_used", self.system.used_memory() as f64));
+        values.push(("mem_total", self.system.total_memory() as f64));
+        values
     }
 }
 
