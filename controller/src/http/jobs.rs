@@ -317,13 +317,20 @@ pub async fn output(
         )));
     }
     let mut conn = api.state.conn();
-    let Some(record) = jobs::record(&mut conn, &id).await? else {
+    let record = jobs::record(&mut conn, &id).await?;
+    if p.follow == Some(1) {
+        // A job just submitted may not be routed yet: its follower waits for it a while.
+        let permit = follow::admit(&api)?;
+        let source = JobOutput {
+            id,
+            since: tokio::time::Instant::now(),
+            seen: std::sync::atomic::AtomicBool::new(record.is_some()),
+        };
+        return Ok(follow::respond(api, source, after, permit));
+    }
+    let Some(record) = record else {
         return Err(unknown(&id));
     };
-    if p.follow == Some(1) {
-        let permit = follow::admit(&api)?;
-        return Ok(follow::respond(api, JobOutput { id }, after, permit));
-    }
     let count = p.count.unwrap_or(1000).clamp(1, 10_000);
     let lines = jobs::output(&mut conn, &id, &after, count).await?;
     let next = lines.last().map_or(after, |l| l.id.clone());
@@ -347,10 +354,17 @@ pub(super) fn valid_stream_id(text: &str) -> bool {
 }
 
 /// A job's live output, followed: `line` events, then `end` with the job's state once it has
-/// ended (or its record is gone) and every line was sent.
+/// ended (or its record is gone) and every line was sent. A job not routed yet (just submitted)
+/// is waited for [`ROUTING_GRACE`]; then the stream ends with state "".
 struct JobOutput {
     id: String,
+    since: tokio::time::Instant,
+    /// Its record was seen.
+    seen: std::sync::atomic::AtomicBool,
 }
+
+/// How long a follower waits for a job that has no record yet.
+const ROUTING_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl follow::Source for JobOutput {
     async fn read(&self, api: &Api, after: &str) -> redis::RedisResult<Vec<(String, Event)>> {
@@ -366,9 +380,15 @@ impl follow::Source for JobOutput {
     }
 
     async fn ended(&self, api: &Api) -> Option<String> {
+        use std::sync::atomic::Ordering::Relaxed;
         match jobs::record(&mut api.state.conn(), &self.id).await {
             Ok(Some(r)) if r.is_final() => Some(json!({"state": r.state}).to_string()),
-            Ok(Some(_)) | Err(_) => None,
+            Ok(Some(_)) => {
+                self.seen.store(true, Relaxed);
+                None
+            }
+            Err(_) => None,
+            Ok(None) if !self.seen.load(Relaxed) && self.since.elapsed() < ROUTING_GRACE => None,
             Ok(None) => Some(json!({"state": ""}).to_string()),
         }
     }
