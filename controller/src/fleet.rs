@@ -162,19 +162,31 @@ pub async fn logs(
         .collect())
 }
 
-/// The id of the newest entry of `log.<domain>.<name>` ("0" when empty): where a follower that
-/// wants only new messages starts.
-pub async fn logs_end(conn: &mut Conn, domain: &str, name: &str) -> redis::RedisResult<String> {
+/// The newest `count` messages of `log.<domain>.<name>`, oldest first: one `XREVRANGE`.
+pub async fn newest_logs(
+    conn: &mut Conn,
+    domain: &str,
+    name: &str,
+    count: usize,
+) -> redis::RedisResult<Vec<LogEntry>> {
     let newest: Vec<(String, BTreeMap<String, String>)> = redis::cmd("XREVRANGE")
         .arg(keys::log_stream(domain, name))
         .arg("+")
         .arg("-")
         .arg("COUNT")
-        .arg(1)
+        .arg(count)
         .query_async(conn)
         .await?;
     Ok(newest
         .into_iter()
-        .next()
-        .map_or("0".to_owned(), |(id, _)| id))
+        .rev()
+        .map(|(id, fields)| LogEntry { id, fields })
+        .collect())
+}
+
+/// The id of the newest entry of `log.<domain>.<name>` ("0" when empty): where a follower that
+/// wants only new messages starts.
+pub async fn logs_end(conn: &mut Conn, domain: &str, name: &str) -> redis::RedisResult<String> {
+    let newest = newest_logs(conn, domain, name, 1).await?;
+    Ok(newest.into_iter().next().map_or("0".to_owned(), |e| e.id))
 }

@@ -223,26 +223,7 @@ pub async fn logs(
     }
     let count = p.count.unwrap_or(100).clamp(1, 10_000);
     let entries = if after.is_empty() {
-        // The newest `count`, oldest first.
-        let newest = fleet::logs_end(&mut conn, &domain, &name).await?;
-        let mut all = Vec::new();
-        if newest != "0" {
-            let entries: Vec<(String, std::collections::BTreeMap<String, String>)> =
-                redis::cmd("XREVRANGE")
-                    .arg(keys::log_stream(&domain, &name))
-                    .arg("+")
-                    .arg("-")
-                    .arg("COUNT")
-                    .arg(count)
-                    .query_async(&mut conn)
-                    .await?;
-            all = entries
-                .into_iter()
-                .rev()
-                .map(|(id, fields)| fleet::LogEntry { id, fields })
-                .collect();
-        }
-        all
+        fleet::newest_logs(&mut conn, &domain, &name, count).await?
     } else {
         fleet::logs(&mut conn, &domain, &name, &after, count).await?
     };
