@@ -10,6 +10,12 @@
 //! use instead of building release ones (absolute, or relative to the workspace root).
 //! Release builds of jsacc and jsagent are used; TLS is on (the controller's self-signed
 //! certificate). The bench re-executes itself as each client process.
+//!
+//! On a standalone Redis it first runs the same clients against the bare relay
+//! ([`bare_relay`]: the least work any relay of this shape must do, in this process) and prints
+//! jsacc's figures as a ratio of the bare relay's, measured in the same run.
+
+mod bare_relay;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -201,6 +207,40 @@ fn print_cpu(f: &Figures) {
     println!("    CPU per job: redis-server {r:.0} µs, jsacc {c:.0} µs, jsagents {a:.0} µs, clients and the rest {o:.0} µs");
 }
 
+/// The same clients against the bare relay: its closed-loop rate and its single-client figures.
+fn bare_phases(
+    url: &str,
+    redis: &dyn RedisTarget,
+    agents: u64,
+    procs: u64,
+    inflight: u64,
+    secs: u64,
+) -> (Figures, Figures) {
+    let relay = bare_relay::start(url, agents);
+    let pids = Pids {
+        redis: redis.pids(),
+        controller: std::process::id(),
+        agents: vec![],
+    };
+    println!(
+        "bare relay: plain HTTP on port {}, {agents} simulated agents, in this process",
+        relay.port
+    );
+    let f = phase(url, &pids, agents, procs, inflight, secs, "ping", 0.0);
+    println!(
+        "bare relay ping, closed loop, {} in flight: {:.0} round trips/s, p50 {:.2} ms, p99 {:.2} ms ({} jobs)",
+        procs * inflight, f.rate, f.p50, f.p99, f.n
+    );
+    let [r, c, _, o] = f.cpu;
+    println!("    CPU per job: redis-server {r:.0} µs, relay and agents {c:.0} µs, clients and the rest {o:.0} µs");
+    let s = phase(url, &pids, agents, 1, 1, secs, "ping", 0.0);
+    println!(
+        "bare relay ping, one client, one in flight: p50 {:.2} ms, p99 {:.2} ms ({} jobs)",
+        s.p50, s.p99, s.n
+    );
+    (f, s)
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -289,6 +329,8 @@ fn main() {
     let redis = &*redis;
     let url = redis.url();
     println!("redis: {topology} ({shape}), {url}");
+    let bare =
+        (topology == "standalone").then(|| bare_phases(&url, redis, agents, procs, inflight, secs));
     let controller = Controller::start(redis, ControllerOpts::default());
     let mut controller = controller;
     let mut agent_procs: Vec<Agent> = (1..=agents)
@@ -316,6 +358,30 @@ fn main() {
         procs * inflight, f.rate, f.p50, f.p99, f.n
     );
     print_cpu(&f);
+    let one = phase(&url, &pids, agents, 1, 1, secs, "ping", 0.0);
+    println!(
+        "ping, one client, one in flight: p50 {:.2} ms, p99 {:.2} ms ({} jobs)",
+        one.p50, one.p99, one.n
+    );
+    match &bare {
+        Some((bf, bs)) => {
+            println!(
+                "ping: {:.0} round trips/s = {:.2} × the bare relay ({:.0}/s, same run)",
+                f.rate,
+                f.rate / bf.rate,
+                bf.rate
+            );
+            println!(
+                "ping, one client: p50 {:.2} ms = {:.2} × the bare relay ({:.2} ms, same run)",
+                one.p50,
+                one.p50 / bs.p50,
+                bs.p50
+            );
+        }
+        None => {
+            println!("(the bare relay runs on a standalone Redis only: no ratio for {topology})")
+        }
+    }
     let half = f.rate / 2.0;
     let h = phase(&url, &pids, agents, procs, inflight, secs, "ping", half);
     println!(
