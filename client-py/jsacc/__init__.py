@@ -11,7 +11,7 @@ See README.md for the API and the ``jsctl`` command line.
 Modules, one noun each: :mod:`jsacc.client` (``Client``: submitting, reading), :mod:`jsacc.job`
 (``Job``: a submitted command's record, results and live output), :mod:`jsacc.history` (the job
 history behind ``Client.jobs``), :mod:`jsacc.display` (how live output lines are shown),
-:mod:`jsacc.command` (building commands),
+:mod:`jsacc.command` (building commands), :mod:`jsacc.files` (file transfer in chunks),
 :mod:`jsacc.validate` (checks of caller values), :mod:`jsacc.keys` (every Redis key name),
 :mod:`jsacc.records` (Redis replies as dicts), :mod:`jsacc.connection` (redis-py clients and the
 failover policy), :mod:`jsacc.target` (Redis target URLs), :mod:`jsacc.errors` (exceptions),
@@ -20,7 +20,8 @@ failover policy), :mod:`jsacc.target` (Redis target URLs), :mod:`jsacc.errors` (
 
 from .client import DEFAULT_URL, DEFAULT_WAIT_MS, Client
 from .command import INFO_COMMANDS, build_command, build_execute_args
-from .errors import JsaccError, PushUnconfirmed, RedisUnavailable, Timeout, UnknownJob
+from .errors import (FileTransferError, JsaccError, PushUnconfirmed, RedisUnavailable, Timeout,
+                     UnknownJob)
 from .job import FINAL_STATES, STATES, Job
 from .display import LineDisplay
 from .keys import agent_key, job_key, output_key, result_key, stats_key, stats_latest_key
@@ -37,6 +38,7 @@ __all__ = [
     "UnknownJob",
     "RedisUnavailable",
     "PushUnconfirmed",
+    "FileTransferError",
     "RedisTarget",
     "parse_target",
     "DEFAULT_WAIT_MS",

@@ -20,7 +20,7 @@ from redis import exceptions as _redis_errors
 from redis.cluster import RedisCluster
 from redis.sentinel import SentinelConnectionPool
 
-from . import history, records
+from . import files, history, records
 from .command import INFO_COMMANDS, build_command, build_execute_args
 from .connection import (DEFAULT_RETRIES, DEFAULT_RETRY_BACKOFF, MAX_RETRY_BACKOFF,
                          NOT_RETRYABLE, RETRYABLE, check_ca, chunk_for, connect)
@@ -258,18 +258,26 @@ class Client:
 
     def cmd(self, cmd: str, args: Optional[Mapping[str, Any]] = None, data: Any = None,
             gid: int = 0, nid: Optional[int] = None, role: Optional[str] = None,
-            fanout: bool = False, id: Optional[str] = None) -> Job:  # noqa: A002
-        """Submit any command (see :func:`build_command`); returns its :class:`Job`."""
+            fanout: bool = False, id: Optional[str] = None,  # noqa: A002
+            batch: Union[int, str, None] = None, batch_wait: Optional[int] = None,
+            max_failures: Union[int, str, None] = None) -> Job:
+        """Submit any command (see :func:`build_command`; ``batch``, ``batch_wait`` and
+        ``max_failures`` roll a fanout out in batches); returns its :class:`Job`."""
         return self.push(build_command(cmd, args=args, data=data, gid=gid, nid=nid, role=role,
-                                       fanout=fanout, id=id))
+                                       fanout=fanout, id=id, batch=batch, batch_wait=batch_wait,
+                                       max_failures=max_failures))
 
     def execute(self, cmd: Union[str, "os.PathLike[str]"], args: Sequence[Any] = (),
                 gid: int = 0, nid: Optional[int] = None, *, role: Optional[str] = None,
                 fanout: bool = False, domain: str = "", name: str = "",
                 workingdir: Optional[str] = None, env: Optional[Mapping[str, Any]] = None,
                 data: Any = None, max_time: int = 0, id: Optional[str] = None,  # noqa: A002
-                **more_args: Any) -> Job:
+                batch: Union[int, str, None] = None, batch_wait: Optional[int] = None,
+                max_failures: Union[int, str, None] = None, **more_args: Any) -> Job:
         """Run executable ``cmd`` with ``args`` (no shell) on agent ``gid:nid`` (or a ``role``).
+
+        With ``fanout``, ``batch`` (``2`` or ``"25%"``), ``batch_wait`` (s) and
+        ``max_failures`` roll it out in batches (see :func:`jsacc.command.build_command`).
 
         ``data`` goes to the process's stdin (JSON-encoded when not a string). ``max_time``:
         seconds before the job is killed and ends ``TIMEOUT`` (0 = no limit, -1 = long-running,
@@ -279,7 +287,8 @@ class Client:
         args_obj = build_execute_args(cmd, args, domain=domain, name=name, workingdir=workingdir,
                                       env=env, max_time=max_time, **more_args)
         return self.cmd("execute", args_obj, data=data, gid=gid, nid=nid, role=role,
-                        fanout=fanout, id=id)
+                        fanout=fanout, id=id, batch=batch, batch_wait=batch_wait,
+                        max_failures=max_failures)
 
     def _execute_script(self, cmd: str, script: Optional[str], domain: str, name: str,
                         gid: int, nid: Optional[int], role: Optional[str], fanout: bool,
@@ -419,6 +428,43 @@ class Client:
         of them, not only 1000); the result's ``data`` is how many were deleted."""
         return self._internal("del_msgs", gid=gid, nid=nid, role=role, fanout=fanout, id=id,
                               jobid=jobid, timefrom=timefrom, timeto=timeto, levels=levels)
+
+    # -- files (DESIGN §11) ---------------------------------------------------------------------
+    def put_file(self, gid: int, nid: int, local_path: Union[str, "os.PathLike[str]"],
+                 remote_path: str, mode: Union[None, int, str] = None,
+                 progress: Optional[files.Progress] = None,
+                 chunk_size: int = files.PUT_CHUNK,
+                 timeout: float = files.CHUNK_TIMEOUT) -> Dict[str, Any]:
+        """Upload ``local_path`` to ``remote_path`` on agent ``gid:nid`` (internal
+        ``put_file``, one command per ``chunk_size`` bytes, default 3 MiB, at most 4 MiB).
+
+        ``remote_path`` is absolute on the agent's machine, or starts with ``$agentroot``,
+        ``$root`` or ``$tmp``. ``mode``: ``"0644"`` or ``0o644`` (Unix agents; default: an
+        existing file keeps its mode, a new one gets 0644). The agent writes a part file beside
+        the target and renames it over the target once the whole file arrived with the right
+        SHA-256: the target is never half written. ``progress(done, total)`` is called after
+        each chunk; ``timeout``: seconds to wait for each chunk's answer. Returns the last
+        answer (``path``, ``size``, ``sha256``, ``mode``, ``complete``). Raises
+        :class:`jsacc.errors.FileTransferError` when a chunk fails (with the agent's reason),
+        :class:`jsacc.Timeout` when one is not answered in time, ``OSError`` when
+        ``local_path`` cannot be read, ``ValueError`` for a bad ``mode`` or ``chunk_size``."""
+        return files.put_file(self, gid, nid, local_path, remote_path, mode=mode,
+                              progress=progress, chunk_size=chunk_size, timeout=timeout)
+
+    def get_file(self, gid: int, nid: int, remote_path: str,
+                 local_path: Union[str, "os.PathLike[str]"],
+                 progress: Optional[files.Progress] = None,
+                 timeout: float = files.CHUNK_TIMEOUT) -> Dict[str, Any]:
+        """Download ``remote_path`` from agent ``gid:nid`` to ``local_path`` (a directory: the
+        remote file's name in it), with internal ``get_file`` commands of 704 KiB each.
+
+        What arrives goes to a temporary file beside ``local_path``, renamed over it only
+        when its SHA-256 equals the remote file's. ``progress(done, total)`` is called after
+        each chunk. Returns ``{"path", "size", "sha256", "mode"}`` (``mode`` of the remote
+        file; not applied locally). Raises :class:`jsacc.errors.FileTransferError` (the
+        agent's reason, or a SHA-256 mismatch), :class:`jsacc.Timeout`, ``OSError``."""
+        return files.get_file(self, gid, nid, remote_path, local_path, progress=progress,
+                              timeout=timeout)
 
     # -- reading ------------------------------------------------------------------------------
     def logs(self, domain: str, name: str, since: Optional[str] = None,

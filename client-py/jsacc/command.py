@@ -8,7 +8,7 @@ import os
 import uuid
 from typing import Any, Dict, Iterable, Mapping, Optional, Union
 
-from .validate import check_id, check_int, check_text
+from .validate import check_id, check_int, check_rollout, check_text
 
 #: The host-fact internal commands (DESIGN §6.2) by short name, as ``jsctl info`` takes them.
 INFO_COMMANDS = {"os": "get_os_info", "cpu": "get_cpu_info", "mem": "get_mem_info",
@@ -46,12 +46,21 @@ def build_command(
     role: Optional[str] = None,
     fanout: bool = False,
     id: Optional[str] = None,  # noqa: A002 - the contract's field name
+    batch: Union[int, str, None] = None,
+    batch_wait: Optional[int] = None,
+    max_failures: Union[int, str, None] = None,
 ) -> Dict[str, Any]:
     """Build a command dict (DESIGN §3) and validate what is obviously wrong.
 
     Exactly one of ``nid`` (one node) and ``role`` (any live agent of that role in grid
     ``gid``; with ``fanout=True`` every one of them) must be given. ``data`` is omitted when
     ``None``. Raises ``ValueError`` naming the problem.
+
+    A fanout rolls out in batches with ``batch`` (a count, or ``"25%"`` of the targets rounded
+    up): the next batch is sent once every agent of the last one answered and ``batch_wait``
+    seconds passed; when more than ``max_failures`` (a count, or a percentage rounded down;
+    default no limit) answered other than ``OK``, the agents not reached yet end ``ERROR``
+    ("rollout stopped: ...").
     """
     if not isinstance(cmd, str) or not cmd:
         raise ValueError(f"cmd must be a non-empty string, got {cmd!r}")
@@ -61,6 +70,7 @@ def build_command(
     if not isinstance(args, Mapping):
         raise ValueError(f"args must be a dict, got {type(args).__name__}")
     job_id = new_id() if id is None else check_id(id)
+    rollout = check_rollout(fanout, batch, batch_wait, max_failures)
 
     command: Dict[str, Any] = {"id": job_id, "gid": gid}
     if nid is not None:
@@ -69,6 +79,7 @@ def build_command(
         command["role"] = role
         if fanout:
             command["fanout"] = True
+    command.update(rollout)
     command["cmd"] = cmd
     command["args"] = dict(args)
     if data is not None:

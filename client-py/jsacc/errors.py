@@ -41,3 +41,9 @@ class PushUnconfirmed(RedisUnavailable):
         super().__init__(message)
         self.job_id = job_id
         self.payload = payload
+
+
+class FileTransferError(JsaccError):
+    """A ``put_file`` or ``get_file`` transfer failed: a chunk ended otherwise than ``OK`` (the
+    agent's reason is in the message: a path that is not absolute, a file over the agent's
+    ``max_file_size``, a SHA-256 mismatch...), or what arrived does not match its SHA-256."""

@@ -117,7 +117,8 @@ def output_line(stream_id: Any, fields: Mapping[Any, Any]) -> Dict[str, Any]:
 
 
 #: ``job:<id>`` fields a job listing reads (``HMGET``): all but the results.
-JOB_SUMMARY_FIELDS = ("cmd", "state", "created", "started", "ended", "targets", "submitted_by")
+JOB_SUMMARY_FIELDS = ("cmd", "state", "created", "started", "ended", "targets", "submitted_by",
+                      "rollout", "released", "failed", "stopped")
 
 #: Prefix of the ``job:<id>`` fields that hold one agent's final state (``state:<gid>:<nid>``).
 STATE_FIELD_PREFIX = "state:"
@@ -170,10 +171,29 @@ def job_record(job_id: str, raw: Mapping[Any, Any]) -> Optional[Dict[str, Any]]:
             results[field[len(RESULT_FIELD_PREFIX):]] = _json_or(value, None)
     agents = {t: _agent_entry(f.get(STATE_FIELD_PREFIX + t), results.get(t))
               for t in targets + sorted(set(results) - set(targets))}
+    rollout = _rollout(f)
+    if rollout is not None:
+        for t in targets[rollout["released"]:]:
+            if agents[t]["state"] is None:
+                agents[t]["state"] = "PENDING"
     return {"id": job_id, "state": f.get("state"), "command": command,
             "cmd": command.get("cmd") if command else None,
             "domain": str(args.get("domain") or ""), "name": str(args.get("name") or ""),
             "submitted_by": f.get("submitted_by"), "targets": targets, "created": created,
             "started": started, "ended": ended,
             "duration": (ended - begin) / 1000.0 if ended and begin else None,
-            "agents": agents}
+            "agents": agents, "rollout": rollout}
+
+
+def _rollout(f: Mapping[str, str]) -> Optional[Dict[str, Any]]:
+    """A rollout's progress (issue 14) from its job record: ``batch``, ``batch_wait``,
+    ``max_failures`` (``None``: no limit), ``released`` (targets sent the job so far, the first
+    ones of ``targets``), ``failed`` (of those, how many ended other than OK), ``stopped`` (why
+    the rest ended, once it stopped); ``None`` for a job that is not a rollout."""
+    plan = _json_or(f.get("rollout"), None)
+    if not isinstance(plan, dict):
+        return None
+    return {"batch": plan.get("batch"), "batch_wait": plan.get("batch_wait"),
+            "max_failures": plan.get("max_failures"),
+            "released": _int_or_none(f.get("released")) or 0,
+            "failed": _int_or_none(f.get("failed")) or 0, "stopped": f.get("stopped")}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from typing import Any, Dict, Union
 
 #: Longest client-chosen job id.
 MAX_ID_LEN = 200
@@ -46,3 +46,60 @@ def check_text(name: str, value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ValueError(f"{name} must be a string, got {value!r}")
     return str(value)
+
+
+#: Longest ``batch_wait`` (s), as the controller's ``schemas::args::MAX_SECONDS`` (10 years).
+MAX_SECONDS = 10 * 365 * 24 * 3600
+
+_AMOUNT = re.compile(r"^\s*(\d+)\s*(%?)\s*$")
+
+
+def check_amount(name: str, value: Any, minimum: int) -> Union[int, str]:
+    """A rollout amount (``batch``, ``max_failures``): an integer ``>= minimum``, or a
+    percentage string ``"25%"`` (``minimum`` to 100), as the controller checks it. A string
+    holding a plain count (``"3"``, from a command line) becomes the integer."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"{name}: {value!r} is neither a count nor a percentage like \"25%\"")
+    if isinstance(value, int):
+        number, percent = value, False
+    else:
+        m = _AMOUNT.match(value)
+        if not m:
+            raise ValueError(f"{name}: `{value}` is neither a count nor a percentage "
+                             "like \"25%\"")
+        number, percent = int(m.group(1)), bool(m.group(2))
+    if number < minimum:
+        raise ValueError(f"{name}: must be at least {minimum}{'%' if percent else ''}, "
+                         f"got {value!r}")
+    if percent:
+        if number > 100:
+            raise ValueError(f"{name}: {number}% is over 100%")
+        return f"{number}%"
+    return number
+
+
+def check_rollout(fanout: bool, batch: Any, batch_wait: Any,
+                  max_failures: Any) -> Dict[str, Any]:
+    """The rollout fields of a command (``batch``, ``batch_wait``, ``max_failures``; ``None``
+    left out), checked as the controller checks them: only with ``fanout``, and
+    ``batch_wait``/``max_failures`` only with ``batch``."""
+    given = {k: v for k, v in (("batch", batch), ("batch_wait", batch_wait),
+                               ("max_failures", max_failures)) if v is not None}
+    for name in given:
+        if not fanout:
+            raise ValueError(f"{name}: only a fanout command (fanout=True) rolls out in batches")
+    if batch is None:
+        for name in given:
+            raise ValueError(f"{name}: needs batch (the size of each batch)")
+        return {}
+    out: Dict[str, Any] = {"batch": check_amount("batch", batch, 1)}
+    if batch_wait is not None:
+        if isinstance(batch_wait, bool) or not isinstance(batch_wait, int) or batch_wait < 0:
+            raise ValueError(f"batch_wait: {batch_wait!r} is not a number of seconds >= 0")
+        if batch_wait > MAX_SECONDS:
+            raise ValueError(f"batch_wait: {batch_wait} is too long: at most {MAX_SECONDS} "
+                             "seconds (10 years)")
+        out["batch_wait"] = batch_wait
+    if max_failures is not None:
+        out["max_failures"] = check_amount("max_failures", max_failures, 0)
+    return out

@@ -125,3 +125,28 @@ def test_garbage_process_args_end_error(client, bad):
     result = client.execute("true", gid=1, nid=1, **bad).result(timeout=WAIT)
     assert result["state"] == "ERROR"
     assert next(iter(bad)) in result["data"], result
+
+
+def test_jsctl_ps_lists_config_file_jobs(stack, tmp_path):
+    """A `[[job]]` of an agent's config runs under the supervisor like any job: `jsctl ps`
+    shows it (issue 14)."""
+    marker = tmp_path / "cfg-started"
+    domain = f"cfg{uuid.uuid4().hex[:8]}"
+    token = stack.token_add(1, 9)
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'controller = "{stack.controller_url}"\ngid = 1\nnid = 9\n'
+        f'token_file = "{token}"\ndata_dir = "{tmp_path / "data"}"\n'
+        f'[[job]]\nid = "daemon"\ncmd = "sh"\nargs = ["-c", \'touch "{marker}"; exec sleep 60\']\n'
+        f'domain = "{domain}"\nname = "daemon"\n')
+    agent = stack.start("jsagent-1-9", [stack.exe("jsagent"), "--config", str(config)])
+    try:
+        wait_file(marker)
+        cp = jsctl(stack, "ps", "--gid", "1", "--nid", "9", "--domain", domain, "--json")
+        assert cp.returncode == 0, cp.stderr + stack.report()
+        assert '"cfg:1:9:daemon"' in cp.stdout, cp.stdout
+        cp = jsctl(stack, "ps", "--gid", "1", "--nid", "9", "--domain", domain)
+        assert cp.stdout.splitlines()[1].split()[:3] == [domain, "daemon", "1"], cp.stdout
+    finally:
+        agent.stop()
+        stack.procs.remove(agent)

@@ -351,3 +351,19 @@ def test_jsctl_agents(stack):
     cp = jsctl(stack, "agents", "--json")
     assert cp.returncode == 0
     assert {"1:1", "1:2"} <= {a["agent"] for a in json.loads(cp.stdout)}
+
+
+def test_a_rollout_stops_when_too_many_fail(stack, client):
+    """Issue 14: batch 1, max_failures 0 over the two `storage` agents: the first fails, so
+    the second is never sent the job and ends ERROR "rollout stopped"; one result each."""
+    cp = jsctl(stack, "exec", "--gid", "1", "--role", "storage", "--fanout", "--batch", "1",
+               "--max-failures", "0", "--json", "--", "/bin/sh", "-c", "exit 3")
+    assert cp.returncode != 0, cp.stdout
+    results = sorted(json.loads(cp.stdout), key=lambda r: r["nid"])
+    assert [(r["nid"], r["state"]) for r in results] == [(1, "ERROR"), (2, "ERROR")]
+    assert results[1]["data"] == "rollout stopped: 1 of 1 failed (max_failures 0)"
+    job = client.execute("/bin/true", gid=1, role="storage", fanout=True, batch="50%",
+                         batch_wait=0)
+    assert [r["state"] for r in job.results(timeout=WAIT)] == ["OK", "OK"]
+    record = job.record()
+    assert record["rollout"]["batch"] == 1 and record["rollout"]["released"] == 2, record

@@ -290,3 +290,84 @@ def test_result_examples_validate():
     for path in sorted((SCHEMAS_DIR / "examples").glob("result.*.json")):
         jsonschema.validate(json.loads(path.read_text()), schema,
                             cls=jsonschema.Draft202012Validator)
+
+
+# -- rollouts (issue 14): batch, batch_wait, max_failures ------------------------------------------
+
+def test_rollout_fields_are_top_level_and_match_the_contract_example():
+    example = json.loads((SCHEMAS_DIR / "examples" / "command.rollout.json").read_text())
+    args = build_execute_args("/usr/local/bin/upgrade", domain="ops", name="upgrade",
+                              max_time=600)
+    del args["args"]
+    c = build_command("execute", args, gid=1, role="web", fanout=True, id=example["id"],
+                      batch="25%", batch_wait=30, max_failures=1)
+    assert c == example
+
+
+def test_rollout_amounts_are_normalised():
+    c = build_command("ping", gid=1, role="web", fanout=True, batch=" 3 ", max_failures="10 %")
+    assert (c["batch"], c["max_failures"]) == (3, "10%")
+    assert "batch_wait" not in c
+    assert "batch" not in build_command("ping", gid=1, role="web", fanout=True)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(batch="abc"), r'^batch: `abc` is neither a count nor a percentage like "25%"$'),
+    (dict(batch=0), "batch: must be at least 1"),
+    (dict(batch="0%"), "batch: must be at least 1"),
+    (dict(batch="101%"), r"batch: 101% is over 100%"),
+    (dict(batch=True), "batch: "),
+    (dict(batch=1.5), "batch: "),
+    (dict(batch=2, batch_wait=-1), "batch_wait"),
+    (dict(batch=2, batch_wait=10 ** 12), "batch_wait: .* too long"),
+    (dict(batch=2, max_failures=-1), "max_failures: must be at least 0"),
+    (dict(batch=2, max_failures="x%"), "max_failures: "),
+    (dict(batch_wait=5), "batch_wait: needs batch"),
+    (dict(max_failures=1), "max_failures: needs batch"),
+    (dict(batch=2, fanout=False), "batch: only a fanout"),
+])
+def test_rollout_value_errors(kwargs, message):
+    kwargs = {"fanout": True, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        build_command("ping", gid=1, role="web", **kwargs)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--role", "web", "--batch", "2"], "--batch: only a fanout"),
+    (["--role", "web", "--fanout", "--batch", "x"], "--batch: `x` is neither a count"),
+    (["--role", "web", "--fanout", "--max-failures", "1"], "--max-failures: needs batch"),
+    (["--role", "web", "--fanout", "--batch", "2", "--batch-wait", "-3"],
+     "--batch-wait: -3 is not"),
+    (["--nid", "1", "--tz", "UTC"], "--tz needs --cron"),
+])
+def test_jsctl_exec_rollout_usage_errors(argv, message):
+    # Nothing listens on this port: the usage error comes before any connection.
+    done = run_jsctl("exec", *argv, "--", "/bin/true",
+                     redis_url=f"redis://127.0.0.1:{free_port()}")
+    assert done.returncode == 2, done
+    assert message in done.stderr, done.stderr
+
+
+def test_jsctl_exec_help_explains_the_rollout_and_cron_flags():
+    done = run_jsctl("exec", "--help")
+    for flag in ("--batch N|P%", "--batch-wait S", "--max-failures N|P%", "--cron EXPR",
+                 "--tz ZONE"):
+        assert flag in done.stdout, flag
+
+
+def test_a_rollout_record_shows_its_progress_and_pending_agents():
+    from jsacc.cli.job import record_lines
+    raw = {"cmd": json.dumps({"id": "r", "gid": 1, "role": "web", "fanout": True,
+                              "cmd": "ping", "batch": 1}),
+           "state": "RUNNING", "created": "1000", "targets": '["1:1","1:2","1:3"]',
+           "rollout": '{"batch":1,"batch_wait":5,"max_failures":null}', "released": "2",
+           "failed": "1", "state:1:1": "ERROR"}
+    r = records.job_record("r", raw)
+    assert r["rollout"] == {"batch": 1, "batch_wait": 5, "max_failures": None, "released": 2,
+                            "failed": 1, "stopped": None}
+    assert [r["agents"][a]["state"] for a in ("1:1", "1:2", "1:3")] == ["ERROR", None,
+                                                                        "PENDING"]
+    text = "\n".join(record_lines(r))
+    assert "rollout       batches of 1, 5 s apart, no failure limit: 2 of 3 released, 1 failed" \
+        in text, text
+    assert records.job_record("p", {"cmd": "{}", "state": "OK"})["rollout"] is None

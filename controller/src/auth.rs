@@ -100,6 +100,49 @@ pub async fn add(
     Ok(token)
 }
 
+/// What [`claim`] writes into `auth:agents` while it sets the roles: not a SHA-256, so no token
+/// matches it, yet the node id is taken.
+const CLAIMED: &str = "claimed";
+
+/// Stores a new token for an agent that has none (enrollment), and returns it; `None` when the
+/// agent has a token. The node id is taken first (`HSETNX`, so of two concurrent claims one
+/// wins), then the roles are written, then the token's hash: a snapshot read in between sees
+/// the node taken but no token, never the token without its roles. A crash in between leaves
+/// the node taken by no token: `jsacc token revoke` frees it.
+pub async fn claim(
+    conn: &mut impl redis::aio::ConnectionLike,
+    gid: u64,
+    nid: u64,
+    roles: &[String],
+) -> redis::RedisResult<Option<String>> {
+    let agent = keys::agent_id(gid, nid);
+    let taken: i64 = redis::cmd("HSETNX")
+        .arg(keys::AUTH_AGENTS)
+        .arg(&agent)
+        .arg(CLAIMED)
+        .query_async(conn)
+        .await?;
+    if taken == 0 {
+        return Ok(None);
+    }
+    let token = new_token();
+    let roles = serde_json::to_string(roles).unwrap_or_else(|_| "[]".into());
+    redis::cmd("HSET")
+        .arg(keys::AUTH_ROLES)
+        .arg(&agent)
+        .arg(roles)
+        .query_async::<()>(conn)
+        .await?;
+    redis::cmd("HSET")
+        .arg(keys::AUTH_AGENTS)
+        .arg(&agent)
+        .arg(hash(&token))
+        .query_async::<()>(conn)
+        .await?;
+    bump_version(conn).await?;
+    Ok(Some(token))
+}
+
 /// Tells every controller that the tokens changed.
 async fn bump_version(conn: &mut impl redis::aio::ConnectionLike) -> redis::RedisResult<()> {
     redis::cmd("INCR")

@@ -31,6 +31,10 @@ pub enum Sub {
     /// Manage operator accounts (viewer, operator, admin); only their token's SHA-256 is stored.
     #[command(subcommand, after_help = USER_EXAMPLES)]
     User(UserCmd),
+    /// Manage enrollment codes: one-time codes a new machine trades for an agent token
+    /// (`jsagent enroll CODE …`); only their SHA-256 is stored, in the Redis hash `auth:enroll`.
+    #[command(subcommand, after_help = ENROLL_EXAMPLES)]
+    Enroll(EnrollCmd),
     /// Run a whole local cluster in one process: a private Redis, a controller and one agent;
     /// Ctrl-C stops all of it.
     #[command(long_about = DEV_ABOUT, after_help = DEV_EXAMPLES)]
@@ -128,6 +132,66 @@ pub struct UserListArgs {
 fn parse_user_name(s: &str) -> Result<String, String> {
     crate::users::check_name(s)?;
     Ok(s.to_owned())
+}
+
+const ENROLL_EXAMPLES: &str = "Examples:
+  jsacc enroll create --gid 1 --roles web         a code for the next free node of grid 1
+  jsacc enroll create --gid 1 --nid 5 --ttl 600   a code for node 1:5, valid 10 minutes
+  jsacc enroll create --gid 2 --uses 20           20 machines of grid 2, with one code
+  jsacc enroll list                               live codes (hash prefix, grant, uses left)
+  jsacc enroll revoke 3f2a9c1b07de                a code stops working
+On the new machine: jsagent enroll CODE --controller URL --ca-fingerprint SHA256";
+
+#[derive(Debug, Subcommand)]
+pub enum EnrollCmd {
+    /// Create a code and print it on the last line; it is shown only once.
+    Create(EnrollCreateArgs),
+    /// List the live codes: hash prefix, grid, node, roles, uses left, expiry (never a code).
+    List(EnrollListArgs),
+    /// Delete a code by the prefix of its hash that `list` shows: it is refused from then on.
+    Revoke(EnrollRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EnrollCreateArgs {
+    /// Grid id of the agents it enrolls.
+    #[arg(long)]
+    pub gid: u64,
+    /// Node id it enrolls; without it, each use takes the next free one of the grid (one above
+    /// the highest node that has a token).
+    #[arg(long)]
+    pub nid: Option<u64>,
+    /// Roles the agents' tokens grant, comma-separated (as `jsacc token add --roles`).
+    #[arg(long, value_delimiter = ',', value_name = "ROLE,…", value_parser = parse_role)]
+    pub roles: Vec<String>,
+    /// Seconds the code works (1 to 2592000, 30 days).
+    #[arg(long, default_value_t = 3600, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=2_592_000))]
+    pub ttl: u64,
+    /// Machines that may enroll with it (1 to 1000).
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub uses: u32,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EnrollListArgs {
+    #[command(flatten)]
+    pub redis: RedisArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EnrollRevokeArgs {
+    /// The start of the code's hash, as `jsacc enroll list` shows it (at least 6 hex digits).
+    #[arg(value_parser = parse_code_prefix, value_name = "PREFIX")]
+    pub prefix: String,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+}
+
+fn parse_code_prefix(s: &str) -> Result<String, String> {
+    crate::enroll::check_prefix(s)?;
+    Ok(s.to_ascii_lowercase())
 }
 
 #[derive(Debug, Subcommand)]
@@ -531,6 +595,32 @@ mod tests {
             "jsacc", "token", "add", "--gid", "1", "--nid", "5", "--roles", "a b",
         ];
         assert!(Cli::try_parse_from(bad).is_err());
+    }
+
+    #[test]
+    fn enroll_create_parses_with_bounds() {
+        let cli = Cli::try_parse_from(["jsacc", "enroll", "create", "--gid", "2"]).unwrap();
+        let Some(Sub::Enroll(EnrollCmd::Create(a))) = cli.command else {
+            panic!("not enroll create")
+        };
+        assert_eq!((a.gid, a.nid, a.ttl, a.uses), (2, None, 3600, 1));
+        let ok = [
+            "jsacc", "enroll", "create", "--gid", "2", "--nid", "3", "--roles", "web,db", "--ttl",
+            "60", "--uses", "5",
+        ];
+        assert!(Cli::try_parse_from(ok).is_ok());
+        for bad in [
+            ["--ttl", "0"],
+            ["--ttl", "2592001"],
+            ["--uses", "0"],
+            ["--uses", "1001"],
+            ["--roles", "a b"],
+        ] {
+            let args = ["jsacc", "enroll", "create", "--gid", "1", bad[0], bad[1]];
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
+        }
+        assert!(Cli::try_parse_from(["jsacc", "enroll", "revoke", "abc"]).is_err());
+        assert!(Cli::try_parse_from(["jsacc", "enroll", "revoke", "ABCDEF12"]).is_ok());
     }
 
     #[test]

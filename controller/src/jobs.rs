@@ -38,8 +38,12 @@ pub struct Record {
     pub started: Option<u64>,
     pub ended: Option<u64>,
     pub submitted_by: Option<String>,
-    /// By agent ("gid:nid"): its state and, for one job's page, its result.
+    /// By agent ("gid:nid"): its state and, for one job's page, its result. A target of a
+    /// rollout not released yet is `PENDING`.
     pub agents: BTreeMap<String, AgentPart>,
+    /// A rollout's progress (a fanout in batches), absent for other jobs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::Progress>,
 }
 
 impl Record {
@@ -50,14 +54,18 @@ impl Record {
             .get("targets")
             .and_then(|t| serde_json::from_str(t).ok())
             .unwrap_or_default();
+        let rollout = crate::rollout::Progress::from_fields(fields);
+        let released = rollout.as_ref().map_or(targets.len(), |r| r.released);
         let agents = targets
             .iter()
-            .map(|a| {
+            .enumerate()
+            .map(|(i, a)| {
                 let result = results
                     .then(|| fields.get(&format!("result:{a}")))
                     .flatten()
                     .and_then(|r| serde_json::from_str(r).ok());
                 let state = fields.get(&format!("state:{a}")).cloned();
+                let state = state.or_else(|| (i >= released).then(|| "PENDING".to_owned()));
                 (a.clone(), AgentPart { state, result })
             })
             .collect();
@@ -74,6 +82,7 @@ impl Record {
             ended: number("ended"),
             submitted_by: fields.get("submitted_by").cloned(),
             agents,
+            rollout,
         }
     }
 
@@ -218,7 +227,9 @@ pub enum SubmitError {
 
 /// Kills job `id` on each of its agents that has not answered yet (an internal `kill` each,
 /// submitted by `by`); the ids of those kill commands, or `None` when there is no such job.
+/// A rollout is stopped first: its targets not released yet end `KILLED` at once.
 pub async fn kill(state: &Shared, id: &str, by: &str) -> Result<Option<Vec<String>>, SubmitError> {
+    crate::rollout::kill(state, id).await?;
     let Some(record) = record(&mut state.conn(), id).await? else {
         return Ok(None);
     };
@@ -227,14 +238,24 @@ pub async fn kill(state: &Shared, id: &str, by: &str) -> Result<Option<Vec<Strin
         if part.state.is_some() {
             continue; // it ended there already
         }
-        let (gid, nid) = keys::split_agent(agent);
-        let cmd = serde_json::json!({
-            "id": format!("kill-{}", uuid::Uuid::new_v4().simple()),
-            "gid": gid, "nid": nid, "cmd": "kill", "args": {"id": id},
-        });
-        kills.push(submit(state, cmd, by).await?);
+        kills.push(kill_on(state, id, agent, by).await?);
     }
     Ok(Some(kills))
+}
+
+/// Submits an internal `kill` of job `id` to `agent` ("gid:nid") as `by`; its id.
+pub async fn kill_on(
+    state: &Shared,
+    id: &str,
+    agent: &str,
+    by: &str,
+) -> Result<String, SubmitError> {
+    let (gid, nid) = keys::split_agent(agent);
+    let cmd = serde_json::json!({
+        "id": format!("kill-{}", uuid::Uuid::new_v4().simple()),
+        "gid": gid, "nid": nid, "cmd": "kill", "args": {"id": id},
+    });
+    submit(state, cmd, by).await
 }
 
 /// One line of a job's live output.

@@ -19,6 +19,10 @@ pub const AUTH_ROLES: &str = "auth:roles";
 /// reads the tokens again only when it moved.
 pub const AUTH_VERSION: &str = "auth:version";
 
+/// Enrollment codes (`jsacc enroll create`): SHA-256 of a code → `{"uses", "gid", "nid",
+/// "roles", "expires", "created"}`; kept until it expires, used up or not.
+pub const AUTH_ENROLL: &str = "auth:enroll";
+
 /// Operator accounts: name → `{"role", "hash", "created"}`.
 pub const AUTH_USERS: &str = "auth:users";
 
@@ -166,6 +170,9 @@ pub fn stream_seq(stream: &str) -> String {
     format!("{{{stream}}}:seq")
 }
 
+/// Rollouts being driven (`rollout.rs`): member job id, score = when to look at it next (ms).
+pub const ROLLOUTS: &str = "{cmds_queue}:rollouts";
+
 /// Commands with `max_wait`: member `"<gid>:<nid>|<job id>"`, score = deadline (ms).
 pub const DEADLINES: &str = "{cmds_queue}:deadlines";
 
@@ -224,6 +231,7 @@ mod tests {
             recovering("i"),
             INSTANCES.into(),
             DEADLINES.into(),
+            ROLLOUTS.into(),
         ] {
             assert_eq!(Slot::for_key(&key), Slot::for_key(CMDS_QUEUE), "{key}");
         }

@@ -11,12 +11,15 @@
 //!   the agent and operator handlers. Nothing below imports it.
 //! - The work, in Redis: [`router`] moves commands from `cmds_queue` to agent queues (§5.1);
 //!   [`poll`] serves long-polls and holds the one subscription that wakes them (§5.2);
-//!   [`results`] records each (job, agent) result once (§5.3); [`logs`], [`stats`] and
+//!   [`results`] records each (job, agent) result once (§5.3), opening the record of an
+//!   agent's config-file job ([`config_jobs`]) at its first result; [`rollout`] releases fanouts
+//!   in batches (`batch`, `batch_wait`, `max_failures`) and stops them; [`logs`], [`stats`] and
 //!   [`output`] (live output, `output:<id>`) append what agents forward; [`instances`] watches instances' liveness, recovers dead ones'
 //!   routing lists and expires `max_wait`; [`agents`] is the registry and role lookups;
 //!   [`jobs`] and [`fleet`] are what the operator API reads and writes of jobs, agents and
 //!   logs; [`auth`] the agent tokens,
-//!   [`users`] the operator accounts and [`audit`] the trail of
+//!   [`users`] the operator accounts, [`enroll`] the one-time codes that mint agent tokens,
+//!   and [`audit`] the trail of
 //!   who changed them.
 //! - Shared by all of them: [`state`] (settings, connections, scripts; it imports only the
 //!   leaves below), [`local`] (what one instance keeps in memory: parked polls, counters),
@@ -31,8 +34,10 @@ pub mod audit;
 pub mod auth;
 pub mod backoff;
 pub mod config;
+pub mod config_jobs;
 pub mod conn_limit;
 pub mod dev;
+pub mod enroll;
 pub mod fleet;
 pub mod http;
 pub mod instances;
@@ -47,6 +52,7 @@ pub mod poll;
 pub mod private_redis;
 pub mod redis_conn;
 pub mod results;
+pub mod rollout;
 pub mod router;
 pub mod server;
 pub mod state;
@@ -58,7 +64,7 @@ pub mod users;
 #[cfg(test)]
 mod testkit;
 
-use config::{RedisArgs, TokenCmd, UserCmd};
+use config::{EnrollCmd, RedisArgs, TokenCmd, UserCmd};
 
 /// `jsacc token add|revoke`: prints what it did; the token itself on the last line. Each
 /// change is audited.
@@ -134,6 +140,81 @@ pub async fn user(cmd: UserCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `jsacc enroll create|list|revoke`: prints what it did; a new code on the last line. Creating
+/// and revoking are audited.
+pub async fn enroll(cmd: EnrollCmd) -> anyhow::Result<()> {
+    let redis = match &cmd {
+        EnrollCmd::Create(a) => &a.redis,
+        EnrollCmd::List(a) => &a.redis,
+        EnrollCmd::Revoke(a) => &a.redis,
+    };
+    let mut conn = connect(redis).await?;
+    let now = schemas::now_ms();
+    match &cmd {
+        EnrollCmd::Create(a) => {
+            let grant = enroll::Grant {
+                gid: a.gid,
+                nid: a.nid,
+                roles: a.roles.clone(),
+                ttl: std::time::Duration::from_secs(a.ttl),
+                uses: a.uses,
+            };
+            let code = enroll::create(&mut conn, &grant, now).await?;
+            let what = grant_text(a.gid, a.nid, &a.roles);
+            let prefix = &auth::hash(&code)[..enroll::PREFIX_LEN];
+            let target = format!("code {prefix} for {what}, {} use(s)", a.uses);
+            audited(&mut conn, "enroll create", &target).await?;
+            println!(
+                "enrollment code {prefix} for {what}: {} use(s), until {} (only its hash is stored; \
+                 on the new machine: jsagent enroll CODE --controller URL --ca-fingerprint SHA256):",
+                a.uses,
+                when(now + a.ttl * 1000)
+            );
+            println!("{code}");
+        }
+        EnrollCmd::List(_) => {
+            let all = enroll::list(&mut conn, now).await?;
+            if all.is_empty() {
+                println!(
+                    "no live enrollment codes (create one with `jsacc enroll create --gid G`)"
+                );
+            }
+            for l in all {
+                let r = &l.record;
+                println!(
+                    "{}  {:<40} {:>4} use(s) left  until {}",
+                    l.prefix,
+                    grant_text(r.gid, r.nid, &r.roles),
+                    r.uses,
+                    when(r.expires)
+                );
+            }
+        }
+        EnrollCmd::Revoke(a) => {
+            let gone = enroll::revoke(&mut conn, &a.prefix, now).await?;
+            let r = &gone.record;
+            let target = format!(
+                "code {} for {}",
+                gone.prefix,
+                grant_text(r.gid, r.nid, &r.roles)
+            );
+            audited(&mut conn, "enroll revoke", &target).await?;
+            println!("revoked enrollment {target}");
+        }
+    }
+    Ok(())
+}
+
+/// `grid 1, node 5, roles web,db` / `grid 1, next free node, no roles`.
+fn grant_text(gid: u64, nid: Option<u64>, roles: &[String]) -> String {
+    let node = nid.map_or_else(|| "next free node".to_owned(), |n| format!("node {n}"));
+    let roles = match roles.is_empty() {
+        true => "no roles".to_owned(),
+        false => format!("roles {}", roles.join(",")),
+    };
+    format!("grid {gid}, {node}, {roles}")
 }
 
 /// Appends a change made from this command line to the audit trail.

@@ -1,5 +1,5 @@
-//! `jsacc`: parses flags, sets up logging, and runs the controller, a `token` or `user`
-//! command, or `dev`.
+//! `jsacc`: parses flags, sets up logging, and runs the controller, a `token`, `user` or
+//! `enroll` command, or `dev`.
 
 use clap::Parser;
 use controller::config::{Cli, Sub};
@@ -19,6 +19,7 @@ async fn main() -> std::process::ExitCode {
     let outcome = match cli.command {
         Some(Sub::Token(cmd)) => controller::token(cmd).await,
         Some(Sub::User(cmd)) => controller::user(cmd).await,
+        Some(Sub::Enroll(cmd)) => controller::enroll(cmd).await,
         Some(Sub::Dev(args)) => controller::dev::run(args, shutdown_on_signal()).await,
         None => controller::server::run(cli.serve, shutdown_on_signal()).await,
     };

@@ -43,6 +43,7 @@ pub struct Metrics {
     stats_batches: AtomicU64,
     stats_dropped: AtomicU64,
     not_replicated: AtomicU64,
+    rollouts_stopped: AtomicU64,
     latency: [Histogram; ROUTES.len()],
     /// What scrapes read of every agent.
     pub cache: ScrapeCache,
@@ -128,6 +129,11 @@ impl Metrics {
         self.stats_dropped.fetch_add(names as u64, Relaxed);
     }
 
+    /// A rollout stopped by `max_failures` (counted by the instance that ended its agents).
+    pub fn rollout_stopped(&self) {
+        self.rollouts_stopped.fetch_add(1, Relaxed);
+    }
+
     /// A write that fewer replicas than `--redis-wait-replicas` confirmed in time.
     pub fn not_replicated(&self) {
         self.not_replicated.fetch_add(1, Relaxed);
@@ -179,6 +185,16 @@ impl Metrics {
                 c.load(Relaxed)
             );
         }
+        counter(
+            &mut out,
+            "jsacc_rollouts_stopped_total",
+            "Rollouts stopped because more than max_failures of their agents failed.",
+        );
+        let _ = writeln!(
+            out,
+            "jsacc_rollouts_stopped_total {}",
+            self.rollouts_stopped.load(Relaxed)
+        );
         counter(
             &mut out,
             "jsacc_stats_batches_total",

@@ -13,7 +13,9 @@
 //! answer's `capped`, and the answer's `stop` tells the agent to send no more for the job (the
 //! agent's result still carries the last lines of each stream). A post holds at most
 //! [`MAX_BATCHES`] batches, a batch at most [`MAX_LINES`] lines of at most [`MAX_LINE`] bytes
-//! (longer lines are cut and marked). Only a target of the job may write to its stream.
+//! (longer lines are cut and marked). Only a target of the job may write to its stream, and an
+//! agent to the stream of its own config-file job ([`crate::config_jobs`]) before that job's
+//! first result opens its record.
 //!
 //! Lifetimes: the stream and its marks expire `--result-ttl` after the last line; every post
 //! also renews the job record's TTL, so a job that runs (and prints) longer than the TTL keeps
@@ -131,8 +133,11 @@ pub async fn append(
         let is_target = targets
             .and_then(|t| serde_json::from_str::<Vec<String>>(&t).ok())
             .map(|t| t.iter().any(|a| a == agent));
+        // An agent's own config job may print before its first result opens its record.
+        let own_config_job = crate::config_jobs::owner(&id).as_deref() == Some(agent);
         match is_target {
             Some(true) => allowed.push((id, batches)),
+            None if own_config_job => allowed.push((id, batches)),
             Some(false) => {
                 answer.rejected.push(schemas::Rejected {
                     id: id.clone(),

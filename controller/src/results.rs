@@ -6,10 +6,13 @@
 //! marked per agent and run), and the agent is answered only after both, and after `WAIT`.
 //!
 //! A run's result (`"final": false`) is taken only for a job that runs more than once
-//! (`args.recurring_period` > 0, or `args.max_time` -1); for any other job it is rejected
+//! (`args.recurring_period` > 0, `args.cron`, or `args.max_time` -1); for any other job it is rejected
 //! ([`Outcome::NotRecurring`]). The result list keeps `max_results` results, but its trim
 //! removes only run results, never an agent's final result: no target of a fanout job can push
 //! the others' final results out (`append_result.lua`).
+//!
+//! A result of a config-file job (`cfg:<gid>:<nid>:…`, which the agent started itself) first
+//! opens the job's record ([`crate::config_jobs`]); only the agent the id names may post one.
 
 use std::collections::HashMap;
 
@@ -52,7 +55,7 @@ impl Outcome {
                 id,
                 "not_recurring",
                 format!(
-                    "job `{id}` runs once (no args.recurring_period, args.max_time is not -1): \
+                    "job `{id}` runs once (no args.recurring_period or args.cron, args.max_time is not -1): \
                      a run's result (\"final\": false) is refused; post its final result"
                 ),
             ),
@@ -148,6 +151,9 @@ pub async fn record_all(
                 state: JobState::parse(job_state).unwrap_or(r.state),
             };
             pipe.publish(keys::EVENTS, event.to_json()).ignore();
+            if r.is_final {
+                crate::rollout::prompt(&mut pipe, &r.id);
+            }
             state.metrics.finished(r.state.as_str());
             any = true;
         }
@@ -207,6 +213,12 @@ async fn record_one(
     result: &JobResult,
 ) -> redis::RedisResult<(Outcome, String)> {
     let body = serde_json::to_string(result).expect("a result serializes");
+    if crate::config_jobs::is_reserved(&result.id) {
+        let opened = crate::config_jobs::open(state, &mut conn, agent, result).await?;
+        if opened == crate::config_jobs::Opened::NotTheOwner {
+            return Ok((Outcome::NotATarget, String::new()));
+        }
+    }
     let (status, job_state): (String, String) = state
         .scripts
         .record_result
@@ -229,10 +241,11 @@ async fn record_one(
     };
     if matches!(outcome, Outcome::Recorded | Outcome::Duplicate) {
         // A final result is recorded once per (job, agent), a run's once per run.
-        let mark = if result.is_final {
-            format!("{agent}|final")
-        } else {
-            format!("{agent}|{}|run", result.run)
+        let mark = match (result.is_final, crate::config_jobs::is_reserved(&result.id)) {
+            // A config job ends once per start of it by its agent, each time at a later run.
+            (true, true) => format!("{agent}|{}|final", result.run),
+            (true, false) => format!("{agent}|final"),
+            (false, _) => format!("{agent}|{}|run", result.run),
         };
         append(state, &mut conn, &result.id, &mark, &body).await?;
     }
@@ -295,6 +308,13 @@ mod tests {
         let end = "\"final\":false}";
         let run = serde_json::to_string(&result(false)).expect("serializes");
         assert!(run.ends_with(end), "{run}");
+        let mut skipping = result(false);
+        skipping.skipped = 2;
+        let skipping = serde_json::to_string(&skipping).expect("serializes");
+        assert!(
+            skipping.ends_with(end),
+            "a cron run's `skipped` comes before: {skipping}"
+        );
         let last = serde_json::to_string(&result(true)).expect("serializes");
         assert!(!last.ends_with(end), "{last}");
         let mut once = result(true);

@@ -18,7 +18,7 @@ use schemas::{Command, JobEvent, JobResult, JobState, Target};
 use crate::backoff::{nap, Backoff};
 use crate::redis_conn::Conn;
 use crate::state::{AppState, Shared};
-use crate::{agents, keys};
+use crate::{agents, keys, rollout};
 
 /// What became of one command.
 enum Route {
@@ -283,6 +283,10 @@ pub async fn route_batch(
                 if cmd.max_wait() > 0 {
                     written.push(keys::DEADLINES.to_owned());
                 }
+                if cmd.rollout().is_some() {
+                    rollout::track(&mut pipe, &cmd.id, schemas::now_ms());
+                    written.push(keys::ROLLOUTS.to_owned());
+                }
                 queued.push((i, pipe, written, targets.len()));
             }
         }
@@ -354,6 +358,9 @@ async fn plan(
         cmd: Some(cmd),
         reason,
     };
+    if crate::config_jobs::is_reserved(&cmd.id) {
+        return Ok(fail(cmd, crate::config_jobs::RESERVED.to_owned()));
+    }
     match cmd.target() {
         Ok(Target::Node { gid, nid }) => {
             let agent = keys::agent_id(gid, nid);
@@ -413,15 +420,18 @@ async fn record(
             // These very bytes were routed before (a plan can fail now that succeeded then: a
             // role without live agents, a revoked token): a replay goes on to the recorded
             // targets, a client's retry is dropped, and neither gets a second answer.
-            let (recorded, targets): (Option<Vec<u8>>, Option<String>) = redis::cmd("HMGET")
-                .arg(keys::job(&cmd.id))
-                .arg("cmd")
-                .arg("targets")
-                .query_async(&mut conn)
-                .await?;
+            let (recorded, targets, released): (Option<Vec<u8>>, Option<String>, Option<String>) =
+                redis::cmd("HMGET")
+                    .arg(keys::job(&cmd.id))
+                    .arg("cmd")
+                    .arg("targets")
+                    .arg("released")
+                    .query_async(&mut conn)
+                    .await?;
             let targets: Vec<String> = targets
                 .and_then(|t| serde_json::from_str(&t).ok())
                 .unwrap_or_default();
+            let targets = rollout::pushed(targets, released.as_deref());
             if recorded.as_deref() == Some(raw) && !targets.is_empty() {
                 let written = vec![keys::job(&cmd.id)];
                 return Ok((written, replay.then_some((cmd, targets))));
@@ -446,18 +456,24 @@ async fn record(
         Route::To(cmd, targets) => (cmd, targets),
     };
     let mut written = vec![keys::job(&cmd.id)];
+    let mut targets = targets;
+    // A rollout is recorded with all its targets (sorted) and pushed to its first batch.
+    let rollout = rollout::first_batch(&cmd, &mut targets);
     let targets_json = serde_json::to_string(&targets).unwrap_or_else(|_| "[]".into());
-    let created: i64 = state
-        .scripts
-        .create_job
-        .key(keys::job(&cmd.id))
+    let mut create = state.scripts.create_job.key(keys::job(&cmd.id));
+    create
         .arg(raw)
         .arg(&targets_json)
         .arg(schemas::now_ms())
         .arg(state.config.result_ttl.as_secs())
-        .arg(submitter(Some(&cmd)))
-        .invoke_async(&mut conn)
-        .await?;
+        .arg(submitter(Some(&cmd)));
+    if let Some((fields, first)) = &rollout {
+        for (field, value) in fields {
+            create.arg(field).arg(value);
+        }
+        targets.truncate(*first);
+    }
+    let created: i64 = create.invoke_async(&mut conn).await?;
     let push = match (created, replay) {
         (1, _) => Some((cmd, targets)),
         // On a replay the record may name other targets (a role pick): keep the recorded ones.
@@ -476,7 +492,23 @@ async fn record(
             None
         }
     };
+    if let Some((cmd, _)) = &push {
+        stop_killed_rollout(state, cmd).await?;
+    }
     Ok((written, push))
+}
+
+/// A `kill` of a job that is a running rollout (sent by `jsctl kill`, `Job.kill()`, or the
+/// controller's own kill path) stops the rollout: its agents not released yet end `KILLED`,
+/// rather than be sent the job after they were sent its kill. Idempotent, so a replay repeats it.
+async fn stop_killed_rollout(state: &Shared, cmd: &Command) -> redis::RedisResult<()> {
+    if cmd.cmd != "kill" {
+        return Ok(());
+    }
+    match cmd.args.get("id").and_then(Value::as_str) {
+        Some(id) => rollout::kill(state, id).await.map(|_| ()),
+        None => Ok(()),
+    }
 }
 
 /// Adds to `pipe` the pushes of a command onto its agents' queues, its `max_wait` deadlines,
@@ -510,13 +542,16 @@ fn queue(pipe: &mut redis::Pipeline, raw: &[u8], cmd: &Command, targets: &[Strin
     }
 }
 
+/// The targets a recorded job was pushed to (of a rollout, the batches released so far).
 async fn recorded_targets(conn: &mut Conn, id: &str) -> redis::RedisResult<Option<Vec<String>>> {
-    let raw: Option<String> = redis::cmd("HGET")
+    let (raw, released): (Option<String>, Option<String>) = redis::cmd("HMGET")
         .arg(keys::job(id))
         .arg("targets")
+        .arg("released")
         .query_async(conn)
         .await?;
-    Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
+    let targets = raw.and_then(|r| serde_json::from_str(&r).ok());
+    Ok(targets.map(|t| rollout::pushed(t, released.as_deref())))
 }
 
 /// Who submitted `cmd`, for its record: its `submitted_by` (at most [`SUBMITTER_MAX`] bytes),
@@ -538,7 +573,7 @@ pub const HISTORY_MAX: isize = 200_000;
 
 /// Adds `id` to the job histories `keys`, routed now, and drops from them what expired with its
 /// job (`--result-ttl`) and what is over [`HISTORY_MAX`].
-fn index(pipe: &mut redis::Pipeline, keys: &[String], id: &str, ttl: Duration) {
+pub fn index(pipe: &mut redis::Pipeline, keys: &[String], id: &str, ttl: Duration) {
     let now = schemas::now_ms();
     let expired = now.saturating_sub(ttl.as_millis() as u64);
     for key in keys {

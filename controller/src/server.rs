@@ -60,6 +60,7 @@ async fn serve(args: &ServeArgs, url: &str, shutdown: CancellationToken) -> anyh
     let tracker = TaskTracker::new();
     tracker.spawn(router::supervise(state.clone(), shutdown.clone()));
     tracker.spawn(instances::run(state.clone(), shutdown.clone()));
+    tracker.spawn(crate::rollout::run(state.clone(), shutdown.clone()));
     tracker.spawn(poll::subscribe(state.clone(), shutdown.clone()));
     tracker.close();
 

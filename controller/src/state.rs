@@ -27,6 +27,11 @@ pub struct Scripts {
     pub append_logs: Script,
     pub append_output: Script,
     pub record_stats: Script,
+    pub open_config_job: Script,
+    pub declare_config_job: Script,
+    pub rollout_step: Script,
+    pub rollout_mark: Script,
+    pub rollout_stop: Script,
 }
 
 impl Scripts {
@@ -43,6 +48,11 @@ impl Scripts {
             append_logs: Script::new(include_str!("lua/append_logs.lua")),
             append_output: Script::new(include_str!("lua/append_output.lua")),
             record_stats: Script::new(include_str!("lua/record_stats.lua")),
+            open_config_job: Script::new(include_str!("lua/open_config_job.lua")),
+            declare_config_job: Script::new(include_str!("lua/declare_config_job.lua")),
+            rollout_step: Script::new(include_str!("lua/rollout_step.lua")),
+            rollout_mark: Script::new(include_str!("lua/rollout_mark.lua")),
+            rollout_stop: Script::new(include_str!("lua/rollout_stop.lua")),
         }
     }
 }

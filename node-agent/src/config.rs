@@ -15,6 +15,13 @@ use serde::Deserialize;
 
 use crate::link::tls::{Trust, TrustError};
 
+pub mod jobs;
+
+pub use jobs::ConfigJob;
+
+/// Default `max_file_size`: 100 MB.
+pub(crate) const DEFAULT_MAX_FILE_SIZE: u64 = 100 * 1024 * 1024;
+
 /// Environment variable that may carry the token itself (a token file wins over it).
 pub(crate) const TOKEN_ENV: &str = "JSAGENT_TOKEN";
 
@@ -38,11 +45,21 @@ JSAGENT_LOG=info,node_agent=debug.";
 
 /// Raw command-line flags. Every one is optional here: [`Config::resolve`] decides what is missing.
 #[derive(Debug, Default, Parser)]
-#[command(name = "jsagent", version, about = ABOUT, after_help = AFTER_HELP)]
+#[command(
+    name = "jsagent",
+    version,
+    about = ABOUT,
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Flags {
+    /// Without one, the agent runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// TOML config file: the settings of these flags (controller, gid, nid, roles, token_file,
     /// ca_cert, insecure_http, data_dir, max_jobs, output) and jumpscripts_dir, [interpreters]
-    /// python and lua, stats_*, log_* and output_max_lines settings. Unknown keys are an error.
+    /// python and lua, stats_*, log_*, output_max_lines and max_file_size settings. Unknown keys
+    /// are an error.
     #[arg(short = 'c', long, env = "JSAGENT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Base URL of the controller, e.g. https://127.0.0.1:4000 (https needs --ca-cert).
@@ -95,6 +112,15 @@ pub struct Flags {
     pub service: bool,
 }
 
+/// What `jsagent` does instead of running the agent.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Enroll this machine: trade a code from `jsacc enroll create` for its identity and token,
+    /// and write <data-dir>/agent.toml (with token and controller.pem) for `jsagent -c`.
+    #[command(after_help = crate::enroll::EXAMPLES)]
+    Enroll(crate::enroll::EnrollFlags),
+}
+
 /// The config file as written. Durations are seconds, sizes bytes.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -121,8 +147,12 @@ pub struct FileConfig {
     log_flush_interval: Option<f64>,
     output: Option<bool>,
     output_max_lines: Option<usize>,
+    max_file_size: Option<u64>,
     #[serde(default)]
     interpreters: FileInterpreters,
+    /// `[[job]]` tables: jobs the agent starts itself ([`jobs`]).
+    #[serde(default)]
+    job: Vec<toml::Table>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -193,6 +223,10 @@ pub struct Config {
     pub output: bool,
     /// Lines of live output forwarded per run of a job; then one marker line, and no more.
     pub output_max_lines: usize,
+    /// Largest file `put_file` writes or `get_file` reads, in bytes.
+    pub max_file_size: u64,
+    /// The `[[job]]` tables, checked: jobs the agent starts at boot.
+    pub jobs: Vec<ConfigJob>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -308,6 +342,7 @@ impl Config {
                     .map_err(|e| ConfigError::Invalid(format!("statsd_listen `{s}`: {e}")))
             })
             .transpose()?;
+        let jobs = jobs::parse(&file.job, gid, nid).map_err(ConfigError::Invalid)?;
         Ok(Config {
             controller,
             gid,
@@ -337,6 +372,8 @@ impl Config {
             log_flush_interval: seconds("log_flush_interval", file.log_flush_interval, 5.0)?,
             output: flags.output.or(file.output).unwrap_or(true),
             output_max_lines,
+            max_file_size: file.max_file_size.unwrap_or(DEFAULT_MAX_FILE_SIZE),
+            jobs,
         })
     }
 }
@@ -366,7 +403,7 @@ pub(crate) fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigEr
     })
 }
 
-fn parse_url(raw: &str) -> Result<Url, ConfigError> {
+pub(crate) fn parse_url(raw: &str) -> Result<Url, ConfigError> {
     let bad = |reason: &str| ConfigError::BadUrl {
         url: raw.to_owned(),
         reason: reason.to_owned(),

@@ -9,15 +9,20 @@
 //! well.
 //!
 //! The folders, one per part of DESIGN §6:
-//! - [`config`]: flags, `JSAGENT_*` variables and the TOML file, resolved once into a [`Config`].
+//! - [`config`]: flags, `JSAGENT_*` variables and the TOML file, resolved once into a [`Config`];
+//!   its `[[job]]` tables become the commands of config-file jobs ([`config::jobs`]).
+//! - [`enroll`]: `jsagent enroll` — a one-time code traded for the agent's identity, token and
+//!   config, over TLS pinned to the controller certificate's fingerprint.
 //! - [`link`]: the link to the controller — its HTTP client and TLS trust, the poller, the
 //!   uploader and the jittered backoff they retry with.
 //! - [`store`]: SQLite on its own thread — the jobs ledger (de-duplication, recovery) and the
 //!   durable outbox; results are shortened to the controller's limit before they go in.
-//! - [`command`]: the dispatcher of stored commands and the host facts of `get_*_info`.
+//! - [`command`]: the dispatcher of stored commands, the host facts of `get_*_info`, and the
+//!   file transfer of `put_file` / `get_file`.
 //! - [`supervisor`]: the process manager (job slots, serial queues, restarts, `kill`,
 //!   `killall`) with its helpers — launch, process, output, tail, registry, platform — and the
-//!   recovery of jobs a previous run left unfinished.
+//!   recovery of jobs a previous run left unfinished, and the config-file jobs it starts at
+//!   boot ([`supervisor::config_jobs`]).
 //! - [`logs`]: the line protocol parser, level filters, the per-job logger ([`logs::Logs`]), the
 //!   rotating log store and the forwarder to the outbox.
 //! - [`live`]: live output — every line a job prints, with its level, batched every 200 ms
@@ -46,6 +51,7 @@
 
 pub(crate) mod command;
 pub mod config;
+pub mod enroll;
 pub(crate) mod link;
 pub(crate) mod live;
 pub mod logs;
@@ -74,7 +80,7 @@ use stats::procstats::GaugeSink;
 use stats::udp::StatsdListener;
 use stats::Stats;
 use store::{Store, StoreError};
-use supervisor::{platform, recovery, Supervisor};
+use supervisor::{config_jobs, platform, recovery, Supervisor};
 
 /// Exit code asking the service manager to start the agent again (`EX_TEMPFAIL`).
 pub const RESTART_EXIT_CODE: u8 = 75;
@@ -152,18 +158,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Exit, Ag
     let statsd_sink: StatsSink = Arc::new(move |prefix, block| level10.statsd(prefix, block));
     let logs = Logs::start(&config, store.clone(), Some(statsd_sink)).await?;
     let supervisor = Supervisor::new(&config, store.clone(), logs.clone());
+    let files = command::files::Files::new(&config);
     let dispatcher = Dispatcher::new(
         store.clone(),
         supervisor.clone(),
         logs.clone(),
+        files.clone(),
         config.gid,
         config.nid,
     );
 
     let recovered = recovery::recover(&store, &dispatcher, &supervisor).await?;
+    let configured = config_jobs::start(&store, &dispatcher, &supervisor, &config.jobs).await?;
     tracing::info!(
         controller = %config.controller, gid = config.gid, nid = config.nid, data_dir = %config.data_dir.display(),
         max_jobs = config.max_jobs, ended = recovered.ended, killed = recovered.killed, resumed = recovered.resumed,
+        config_jobs = config.jobs.len(), config_jobs_removed = configured.removed,
         "jsagent started"
     );
 
@@ -177,6 +187,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Exit, Ag
     );
     tasks.spawn(uploader.run(stop_uploads.clone()));
     tasks.spawn(store.clone().prune_periodically(shutdown.clone()));
+    tasks.spawn(files.sweep_periodically(shutdown.clone()));
     let samples = stats.clone();
     let gauge_sink: GaugeSink = Arc::new(move |prefix, values| samples.gauges(prefix, values));
     tasks.spawn(
@@ -199,7 +210,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Exit, Ag
         tasks.spawn(listener.run(shutdown.clone()));
     }
 
-    let hello = crate::link::client::local_hello(&config.roles);
+    let mut hello = crate::link::client::local_hello(&config.roles);
+    hello.config_jobs = config.jobs.iter().map(|j| j.id.clone()).collect();
     let poller = Poller::new(
         controller,
         store,

@@ -1,12 +1,13 @@
 //! `jsagent`: parses flags, sets up logging, runs the agent (see the library docs). With
-//! `--service` (Windows) the Service Control Manager starts and stops it ([`service`]).
+//! `--service` (Windows) the Service Control Manager starts and stops it ([`service`]);
+//! `jsagent enroll` enrolls this machine instead ([`node_agent::enroll`]).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use node_agent::config::{Config, Flags};
+use node_agent::config::{Command, Config, Flags};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -14,7 +15,11 @@ use tracing_subscriber::EnvFilter;
 mod service;
 
 fn main() -> ExitCode {
-    let flags = Flags::parse();
+    let mut flags = Flags::parse();
+    if let Some(Command::Enroll(enroll)) = flags.command.take() {
+        init_logging(std::io::stderr, std::io::stderr().is_terminal());
+        return node_agent::enroll::main(enroll);
+    }
     if flags.service {
         return service_mode(flags);
     }

@@ -81,7 +81,8 @@ pub(crate) async fn kit_with(name: &str, max_jobs: Option<usize>) -> Kit {
         .await
         .expect("logs");
     let supervisor = Supervisor::new(&config, store.clone(), logs.clone());
-    let dispatcher = Dispatcher::new(store.clone(), supervisor.clone(), logs, 1, 2);
+    let files = crate::command::files::Files::new(&config);
+    let dispatcher = Dispatcher::new(store.clone(), supervisor.clone(), logs, files, 1, 2);
     Kit {
         dir,
         config,

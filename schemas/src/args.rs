@@ -7,6 +7,9 @@ use std::collections::BTreeMap;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::files::{GetFileArgs, PutFileArgs};
+use crate::schedule::{InvalidSchedule, Schedule};
+
 /// `args` of `execute`, `execute_js_py` and `execute_js_lua`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,6 +54,21 @@ pub struct ExecuteArgs {
     /// `true`: they are, unless the agent's config turns live output off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<bool>,
+    /// A cron expression (5 fields, or 6 with seconds first): the job runs at each of its times,
+    /// like a recurring job, never overlapping itself ([`crate::schedule`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    /// The IANA zone of `cron`'s times (UTC when absent); only with `cron`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tz: Option<String>,
+}
+
+impl ExecuteArgs {
+    /// The job's cron schedule: `None` without `args.cron`; an error naming the field when
+    /// `cron` or `tz` is bad.
+    pub fn schedule(&self) -> Result<Option<Schedule>, InvalidSchedule> {
+        Schedule::of(self.cron.as_deref(), self.tz.as_deref())
+    }
 }
 
 /// Filters of `get_msgs` and `del_msgs`.
@@ -117,6 +135,8 @@ pub enum CommandKind {
     Kill(JobRef),
     Killall,
     Restart,
+    PutFile(PutFileArgs),
+    GetFile(GetFileArgs),
 }
 
 /// Why a command's `args` were refused.
@@ -146,6 +166,8 @@ pub const COMMANDS: &[&str] = &[
     "kill",
     "killall",
     "restart",
+    "put_file",
+    "get_file",
 ];
 
 impl CommandKind {
@@ -172,6 +194,8 @@ impl CommandKind {
             "kill" => CommandKind::Kill(typed(cmd, args)?),
             "killall" => no_args(cmd, args, CommandKind::Killall)?,
             "restart" => no_args(cmd, args, CommandKind::Restart)?,
+            "put_file" => CommandKind::PutFile(typed(cmd, args)?),
+            "get_file" => CommandKind::GetFile(typed(cmd, args)?),
             other => return Err(InvalidArgs::UnknownCommand(other.to_owned())),
         };
         kind.check(cmd)?;
@@ -219,11 +243,16 @@ impl CommandKind {
                 if a.stats_interval == Some(0) {
                     return bad("`stats_interval` must be at least 1 second");
                 }
-                Ok(())
+                check_schedule(a).map_err(|detail| InvalidArgs::Bad {
+                    cmd: cmd.to_owned(),
+                    detail,
+                })
             }
             CommandKind::Kill(j) | CommandKind::GetProcessStats(j) if j.id.is_empty() => {
                 bad("`id` is empty")
             }
+            CommandKind::PutFile(a) => a.check().or_else(|detail| bad(&detail)),
+            CommandKind::GetFile(a) => a.check().or_else(|detail| bad(&detail)),
             _ => Ok(()),
         }
     }
@@ -256,6 +285,22 @@ impl CommandKind {
             None => Ok(()),
         }
     }
+}
+
+/// `cron` and `tz` parse, and `cron` is not combined with another way of running again.
+fn check_schedule(a: &ExecuteArgs) -> Result<(), String> {
+    if a.schedule().map_err(|e| e.to_string())?.is_none() {
+        return Ok(());
+    }
+    if a.recurring_period > 0 {
+        return Err("args.cron and args.recurring_period > 0 together: give one schedule".into());
+    }
+    if a.max_time == -1 {
+        return Err(
+            "args.cron with args.max_time -1: a cron job's runs end; -1 is for daemons".into(),
+        );
+    }
+    Ok(())
 }
 
 /// Deserializes `args`, naming the offending field in the error.
@@ -370,6 +415,69 @@ mod tests {
             CommandKind::Ping
         );
         assert!(CommandKind::parse("ping", &json!({"x": 1})).is_err());
+    }
+
+    fn cron_error(args: Value) -> String {
+        CommandKind::parse("execute", &args)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn cron_and_tz_are_parsed_and_checked() {
+        let args = json!({"cmd": "x", "cron": "*/5 * * * *", "tz": "Europe/Berlin"});
+        let CommandKind::Execute(a) = CommandKind::parse("execute", &args).unwrap() else {
+            panic!()
+        };
+        let schedule = a.schedule().unwrap().unwrap();
+        assert_eq!(
+            (schedule.expr(), schedule.tz()),
+            ("*/5 * * * *", "Europe/Berlin")
+        );
+        assert!(CommandKind::parse(
+            "execute_js_py",
+            &json!({"script": "1", "cron": "0 * * * *"})
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn a_bad_cron_or_zone_is_named() {
+        let err = cron_error(json!({"cmd": "x", "cron": "*/5 * *"}));
+        assert!(
+            err.starts_with(
+                "bad args for `execute`: args.cron: `*/5 * *` is not a cron expression: "
+            ),
+            "{err}"
+        );
+        let err = cron_error(json!({"cmd": "x", "cron": "* * * * *", "tz": "Mars/Base"}));
+        assert_eq!(
+            err,
+            "bad args for `execute`: args.tz: `Mars/Base` is not an IANA time zone"
+        );
+        let err = cron_error(json!({"cmd": "x", "tz": "UTC"}));
+        assert!(err.contains("args.tz is given without args.cron"), "{err}");
+        let err = cron_error(json!({"cmd": "x", "cron": 5}));
+        assert!(err.contains("`cron`: invalid type"), "{err}");
+    }
+
+    #[test]
+    fn cron_with_a_period_or_as_a_daemon_names_both_fields() {
+        let err = cron_error(json!({"cmd": "x", "cron": "* * * * *", "recurring_period": 60}));
+        assert!(
+            err.contains("args.cron") && err.contains("args.recurring_period"),
+            "{err}"
+        );
+        let err = cron_error(json!({"cmd": "x", "cron": "* * * * *", "max_time": -1}));
+        assert!(
+            err.contains("args.cron") && err.contains("args.max_time"),
+            "{err}"
+        );
+        assert!(CommandKind::parse(
+            "execute",
+            &json!({"cmd": "x", "cron": "* * * * *", "max_time": 30})
+        )
+        .is_ok());
     }
 
     #[test]

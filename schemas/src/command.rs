@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::args::{CommandKind, InvalidArgs};
+use crate::rollout::{Amount, Rollout};
 
 /// Longest job id accepted. Ids travel in URLs (`ack=`) and Redis key names.
 pub const MAX_ID_LEN: usize = 200;
@@ -25,6 +26,15 @@ pub struct Command {
     pub role: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fanout: bool,
+    /// Rollout of a fanout in batches ([`crate::rollout`]): targets released at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<Amount>,
+    /// Seconds between the end of a batch and the release of the next (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_wait: Option<u64>,
+    /// Failed results tolerated before the rest of the rollout ends `ERROR` (default: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_failures: Option<Amount>,
     /// Who submitted the command, as the pusher says (kept in the job record; the controller's
     /// HTTP API sets it to the operator's account).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,6 +85,9 @@ pub enum CommandError {
     NoTarget,
     #[error("give either `nid` or `role`, not both")]
     TwoTargets,
+    /// A rollout field (`batch`, `batch_wait`, `max_failures`) that cannot be used.
+    #[error("{field}: {detail}")]
+    Rollout { field: &'static str, detail: String },
     #[error(transparent)]
     Args(#[from] InvalidArgs),
 }
@@ -144,6 +157,7 @@ impl Command {
             None | Some(Value::Null) | Some(Value::Object(_)) => {}
             Some(_) => return Err(wrong("args", "expected an object")),
         }
+        crate::rollout::check(obj)?;
         Ok(())
     }
 
@@ -195,6 +209,16 @@ impl Command {
             }),
             _ => Err(CommandError::NoTarget),
         }
+    }
+
+    /// How this command rolls out in batches, if it does (checked by [`Command::parse`]).
+    pub fn rollout(&self) -> Option<Rollout> {
+        let batch = self.batch.filter(|_| self.fanout)?;
+        Some(Rollout {
+            batch,
+            batch_wait: self.batch_wait.unwrap_or(0),
+            max_failures: self.max_failures,
+        })
     }
 
     /// `args.max_wait`: seconds the command may wait for an offline agent (0: forever).

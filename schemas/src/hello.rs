@@ -13,4 +13,8 @@ pub struct Hello {
     pub roles: Vec<String>,
     /// When the agent started, ms since the epoch.
     pub started: u64,
+    /// The ids of the config-file jobs it started (`cfg:<gid>:<nid>:<id>`, from the `[[job]]`
+    /// tables of its config), so their records exist before their first result.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub config_jobs: Vec<String>,
 }

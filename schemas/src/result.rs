@@ -84,6 +84,11 @@ pub struct JobResult {
     /// (recurring, restarted); 0 (and absent) for a job that ran once.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub run: u64,
+    /// Cron jobs: how many of the schedule's times passed while this run was still going, and
+    /// were skipped (runs never overlap); 0 (and absent) when none. Serialized before `final`,
+    /// which must end a run's JSON (the controller's `append_result.lua` looks for it there).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped: u64,
     /// `false` on the result of one run of a job that goes on (a recurring run): the job stays
     /// `RUNNING`. Absent (true) on a job's final result.
     #[serde(default = "yes", rename = "final", skip_serializing_if = "is_true")]
@@ -128,6 +133,7 @@ impl JobResult {
             streams: empty_streams(),
             critical: String::new(),
             run: 0,
+            skipped: 0,
             is_final: true,
         }
     }

@@ -103,6 +103,7 @@ fn schema_refuses_what_the_parser_refuses() {
         r#"{"id":"x","gid":1,"nid":1,"cmd":"fly"}"#,
         r#"{"id":"x","gid":1,"nid":1,"cmd":"execute","args":{"cmd":"/bin/ls","max_time":"10"}}"#,
         r#"{"id":"a,b","gid":1,"nid":1,"cmd":"ping"}"#,
+        r#"{"id":"x","gid":1,"nid":1,"cmd":"execute","args":{"cmd":"/bin/ls","tz":"UTC"}}"#,
     ] {
         let doc: Value = serde_json::from_str(bad).expect("json");
         assert!(!v.is_valid(&doc), "schema accepted {bad}");

@@ -185,6 +185,32 @@ fn the_acl_users_run_jobs_and_fence_the_client() {
     assert_eq!(client.job_field(&id, "state").as_deref(), Some("OK"));
     assert!(client.online(1, 1), "the client reads `agents`");
 
+    // Enrollment as user `jsacc`: a code (`auth:enroll`), then its redemption (the redeem
+    // script, `HKEYS auth:agents`, the claim of a node and its token).
+    let out = std::process::Command::new(tests::bin_dir().join("jsacc"))
+        .args(["enroll", "create", "--gid", "5"])
+        .args(c.redis.jsacc_args())
+        .output()
+        .expect("jsacc enroll create runs");
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let code = stdout.lines().last().expect("a code").trim().to_owned();
+    let answer: serde_json::Value = c
+        .controller
+        .http()
+        .post(format!("{}/v1/enroll", c.controller.url()))
+        .json(&json!({"code": code}))
+        .send()
+        .expect("POST /v1/enroll")
+        .json()
+        .expect("JSON");
+    assert_eq!(
+        answer["nid"],
+        1,
+        "{answer}; refused: {:#?}",
+        c.redis.refusals()
+    );
+
     // Role routing, and what the client reads besides results: logs, stats, agent hashes.
     let by_role =
         json!({"id": uuid::Uuid::new_v4().to_string(), "gid": 1, "role": "web", "cmd": "ping"});

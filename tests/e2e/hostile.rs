@@ -8,8 +8,9 @@
 //! The cases are one table of named entries ([`Case`]), run in order; a failing case does not
 //! stop the others, and the end prints each failure with what was seen. The cases live by what
 //! they attack: [`http`] (the HTTP layer over raw TCP), [`api`] (bodies, numbers, other agents,
-//! bad tokens), [`listener`] (TLS handshakes, connection flood, metrics access), [`inputs`]
-//! (commands in `cmds_queue`, statsd datagrams, job output).
+//! bad tokens), [`enroll`] (`POST /v1/enroll`, read without a token), [`listener`] (TLS
+//! handshakes, connection flood, metrics access), [`inputs`] (commands in `cmds_queue`, statsd
+//! datagrams, job output).
 //!
 //! Deployment: one Redis; `main` (plain HTTP, agents 1:1 and 1:2), `tls` (HTTPS, with
 //! `--metrics-token-file`) and `capped` (plain HTTP, `--max-connections 64`, agent 1:3). Cases
@@ -17,6 +18,7 @@
 //! or ack can touch a live agent's queue.
 
 mod api;
+mod enroll;
 mod http;
 mod inputs;
 mod listener;
@@ -328,6 +330,7 @@ fn hostile_inputs_get_clear_errors_and_legit_jobs_still_get_results() {
     let cases: Vec<Case> = [
         http::cases(),
         api::cases(),
+        enroll::cases(),
         listener::cases(),
         inputs::cases(),
     ]

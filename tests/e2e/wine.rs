@@ -2,7 +2,8 @@
 //! `scripts/windows-agent.sh` runs against a real controller and Redis on this machine, runs
 //! `cmd /C echo …` to `OK`, and kills a timed-out job's whole tree (its Job Object). Registered
 //! as a service (`sc create`, as the install script does), the SCM starts it and `sc stop` stops
-//! it gracefully.
+//! it gracefully. `jsagent.exe enroll` (issue 14) writes a config the agent then runs from, and
+//! with `--install-service` registers and starts the service itself.
 //!
 //! Ignored by default (it needs Wine and the Windows build): `scripts/test-all.sh` builds the
 //! agent and runs it with `JSACC_WINDOWS_AGENT=<path of jsagent.exe>` and `--ignored`.
@@ -262,4 +263,86 @@ fn the_windows_agent_runs_as_a_service_and_sc_stop_stops_it_gracefully() {
         "the job's process outlived the service"
     );
     assert!(log_text().contains("jsagent stopping"), "{}", log_text());
+}
+
+/// Runs `wine <exe> args…`; its exit status and output (through a file, as [`sc`] explains).
+fn wine(exe: &str, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let out = tempfile::tempfile().expect("temp file");
+    let status = std::process::Command::new("wine")
+        .arg(exe)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().expect("dup"))
+        .stderr(out.try_clone().expect("dup"))
+        .status()
+        .expect("wine runs");
+    let mut out = out;
+    let mut text = String::new();
+    std::io::Seek::rewind(&mut out).expect("rewind");
+    std::io::Read::read_to_string(&mut out, &mut text).expect("output");
+    (status, text)
+}
+
+/// `jsagent.exe enroll` with a code for 1:1 into `<dir>/agent` (as Wine names it), plus `extra`.
+fn enroll_windows(setup: &Setup, dir: &std::path::Path, extra: &[&str]) -> String {
+    let fingerprint = super::enroll::printed_fingerprint(&setup.controller);
+    let code = super::enroll::create_code(&setup.redis, &["--gid", "1", "--nid", "1"]);
+    let data = windows_path(&dir.join("agent").display().to_string());
+    let url = setup.controller.url();
+    let mut args = vec!["enroll", &code, "--controller", &url];
+    args.extend(["--ca-fingerprint", &fingerprint, "--data-dir", &data]);
+    args.extend(extra);
+    let (status, text) = wine(&setup.exe, &args);
+    assert!(status.success(), "jsagent.exe enroll: {status}\n{text}");
+    assert!(text.contains("enrolled as agent 1:1"), "{text}");
+    assert!(dir.join("agent").join("agent.toml").exists(), "{text}");
+    text
+}
+
+#[test]
+#[ignore = "needs Wine and jsagent.exe: run by scripts/test-all.sh (step wine)"]
+fn the_windows_agent_enrolls_and_runs_from_the_written_config() {
+    let setup = setup();
+    let dir = tempfile::tempdir().expect("tempdir");
+    enroll_windows(&setup, dir.path(), &[]);
+    let config = windows_path(
+        &dir.path()
+            .join("agent")
+            .join("agent.toml")
+            .display()
+            .to_string(),
+    );
+    let mut cmd = std::process::Command::new("wine");
+    cmd.args([setup.exe.as_str(), "-c", &config]);
+    let mut agent = tests::Proc::spawn(cmd, dir.path().join("jsagent.log"));
+    let client = setup.redis.client();
+    let online = wait_for_online(&client, || agent.exited().is_none());
+    assert!(
+        online,
+        "the enrolled agent never came online:\n{}",
+        agent.output()
+    );
+    let echo = execute(1, 1, "cmd", &["/C", "echo", "enrolled on windows"]);
+    let r = client.run(&echo, T);
+    assert_eq!(r["state"], "OK", "{r}\n{}", agent.output());
+}
+
+#[test]
+#[ignore = "needs Wine and jsagent.exe: run by scripts/test-all.sh (step wine)"]
+fn the_windows_agent_enrolls_as_a_service() {
+    let setup = setup();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Registered as `jsagent`: stopped and deleted at the end, pass or fail.
+    let service = Service("jsagent".into());
+    let text = enroll_windows(&setup, dir.path(), &["--install-service"]);
+    assert!(text.contains("registered the service jsagent"), "{text}");
+    let client = setup.redis.client();
+    let log = dir.path().join("agent").join("jsagent.log");
+    let online = wait_for_online(&client, || service.query().0 != "STOPPED");
+    assert!(
+        online,
+        "the enrolled service never came online: {:?}\n{}",
+        service.query(),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
 }

@@ -6,7 +6,8 @@ handler (``run(client, args) -> exit code``) and, when argparse cannot check eve
 
 * :mod:`.execute` ``exec``, :mod:`.job` ``job`` (and ``job follow``), :mod:`.jobs` ``jobs``,
   :mod:`.ping` ``ping``, :mod:`.agents` ``agents``, :mod:`.ps` ``ps``, :mod:`.kill` ``kill``,
-  :mod:`.logs` ``logs``, :mod:`.stats` ``stats``, :mod:`.info` ``info``, :mod:`.audit` ``audit``.
+  :mod:`.logs` ``logs``, :mod:`.stats` ``stats``, :mod:`.info` ``info``, :mod:`.audit` ``audit``,
+  :mod:`.cp` ``cp``.
 
 Shared by them: :mod:`.args` (argument types, ``--gid``/``--nid``/``--role`` options),
 :mod:`.output` (error line, tables, result summaries), :mod:`.exits` (exit codes),
@@ -25,7 +26,7 @@ from redis.exceptions import NoPermissionError
 from ..client import DEFAULT_URL, DEFAULT_WAIT_MS, Client
 from ..errors import JsaccError, RedisUnavailable
 from ..target import mask_url
-from . import agents, audit, execute, info, job, jobs, kill, logs, ping, ps, stats
+from . import agents, audit, cp, execute, info, job, jobs, kill, logs, ping, ps, stats
 from .args import nonneg_int
 from .exits import (EXIT_CODES_HELP, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_REDIS, EXIT_USAGE,
                     exit_code_for_results, exit_code_for_state)
@@ -34,7 +35,7 @@ from .output import err
 __all__ = ["main", "build_parser", "exit_code_for_state", "exit_code_for_results"]
 
 #: The commands, in the order `jsctl --help` lists them.
-COMMANDS = (execute, job, jobs, ping, agents, ps, kill, logs, stats, info, audit)
+COMMANDS = (execute, job, jobs, ping, agents, ps, kill, logs, stats, info, audit, cp)
 
 _EPILOG = f"""\
 examples:
@@ -53,6 +54,8 @@ examples:
   jsctl ps --gid 1 --nid 5
   jsctl kill --gid 1 --nid 5 6f1c...
   jsctl logs ops backup -f
+  jsctl cp ./app.toml 1:5:/etc/app/app.toml --mode 0640
+  jsctl cp 1:5:/var/log/app.log ./
   JSACC_REDIS=redis://:secret@redis.example:6379 jsctl agents --json
   jsctl -r redis+sentinel://s1:26379,s2:26379,s3:26379/jsacc agents
   jsctl -r rediss+cluster://:secret@r1:6379,r2:6379 --redis-ca ca.pem ping --nid 5

@@ -13,6 +13,7 @@ from ..client import Client
 from ..errors import Timeout
 from ..job import Job
 from ..keys import parse_agent_id
+from ..validate import check_rollout
 from .args import add_target_options, nonneg_float
 from .exits import (EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_NO_RESULT, EXIT_OK,
                     exit_code_for_results)
@@ -47,6 +48,9 @@ examples:
   jsctl exec --nid 5 -- sh -c 'echo first; sleep 3; echo second'   # lines as they come
   jsctl exec --nid 5 --max-time 10 -- sleep 30          # ends TIMEOUT, exit code 3
   jsctl exec --gid 1 --role web --fanout -- systemctl is-active nginx   # "1:2: active"
+  jsctl exec --role web --fanout --batch 2 --batch-wait 5 --max-failures 1 -- ./upgrade.sh
+  jsctl exec --role web --fanout --batch 25% -- ./upgrade.sh    # a quarter of them at a time
+  jsctl exec --nid 5 --cron '*/5 * * * *' --tz Europe/Paris -- ./report.sh
   jsctl exec --nid 5 --raw -- sh -c 'echo 3::to the user'               # "3::to the user"
   jsctl exec --nid 5 --detach -- ./backup.sh            # prints the id; then:
   jsctl job follow <id>
@@ -67,6 +71,28 @@ examples:
     p.add_argument("--every", type=int, default=None, metavar="S",
                    help="recurring: run every S seconds (never overlapping) until killed; "
                         "jsctl prints the first run's result")
+    p.add_argument("--cron", metavar="EXPR",
+                   help="run on a cron schedule (args.cron: 5 fields, or 6 with seconds first, "
+                        "e.g. '*/5 * * * *') until killed, never overlapping; jsctl prints the "
+                        "first run's result")
+    p.add_argument("--tz", metavar="ZONE",
+                   help="IANA time zone of --cron (args.tz, e.g. Europe/Paris; default UTC)")
+    r = p.add_argument_group(
+        "rollout (with --fanout)",
+        "Send a fanout to its agents in batches (Salt's --batch, Nomad's max_parallel): the "
+        "next batch goes once every agent of the last one answered and --batch-wait seconds "
+        "passed. Past --max-failures failed agents (a result other than OK) the rollout stops: "
+        "the agents not reached yet end ERROR \"rollout stopped: N of M failed\". Each agent's "
+        "result arrives as without batches; `jsctl job ID` shows the progress.")
+    r.add_argument("--batch", metavar="N|P%",
+                   help="agents per batch: a count (>= 1) or a percentage of the targets "
+                        "(rounded up, at least one agent)")
+    r.add_argument("--batch-wait", type=int, default=None, metavar="S",
+                   help="seconds between the last result of a batch and the next batch "
+                        "(default 0)")
+    r.add_argument("--max-failures", metavar="N|P%",
+                   help="failed agents tolerated (a count >= 0 or a percentage of the targets, "
+                        "rounded down); one more stops the rollout (default: no limit)")
     p.add_argument("--queue", metavar="NAME",
                    help="serial queue: jobs naming the same queue run one at a time on the agent")
     p.add_argument("--domain", default="", help="domain of the process (groups stats and logs)")
@@ -97,9 +123,17 @@ examples:
 
 
 def check_args(a: argparse.Namespace) -> Optional[str]:
-    """A usage problem argparse cannot see: no program after ``--``."""
+    """A usage problem argparse cannot see: no program after ``--``, rollout flags without
+    ``--fanout`` or ``--batch``, a malformed amount."""
     if not [c for c in a.command if c != "--"]:
         return "exec: no command given: jsctl exec [options] -- CMD [ARGS...]"
+    try:
+        check_rollout(a.fanout, a.batch, a.batch_wait, a.max_failures)
+    except ValueError as e:
+        flag = str(e).split(":", 1)[0].replace("_", "-")
+        return f"exec: --{flag}{str(e)[len(flag):]}"
+    if a.tz is not None and a.cron is None:
+        return "exec: --tz needs --cron (the time zone of its schedule)"
     return None
 
 
@@ -229,7 +263,8 @@ def run(client: Client, a: argparse.Namespace) -> int:
                          fanout=a.fanout, domain=a.domain, name=a.name, workingdir=a.workingdir,
                          env=_parse_env(a.env), data=data, max_time=a.max_time, id=a.id,
                          max_restart=a.max_restart, recurring_period=a.every, queue=a.queue,
-                         output=False if a.no_output else None)
+                         output=False if a.no_output else None, cron=a.cron, tz=a.tz,
+                         batch=a.batch, batch_wait=a.batch_wait, max_failures=a.max_failures)
     if a.detach:
         print(job.id, flush=True)
         return EXIT_OK

@@ -111,6 +111,14 @@ def record_lines(record: Dict[str, Any]) -> List[str]:
         ("created", _when(record.get("created"))), ("started", _when(record.get("started"))),
         ("ended", _when(record.get("ended"))),
         ("duration", format_duration(record.get("duration"))))]
+    rollout = record.get("rollout")
+    if rollout:
+        limit = rollout["max_failures"]
+        lines.append(f"{'rollout':13} batches of {rollout['batch']}, {rollout['batch_wait']} s "
+                     f"apart, {'no failure limit' if limit is None else f'max_failures {limit}'}: "
+                     f"{rollout['released']} of {len(record['targets'])} released, "
+                     f"{rollout['failed']} failed"
+                     + (f"; {rollout['stopped']}" if rollout.get("stopped") else ""))
     rows = [("AGENT", "STATE", "EXIT", "STARTED", "RUN TIME")]
     for agent, entry in record["agents"].items():
         exit_code = entry.get("exit_code")

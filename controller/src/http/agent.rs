@@ -18,7 +18,7 @@ use super::{Api, AppError, Caller};
 use crate::intake::Invalid;
 use crate::poll::PollRequest;
 use crate::results::{Outcome, ResultPost};
-use crate::{agents, logs, output, poll, results, stats};
+use crate::{agents, config_jobs, logs, output, poll, results, stats};
 
 /// `POST …/hello`: records the agent's facts; answers its lease and the roles its token grants.
 pub async fn hello(
@@ -27,7 +27,11 @@ pub async fn hello(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<HelloAnswer>, AppError> {
     let hello = agents::parse_hello(&body?)?;
-    let granted = agents::hello(&api.state, &caller.agent, &hello).await?;
+    let mut granted = agents::hello(&api.state, &caller.agent, &hello).await?;
+    // The config-file jobs it started: their records exist before their first result.
+    let (started, declared) = (hello.started, &hello.config_jobs);
+    let warnings = config_jobs::declare(&api.state, &caller.agent, started, declared).await?;
+    granted.warnings.extend(warnings);
     tracing::info!(
         agent = caller.agent,
         hostname = hello.hostname,

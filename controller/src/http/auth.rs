@@ -96,7 +96,7 @@ pub async fn authenticate(
 }
 
 /// `body`, failing with [`BodyTimeout`] unless it has all arrived within `timeout`.
-fn deadline(body: Body, timeout: Duration) -> Body {
+pub(super) fn deadline(body: Body, timeout: Duration) -> Body {
     use futures::StreamExt;
     let at = tokio::time::Instant::now() + timeout;
     let frames = body.into_data_stream();

@@ -4,11 +4,13 @@
 //!
 //! An agent request's token is checked before its body is read ([`auth::authenticate`]), so a
 //! stranger cannot make the controller read or hold a body; each route has its own body limit,
-//! and a body must arrive within `--body-timeout`.
+//! and a body must arrive within `--body-timeout`. [`enroll`] (`POST /v1/enroll`) is the one
+//! route that reads a body without a token: 4 KiB at most, under the same deadline.
 
 mod admin;
 mod agent;
 mod auth;
+mod enroll;
 mod error;
 mod fleet;
 mod follow;
@@ -93,6 +95,13 @@ pub fn app(api: Api) -> Router {
         .merge(metrics_routes)
         // The dashboard's files: no token (they hold no data; the app calls /v1 with one).
         .merge(ui::routes())
+        // Enrollment: no token (the code in its small body is the credential); the body limit
+        // is the router's (NO_BODY, refused from the declared length first), under a deadline.
+        .route(
+            "/v1/enroll",
+            post(enroll::enroll)
+                .route_layer(middleware::from_fn_with_state(api.clone(), enroll::bounded)),
+        )
         // The operator API's description: no token (it holds no data), no body.
         .route("/v1/openapi.json", get(openapi::document))
         .route("/healthz", get(operator::healthz))

@@ -596,3 +596,64 @@ async fn viewers_see_agents_and_logs_and_only_admins_manage_accounts_and_tokens(
         StatusCode::NOT_FOUND
     );
 }
+
+/// `record_result.lua` takes a run's result (`"final": false`) for a job whose command has a
+/// non-empty `args.cron`, as for `recurring_period`, and refuses it for a job that runs once.
+#[tokio::test]
+async fn a_cron_jobs_run_results_reach_its_result_list() {
+    let (_server, api, token) = agent().await;
+    let mut conn = api.state.conn();
+    for (id, args) in [
+        ("cron", json!({"cmd": "true", "cron": "* * * * * *"})),
+        ("once", json!({"cmd": "true"})),
+    ] {
+        let cmd = json!({"id": id, "gid": 1, "nid": 1, "cmd": "execute", "args": args});
+        let () = redis::cmd("HSET")
+            .arg(crate::keys::job(id))
+            .arg("cmd")
+            .arg(cmd.to_string())
+            .arg("state")
+            .arg("RUNNING")
+            .arg("targets")
+            .arg(r#"["1:1"]"#)
+            .query_async(&mut conn)
+            .await
+            .expect("a job record");
+    }
+    let run = |id: &str, n: u64| {
+        json!({"id": id, "gid": 1, "nid": 1, "cmd": "execute", "state": "OK", "data": "",
+               "run": n, "skipped": 2, "final": false})
+        .to_string()
+    };
+    for n in [1, 2] {
+        let (status, body) = send(
+            &api,
+            post("/v1/agents/1/1/result", Some(&token), run("cron", n)),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let list: Vec<String> = redis::cmd("LRANGE")
+        .arg(crate::keys::results("cron"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("the result list");
+    let runs: Vec<Value> = list
+        .iter()
+        .map(|r| serde_json::from_str(r).expect("json"))
+        .collect();
+    let numbers: Vec<(&Value, &Value)> = runs.iter().map(|r| (&r["run"], &r["skipped"])).collect();
+    assert_eq!(numbers, [(&json!(1), &json!(2)), (&json!(2), &json!(2))]);
+    let (status, body) = send(
+        &api,
+        post("/v1/agents/1/1/result", Some(&token), run("once", 1)),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["rejected"][0]["error"]),
+        (StatusCode::OK, &json!("not_recurring")),
+        "{body}"
+    );
+}

@@ -11,8 +11,9 @@
 -- A final result is recorded once per (job, agent); a run's result once per (job, agent, run):
 -- the agent posts runs in order, so a run not above the last one recorded is a repeat.
 -- A run's result is taken only for a job that runs more than once: its command has
--- `args.recurring_period` > 0, or `args.max_time` -1 (long-running: the agent restarts it, and
--- posts a run's result when a `killall` stops it; node-agent Plan::remembered). Any other run
+-- `args.recurring_period` > 0, a non-empty `args.cron`, or `args.max_time` -1 (long-running:
+-- the agent restarts it, and posts a run's result when a `killall` stops it; node-agent
+-- Plan::remembered). Any other run
 -- result is refused ('not_recurring'): a target of a fanout job could otherwise post runs
 -- that fill cmds_queue_<id>. The verdict is kept in the field `recurring` ('1'/'0'), so the
 -- command is decoded once per job.
@@ -30,7 +31,8 @@ local function recurring()
   local args = ok and type(cmd) == 'table' and cmd.args
   local function number(v) return type(v) == 'number' and v or 0 end
   local yes = type(args) == 'table'
-    and (number(args.recurring_period) > 0 or number(args.max_time) == -1)
+    and (number(args.recurring_period) > 0 or number(args.max_time) == -1
+      or (type(args.cron) == 'string' and args.cron ~= ''))
   redis.call('HSET', KEYS[1], 'recurring', yes and '1' or '0')
   return yes
 end

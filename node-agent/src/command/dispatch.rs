@@ -1,6 +1,6 @@
 //! Where a stored command goes: internal commands are answered here (`ping`, `restart`) or by a
 //! task of their own (host facts of [`crate::command::info`], `get_msgs`/`del_msgs` from the log store,
-//! process stats from the sampler); process commands — and `kill`, `killall`, which the
+//! process stats from the sampler, `put_file`/`get_file` by [`crate::command::files`]); process commands — and `kill`, `killall`, which the
 //! supervisor answers once the jobs have ended — go to the [`Supervisor`],
 //! and a command the agent cannot parse ends `ERROR` with the reason. Every command that
 //! reaches [`Dispatcher::dispatch`] gets exactly one result; none is dropped.
@@ -14,6 +14,7 @@ use futures::future::BoxFuture;
 use schemas::{Command, CommandKind, JobResult, JobState};
 use serde_json::Value;
 
+use crate::command::files::Files;
 use crate::command::info::{self, Fact};
 use crate::logs::logger::Logs;
 use crate::store::{Store, StoreError};
@@ -72,6 +73,7 @@ pub(crate) struct Dispatcher {
     store: Store,
     supervisor: Supervisor,
     logs: Logs,
+    files: Files,
     gid: u64,
     nid: u64,
 }
@@ -81,6 +83,7 @@ impl Dispatcher {
         store: Store,
         supervisor: Supervisor,
         logs: Logs,
+        files: Files,
         gid: u64,
         nid: u64,
     ) -> Dispatcher {
@@ -88,6 +91,7 @@ impl Dispatcher {
             store,
             supervisor,
             logs,
+            files,
             gid,
             nid,
         }
@@ -156,7 +160,7 @@ impl Dispatcher {
 
     /// Answers an internal command (DESIGN §6.2), here or from a task of its own; `kill` and
     /// `killall` go to the supervisor, which answers once the jobs have ended.
-    fn internal(&self, command: Command, kind: CommandKind) -> Routed {
+    fn internal(&self, mut command: Command, kind: CommandKind) -> Routed {
         match kind {
             CommandKind::Execute(_) | CommandKind::ExecutePy(_) | CommandKind::ExecuteLua(_) => {
                 // `route` hands these to the supervisor; never dropped silently all the same.
@@ -207,6 +211,23 @@ impl Dispatcher {
                 let mut result = self.result(&command, JobState::Ok);
                 result.data = Value::String("restarting".into());
                 Routed::Answered(Box::new(result), Dispatched::Restart)
+            }
+            CommandKind::PutFile(args) => {
+                // The chunk is needed only by the writer: moved, not copied (up to ~6 MB).
+                let (files, chunk) = (self.files.clone(), command.data.take());
+                let (store, id) = (self.store.clone(), command.id.clone());
+                self.defer(&command, async move {
+                    let answer = files.put(args, chunk).await;
+                    // Written or refused, the chunk's copy in the ledger is dead weight.
+                    if let Err(e) = store.forget_data(&id).await {
+                        tracing::warn!(id = %id, error = %e, "cannot drop a stored put_file chunk");
+                    }
+                    answer
+                })
+            }
+            CommandKind::GetFile(args) => {
+                let files = self.files.clone();
+                self.defer(&command, async move { files.get(args).await })
             }
             CommandKind::GetOsInfo => self.defer(&command, info::read(Fact::Os)),
             CommandKind::GetCpuInfo => self.defer(&command, info::read(Fact::Cpu)),

@@ -364,3 +364,29 @@ fn an_unreadable_ca_cert_is_a_config_error_at_start() {
     assert!(matches!(err, ConfigError::Trust(_)), "{err}");
     assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
 }
+
+#[test]
+fn job_tables_become_config_jobs_of_the_resolved_agent() {
+    let f = file(
+        "controller = \"http://127.0.0.1\"\ngid = 1\nnid = 5\n\
+         [[job]]\nid = \"backup\"\ncmd = \"/bin/true\"\nevery = 60\n",
+    )
+    .unwrap();
+    // The flag's node id wins over the file's, in the job ids too.
+    let cfg = resolve(flags(&["--nid", "7"]), f).unwrap();
+    assert_eq!(cfg.jobs.len(), 1);
+    assert_eq!(cfg.jobs[0].id, "cfg:1:7:backup");
+    let err = resolve(
+        Flags::default(),
+        file(
+            "controller = \"http://127.0.0.1\"\ngid = 1\nnid = 5\n[[job]]\nid = \"b\"\nevry = 6\n",
+        )
+        .unwrap(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("job[1] (id \"b\"): unknown key `evry`"),
+        "{err}"
+    );
+}

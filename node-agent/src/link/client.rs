@@ -33,6 +33,7 @@ pub(crate) fn local_hello(roles: &[String]) -> Hello {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         roles: roles.to_vec(),
         started: schemas::now_ms(),
+        config_jobs: Vec::new(),
     }
 }
 

@@ -14,7 +14,8 @@
 //! logged at WARN for the first batch of a job and at DEBUG after. The jobs the controller
 //! names in its answer's `stop` are stopped ([`StoppedJobs`]) and their output rows deleted.
 //!
-//! Woken when results are queued, and every [`TICK`] regardless. When stopped it makes one last
+//! Woken when results are queued (not by the run results of config-file jobs, which wait for
+//! the next upload: [`Store::run_result`]), and every [`TICK`] regardless. When stopped it makes one last
 //! attempt to empty the outbox, bounded by [`FINAL_FLUSH`]; what is left is sent after the
 //! next start.
 

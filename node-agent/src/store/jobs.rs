@@ -104,6 +104,10 @@ impl Store {
     pub(crate) async fn run_result(&self, result: &JobResult) -> Result<(), StoreError> {
         let body = result_limit::encode(result)?;
         let (id, run) = (result.id.clone(), result.run);
+        // A config job's runs do not wake the uploader: they go with its next upload (of
+        // anything; at the latest its tick, 10 s), so a job that runs every second does not
+        // make one post per run (issue 14: "updates coalesced per submission interval").
+        let wake = !crate::config::jobs::is_config_job(&id);
         self.call(move |conn| {
             let tx = conn.transaction()?;
             tx.execute(
@@ -115,7 +119,9 @@ impl Store {
             Ok(())
         })
         .await?;
-        self.outbox_added.notify_one();
+        if wake {
+            self.outbox_added.notify_one();
+        }
         Ok(())
     }
 
@@ -187,6 +193,36 @@ impl Store {
         self.call(move |conn| {
             Ok(conn
                 .query_row("SELECT state FROM jobs WHERE id = ?1", [id], |row| {
+                    row.get(0)
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    /// Drops the `data` of a stored command once it is of no further use: the chunk of a
+    /// `put_file`, written (or refused). The ledger keeps commands for [`KEEP_FINISHED`]; with
+    /// their chunks (up to ~6 MB each) it would hold a copy of every file uploaded that week.
+    pub(crate) async fn forget_data(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.call(move |conn| {
+            conn.execute(
+                "UPDATE jobs SET command = json_remove(command, '$.data') WHERE id = ?1",
+                [id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The stored JSON of a command (tests).
+    #[cfg(test)]
+    pub(crate) async fn stored_command(&self, id: &str) -> Result<Option<String>, StoreError> {
+        use rusqlite::OptionalExtension;
+        let id = id.to_owned();
+        self.call(move |conn| {
+            Ok(conn
+                .query_row("SELECT command FROM jobs WHERE id = ?1", [id], |row| {
                     row.get(0)
                 })
                 .optional()?)

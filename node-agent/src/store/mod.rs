@@ -11,6 +11,7 @@
 //! happen together (finishing a job and queueing its result) are one transaction. This module
 //! opens the database and brings its schema up to date; the methods are in `jobs` and `outbox`.
 
+pub(crate) mod config_jobs;
 pub(crate) mod jobs;
 pub(crate) mod outbox;
 pub(crate) mod result_limit;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, Notify};
 
+pub(crate) use config_jobs::StoredConfigJob;
 pub(crate) use jobs::{Received, Started, Unfinished};
 pub(crate) use outbox::{OutboxKind, OutboxRow};
 

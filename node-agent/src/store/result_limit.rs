@@ -140,6 +140,7 @@ fn skeleton(result: &JobResult, label: Label) -> JobResult {
         critical: String::new(),
         run: result.run,
         is_final: result.is_final,
+        skipped: result.skipped,
     }
 }
 

@@ -95,6 +95,16 @@ pub(crate) struct Templates {
 }
 
 impl Templates {
+    /// The values of the agent's config (also used by `put_file` and `get_file` paths).
+    pub(crate) fn of(config: &Config) -> Templates {
+        let text = |p: &Path| p.to_string_lossy().into_owned();
+        Templates {
+            agentroot: text(&config.data_dir),
+            root: text(&config.install_root),
+            tmp: text(&std::env::temp_dir()),
+        }
+    }
+
     pub(crate) fn apply(&self, s: &str) -> String {
         s.replace("$agentroot", &self.agentroot)
             .replace("$root", &self.root)
@@ -115,13 +125,8 @@ pub(crate) struct Launcher {
 
 impl Launcher {
     pub(crate) fn new(config: &Config) -> Launcher {
-        let text = |p: &Path| p.to_string_lossy().into_owned();
         Launcher {
-            templates: Templates {
-                agentroot: text(&config.data_dir),
-                root: text(&config.install_root),
-                tmp: text(&std::env::temp_dir()),
-            },
+            templates: Templates::of(config),
             python: config.interpreters.python.clone(),
             lua: config.interpreters.lua.clone(),
             jumpscripts_dir: config.jumpscripts_dir.clone(),

@@ -46,6 +46,8 @@ use crate::supervisor::launch::{Launch, Launcher, Program};
 use crate::supervisor::process::{Ending, Finished, Process, Stops};
 use crate::supervisor::registry::{Killer, Registry, Ticket};
 
+pub(crate) mod config_jobs;
+pub(crate) mod cron;
 mod kill;
 pub(crate) mod launch;
 pub mod output;

@@ -4,12 +4,15 @@
 //!   the recorded pid exists *and* started at the recorded time, never the pid alone, since pids
 //!   are reused — its tree is killed (its output pipes went with the old agent). A remembered
 //!   job (long-running, recurring) then comes back: a long-running one starts again at once, a
-//!   recurring one at its next period; its run count goes on. A recurring run that was started
-//!   but whose result was never queued (the agent went away during it, or between its end and
-//!   its result) is posted `ERROR` "agent restarted" with its number, so every run has a
-//!   result. Any other job ends `ERROR` "agent restarted".
+//!   recurring one at its next period (a cron job at its next cron time); its run count goes
+//!   on. A recurring run that was started but whose result was never queued (the agent went
+//!   away during it, or between its end and its result) is posted `ERROR` "agent restarted"
+//!   with its number, so every run has a result. Any other job ends `ERROR` "agent restarted".
 //! - `QUEUED`: stored but never started; it is dispatched now, like a new command. A stored
 //!   `restart` is answered but does not restart again: this start is that restart.
+//!
+//! Config-file jobs (`cfg:` ids) are left to [`crate::supervisor::config_jobs`]: the config, not
+//! the store, decides whether they come back.
 
 use schemas::{Command, JobResult};
 
@@ -38,6 +41,9 @@ pub(crate) async fn recover(
 ) -> Result<Recovered, StoreError> {
     let mut recovered = Recovered::default();
     for job in store.unfinished().await? {
+        if crate::config::jobs::is_config_job(&job.id) {
+            continue; // the config decides: supervisor::config_jobs
+        }
         if job.state == schemas::JobState::Running.as_str() {
             if kill_leftover(&job) {
                 recovered.killed += 1;
@@ -91,8 +97,12 @@ fn remembered(job: &Unfinished) -> Option<Job> {
 
 /// The result of a recurring job's last run if that run started but its result was never
 /// queued: `ERROR` [`AGENT_RESTARTED`], not final.
-fn cut_run(job: &Unfinished, remembered: &Job, dispatcher: &Dispatcher) -> Option<JobResult> {
-    if Plan::of(&remembered.args).period.is_none() || job.runs <= job.runs_posted {
+pub(super) fn cut_run(
+    job: &Unfinished,
+    remembered: &Job,
+    dispatcher: &Dispatcher,
+) -> Option<JobResult> {
+    if !Plan::of(&remembered.args).recurring() || job.runs <= job.runs_posted {
         return None;
     }
     let mut result = dispatcher.error_for_raw(&job.id, &job.raw, AGENT_RESTARTED);
@@ -102,7 +112,7 @@ fn cut_run(job: &Unfinished, remembered: &Job, dispatcher: &Dispatcher) -> Optio
 }
 
 /// Kills the job's process tree if its process is still the one the agent started.
-fn kill_leftover(job: &Unfinished) -> bool {
+pub(super) fn kill_leftover(job: &Unfinished) -> bool {
     let (Some(pid), Some(recorded)) = (job.pid, job.pid_start_time) else {
         return false;
     };

@@ -1,5 +1,5 @@
 //! Jobs that run more than once (DESIGN §3 args, §6): long-running daemons (`max_time` -1),
-//! jobs with a restart limit (`max_restart`) and recurring jobs (`recurring_period`).
+//! jobs with a restart limit (`max_restart`) and recurring jobs (`recurring_period`, `cron`).
 //!
 //! - **Restarts.** A process of a long-running job, or of a job with `max_restart`, that fails
 //!   (exits non-zero, is killed by a signal, times out) is started again. A failure within
@@ -12,11 +12,14 @@
 //!   run; a run that takes longer than the period is followed at once by the next, never
 //!   overlapped. Each run posts its own result (`run` = its number, `final` = false) and the job
 //!   stays `RUNNING` until it is killed. Failed runs do not stop it (`max_restart` does not apply).
+//! - **Cron** (`cron`, `tz`): recurring, with each run due at the next cron time after the end of
+//!   the previous one; cron times that pass while a run is still going are skipped and counted
+//!   in its result (`skipped`) ([`crate::supervisor::cron`]). `max_time` bounds each run.
 //! - **Remembered** (long-running and recurring jobs): the agent stopping leaves them `RUNNING`
 //!   in the store, and the next start brings them back ([`crate::supervisor::recovery`]). `killall` ends
 //!   their current run (posted `KILLED`, `final` = false) but keeps them: a long-running job is
-//!   started again after 1 s, a recurring one at its next period. `kill` forgets them: they end
-//!   `KILLED` for good.
+//!   started again after 1 s, a recurring one at its next period (or cron time). `kill` forgets
+//!   them: they end `KILLED` for good.
 
 use std::time::Duration;
 
@@ -25,6 +28,7 @@ use tokio::time::Instant;
 use schemas::{ExecuteArgs, JobResult, JobState};
 use serde_json::Value;
 
+use super::cron::{CronRuns, WallClock};
 use super::{Ended, Job, Run, Supervisor, Waited};
 use crate::supervisor::registry::Ticket;
 
@@ -41,6 +45,8 @@ pub(crate) struct Plan {
     pub(crate) long_running: bool,
     /// `recurring_period`, when not 0.
     pub(crate) period: Option<Duration>,
+    /// `cron` is given: runs at its times ([`super::cron::CronRuns`]).
+    pub(crate) cron: bool,
     /// `max_restart`.
     pub(crate) max_restart: u32,
 }
@@ -61,6 +67,7 @@ impl Plan {
         Plan {
             long_running: args.max_time == -1,
             period: (args.recurring_period > 0).then(|| Duration::from_secs(args.recurring_period)),
+            cron: args.cron.is_some(),
             max_restart: args.max_restart,
         }
     }
@@ -72,7 +79,12 @@ impl Plan {
 
     /// Whether the job is kept across agent restarts and `killall`.
     pub(crate) fn remembered(&self) -> bool {
-        self.long_running || self.period.is_some()
+        self.long_running || self.recurring()
+    }
+
+    /// Whether each run posts its own result and the job runs on (`recurring_period`, `cron`).
+    pub(crate) fn recurring(&self) -> bool {
+        self.period.is_some() || self.cron
     }
 
     /// What follows a run that `ended` after `lasted`; `failures` counts the quick failures in
@@ -86,6 +98,10 @@ impl Plan {
     ) -> Next {
         if let Some(period) = self.period {
             return Next::Again(period.saturating_sub(lasted));
+        }
+        if self.cron {
+            // The wait comes from the schedule (`CronRuns::advance`), not from here.
+            return Next::Again(Duration::ZERO);
         }
         match ended {
             Ended::Failed if lasted >= QUICK_FAILURE => {
@@ -124,8 +140,8 @@ pub(crate) fn backoff(failures: u32, cap: Duration) -> Duration {
 enum After {
     /// Run again after this wait.
     Again(Duration),
-    /// The job is over: store this final result.
-    Finish(JobResult),
+    /// The job is over: store this final result (boxed: a result is large beside a wait).
+    Finish(Box<JobResult>),
     /// The agent is stopping: leave the job as it is in the store.
     Leave,
 }
@@ -145,8 +161,18 @@ impl Supervisor {
         let resume = job.resume.unwrap_or_default();
         let mut runs = resume.runs;
         let mut failures = 0;
+        let mut cron = match job.args.schedule() {
+            Ok(schedule) => schedule.map(|s| CronRuns::new(s, WallClock::new())),
+            // Refused when the command was parsed; should its last time pass before it got
+            // here, it ends with the reason rather than run at the wrong times.
+            Err(e) => return self.finish(self.error(&job, e.to_string()), ticket).await,
+        };
+        let first_wait = match cron.as_mut() {
+            Some(cron) => cron.advance(),
+            None => plan.first_wait(resume.last_start_ms),
+        };
         // When the next run is due: a `killall` between runs leaves it where it is.
-        let mut due = Instant::now() + plan.first_wait(resume.last_start_ms);
+        let mut due = Instant::now() + first_wait;
         loop {
             match self.wait_run(&job, &ticket, due).await {
                 Woken::Stopping => return,
@@ -159,16 +185,24 @@ impl Supervisor {
                 }
                 Woken::Due(turn) => {
                     runs += 1;
-                    let run = self.execute(&job, &ticket, runs).await;
+                    let mut run = self.execute(&job, &ticket, runs).await;
                     // Waits count from the run's end, not from when its result was stored.
                     let ended = Instant::now();
                     drop(turn);
+                    if let Some(cron) = &cron {
+                        run.result.skipped = skipped_during(cron, runs);
+                    }
                     let after = self
                         .after_run(&job, &plan, &mut ticket, run, runs, &mut failures)
                         .await;
                     match after {
-                        After::Again(wait) => due = ended + wait,
-                        After::Finish(result) => return self.finish(result, ticket).await,
+                        After::Again(wait) => {
+                            due = match cron.as_mut() {
+                                Some(cron) => Instant::now() + cron.advance(),
+                                None => ended + wait,
+                            }
+                        }
+                        After::Finish(result) => return self.finish(*result, ticket).await,
                         After::Leave => return,
                     }
                 }
@@ -211,25 +245,26 @@ impl Supervisor {
             }
             Ended::Killed => {
                 if !kept_by_killall(ticket, plan) {
-                    return After::Finish(result);
+                    return After::Finish(Box::new(result));
                 }
                 result.is_final = false;
                 self.post_run(&result).await;
                 if let Some(claim) = ticket.rearm() {
                     claim.answer(JobState::Running);
                 }
-                // Comes back: a daemon after the first restart wait, a recurring job on time.
+                // Comes back: a daemon after the first restart wait, a recurring job on time
+                // (a cron job's wait is its schedule's: the loop asks `CronRuns`).
                 After::Again(match plan.period {
                     Some(period) => period.saturating_sub(run.lasted),
                     None => FIRST_BACKOFF,
                 })
             }
-            Ended::Stopping | Ended::NotStarted => After::Finish(result),
+            Ended::Stopping | Ended::NotStarted => After::Finish(Box::new(result)),
             Ended::Succeeded | Ended::Failed => {
                 let cap = self.inner.restart_backoff_max;
                 match plan.next(run.ended, run.lasted, failures, cap) {
                     Next::Again(wait) => {
-                        if plan.period.is_some() {
+                        if plan.recurring() {
                             result.is_final = false;
                             self.post_run(&result).await;
                         } else {
@@ -238,14 +273,14 @@ impl Supervisor {
                         }
                         After::Again(wait)
                     }
-                    Next::Finish => After::Finish(result),
+                    Next::Finish => After::Finish(Box::new(result)),
                     Next::GiveUp => {
                         let text = give_up_text(job, plan, runs);
                         self.alert(job, &text).await;
                         result.state = JobState::Error;
                         result.critical = text.clone();
                         result.data = Value::String(text);
-                        After::Finish(result)
+                        After::Finish(Box::new(result))
                     }
                 }
             }
@@ -276,6 +311,20 @@ impl Supervisor {
 /// Whether the kill that claimed the job is a `killall` that keeps it (a remembered job).
 fn kept_by_killall(ticket: &Ticket, plan: &Plan) -> bool {
     plan.remembered() && ticket.killer().is_some_and(|k| k.cmd == "killall")
+}
+
+/// How many cron times passed while run `run` was going (or waiting for its turn): they are
+/// skipped, and said so in a warning.
+fn skipped_during(cron: &CronRuns, run: u64) -> u64 {
+    let skipped = cron.skipped();
+    if skipped > 0 {
+        tracing::warn!(
+            run,
+            skipped,
+            "cron times passed while a run was still going; skipped"
+        );
+    }
+    skipped
 }
 
 /// The result with its run number, for jobs that may run more than once.

@@ -7,6 +7,7 @@ fn plan(long_running: bool, period: u64, max_restart: u32) -> Plan {
     Plan {
         long_running,
         period: (period > 0).then(|| Duration::from_secs(period)),
+        cron: false,
         max_restart,
     }
 }
@@ -378,5 +379,158 @@ mod repeated {
             Some("ERROR")
         );
         assert!(f.results().await.iter().all(|r| r.id != "d"));
+    }
+
+    /// `gap` in whole steps of `step` (rounded) and how far it is from that many.
+    fn steps(gap: Duration, step: Duration) -> (u32, Duration) {
+        let n = ((gap + step / 2).as_nanos() / step.as_nanos()) as u32;
+        let whole = step * n;
+        (n, gap.abs_diff(whole))
+    }
+
+    /// A cron job runs at its times: consecutive starts are whole steps of the schedule apart
+    /// (10 s; the first start is on a step too, see `cron::tests`), and any step missed in
+    /// between is a time that passed during the run before, counted in its `skipped`.
+    #[tokio::test(start_paused = true)]
+    async fn a_cron_job_runs_at_its_times() {
+        let f = kit_with("sup-cron-times", None).await;
+        f.submit("c", json!({"cmd": "true", "cron": "*/10 * * * * *"}), None)
+            .await;
+        // As in `killall_between_runs…`: blocking reads, and 1 s sleeps that move the clock.
+        let runs = || futures::executor::block_on(f.run_results("c"));
+        while runs().len() < 3 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let (runs, starts) = (runs(), f.starts("c"));
+        let numbers: Vec<u64> = runs.iter().map(|r| r.run).take(3).collect();
+        assert_eq!(numbers, [1, 2, 3]);
+        assert!(runs.iter().all(|r| r.state == JobState::Ok && !r.is_final));
+        let step = Duration::from_secs(10);
+        for (i, gap) in starts.windows(2).map(|w| w[1] - w[0]).enumerate().take(2) {
+            let (n, off) = steps(gap, step);
+            // A process starts a little after its time: the store's thread is real time.
+            assert!(
+                n >= 1 && off < Duration::from_secs(1),
+                "run {} started {gap:?} after run {}: not on the 10 s schedule",
+                i + 2,
+                i + 1
+            );
+            assert_eq!(
+                runs[i].skipped,
+                u64::from(n - 1),
+                "{:?} vs {gap:?}",
+                runs[i]
+            );
+        }
+        let kill = f.internal("k", "kill", json!({"id": "c"})).await;
+        f.supervisor.kill(kill, "c");
+        let last = || {
+            let results = futures::executor::block_on(f.results());
+            results.into_iter().find(|r| r.id == "c" && r.is_final)
+        };
+        let last = loop {
+            match last() {
+                Some(last) => break last,
+                None => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        };
+        assert_eq!(last.state, JobState::Killed);
+    }
+
+    /// A run still going when the next cron time comes makes that time be skipped (runs never
+    /// overlap) and counted in the run's result.
+    #[tokio::test]
+    async fn a_cron_run_still_going_at_the_next_time_skips_it_and_counts_it() {
+        let f = kit_with("sup-cron-overlap", None).await;
+        let (lock, log) = (f.dir.join("lock"), f.dir.join("log"));
+        // Every second; each run takes 1.5 s, so a later second always passes while it runs.
+        let script = format!(
+            "[ -e {l} ] && echo overlap >> {g}; touch {l}; echo run >> {g}; sleep 1.5; rm {l}",
+            l = lock.display(),
+            g = log.display()
+        );
+        let args = json!({"cmd": "sh", "args": ["-c", script], "cron": "* * * * * *"});
+        f.submit("c", args, None).await;
+        let runs = f.runs("c", 2).await;
+        assert_eq!(
+            runs.iter().map(|r| r.run).take(2).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        for r in &runs {
+            assert_eq!(r.state, JobState::Ok);
+            assert!(
+                r.skipped >= 1,
+                "run {} lasted 1.5 s and skipped nothing",
+                r.run
+            );
+        }
+        let kill = f.internal("k", "kill", json!({"id": "c"})).await;
+        f.supervisor.kill(kill, "c");
+        assert_eq!(f.final_result("c").await.state, JobState::Killed);
+        let log = std::fs::read_to_string(log).unwrap();
+        assert!(!log.contains("overlap"), "runs overlapped:\n{log}");
+    }
+
+    /// `max_time` bounds each run of a cron job: a run over it ends `TIMEOUT`, and the job goes
+    /// on at its next time.
+    #[tokio::test]
+    async fn max_time_bounds_each_cron_run() {
+        let f = kit_with("sup-cron-max-time", None).await;
+        let args = json!({"cmd": "sleep", "args": ["30"], "cron": "* * * * * *", "max_time": 1});
+        f.submit("c", args, None).await;
+        let runs = f.runs("c", 2).await;
+        for r in &runs[..2] {
+            assert_eq!((r.state, r.is_final), (JobState::Timeout, false), "{r:?}");
+        }
+        let kill = f.internal("k", "kill", json!({"id": "c"})).await;
+        f.supervisor.kill(kill, "c");
+        assert_eq!(f.final_result("c").await.state, JobState::Killed);
+    }
+
+    /// A cron job is remembered: the agent stopping during run 1 leaves it `RUNNING`; the next
+    /// start posts run 1 as cut (`ERROR` "agent restarted") and runs it on, from run 2.
+    #[tokio::test]
+    async fn a_cron_job_survives_an_agent_restart_and_counts_on() {
+        use crate::supervisor::recovery::{recover, AGENT_RESTARTED};
+        use crate::supervisor::Supervisor;
+
+        let f = kit_with("sup-cron-restart", None).await;
+        let args = json!({"cmd": "sleep", "args": ["30"], "cron": "* * * * * *"});
+        f.submit("c", args, None).await;
+        f.running("c").await;
+        f.supervisor.shutdown(Duration::from_secs(10)).await;
+        assert_eq!(
+            f.store.job_state("c").await.unwrap().as_deref(),
+            Some("RUNNING")
+        );
+        assert!(
+            f.results().await.is_empty(),
+            "a remembered job posted at the stop"
+        );
+
+        // The next start of the agent: a new supervisor over the same store.
+        let logs = crate::logs::Logs::start(&f.config, f.store.clone(), None)
+            .await
+            .unwrap();
+        let supervisor = Supervisor::new(&f.config, f.store.clone(), logs);
+        let recovered = recover(&f.store, &f.dispatcher, &supervisor).await.unwrap();
+        assert_eq!(recovered.resumed, 1);
+        let cut = f.runs("c", 1).await;
+        assert_eq!((cut[0].run, cut[0].state), (1, JobState::Error));
+        assert_eq!(cut[0].data, json!(AGENT_RESTARTED));
+        // Back on its schedule: run 2 starts within the next second or so.
+        let deadline = std::time::Instant::now() + LIMIT;
+        while f.run_count("c").await.0 < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the cron job did not come back"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let kill = f.internal("k", "kill", json!({"id": "c"})).await;
+        supervisor.kill(kill, "c");
+        let last = f.final_result("c").await;
+        assert_eq!((last.state, last.run), (JobState::Killed, 2));
+        supervisor.shutdown(Duration::from_secs(10)).await;
     }
 }

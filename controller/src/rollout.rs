@@ -1,0 +1,394 @@
+//! Rollouts (issue 14): a fanout command with `batch` is recorded with all its targets (sorted)
+//! but pushed to the first batch only ([`first_batch`], by the router); a sweeper that every
+//! instance runs ([`run`]) releases the next batch once every released target has a final
+//! result and `batch_wait` seconds have passed, and, when more than `max_failures` of them
+//! failed, ends every target not released yet `ERROR` ("rollout stopped: …") through the
+//! normal result path, so `cmds_queue_<id>` still gets one result per target. A kill
+//! ([`kill`]) ends them `KILLED`. Redis only.
+//!
+//! The job record (`job:<id>`) holds the rollout: `rollout` (the [`Plan`] as JSON), `released`
+//! (how many of the sorted targets were pushed), `failed` (how many of those ended other than
+//! `OK`), `batch_done` (when the sweep saw the running batch complete, ms), `stopped` and
+//! `stop_state` (why, and in what state, the targets not released end). Active rollouts are
+//! the members of `{cmds_queue}:rollouts`, scored by when to look at them next; a result of a
+//! rollout brings its look forward ([`results`]).
+//!
+//! Crashes and concurrent sweepers: `rollout_step.lua` only decides; the sweeper pushes the
+//! batch, waits for replicas, and only then marks it released with a compare-and-set
+//! (`rollout_mark.lua`). Push-then-mark: a crash between the two leaves the batch unmarked,
+//! and the next sweep (of any instance) pushes it again, so no batch is lost; a batch pushed
+//! twice (two sweepers at once, or that replay) runs once because an agent drops a job id it
+//! has seen, and the compare-and-set lets one sweeper mark it. `job:<id>` and the agents'
+//! queues are in different cluster slots, so each step is a single-slot script or command.
+//!
+//! Time: the verdicts take `now` as an argument ([`sweep`]), so the tests drive the clock.
+
+use std::time::Duration;
+
+use schemas::{Command, JobEvent, JobResult, JobState, Plan};
+use tokio_util::sync::CancellationToken;
+
+use crate::state::{AppState, Shared};
+use crate::{keys, results, router};
+
+/// How often the sweeper looks for rollouts that are due.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// While a batch runs, how long until the sweeper looks again unprompted. A result prompts it
+/// sooner ([`prompt`]); this bounds the delay when a prompt is lost (a crash, or a sweep that
+/// was deciding when it came and then set the next look).
+const RECHECK: Duration = Duration::from_secs(2);
+/// Rollouts looked at per sweep, at most.
+const SWEEP_MAX: isize = 100;
+
+/// The job record fields of a new rollout of `cmd` to `targets` (sorted here), and how many of
+/// them the router pushes now; `None` when `cmd` is not a rollout.
+pub fn first_batch(
+    cmd: &Command,
+    targets: &mut [String],
+) -> Option<(Vec<(String, String)>, usize)> {
+    let rollout = cmd.rollout()?;
+    targets.sort_by_key(|a| keys::split_agent(a));
+    let plan = rollout.plan(targets.len());
+    let first = plan.batch.min(targets.len());
+    let plan = serde_json::to_string(&plan).expect("a plan serializes");
+    let fields = vec![
+        ("rollout".to_owned(), plan),
+        ("released".to_owned(), first.to_string()),
+        ("failed".to_owned(), "0".to_owned()),
+    ];
+    Some((fields, first))
+}
+
+/// Of a job's recorded `targets`, those pushed so far: all of them unless the job is a rollout
+/// (`released` is the `released` field).
+pub fn pushed(mut targets: Vec<String>, released: Option<&str>) -> Vec<String> {
+    if let Some(n) = released.and_then(|r| r.parse::<usize>().ok()) {
+        targets.truncate(n);
+    }
+    targets
+}
+
+/// Runs the sweeper until `shutdown`; errors are logged and the rollout is looked at again.
+pub async fn run(state: AppState, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                if let Err(e) = sweep(&state, schemas::now_ms()).await {
+                    tracing::warn!(error = %e, "rollout sweep failed; will retry");
+                }
+            }
+        }
+    }
+}
+
+/// What `rollout_step.lua` decided.
+#[derive(Debug, PartialEq)]
+enum Step {
+    Done,
+    Wait(u64),
+    Release(usize, usize),
+    Stop {
+        released: usize,
+        reason: String,
+        state: JobState,
+    },
+}
+
+/// Looks at every rollout due at `now` (ms) and does what each needs.
+pub async fn sweep(state: &Shared, now: u64) -> redis::RedisResult<()> {
+    let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+        .arg(keys::ROLLOUTS)
+        .arg("-inf")
+        .arg(now)
+        .arg("LIMIT")
+        .arg(0)
+        .arg(SWEEP_MAX)
+        .query_async(&mut state.conn())
+        .await?;
+    for id in due {
+        if let Err(e) = drive(state, &id, now).await {
+            tracing::warn!(id, error = %e, "rollout step failed; will retry");
+        }
+    }
+    Ok(())
+}
+
+/// One step of rollout `id`.
+#[tracing::instrument(skip(state, now), level = "debug")]
+async fn drive(state: &Shared, id: &str, now: u64) -> redis::RedisResult<()> {
+    let mut conn = state.conn();
+    let step = decide(state, id, now).await?;
+    let next = match step {
+        Step::Done => {
+            return redis::cmd("ZREM")
+                .arg(keys::ROLLOUTS)
+                .arg(id)
+                .query_async(&mut conn)
+                .await
+        }
+        Step::Wait(at) => at,
+        Step::Release(from, to) => {
+            release(state, id, from, to).await?;
+            now // look again soon: the batch may be empty of work (all answered at once)
+        }
+        Step::Stop {
+            released,
+            reason,
+            state: end,
+        } => {
+            end_unreleased(state, id, released, &reason, end).await?;
+            now
+        }
+    };
+    redis::cmd("ZADD")
+        .arg(keys::ROLLOUTS)
+        .arg("XX")
+        .arg(next.max(now))
+        .arg(id)
+        .query_async(&mut conn)
+        .await
+}
+
+async fn decide(state: &Shared, id: &str, now: u64) -> redis::RedisResult<Step> {
+    let reply: Vec<String> = state
+        .scripts
+        .rollout_step
+        .key(keys::job(id))
+        .arg(now)
+        .arg(RECHECK.as_millis() as u64)
+        .invoke_async(&mut state.conn())
+        .await?;
+    let number = |i: usize| {
+        reply
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok(match reply.first().map(String::as_str) {
+        Some("wait") => Step::Wait(number(1)),
+        Some("release") => Step::Release(number(1) as usize, number(2) as usize),
+        Some("stop") => Step::Stop {
+            released: number(1) as usize,
+            reason: reply.get(2).cloned().unwrap_or_default(),
+            state: reply
+                .get(3)
+                .and_then(|s| JobState::parse(s))
+                .unwrap_or(JobState::Error),
+        },
+        _ => Step::Done,
+    })
+}
+
+/// A job's command (raw, as queued) and its targets.
+async fn command_of(state: &Shared, id: &str) -> redis::RedisResult<Option<(String, Vec<String>)>> {
+    let (raw, targets): (Option<String>, Option<String>) = redis::cmd("HMGET")
+        .arg(keys::job(id))
+        .arg("cmd")
+        .arg("targets")
+        .query_async(&mut state.conn())
+        .await?;
+    let targets = targets.and_then(|t| serde_json::from_str::<Vec<String>>(&t).ok());
+    Ok(raw.zip(targets))
+}
+
+/// Pushes targets `from..to` (0-based, of the sorted targets) of rollout `id`, waits for
+/// replicas, then marks them released (once, whichever sweeper gets there first).
+async fn release(state: &Shared, id: &str, from: usize, to: usize) -> redis::RedisResult<()> {
+    let Some((raw, targets)) = command_of(state, id).await? else {
+        return Ok(());
+    };
+    let batch = &targets[from.min(targets.len())..to.min(targets.len())];
+    let Ok(cmd) = serde_json::from_str::<Command>(&raw) else {
+        return Ok(());
+    };
+    let (pipe, written) = push_batch(state, &cmd, &raw, batch);
+    let mut durable = state.durable().await?;
+    pipe.exec_async(&mut durable).await?;
+    state.confirm(&mut durable, &written).await?;
+    let marked: i64 = state
+        .scripts
+        .rollout_mark
+        .key(keys::job(id))
+        .arg(from)
+        .arg(to)
+        .invoke_async(&mut durable)
+        .await?;
+    match marked {
+        1 => {
+            state.metrics.routed(batch.len());
+            tracing::info!(id, from, to, of = targets.len(), "rollout: batch released");
+        }
+        -1 => {
+            // Killed between this push and its mark: the batch's agents were answered KILLED
+            // by the kill; the command may reach them, so it is killed there too.
+            tracing::info!(
+                id,
+                from,
+                to,
+                "rollout killed while a batch was pushed; killing it there"
+            );
+            for agent in batch {
+                kill_there(state, id, agent).await?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The pushes of `cmd` (`raw`) onto the queues of `batch`, their `max_wait` deadlines (counted
+/// from now, the release), history entries and the `QUEUED` events that wake the agents'
+/// polls; and the keys written (for `WAIT`).
+fn push_batch(
+    state: &Shared,
+    cmd: &Command,
+    raw: &str,
+    batch: &[String],
+) -> (redis::Pipeline, Vec<String>) {
+    let mut pipe = redis::pipe();
+    let mut written: Vec<String> = batch.iter().map(|a| keys::agent_queue(a)).collect();
+    let (now, max_wait) = (schemas::now_ms(), cmd.max_wait());
+    for agent in batch {
+        pipe.lpush(keys::agent_queue(agent), raw).ignore();
+        if max_wait > 0 {
+            let member = format!("{agent}|{}", cmd.id);
+            pipe.zadd(keys::DEADLINES, member, now + max_wait * 1000)
+                .ignore();
+        }
+        let (gid, nid) = keys::split_agent(agent);
+        let event = JobEvent {
+            id: cmd.id.clone(),
+            gid,
+            nid,
+            state: JobState::Queued,
+        };
+        pipe.publish(keys::EVENTS, event.to_json()).ignore();
+    }
+    if max_wait > 0 {
+        written.push(keys::DEADLINES.to_owned());
+    }
+    let history: Vec<String> = batch.iter().map(|a| keys::jobs_of_agent(a)).collect();
+    router::index(&mut pipe, &history, &cmd.id, state.config.result_ttl);
+    (pipe, written)
+}
+
+/// Sends a `kill` of job `id` to `agent`, by the controller's own account.
+async fn kill_there(state: &Shared, id: &str, agent: &str) -> redis::RedisResult<()> {
+    match crate::jobs::kill_on(state, id, agent, "rollout").await {
+        Ok(_) => Ok(()),
+        Err(crate::jobs::SubmitError::Redis(e)) => Err(e),
+        Err(crate::jobs::SubmitError::Invalid(i)) => Err(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "kill",
+            i.to_string(),
+        ))),
+    }
+}
+
+/// Ends every target of rollout `id` after the first `released` that has no result yet with
+/// `end` and `reason`, through the normal result path (recorded once per target).
+async fn end_unreleased(
+    state: &Shared,
+    id: &str,
+    released: usize,
+    reason: &str,
+    end: JobState,
+) -> redis::RedisResult<()> {
+    let Some((raw, targets)) = command_of(state, id).await? else {
+        return Ok(());
+    };
+    let (name, args) = serde_json::from_str::<Command>(&raw)
+        .map(|c| (c.cmd, c.args))
+        .unwrap_or_default();
+    let rest = &targets[released.min(targets.len())..];
+    tracing::info!(
+        id,
+        targets = rest.len(),
+        reason,
+        "rollout: ending the targets not released"
+    );
+    let mut ended = 0;
+    for agent in rest {
+        let (gid, nid) = keys::split_agent(agent);
+        let mut result = JobResult::error(id, gid, nid, &name, args.clone(), reason);
+        result.state = end;
+        if results::record(state, agent, &result).await? == results::Outcome::Recorded {
+            ended += 1;
+        }
+    }
+    if ended > 0 && end == JobState::Error {
+        state.metrics.rollout_stopped();
+    }
+    Ok(())
+}
+
+/// Adds to `pipe` the prompt to look at rollout `id` at once (when it is one): a result came.
+/// Scored 0, due to any sweep whatever its clock.
+pub fn prompt(pipe: &mut redis::Pipeline, id: &str) {
+    pipe.cmd("ZADD")
+        .arg(keys::ROLLOUTS)
+        .arg("XX")
+        .arg(0)
+        .arg(id)
+        .ignore();
+}
+
+/// Adds to `pipe` a new rollout `id`, to look at from `now`.
+pub fn track(pipe: &mut redis::Pipeline, id: &str, now: u64) {
+    pipe.zadd(keys::ROLLOUTS, id, now).ignore();
+}
+
+/// Stops rollout `id` (a kill): ends the targets not released yet `KILLED` now. Returns whether
+/// the job was a running rollout; false for any other job.
+pub async fn kill(state: &Shared, id: &str) -> redis::RedisResult<bool> {
+    let stopped: i64 = state
+        .scripts
+        .rollout_stop
+        .key(keys::job(id))
+        .arg("rollout killed before this agent's batch was released")
+        .arg(JobState::Killed.as_str())
+        .invoke_async(&mut state.conn())
+        .await?;
+    if stopped == 0 {
+        return Ok(false);
+    }
+    drive(state, id, schemas::now_ms()).await?;
+    Ok(true)
+}
+
+/// The rollout fields of a job record, for operators (`GET /v1/jobs/{id}`, `jsctl job ID`).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Progress {
+    /// Targets released at a time, seconds between batches, failures tolerated (null: no limit).
+    pub batch: usize,
+    pub batch_wait: u64,
+    pub max_failures: Option<usize>,
+    /// Targets released so far (the first ones of the sorted `targets`).
+    pub released: usize,
+    /// Released targets whose result is not `OK`.
+    pub failed: usize,
+    /// Why the targets not released ended (the rollout stopped or was killed), if it did.
+    pub stopped: Option<String>,
+}
+
+impl Progress {
+    /// From a `job:<id>` hash; `None` for a job that is not a rollout.
+    pub fn from_fields(fields: &std::collections::BTreeMap<String, String>) -> Option<Progress> {
+        let plan: Plan = serde_json::from_str(fields.get("rollout")?).ok()?;
+        let number = |f: &str| fields.get(f).and_then(|v| v.parse().ok()).unwrap_or(0);
+        Some(Progress {
+            batch: plan.batch,
+            batch_wait: plan.batch_wait,
+            max_failures: plan.max_failures,
+            released: number("released"),
+            failed: number("failed"),
+            stopped: fields.get("stopped").cloned(),
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "rollout_tests.rs"]
+mod tests;
