@@ -20,6 +20,8 @@ use crate::redis_conn::Conn;
 use crate::state::{AppState, Shared};
 use crate::{agents, keys, rollout};
 
+mod kept;
+
 /// What became of one command.
 enum Route {
     /// Agents to push it to.
@@ -420,19 +422,24 @@ async fn record(
             // These very bytes were routed before (a plan can fail now that succeeded then: a
             // role without live agents, a revoked token): a replay goes on to the recorded
             // targets, a client's retry is dropped, and neither gets a second answer.
-            let (recorded, targets, released): (Option<Vec<u8>>, Option<String>, Option<String>) =
-                redis::cmd("HMGET")
-                    .arg(keys::job(&cmd.id))
-                    .arg("cmd")
-                    .arg("targets")
-                    .arg("released")
-                    .query_async(&mut conn)
-                    .await?;
+            let (recorded, targets, released, digest): (
+                Option<Vec<u8>>,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+            ) = redis::cmd("HMGET")
+                .arg(keys::job(&cmd.id))
+                .arg("cmd")
+                .arg("targets")
+                .arg("released")
+                .arg("digest")
+                .query_async(&mut conn)
+                .await?;
             let targets: Vec<String> = targets
                 .and_then(|t| serde_json::from_str(&t).ok())
                 .unwrap_or_default();
             let targets = rollout::pushed(targets, released.as_deref());
-            if recorded.as_deref() == Some(raw) && !targets.is_empty() {
+            if kept::same(raw, recorded.as_deref(), digest.as_deref()) && !targets.is_empty() {
                 let written = vec![keys::job(&cmd.id)];
                 return Ok((written, replay.then_some((cmd, targets))));
             }
@@ -459,14 +466,19 @@ async fn record(
     let mut targets = targets;
     // A rollout is recorded with all its targets (sorted) and pushed to its first batch.
     let rollout = rollout::first_batch(&cmd, &mut targets);
+    let kept = kept::kept(raw, &cmd, rollout.is_some());
     let targets_json = serde_json::to_string(&targets).unwrap_or_else(|_| "[]".into());
     let mut create = state.scripts.create_job.key(keys::job(&cmd.id));
     create
-        .arg(raw)
+        .arg(&kept.text)
         .arg(&targets_json)
         .arg(schemas::now_ms())
         .arg(state.config.result_ttl.as_secs())
-        .arg(submitter(Some(&cmd)));
+        .arg(submitter(Some(&cmd)))
+        .arg(kept.digest.as_deref().unwrap_or(""));
+    if let Some(bytes) = kept.omitted {
+        create.arg("data_omitted").arg(bytes);
+    }
     if let Some((fields, first)) = &rollout {
         for (field, value) in fields {
             create.arg(field).arg(value);

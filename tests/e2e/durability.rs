@@ -133,6 +133,49 @@ fn an_identical_push_of_a_routed_command_is_dropped_silently() {
     assert_eq!(answer["data"], "duplicate id");
 }
 
+/// A command with a big `data` (a `put_file` chunk, a large stdin): its job record keeps the
+/// command without the data (Redis would otherwise hold every chunk of an upload for the result
+/// TTL), and still tells a client's retry from another command under the same id.
+#[test]
+fn a_big_commands_record_keeps_no_data_and_still_knows_a_retry() {
+    let (redis, _controller, _agent) = stack(&[]);
+    let client = redis.client();
+    let stdin = "x".repeat(300_000);
+    let mut cmd = execute(1, 1, "/usr/bin/wc", &["-c"]);
+    cmd["data"] = stdin.clone().into();
+    let id = cmd["id"].as_str().expect("id").to_owned();
+    let first = client.run(&cmd, Duration::from_secs(30));
+    assert_eq!(first["state"], "OK", "{first}");
+    assert!(
+        first["streams"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("300000"),
+        "the job got its data: {first}"
+    );
+    let kept = client.job_field(&id, "cmd").expect("the record's command");
+    assert!(kept.len() < 1000, "the record keeps {} bytes", kept.len());
+    assert_eq!(
+        client.job_field(&id, "data_omitted").as_deref(),
+        Some("300000")
+    );
+
+    client.push(&cmd);
+    let marker = client.run(&execute(1, 1, "/bin/true", &[]), Duration::from_secs(30));
+    assert_eq!(marker["state"], "OK", "{marker}");
+    assert_eq!(
+        client.llen(&format!("cmds_queue_{id}")),
+        0,
+        "the retry was answered"
+    );
+
+    let mut other = cmd.clone();
+    other["data"] = "y".repeat(300_000).into();
+    let answer = client.run(&other, Duration::from_secs(30));
+    assert_eq!(answer["state"], "ERROR");
+    assert_eq!(answer["data"], "duplicate id");
+}
+
 /// A Redis Cluster shard whose replica is down cannot confirm writes: the jobs whose records
 /// live there wait (and run once the replica is back), the others are not held up by them.
 #[test]
