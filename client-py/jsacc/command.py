@@ -8,7 +8,7 @@ import os
 import uuid
 from typing import Any, Dict, Iterable, Mapping, Optional, Union
 
-from .validate import check_id, check_int, check_rollout, check_text
+from .validate import check_id, check_int, check_rollout, check_rollout_ends, check_text
 
 #: The host-fact internal commands (DESIGN §6.2) by short name, as ``jsctl info`` takes them.
 INFO_COMMANDS = {"os": "get_os_info", "cpu": "get_cpu_info", "mem": "get_mem_info",
@@ -71,6 +71,8 @@ def build_command(
         raise ValueError(f"args must be a dict, got {type(args).__name__}")
     job_id = new_id() if id is None else check_id(id)
     rollout = check_rollout(fanout, batch, batch_wait, max_failures)
+    if rollout:
+        check_rollout_ends(args)
 
     command: Dict[str, Any] = {"id": job_id, "gid": gid}
     if nid is not None:

@@ -20,7 +20,7 @@ import re
 import uuid
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Dict, Optional, Union
 
-from .errors import FileTransferError
+from .errors import FileTransferError, Timeout
 
 if TYPE_CHECKING:
     from .client import Client
@@ -33,6 +33,9 @@ MAX_PUT_CHUNK = 4 * 1024 * 1024
 GET_CHUNK = 704 * 1024
 #: Seconds to wait for each chunk's answer by default.
 CHUNK_TIMEOUT = 120.0
+#: Times a chunk whose answer did not come in time is sent again (a repeat is harmless: the
+#: agent answers a chunk it already has from the part file's state, and a read is a read).
+CHUNK_RETRIES = 1
 
 #: Called after each chunk with (bytes done, total bytes).
 Progress = Callable[[int, int], None]
@@ -68,7 +71,13 @@ def _answer(client: "Client", what: str, gid: int, nid: int, path: str, offset: 
             args: Dict[str, Any], data: Optional[str], timeout: float) -> Dict[str, Any]:
     """Sends one chunk command and returns its answer's ``data``; raises
     :class:`FileTransferError` when it did not end ``OK``."""
-    result = client.cmd(what, args, data=data, gid=gid, nid=nid).result(timeout)
+    for attempt in range(CHUNK_RETRIES + 1):
+        try:
+            result = client.cmd(what, args, data=data, gid=gid, nid=nid).result(timeout)
+            break
+        except Timeout:
+            if attempt == CHUNK_RETRIES:
+                raise
     if result.get("state") != "OK":
         raise FileTransferError(f"{what} {gid}:{nid}:{path} failed at offset {offset}: "
                                 f"{result.get('state')}: {result.get('data')}")
@@ -97,6 +106,8 @@ def put_file(client: "Client", gid: int, nid: int, local_path: Union[str, "os.Pa
         if mode is not None:
             base["mode"] = mode
         offset = 0
+        if progress is not None:
+            progress(0, size)
         while True:
             chunk = f.read(chunk_size)
             args = dict(base, offset=offset)
@@ -125,8 +136,10 @@ def get_file(client: "Client", gid: int, nid: int, remote_path: str,
     folder, name = os.path.split(os.path.abspath(local))
     part = os.path.join(folder, f".{name}.jsacc-{uuid.uuid4().hex}.part")
     try:
-        with open(part, "wb") as f:
+        # 0600 while incomplete: the file may be a secret; the usual mode once it is whole.
+        with os.fdopen(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
             answer = _download(client, gid, nid, remote_path, f, progress, timeout)
+        os.chmod(part, 0o666 & ~_umask())
         os.replace(part, local)
     finally:
         if os.path.exists(part):
@@ -165,6 +178,13 @@ def _download(client: "Client", gid: int, nid: int, remote_path: str, f: BinaryI
                                 f"({answer.get('sha256')}); was it changed while being read? "
                                 f"Nothing was written")
     return answer
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _remote_name(remote_path: str) -> str:

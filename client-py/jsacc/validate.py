@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Dict, Union
+from typing import Any, Dict, Mapping, Union
 
 #: Longest client-chosen job id.
 MAX_ID_LEN = 200
@@ -78,6 +78,21 @@ def check_amount(name: str, value: Any, minimum: int) -> Union[int, str]:
     return number
 
 
+def check_rollout_ends(args: Mapping[str, Any]) -> None:
+    """A rollout waits for each batch's final results: a job that never ends (recurring, cron,
+    long-running) would hold the rest back for ever; refused as the controller refuses it."""
+    period = args.get("recurring_period")
+    if isinstance(period, (int, float)) and not isinstance(period, bool) and period > 0:
+        raise ValueError("batch: a job with args.recurring_period never ends; "
+                         "a rollout waits for each batch to end")
+    if args.get("cron"):
+        raise ValueError("batch: a job with args.cron never ends; "
+                         "a rollout waits for each batch to end")
+    if args.get("max_time") == -1:
+        raise ValueError("batch: a job with args.max_time -1 (long-running) never ends; "
+                         "a rollout waits for each batch to end")
+
+
 def check_rollout(fanout: bool, batch: Any, batch_wait: Any,
                   max_failures: Any) -> Dict[str, Any]:
     """The rollout fields of a command (``batch``, ``batch_wait``, ``max_failures``; ``None``
@@ -87,7 +102,8 @@ def check_rollout(fanout: bool, batch: Any, batch_wait: Any,
                                ("max_failures", max_failures)) if v is not None}
     for name in given:
         if not fanout:
-            raise ValueError(f"{name}: only a fanout command (fanout=True) rolls out in batches")
+            raise ValueError(f"{name}: only a fanout command (fanout=True, jsctl --fanout) "
+                             "rolls out in batches")
     if batch is None:
         for name in given:
             raise ValueError(f"{name}: needs batch (the size of each batch)")

@@ -88,6 +88,36 @@ def test_cp_of_a_missing_local_file_says_so(tmp_path):
     assert f"no such local file: {missing}" in cp.stderr
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_cp_timeout_must_be_positive():
+    cp = run_jsctl("cp", "./a", "1:5:/tmp/a", "--timeout", "0", redis_url="redis://127.0.0.1:1")
+    assert cp.returncode == 2
+    assert "must be > 0" in cp.stderr
+
+
+def test_the_bar_closes_once_and_its_rate_counts_from_the_start():
+    import io
+    import time
+
+    from jsacc.cli.cp import LazyBar, ProgressBar
+
+    out = io.StringIO()
+    bar = ProgressBar(out, "x", started=time.monotonic() - 10)
+    bar(10 * 1024 * 1024, 20 * 1024 * 1024)
+    assert " 1.0 MiB/s" in out.getvalue()
+    lazy = LazyBar(True, "x")
+    lazy.bar = ProgressBar(out, "x")
+    lazy(1, 2)
+    lazy.close()
+    lazy.close()
+    assert out.getvalue().count("\n") == 1
+
+
 def test_cp_bad_target_is_a_usage_error():
     cp = run_jsctl("cp", "./a", "1:5", redis_url="redis://127.0.0.1:1")
     assert cp.returncode == 2
@@ -107,8 +137,8 @@ def test_a_multi_chunk_file_round_trips(client, tmp_path):
                              progress=lambda done, total: seen.append((done, total)))
     assert answer["complete"] is True
     assert answer["sha256"] == sha(content)
-    assert seen == [(PUT_CHUNK, len(content)), (2 * PUT_CHUNK, len(content)),
-                    (len(content), len(content))]
+    assert seen == [(0, len(content)), (PUT_CHUNK, len(content)),
+                    (2 * PUT_CHUNK, len(content)), (len(content), len(content))]
     assert remote.read_bytes() == content
     assert stat.S_IMODE(remote.stat().st_mode) == 0o640
     assert answer["mode"] == "0640"
@@ -121,6 +151,7 @@ def test_a_multi_chunk_file_round_trips(client, tmp_path):
     want = (sha(content), len(content), "0640")
     assert (answer["sha256"], answer["size"], answer["mode"]) == want
     assert back.read_bytes() == content
+    assert stat.S_IMODE(back.stat().st_mode) == 0o666 & ~_umask()
     assert got[0] == GET_CHUNK and got[-1] == len(content)
     assert parts(tmp_path) == []
 

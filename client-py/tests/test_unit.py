@@ -332,6 +332,17 @@ def test_rollout_value_errors(kwargs, message):
         build_command("ping", gid=1, role="web", **kwargs)
 
 
+@pytest.mark.parametrize("args, what", [
+    ({"recurring_period": 60}, "args.recurring_period"),
+    ({"cron": "* * * * *"}, "args.cron"),
+    ({"max_time": -1}, "args.max_time -1"),
+])
+def test_a_rollout_of_a_job_that_never_ends_is_refused(args, what):
+    with pytest.raises(ValueError, match=f"batch: a job with {what}"):
+        build_command("execute", args=dict(args, cmd="/bin/true"), gid=1, role="web",
+                      fanout=True, batch=2)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--role", "web", "--batch", "2"], "--batch: only a fanout"),
     (["--role", "web", "--fanout", "--batch", "x"], "--batch: `x` is neither a count"),

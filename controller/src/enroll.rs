@@ -6,7 +6,12 @@
 //! A use is taken atomically (`lua/redeem_enroll.lua`); the node id is then taken with
 //! [`auth::claim`] (`HSETNX`), so two machines enrolling at once never get the same one. A used-up
 //! code stays until it expires (so it is answered "already used", not "unknown"); expired
-//! records are deleted whenever codes are created, listed, revoked or redeemed.
+//! records are deleted whenever codes are created, listed or revoked, and an expired code
+//! offered for redemption deletes its own record (redemption, open to strangers, does not
+//! read the whole hash).
+//!
+//! A node id the code does not name is taken from a per-grid counter that never goes back
+//! ([`keys::AUTH_ENROLL_NIDS`]): a revoked node's identity is never handed to a new machine.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -41,7 +46,7 @@ pub struct Record {
     /// Uses left.
     pub uses: u32,
     pub gid: u64,
-    /// The node id it enrolls; without one, the next free one of the grid.
+    /// The node id it enrolls; without one, one the grid has not handed out before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nid: Option<u64>,
     pub roles: Vec<String>,
@@ -327,8 +332,11 @@ async fn has_token(
         .await
 }
 
-/// Claims the node one above the highest of grid `gid` that has a token (1 in an empty grid),
-/// or the next ones when others enrolling at the same moment took it first.
+/// Claims a node id of grid `gid` never handed out before: the grid's counter in
+/// [`keys::AUTH_ENROLL_NIDS`] goes up by one (`HINCRBY`, so each caller gets its own number, and
+/// it never goes back: a revoked node's id is not given again), and never below one above the
+/// highest node id that has a token (1 in an empty grid). A number some other node took
+/// meanwhile (a code or a machine that named it) is skipped.
 async fn claim_next(
     conn: &mut impl redis::aio::ConnectionLike,
     gid: u64,
@@ -339,12 +347,32 @@ async fn claim_next(
         .query_async(conn)
         .await?;
     let first = next_free(gid, agents.iter().map(String::as_str));
-    for nid in (first..).take(NID_TRIES) {
+    for _ in 0..NID_TRIES {
+        let mut nid = next_counted(conn, gid, 1).await?;
+        if nid < first {
+            // Raised to `first` at least; each HINCRBY's answer is its caller's alone.
+            nid = next_counted(conn, gid, first - nid).await?;
+        }
         if let Some(token) = auth::claim(conn, gid, nid, roles).await? {
             return Ok((nid, token));
         }
     }
     Err(EnrollError::NoFreeNid(gid))
+}
+
+/// Raises grid `gid`'s counter of handed-out node ids by `by`; its new value.
+async fn next_counted(
+    conn: &mut impl redis::aio::ConnectionLike,
+    gid: u64,
+    by: u64,
+) -> Result<u64, EnrollError> {
+    let n: i64 = redis::cmd("HINCRBY")
+        .arg(keys::AUTH_ENROLL_NIDS)
+        .arg(gid)
+        .arg(by.min(i64::MAX as u64))
+        .query_async(conn)
+        .await?;
+    u64::try_from(n).map_err(|_| EnrollError::NoFreeNid(gid))
 }
 
 /// One above the highest node id of grid `gid` among `agents` ("gid:nid"), 1 when it has none.

@@ -23,6 +23,11 @@ pub const AUTH_VERSION: &str = "auth:version";
 /// "roles", "expires", "created"}`; kept until it expires, used up or not.
 pub const AUTH_ENROLL: &str = "auth:enroll";
 
+/// Hash gid → the highest node id enrollment has handed out in that grid (`HINCRBY`): it never
+/// goes back, so a revoked node's identity (and the commands still queued for it) is never
+/// given to a new machine.
+pub const AUTH_ENROLL_NIDS: &str = "auth:enroll_nids";
+
 /// Operator accounts: name → `{"role", "hash", "created"}`.
 pub const AUTH_USERS: &str = "auth:users";
 
@@ -96,6 +101,12 @@ pub fn agent_queue(agent_id: &str) -> String {
 
 pub fn agent_delivered(agent_id: &str) -> String {
     format!("agent:{{{agent_id}}}:delivered")
+}
+
+/// The config-file jobs of an agent (`cfg:<gid>:<nid>:…`): sorted set of job ids, score = when
+/// last seen (ms); it bounds how many one agent has (`admit_config_job.lua`).
+pub fn agent_config_jobs(agent_id: &str) -> String {
+    format!("agent:{{{agent_id}}}:config_jobs")
 }
 
 /// Lease deadlines of delivered, unacknowledged commands: sorted set of job ids, score = deadline (ms).
@@ -173,6 +184,10 @@ pub fn stream_seq(stream: &str) -> String {
 /// Rollouts being driven (`rollout.rs`): member job id, score = when to look at it next (ms).
 pub const ROLLOUTS: &str = "{cmds_queue}:rollouts";
 
+/// Rollouts an instance is driving now (`lua/rollout_claim.lua`): member job id, score = when
+/// the lease ends (ms), so another instance takes the rollout over if that one died.
+pub const ROLLOUT_LEASES: &str = "{cmds_queue}:rollouts:leases";
+
 /// Commands with `max_wait`: member `"<gid>:<nid>|<job id>"`, score = deadline (ms).
 pub const DEADLINES: &str = "{cmds_queue}:deadlines";
 
@@ -232,6 +247,7 @@ mod tests {
             INSTANCES.into(),
             DEADLINES.into(),
             ROLLOUTS.into(),
+            ROLLOUT_LEASES.into(),
         ] {
             assert_eq!(Slot::for_key(&key), Slot::for_key(CMDS_QUEUE), "{key}");
         }

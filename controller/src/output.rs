@@ -133,8 +133,11 @@ pub async fn append(
         let is_target = targets
             .and_then(|t| serde_json::from_str::<Vec<String>>(&t).ok())
             .map(|t| t.iter().any(|a| a == agent));
-        // An agent's own config job may print before its first result opens its record.
-        let own_config_job = crate::config_jobs::owner(&id).as_deref() == Some(agent);
+        // An agent's own config job may print before its first result opens its record (one
+        // of its at most MAX_DECLARED config jobs).
+        let own_config_job = is_target.is_none()
+            && crate::config_jobs::owner(&id).as_deref() == Some(agent)
+            && crate::config_jobs::admitted(state, agent, &id).await?;
         match is_target {
             Some(true) => allowed.push((id, batches)),
             None if own_config_job => allowed.push((id, batches)),

@@ -9,10 +9,12 @@
 //! (`args.recurring_period` > 0, `args.cron`, or `args.max_time` -1); for any other job it is rejected
 //! ([`Outcome::NotRecurring`]). The result list keeps `max_results` results, but its trim
 //! removes only run results, never an agent's final result: no target of a fanout job can push
-//! the others' final results out (`append_result.lua`).
+//! the others' final results out (`append_result.lua`). A config-file job has one target and a
+//! final result per start of it: its list keeps its newest `max_results` results of any kind.
 //!
 //! A result of a config-file job (`cfg:<gid>:<nid>:…`, which the agent started itself) first
 //! opens the job's record ([`crate::config_jobs`]); only the agent the id names may post one.
+//! It is kept with the values of `args.env` masked.
 
 use std::collections::HashMap;
 
@@ -33,6 +35,8 @@ pub enum Outcome {
     NotATarget,
     /// A run's result for a job that does not run more than once.
     NotRecurring,
+    /// A result of the agent's own config job that cannot be kept ([`crate::config_jobs::open`]).
+    ConfigJobRefused(crate::config_jobs::Refusal),
 }
 
 impl Outcome {
@@ -59,6 +63,7 @@ impl Outcome {
                      a run's result (\"final\": false) is refused; post its final result"
                 ),
             ),
+            Outcome::ConfigJobRefused(why) => answer.reject(id, why.code(), why.message(id)),
         }
     }
 }
@@ -116,6 +121,42 @@ pub async fn record(
     result: &JobResult,
 ) -> redis::RedisResult<Outcome> {
     Ok(record_all(state, agent, std::slice::from_ref(result)).await?[0])
+}
+
+/// Records results the controller made itself for agents that were never sent the job (the
+/// targets of a stopped rollout, `rollout.rs`), one per agent: concurrently (the multiplexed
+/// connection pipelines them), published, and confirmed by replicas once for all of them.
+pub async fn record_unsent(
+    state: &Shared,
+    results: &[(&str, JobResult)],
+) -> redis::RedisResult<Vec<Outcome>> {
+    let mut conn = state.durable().await?;
+    let recorded = futures::future::try_join_all(
+        results
+            .iter()
+            .map(|(agent, r)| record_one(state, conn.clone(), agent, r)),
+    )
+    .await?;
+    let mut pipe = redis::pipe();
+    let mut written = Vec::with_capacity(results.len() * 2);
+    for ((_, r), (outcome, job_state)) in results.iter().zip(&recorded) {
+        written.extend([keys::job(&r.id), keys::results(&r.id)]);
+        if *outcome == Outcome::Recorded {
+            let event = JobEvent {
+                id: r.id.clone(),
+                gid: r.gid,
+                nid: r.nid,
+                state: JobState::parse(job_state).unwrap_or(r.state),
+            };
+            pipe.publish(keys::EVENTS, event.to_json()).ignore();
+            state.metrics.finished(r.state.as_str());
+        }
+    }
+    pipe.exec_async(&mut conn).await?;
+    written.sort();
+    written.dedup();
+    state.confirm(&mut conn, &written).await?;
+    Ok(recorded.into_iter().map(|(o, _)| o).collect())
 }
 
 /// Records an agent's results: each (job, agent) once, jobs concurrently (the multiplexed
@@ -212,26 +253,43 @@ async fn record_one(
     agent: &str,
     result: &JobResult,
 ) -> redis::RedisResult<(Outcome, String)> {
+    use crate::config_jobs::{self, Opened};
+    let config_job = config_jobs::is_reserved(&result.id);
+    let masked;
+    let result = if config_job {
+        masked = config_jobs::masked(result);
+        &masked
+    } else {
+        result
+    };
     let body = serde_json::to_string(result).expect("a result serializes");
-    if crate::config_jobs::is_reserved(&result.id) {
-        let opened = crate::config_jobs::open(state, &mut conn, agent, result).await?;
-        if opened == crate::config_jobs::Opened::NotTheOwner {
-            return Ok((Outcome::NotATarget, String::new()));
+    let mut stale = false;
+    if config_job {
+        match config_jobs::open(state, &mut conn, agent, result, &body).await? {
+            Opened::NotTheOwner => return Ok((Outcome::NotATarget, String::new())),
+            Opened::Refused(why) => return Ok((Outcome::ConfigJobRefused(why), String::new())),
+            Opened::Stale => stale = true,
+            Opened::Open => {}
         }
     }
-    let (status, job_state): (String, String) = state
-        .scripts
-        .record_result
-        .key(keys::job(&result.id))
-        .arg(agent)
-        .arg(&body)
-        .arg(result.state.as_str())
-        .arg(state.config.result_ttl.as_secs())
-        .arg(schemas::now_ms())
-        .arg(result.run)
-        .arg(if result.is_final { "1" } else { "0" })
-        .invoke_async(&mut conn)
-        .await?;
+    // A stale final result of a config job is a duplicate (its append below is idempotent).
+    let (status, job_state): (String, String) = if stale {
+        ("duplicate".to_owned(), String::new())
+    } else {
+        state
+            .scripts
+            .record_result
+            .key(keys::job(&result.id))
+            .arg(agent)
+            .arg(&body)
+            .arg(result.state.as_str())
+            .arg(state.config.result_ttl.as_secs())
+            .arg(schemas::now_ms())
+            .arg(result.run)
+            .arg(if result.is_final { "1" } else { "0" })
+            .invoke_async(&mut conn)
+            .await?
+    };
     let outcome = match status.as_str() {
         "recorded" => Outcome::Recorded,
         "duplicate" => Outcome::Duplicate,
@@ -241,7 +299,7 @@ async fn record_one(
     };
     if matches!(outcome, Outcome::Recorded | Outcome::Duplicate) {
         // A final result is recorded once per (job, agent), a run's once per run.
-        let mark = match (result.is_final, crate::config_jobs::is_reserved(&result.id)) {
+        let mark = match (result.is_final, config_job) {
             // A config job ends once per start of it by its agent, each time at a later run.
             (true, true) => format!("{agent}|{}|final", result.run),
             (true, false) => format!("{agent}|final"),
@@ -286,6 +344,13 @@ pub async fn append(
         .arg(state.config.max_results)
         .arg(MARKS_KEPT)
         .arg(schemas::now_ms())
+        // A config job has one target and ends once per start: its final results are bounded
+        // like its runs.
+        .arg(if crate::config_jobs::is_reserved(id) {
+            "1"
+        } else {
+            "0"
+        })
         .invoke_async::<i64>(conn)
         .await?;
     Ok(())

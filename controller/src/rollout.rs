@@ -4,7 +4,9 @@
 //! result and `batch_wait` seconds have passed, and, when more than `max_failures` of them
 //! failed, ends every target not released yet `ERROR` ("rollout stopped: …") through the
 //! normal result path, so `cmds_queue_<id>` still gets one result per target. A kill
-//! ([`kill`]) ends them `KILLED`. Redis only.
+//! ([`kill`]) ends them `KILLED`. A rollout of a job that never ends is refused by
+//! `Command::parse`, one whose waits outlast the result TTL by the router ([`outlives`]).
+//! Redis only.
 //!
 //! The job record (`job:<id>`) holds the rollout: `rollout` (the [`Plan`] as JSON), `released`
 //! (how many of the sorted targets were pushed), `failed` (how many of those ended other than
@@ -13,13 +15,21 @@
 //! the members of `{cmds_queue}:rollouts`, scored by when to look at them next; a result of a
 //! rollout brings its look forward ([`results`]).
 //!
-//! Crashes and concurrent sweepers: `rollout_step.lua` only decides; the sweeper pushes the
-//! batch, waits for replicas, and only then marks it released with a compare-and-set
-//! (`rollout_mark.lua`). Push-then-mark: a crash between the two leaves the batch unmarked,
-//! and the next sweep (of any instance) pushes it again, so no batch is lost; a batch pushed
-//! twice (two sweepers at once, or that replay) runs once because an agent drops a job id it
-//! has seen, and the compare-and-set lets one sweeper mark it. `job:<id>` and the agents'
-//! queues are in different cluster slots, so each step is a single-slot script or command.
+//! Crashes and concurrent sweepers: a sweeper claims a due rollout first
+//! (`rollout_claim.lua`: a lease of [`LEASE`] in `{cmds_queue}:rollouts:leases`), so one
+//! instance drives a rollout at a time, and another takes it over when a dead one's lease ends.
+//! `rollout_step.lua` only decides (and records the intent `releasing` of a batch it decides
+//! to release); the sweeper pushes the batch, waits for replicas, and only then marks it
+//! released with a compare-and-set (`rollout_mark.lua`, which clears `releasing`).
+//! Push-then-mark: a crash between the two leaves the batch unmarked, and the next sweep pushes
+//! it again, so no batch is lost; a batch pushed twice (that replay, or a lease that ended
+//! mid-step) runs once because an agent drops a job id it has seen, and the compare-and-set
+//! lets one sweeper mark it. A kill that stops the rollout between a push and its mark leaves
+//! `releasing` set: the next step kills the job on that batch (`Step::Unrelease`), whose
+//! agents the stop ends `KILLED`. A kill only marks the rollout stopped and prompts the
+//! sweeper, which ends the targets. Each step renews the job record and its results to the
+//! result TTL. `job:<id>` and the agents' queues are in different cluster slots, so each step
+//! is a single-slot script or command.
 //!
 //! Time: the verdicts take `now` as an argument ([`sweep`]), so the tests drive the clock.
 
@@ -39,6 +49,31 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 const RECHECK: Duration = Duration::from_secs(2);
 /// Rollouts looked at per sweep, at most.
 const SWEEP_MAX: isize = 100;
+/// How long a sweeper holds a rollout it claimed ([`sweep`]); another instance takes it over
+/// after this when the holder died. Longer than a step takes (a batch's push and `WAIT`).
+const LEASE: Duration = Duration::from_secs(60);
+/// Targets ended at once when a rollout stops (their results recorded concurrently, then one
+/// `WAIT`).
+const END_CHUNK: usize = 64;
+/// The reason of the targets not released when a kill stopped the rollout: a `kill` sent to
+/// any one agent of the job (or `DELETE /v1/jobs/{id}`) stops the whole rollout.
+pub const KILLED_REASON: &str = "rollout killed: kill sent for the job";
+
+/// Why a rollout of `cmd` to `targets` targets is refused: its waits between batches alone
+/// outlast `result_ttl`, the life of its job record and results past their last write.
+pub fn outlives(cmd: &Command, targets: usize, result_ttl: Duration) -> Option<String> {
+    let plan = cmd.rollout()?.plan(targets);
+    let batches = targets.div_ceil(plan.batch.max(1)) as u64;
+    let waits = plan.batch_wait.saturating_mul(batches.saturating_sub(1));
+    let ttl = result_ttl.as_secs();
+    (waits > ttl).then(|| {
+        format!(
+            "batch_wait: {} s between {batches} batches is {waits} s of waiting, over the result \
+             TTL ({ttl} s) that keeps the job's record: shorten batch_wait or make batches larger",
+            plan.batch_wait
+        )
+    })
+}
 
 /// The job record fields of a new rollout of `cmd` to `targets` (sorted here), and how many of
 /// them the router pushes now; `None` when `cmd` is not a rollout.
@@ -89,6 +124,7 @@ enum Step {
     Done,
     Wait(u64),
     Release(usize, usize),
+    Unrelease(usize, usize),
     Stop {
         released: usize,
         reason: String,
@@ -96,42 +132,63 @@ enum Step {
     },
 }
 
-/// Looks at every rollout due at `now` (ms) and does what each needs.
+/// Looks at every rollout due at `now` (ms) that no other instance holds, claims it (a lease
+/// of [`LEASE`]) and does what it needs, so each rollout is driven by one instance at a time.
 pub async fn sweep(state: &Shared, now: u64) -> redis::RedisResult<()> {
-    let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-        .arg(keys::ROLLOUTS)
-        .arg("-inf")
+    let token = now + LEASE.as_millis() as u64;
+    let claimed: Vec<String> = state
+        .scripts
+        .rollout_claim
+        .key(keys::ROLLOUTS)
+        .key(keys::ROLLOUT_LEASES)
         .arg(now)
-        .arg("LIMIT")
-        .arg(0)
+        .arg(LEASE.as_millis() as u64)
         .arg(SWEEP_MAX)
-        .query_async(&mut state.conn())
+        .invoke_async(&mut state.conn())
         .await?;
-    for id in due {
-        if let Err(e) = drive(state, &id, now).await {
-            tracing::warn!(id, error = %e, "rollout step failed; will retry");
+    for id in claimed {
+        let next = match drive(state, &id, now).await {
+            Ok(next) => next.map(|at| at.max(now)),
+            Err(e) => {
+                tracing::warn!(id, error = %e, "rollout step failed; will retry");
+                Some(now)
+            }
+        };
+        let unclaimed = state
+            .scripts
+            .rollout_unclaim
+            .key(keys::ROLLOUTS)
+            .key(keys::ROLLOUT_LEASES)
+            .arg(&id)
+            .arg(token)
+            .arg(next.map(|at| at.to_string()).unwrap_or_default())
+            .invoke_async::<()>(&mut state.conn())
+            .await;
+        if let Err(e) = unclaimed {
+            tracing::warn!(id, error = %e, "rollout lease not released; it ends by itself");
         }
     }
     Ok(())
 }
 
-/// One step of rollout `id`.
+/// One step of rollout `id`; when to look at it next (ms), `None` when it is done.
 #[tracing::instrument(skip(state, now), level = "debug")]
-async fn drive(state: &Shared, id: &str, now: u64) -> redis::RedisResult<()> {
-    let mut conn = state.conn();
+async fn drive(state: &Shared, id: &str, now: u64) -> redis::RedisResult<Option<u64>> {
     let step = decide(state, id, now).await?;
+    if step == Step::Done {
+        return Ok(None);
+    }
+    renew(state, id).await?;
     let next = match step {
-        Step::Done => {
-            return redis::cmd("ZREM")
-                .arg(keys::ROLLOUTS)
-                .arg(id)
-                .query_async(&mut conn)
-                .await
-        }
+        Step::Done => return Ok(None),
         Step::Wait(at) => at,
         Step::Release(from, to) => {
             release(state, id, from, to).await?;
             now // look again soon: the batch may be empty of work (all answered at once)
+        }
+        Step::Unrelease(from, to) => {
+            unrelease(state, id, from, to).await?;
+            now
         }
         Step::Stop {
             released,
@@ -142,12 +199,42 @@ async fn drive(state: &Shared, id: &str, now: u64) -> redis::RedisResult<()> {
             now
         }
     };
-    redis::cmd("ZADD")
-        .arg(keys::ROLLOUTS)
-        .arg("XX")
-        .arg(next.max(now))
-        .arg(id)
-        .query_async(&mut conn)
+    Ok(Some(next))
+}
+
+/// Renews the result list of rollout `id` (and its marks) to the result TTL, as each step
+/// renews the job record (`rollout_step.lua`): a slow rollout outlives its last write.
+async fn renew(state: &Shared, id: &str) -> redis::RedisResult<()> {
+    let ttl = state.config.result_ttl.as_secs();
+    let mut pipe = redis::pipe();
+    pipe.expire(keys::results(id), ttl as i64).ignore();
+    if let Some(marks) = keys::appended(id) {
+        pipe.expire(marks, ttl as i64).ignore();
+    }
+    pipe.exec_async(&mut state.conn()).await
+}
+
+/// Rollout `id` was stopped while targets `from..to` were being pushed (a sweeper died, or was
+/// slower than the kill, between its push and its mark): they may get the job, which they were
+/// answered `KILLED` for, so it is killed there; then the intent is cleared.
+async fn unrelease(state: &Shared, id: &str, from: usize, to: usize) -> redis::RedisResult<()> {
+    let Some((_, targets)) = command_of(state, id).await? else {
+        return Ok(());
+    };
+    let batch = &targets[from.min(targets.len())..to.min(targets.len())];
+    tracing::info!(
+        id,
+        from,
+        to,
+        "rollout killed while a batch was pushed; killing it there"
+    );
+    for agent in batch {
+        kill_there(state, id, agent).await?;
+    }
+    redis::cmd("HDEL")
+        .arg(keys::job(id))
+        .arg("releasing")
+        .query_async(&mut state.conn())
         .await
 }
 
@@ -158,6 +245,7 @@ async fn decide(state: &Shared, id: &str, now: u64) -> redis::RedisResult<Step> 
         .key(keys::job(id))
         .arg(now)
         .arg(RECHECK.as_millis() as u64)
+        .arg(state.config.result_ttl.as_secs())
         .invoke_async(&mut state.conn())
         .await?;
     let number = |i: usize| {
@@ -169,6 +257,7 @@ async fn decide(state: &Shared, id: &str, now: u64) -> redis::RedisResult<Step> 
     Ok(match reply.first().map(String::as_str) {
         Some("wait") => Step::Wait(number(1)),
         Some("release") => Step::Release(number(1) as usize, number(2) as usize),
+        Some("unrelease") => Step::Unrelease(number(1) as usize, number(2) as usize),
         Some("stop") => Step::Stop {
             released: number(1) as usize,
             reason: reply.get(2).cloned().unwrap_or_default(),
@@ -215,25 +304,12 @@ async fn release(state: &Shared, id: &str, from: usize, to: usize) -> redis::Red
         .arg(to)
         .invoke_async(&mut durable)
         .await?;
-    match marked {
-        1 => {
-            state.metrics.routed(batch.len());
-            tracing::info!(id, from, to, of = targets.len(), "rollout: batch released");
-        }
-        -1 => {
-            // Killed between this push and its mark: the batch's agents were answered KILLED
-            // by the kill; the command may reach them, so it is killed there too.
-            tracing::info!(
-                id,
-                from,
-                to,
-                "rollout killed while a batch was pushed; killing it there"
-            );
-            for agent in batch {
-                kill_there(state, id, agent).await?;
-            }
-        }
-        _ => {}
+    // 0: another sweeper marked it. -1: killed between this push and its mark; the batch's
+    // `releasing` intent stays, and the next step kills the job there (`Step::Unrelease`), as
+    // it does after a crash here.
+    if marked == 1 {
+        state.metrics.routed(batch.len());
+        tracing::info!(id, from, to, of = targets.len(), "rollout: batch released");
     }
     Ok(())
 }
@@ -310,13 +386,21 @@ async fn end_unreleased(
         "rollout: ending the targets not released"
     );
     let mut ended = 0;
-    for agent in rest {
-        let (gid, nid) = keys::split_agent(agent);
-        let mut result = JobResult::error(id, gid, nid, &name, args.clone(), reason);
-        result.state = end;
-        if results::record(state, agent, &result).await? == results::Outcome::Recorded {
-            ended += 1;
-        }
+    for chunk in rest.chunks(END_CHUNK) {
+        let ends: Vec<(&str, JobResult)> = chunk
+            .iter()
+            .map(|agent| {
+                let (gid, nid) = keys::split_agent(agent);
+                let mut result = JobResult::error(id, gid, nid, &name, args.clone(), reason);
+                result.state = end;
+                (agent.as_str(), result)
+            })
+            .collect();
+        let outcomes = results::record_unsent(state, &ends).await?;
+        ended += outcomes
+            .iter()
+            .filter(|o| **o == results::Outcome::Recorded)
+            .count();
     }
     if ended > 0 && end == JobState::Error {
         state.metrics.rollout_stopped();
@@ -340,21 +424,25 @@ pub fn track(pipe: &mut redis::Pipeline, id: &str, now: u64) {
     pipe.zadd(keys::ROLLOUTS, id, now).ignore();
 }
 
-/// Stops rollout `id` (a kill): ends the targets not released yet `KILLED` now. Returns whether
-/// the job was a running rollout; false for any other job.
+/// Stops rollout `id` (a kill): marks it stopped and prompts the sweeper, which ends the
+/// targets not released yet `KILLED` (and kills the job on a batch whose push the kill raced).
+/// Quick whatever the number of targets, so the router and `DELETE /v1/jobs/{id}` call it.
+/// Returns whether the job was a running rollout; false for any other job.
 pub async fn kill(state: &Shared, id: &str) -> redis::RedisResult<bool> {
     let stopped: i64 = state
         .scripts
         .rollout_stop
         .key(keys::job(id))
-        .arg("rollout killed before this agent's batch was released")
+        .arg(KILLED_REASON)
         .arg(JobState::Killed.as_str())
         .invoke_async(&mut state.conn())
         .await?;
     if stopped == 0 {
         return Ok(false);
     }
-    drive(state, id, schemas::now_ms()).await?;
+    let mut pipe = redis::pipe();
+    prompt(&mut pipe, id);
+    pipe.exec_async(&mut state.conn()).await?;
     Ok(true)
 }
 
@@ -390,5 +478,4 @@ impl Progress {
 }
 
 #[cfg(test)]
-#[path = "rollout_tests.rs"]
 mod tests;

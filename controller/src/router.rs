@@ -462,6 +462,16 @@ async fn record(
         }
         Route::To(cmd, targets) => (cmd, targets),
     };
+    if let Some(reason) = rollout::outlives(&cmd, targets.len(), state.config.result_ttl) {
+        let id = Some(cmd.id.clone());
+        let written = vec![
+            keys::DEAD.to_owned(),
+            keys::job(&cmd.id),
+            keys::results(&cmd.id),
+        ];
+        fail(state, &mut conn, raw, id, Some(&cmd), &reason).await?;
+        return Ok((written, None));
+    }
     let mut written = vec![keys::job(&cmd.id)];
     let mut targets = targets;
     // A rollout is recorded with all its targets (sorted) and pushed to its first batch.

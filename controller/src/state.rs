@@ -29,9 +29,12 @@ pub struct Scripts {
     pub record_stats: Script,
     pub open_config_job: Script,
     pub declare_config_job: Script,
+    pub admit_config_job: Script,
     pub rollout_step: Script,
     pub rollout_mark: Script,
     pub rollout_stop: Script,
+    pub rollout_claim: Script,
+    pub rollout_unclaim: Script,
 }
 
 impl Scripts {
@@ -50,9 +53,12 @@ impl Scripts {
             record_stats: Script::new(include_str!("lua/record_stats.lua")),
             open_config_job: Script::new(include_str!("lua/open_config_job.lua")),
             declare_config_job: Script::new(include_str!("lua/declare_config_job.lua")),
+            admit_config_job: Script::new(include_str!("lua/admit_config_job.lua")),
             rollout_step: Script::new(include_str!("lua/rollout_step.lua")),
             rollout_mark: Script::new(include_str!("lua/rollout_mark.lua")),
             rollout_stop: Script::new(include_str!("lua/rollout_stop.lua")),
+            rollout_claim: Script::new(include_str!("lua/rollout_claim.lua")),
+            rollout_unclaim: Script::new(include_str!("lua/rollout_unclaim.lua")),
         }
     }
 }

@@ -119,6 +119,9 @@ impl Command {
         })?;
         cmd.target().map_err(|e| (id.clone(), e))?;
         let kind = CommandKind::parse(&cmd.cmd, &cmd.args).map_err(|e| (id.clone(), e.into()))?;
+        if cmd.rollout().is_some() {
+            crate::rollout::check_ends(&kind).map_err(|e| (id.clone(), e))?;
+        }
         Ok((cmd, kind))
     }
 

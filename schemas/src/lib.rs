@@ -3,6 +3,7 @@
 //!
 //! - [`command`]: a command as a client pushes it onto `cmds_queue`, and its validation.
 //! - [`args`]: the typed `args` of each known command, so bad input is refused with a clear reason.
+//! - [`config_job`]: the ids of config-file jobs (`cfg:<gid>:<nid>:<name>`), and their masked env.
 //! - [`files`]: the `args` of the file transfer commands `put_file` and `get_file`.
 //! - [`schedule`]: cron schedules (`args.cron`, `args.tz`): their validation and due times.
 //! - [`result`]: the result an agent reports and the controller appends to `cmds_queue_<id>`.
@@ -20,6 +21,7 @@
 pub mod answer;
 pub mod args;
 pub mod command;
+pub mod config_job;
 pub mod files;
 pub mod hello;
 pub mod info;

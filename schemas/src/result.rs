@@ -116,8 +116,20 @@ fn empty_streams() -> Vec<String> {
 }
 
 impl JobResult {
-    /// A result with no output, for internal answers and errors; callers fill in the rest.
-    pub fn new(id: &str, gid: u64, nid: u64, cmd: &str, args: Value, state: JobState) -> JobResult {
+    /// A result with no output, for internal answers and errors; callers fill in the rest. A
+    /// config job's result shows the keys of its `args.env`, not their values
+    /// ([`crate::config_job::mask_env`]).
+    pub fn new(
+        id: &str,
+        gid: u64,
+        nid: u64,
+        cmd: &str,
+        mut args: Value,
+        state: JobState,
+    ) -> JobResult {
+        if crate::config_job::is_config_job(id) {
+            crate::config_job::mask_env(&mut args);
+        }
         JobResult {
             id: id.to_owned(),
             gid,
@@ -187,6 +199,15 @@ mod tests {
         assert_eq!(v["streams"], serde_json::json!(["", ""]));
         assert_eq!(v["exit_code"], Value::Null);
         assert!(v.get("run").is_none() && v.get("final").is_none());
+    }
+
+    #[test]
+    fn a_config_jobs_result_shows_its_env_keys_only() {
+        let args = json!({"cmd": "x", "env": {"SECRET": "s3cret"}});
+        let r = JobResult::new("cfg:1:2:x", 1, 2, "execute", args.clone(), JobState::Ok);
+        assert_eq!(r.args["env"], json!({"SECRET": "***"}));
+        let routed = JobResult::new("j", 1, 2, "execute", args.clone(), JobState::Ok);
+        assert_eq!(routed.args, args);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use crate::args::MAX_SECONDS;
+use crate::args::{CommandKind, MAX_SECONDS};
 use crate::command::CommandError;
 
 /// A number of targets: a count, or a percentage of the targets (`"25%"`).
@@ -178,6 +178,31 @@ pub(crate) fn check(obj: &Map<String, Value>) -> Result<Option<Rollout>, Command
     }))
 }
 
+/// A rollout releases a batch once every target of the one before has its final result: a job
+/// that never posts one (recurring, on a cron schedule, or long-running) would stall it for good.
+pub(crate) fn check_ends(kind: &CommandKind) -> Result<(), CommandError> {
+    let (CommandKind::Execute(a) | CommandKind::ExecutePy(a) | CommandKind::ExecuteLua(a)) = kind
+    else {
+        return Ok(());
+    };
+    let never = if a.recurring_period > 0 {
+        "args.recurring_period > 0"
+    } else if a.cron.is_some() {
+        "args.cron"
+    } else if a.max_time == -1 {
+        "args.max_time -1"
+    } else {
+        return Ok(());
+    };
+    Err(bad(
+        "batch",
+        format!(
+            "a rollout waits for each batch's final results, and a job with {never} never ends: \
+             roll out a job that ends"
+        ),
+    ))
+}
+
 pub(crate) fn bad(field: &'static str, detail: String) -> CommandError {
     CommandError::Rollout { field, detail }
 }
@@ -277,6 +302,33 @@ mod tests {
             err.to_string(),
             "max_failures: needs `batch` (the size of each batch)"
         );
+    }
+
+    #[test]
+    fn a_rollout_of_a_job_that_never_ends_is_refused() {
+        let execute = |args: &str| {
+            let raw = format!(
+                r#"{{"id":"x","gid":1,"role":"web","fanout":true,"batch":1,"cmd":"execute","args":{{"cmd":"true"{args}}}}}"#
+            );
+            Command::parse(raw.as_bytes())
+                .map(|_| ())
+                .map_err(|(_, e)| e.to_string())
+        };
+        for (args, named) in [
+            (r#","recurring_period":60"#, "args.recurring_period"),
+            (r#","cron":"* * * * *""#, "args.cron"),
+            (r#","max_time":-1"#, "args.max_time -1"),
+        ] {
+            let err = execute(args).unwrap_err();
+            assert!(
+                err.starts_with("batch: ") && err.contains(named),
+                "{args}: {err}"
+            );
+        }
+        assert_eq!(execute(r#","max_time":30"#), Ok(()));
+        // Without `batch`, the same jobs are a plain fanout.
+        let raw = r#"{"id":"x","gid":1,"role":"web","fanout":true,"cmd":"execute","args":{"cmd":"true","recurring_period":60}}"#;
+        assert!(Command::parse(raw.as_bytes()).is_ok());
     }
 
     #[test]

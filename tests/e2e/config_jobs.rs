@@ -15,6 +15,7 @@ const TICK: &str = r#"
 id = "tick"
 cmd = "echo"
 args = ["tick"]
+env = { SECRET = "e2e-secret-value" }
 every = 1
 domain = "cfgtest"
 name = "tick"
@@ -68,6 +69,13 @@ fn config_jobs_run_from_boot_and_their_runs_reach_redis_in_few_posts() {
         "{runs:?}"
     );
     assert_eq!(runs[0]["streams"][0], "tick\n");
+    // Its env is shown by its keys only, in its results and its record alike.
+    assert_eq!(runs[0]["args"]["env"], json!({"SECRET": "***"}));
+    let record: Vec<String> = c.client.query(redis::cmd("HVALS").arg(format!("job:{id}")));
+    assert!(
+        record.iter().all(|v| !v.contains("e2e-secret-value")),
+        "{record:?}"
+    );
     // Coalesced: the runs went up with the agent's periodic uploads, not one post per run.
     let posts = result_posts(&c);
     assert!(

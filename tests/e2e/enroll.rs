@@ -167,3 +167,53 @@ fn an_expired_code_is_refused() {
     );
     assert!(!dir.join("agent.toml").exists());
 }
+
+/// Local failures come before the code is sent: a data dir that cannot be made (a file where a
+/// directory should be, which stops root too) leaves the code unspent; it then enrolls, read
+/// from stdin (`-`), so that it is not on the command line.
+#[test]
+fn a_data_dir_that_cannot_be_made_does_not_spend_the_code() {
+    use std::io::Write;
+    let redis = Redis::start();
+    let controller = Controller::start(&redis, ControllerOpts::default());
+    let fingerprint = printed_fingerprint(&controller);
+    let code = create_code(&redis, &["--gid", "2"]);
+    let home = tempfile::tempdir().expect("tempdir");
+    std::fs::write(home.path().join("file"), "x").expect("a file");
+    let blocked = home.path().join("file").join("agent");
+    let out = enroll(&code, &controller, &fingerprint, &blocked);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("the enrollment code was not used"),
+        "{}",
+        text(&out)
+    );
+    // An existing directory holding other things is refused too, and left as it was.
+    let foreign = home.path().join("opt");
+    std::fs::create_dir(&foreign).expect("a dir");
+    std::fs::write(foreign.join("other"), "x").expect("a file");
+    let out = enroll(&code, &controller, &fingerprint, &foreign);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("holds other things"), "{}", text(&out));
+
+    let dir = home.path().join("agent");
+    let mut child = Command::new(bin_dir().join("jsagent"))
+        .args(["enroll", "-", "--controller", &controller.url()])
+        .args(["--ca-fingerprint", &fingerprint])
+        .arg("--data-dir")
+        .arg(&dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("jsagent enroll runs");
+    writeln!(child.stdin.take().expect("stdin"), "{code}").expect("the code written");
+    let out = child.wait_with_output().expect("jsagent enroll ends");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("enrolled as agent 2:1"),
+        "{}",
+        text(&out)
+    );
+    assert!(dir.join("agent.toml").exists());
+}

@@ -23,6 +23,14 @@ def nonneg_float(text: str) -> float:
     return value
 
 
+def positive_float(text: str) -> float:
+    """An argparse type: a number > 0 (seconds), with a clear message otherwise."""
+    value = nonneg_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    return value
+
+
 def nonneg_int(text: str) -> int:
     """An argparse type: an integer >= 0, with a clear message otherwise."""
     try:

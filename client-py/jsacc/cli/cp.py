@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional, TextIO, Tuple
 from ..client import Client
 from ..errors import Timeout
 from ..files import CHUNK_TIMEOUT, check_mode
-from .args import nonneg_float
+from .args import positive_float
 from .exits import EXIT_CODES_HELP, EXIT_ERROR, EXIT_NO_RESULT, EXIT_OK
 from .output import err
 
@@ -63,9 +63,9 @@ examples:
     p.add_argument("--mode", metavar="MODE",
                    help="upload: octal mode of the remote file, e.g. 0644 (Unix agents; "
                         "default: a replaced file keeps its mode, a new one gets 0644)")
-    p.add_argument("--timeout", type=nonneg_float, default=CHUNK_TIMEOUT, metavar="S",
+    p.add_argument("--timeout", type=positive_float, default=CHUNK_TIMEOUT, metavar="S",
                    help=f"seconds to wait for each chunk's answer (default {CHUNK_TIMEOUT:g}); "
-                        "then exit 5")
+                        "a chunk not answered in time is sent once more, then exit 5")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (shown on stderr for files from 1 MiB when it is "
                         "a terminal)")
@@ -93,10 +93,10 @@ def check_args(a: argparse.Namespace) -> Optional[str]:
 class ProgressBar:
     """A one-line progress bar on a terminal: bytes done, percent and rate."""
 
-    def __init__(self, stream: TextIO, label: str):
+    def __init__(self, stream: TextIO, label: str, started: Optional[float] = None):
         self.stream = stream
         self.label = label
-        self.started = time.monotonic()
+        self.started = time.monotonic() if started is None else started
         self.shown = False
 
     def __call__(self, done: int, total: int) -> None:
@@ -130,18 +130,21 @@ class LazyBar:
         self.label = label
         self.bar: Optional[ProgressBar] = None
         self.decided = False
+        # The rate counts from the start of the copy, not from the first chunk's answer.
+        self.started = time.monotonic()
 
     def __call__(self, done: int, total: int) -> None:
         if not self.decided:
             self.decided = True
             if self.enabled and total >= PROGRESS_FROM and sys.stderr.isatty():
-                self.bar = ProgressBar(sys.stderr, self.label)
+                self.bar = ProgressBar(sys.stderr, self.label, self.started)
         if self.bar is not None:
             self.bar(done, total)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 def run(client: Client, a: argparse.Namespace) -> int:
@@ -164,7 +167,7 @@ def run(client: Client, a: argparse.Namespace) -> int:
         err(f"cp: {e.strerror}: {e.filename}")
         return EXIT_ERROR
     finally:
-        bar.close()
+        bar.close()  # once: close() forgets the bar
     if a.json:
         print(json.dumps(answer))
     else:

@@ -10,9 +10,11 @@ use crate::testkit::{self, RedisServer};
 #[test]
 fn the_owner_is_the_agent_the_id_names() {
     assert_eq!(owner("cfg:1:5:backup").as_deref(), Some("1:5"));
-    assert_eq!(owner("cfg:1:5:a:b").as_deref(), Some("1:5"));
     for not in [
         "6f1c",
+        "cfg:1:5:a:b",
+        "cfg:+1:5:x",
+        "cfg:01:5:x",
         "cfg:1:5:",
         "cfg:1:backup",
         "cfg:x:5:b",
@@ -210,4 +212,261 @@ async fn an_agent_prints_live_output_of_its_own_config_job_before_its_record_exi
     assert_eq!(answer.appended, 1, "{answer:?}");
     assert_eq!(answer.rejected.len(), 1, "{answer:?}");
     assert_eq!(answer.rejected[0].id, "cfg:1:6:web");
+}
+
+async fn exists(conn: &mut Conn, key: &str) -> bool {
+    let n: i64 = redis::cmd("EXISTS")
+        .arg(key)
+        .query_async(conn)
+        .await
+        .expect("EXISTS");
+    n == 1
+}
+
+async fn listed(conn: &mut Conn, id: &str) -> Vec<JobResult> {
+    let items: Vec<String> = redis::cmd("LRANGE")
+        .arg(keys::results(id))
+        .arg(0)
+        .arg(-1)
+        .query_async(conn)
+        .await
+        .expect("LRANGE");
+    items
+        .iter()
+        .map(|i| serde_json::from_str(i).expect("a result"))
+        .collect()
+}
+
+/// Regression: an agent token grew Redis without bound through `cfg:` ids that were not in their
+/// canonical form (a sign, leading zeros, braces, any length), and through `args.domain` and
+/// `args.name` of any size (history keys `jobs:name:<d>/<n>`). Each is refused, nothing written.
+#[tokio::test]
+async fn an_agents_bad_config_job_results_are_refused_and_write_nothing() {
+    let server = RedisServer::start();
+    let state = testkit::state(&server, Config::default()).await;
+    let mut conn = state.conn();
+    let long_name = format!("cfg:1:5:{}", "n".repeat(10_000));
+    for id in [
+        "cfg:+1:5:x",
+        "cfg:01:5:x",
+        "cfg:1:05:x",
+        "cfg:1:5:a{b}",
+        "cfg:1:5:a:b",
+        long_name.as_str(),
+    ] {
+        let outcome = results::record(&state, "1:5", &result(id, 1, false, JobState::Ok)).await;
+        assert_eq!(outcome.expect("answered"), Outcome::NotATarget, "{id}");
+        assert!(!exists(&mut conn, &keys::job(id)).await, "{id}");
+        assert!(!exists(&mut conn, &keys::results(id)).await, "{id}");
+    }
+    let id = "cfg:1:5:tick";
+    let long = "d".repeat(schemas::config_job::MAX_KEY_PART + 1);
+    let refusals: Vec<(&str, Value)> = vec![
+        (
+            "execute",
+            json!({"cmd": "x", "recurring_period": 1, "domain": long, "name": "n"}),
+        ),
+        (
+            "execute",
+            json!({"cmd": "x", "recurring_period": 1, "domain": "o", "name": long}),
+        ),
+        (
+            "execute",
+            json!({"cmd": "x", "recurring_period": 1, "domain": "o{", "name": "n"}),
+        ),
+        (
+            "execute",
+            json!({"cmd": "x", "recurring_period": 1, "domain": 5, "name": "n"}),
+        ),
+        ("execute", json!(["not", "an", "object"])),
+        ("ping", json!({})),
+        (
+            "execute",
+            json!({"cmd": "x", "args": ["y".repeat(MAX_COMMAND)]}),
+        ),
+    ];
+    for (cmd, args) in refusals {
+        let mut r = JobResult::new(id, 1, 5, cmd, args.clone(), JobState::Ok);
+        (r.run, r.is_final) = (1, false);
+        let outcome = results::record(&state, "1:5", &r).await.expect("answered");
+        assert!(
+            matches!(outcome, Outcome::ConfigJobRefused(Refusal::Command(_))),
+            "{cmd} {outcome:?}"
+        );
+        assert!(!exists(&mut conn, &keys::job(id)).await, "{cmd} {args}");
+        assert!(!exists(&mut conn, &keys::results(id)).await, "{cmd}");
+        let mut answer = schemas::BatchAnswer::default();
+        outcome.add_to(&mut answer, id);
+        assert_eq!(answer.rejected[0].error, "invalid_config_job");
+    }
+    let named: Vec<String> = redis::cmd("KEYS")
+        .arg("jobs:name:*")
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS");
+    assert!(named.is_empty(), "{named:?}");
+    // The messages name the bound.
+    assert_eq!(schemas::config_job::MAX_KEY_PART, 200);
+}
+
+/// Regression: an agent could open records under any number of distinct `cfg:` ids. It has at
+/// most MAX_DECLARED config jobs (its own limit of tables); one not seen for a TTL makes room.
+#[tokio::test]
+async fn an_agent_has_at_most_max_declared_config_jobs() {
+    let server = RedisServer::start();
+    let state = testkit::state(&server, Config::default()).await;
+    let mut conn = state.conn();
+    let ids: Vec<String> = (0..MAX_DECLARED).map(|i| format!("cfg:1:5:j{i}")).collect();
+    let warnings = declare(&state, "1:5", 1000, &ids).await.expect("declared");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    // One more: refused by a result and by a hello alike, and nothing written.
+    let extra = "cfg:1:5:extra";
+    let outcome = results::record(&state, "1:5", &result(extra, 1, false, JobState::Ok)).await;
+    assert_eq!(
+        outcome.expect("answered"),
+        Outcome::ConfigJobRefused(Refusal::TooMany)
+    );
+    assert!(!exists(&mut conn, &keys::job(extra)).await);
+    let warnings = declare(&state, "1:5", 1000, &[extra.to_owned()])
+        .await
+        .expect("declared");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(!exists(&mut conn, &keys::job(extra)).await);
+    // Nor does its live output start a stream for it.
+    let line = json!({"fd": 1, "level": 1, "line": "up", "time": 1});
+    let body = json!([{"id": extra, "seq": 1, "lines": [line]}]).to_string();
+    let (batches, mut answer) = crate::output::parse_batch(body.as_bytes()).expect("valid");
+    crate::output::append(&state, "1:5", batches, &mut answer)
+        .await
+        .expect("answered");
+    assert_eq!(
+        (answer.appended, answer.rejected.len()),
+        (0, 1),
+        "{answer:?}"
+    );
+    assert!(!exists(&mut conn, &keys::output(extra)).await);
+    // The known ones go on; another agent has its own count.
+    let known = results::record(&state, "1:5", &result(&ids[3], 1, false, JobState::Ok)).await;
+    assert_eq!(known.expect("answered"), Outcome::Recorded);
+    let mut other = result("cfg:1:6:extra", 1, false, JobState::Ok);
+    (other.gid, other.nid) = (1, 6);
+    let outcome = results::record(&state, "1:6", &other).await;
+    assert_eq!(outcome.expect("answered"), Outcome::Recorded);
+    // One not seen for a TTL (its record expired) makes room.
+    let _: i64 = redis::cmd("ZADD")
+        .arg(keys::agent_config_jobs("1:5"))
+        .arg(1)
+        .arg(&ids[0])
+        .query_async(&mut conn)
+        .await
+        .expect("ZADD");
+    let outcome = results::record(&state, "1:5", &result(extra, 1, false, JobState::Ok)).await;
+    assert_eq!(outcome.expect("answered"), Outcome::Recorded);
+}
+
+/// Regression: each restart or kill of a config job added a final result to its list that the
+/// trim never removed. Its list keeps its newest `max_results` results of any kind.
+#[tokio::test]
+async fn a_config_jobs_final_results_are_bounded_like_its_runs() {
+    let server = RedisServer::start();
+    let config = Config {
+        max_results: 3,
+        ..Config::default()
+    };
+    let state = testkit::state(&server, config).await;
+    let id = "cfg:1:5:tick";
+    for run in 1..=8 {
+        let outcome =
+            results::record(&state, "1:5", &result(id, run, true, JobState::Killed)).await;
+        assert_eq!(outcome.expect("answered"), Outcome::Recorded, "run {run}");
+    }
+    let kept = listed(&mut state.conn(), id).await;
+    let runs: Vec<u64> = kept.iter().map(|r| r.run).collect();
+    assert_eq!(runs, vec![6, 7, 8]);
+}
+
+/// Regression: the agent posted run 7's final result, the controller recorded it, the agent was
+/// killed before the answer; its restart's hello reopened the record, and the outbox's retry of
+/// run 7's final then ended the record while the job ran again.
+#[tokio::test]
+async fn a_final_result_posted_again_after_a_reopen_does_not_end_the_record() {
+    let server = RedisServer::start();
+    let state = testkit::state(&server, Config::default()).await;
+    let id = "cfg:1:5:tick";
+    let ids = [id.to_owned()];
+    let mut conn = state.conn();
+    declare(&state, "1:5", 1000, &ids).await.expect("declared");
+    let last = result(id, 7, true, JobState::Killed);
+    let outcome = results::record(&state, "1:5", &last).await;
+    assert_eq!(outcome.expect("answered"), Outcome::Recorded);
+    // The agent's next start.
+    declare(&state, "1:5", 2000, &ids).await.expect("declared");
+    assert_eq!(fields(&mut conn, id).await["state"], "RUNNING");
+    let outcome = results::record(&state, "1:5", &last).await;
+    assert_eq!(outcome.expect("answered"), Outcome::Duplicate);
+    // Listed once (its mark is kept).
+    assert_eq!(listed(&mut conn, id).await.len(), 1);
+    let mut older = result(id, 6, true, JobState::Error);
+    older.data = json!("older");
+    let outcome = results::record(&state, "1:5", &older).await;
+    assert_eq!(outcome.expect("answered"), Outcome::Duplicate);
+    let f = fields(&mut conn, id).await;
+    assert_eq!(f["state"], "RUNNING");
+    assert!(!f.contains_key("result:1:5"), "{f:?}");
+    // Another end at the same run (killed before this start's first run) is a new end.
+    let mut again = result(id, 7, true, JobState::Killed);
+    again.data = json!("killed by kill command k2");
+    let outcome = results::record(&state, "1:5", &again).await;
+    assert_eq!(outcome.expect("answered"), Outcome::Recorded);
+    assert_eq!(fields(&mut conn, id).await["state"], "KILLED");
+
+    // The same when a later run's result reopened the record instead of a hello.
+    let id = "cfg:1:5:other";
+    let last = result(id, 3, true, JobState::Killed);
+    let post = |r: JobResult| {
+        let state = state.clone();
+        async move { results::record(&state, "1:5", &r).await.expect("answered") }
+    };
+    assert_eq!(post(last.clone()).await, Outcome::Recorded);
+    assert_eq!(
+        post(result(id, 4, false, JobState::Ok)).await,
+        Outcome::Recorded
+    );
+    assert_eq!(post(last).await, Outcome::Duplicate);
+    assert_eq!(fields(&mut conn, id).await["state"], "RUNNING");
+}
+
+/// Regression: a config job's `env` (often secrets) went to Redis in its record and results.
+#[tokio::test]
+async fn a_config_jobs_env_values_are_not_kept() {
+    let server = RedisServer::start();
+    let state = testkit::state(&server, Config::default()).await;
+    let id = "cfg:1:5:tick";
+    let args = json!({"cmd": "echo", "recurring_period": 1, "env": {"SECRET": "x"}});
+    // Built by hand, as an agent that does not mask would post it.
+    let mut r: JobResult = serde_json::from_value(json!({
+        "id": id, "gid": 1, "nid": 5, "cmd": "execute", "args": args, "state": "OK",
+        "run": 1, "final": false,
+    }))
+    .expect("a result");
+    assert_eq!(r.args["env"]["SECRET"], "x");
+    assert_eq!(
+        results::record(&state, "1:5", &r).await.expect("answered"),
+        Outcome::Recorded
+    );
+    (r.run, r.is_final) = (2, true);
+    assert_eq!(
+        results::record(&state, "1:5", &r).await.expect("answered"),
+        Outcome::Recorded
+    );
+    let mut conn = state.conn();
+    let f = fields(&mut conn, id).await;
+    for (field, value) in &f {
+        assert!(!value.contains("\"x\""), "{field}: {value}");
+    }
+    let cmd: Value = serde_json::from_str(&f["cmd"]).expect("JSON");
+    assert_eq!(cmd["args"]["env"], json!({"SECRET": "***"}));
+    for kept in listed(&mut conn, id).await {
+        assert_eq!(kept.args["env"], json!({"SECRET": "***"}));
+    }
 }

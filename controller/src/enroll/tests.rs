@@ -128,6 +128,28 @@ async fn the_next_free_node_is_one_above_the_highest_of_the_grid() {
     assert_eq!(redeem(&mut c, &code, None, NOW).await.unwrap().nid, 1);
 }
 
+#[tokio::test]
+async fn a_revoked_node_id_is_never_handed_out_again() {
+    let server = RedisServer::start();
+    let (_state, mut c) = conn(&server).await;
+    auth::add(&mut c, 1, 5, &[]).await.unwrap();
+    let code = create(&mut c, &grant(1, None, &[], 3), NOW).await.unwrap();
+    assert_eq!(redeem(&mut c, &code, None, NOW).await.unwrap().nid, 6);
+    assert_eq!(redeem(&mut c, &code, None, NOW).await.unwrap().nid, 7);
+    // 1:7, the highest, is revoked (commands may still be queued for it): the next machine
+    // is 1:8, not a second 1:7.
+    assert!(auth::revoke(&mut c, 1, 7).await.unwrap());
+    assert_eq!(redeem(&mut c, &code, None, NOW).await.unwrap().nid, 8);
+    // Tokens added by hand above the counter still push it up.
+    auth::add(&mut c, 1, 20, &[]).await.unwrap();
+    let code = create(&mut c, &grant(1, None, &[], 1), NOW).await.unwrap();
+    assert_eq!(redeem(&mut c, &code, None, NOW).await.unwrap().nid, 21);
+    assert_eq!(
+        hget(&mut c, keys::AUTH_ENROLL_NIDS, "1").await.as_deref(),
+        Some("21")
+    );
+}
+
 #[test]
 fn next_free_reads_only_its_grid() {
     let agents = ["1:5", "2:50", "1:12", "junk", "1:x", "10:99"];

@@ -59,7 +59,9 @@ pub async fn enroll(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<EnrollAnswer>, AppError> {
     let asked = parse(&raw?)?;
-    let mut conn = api.state.conn();
+    // The writes (the code's use, the node, its token) are confirmed by the replicas before the
+    // token is given, like every durable write: a failover right after cannot lose it unseen.
+    let mut conn = api.state.durable().await?;
     let enrolled = enroll::redeem(&mut conn, &asked.code, asked.nid, schemas::now_ms())
         .await
         .map_err(refusal)?;
@@ -77,7 +79,27 @@ pub async fn enroll(
         target: &target,
         from: &from,
     };
-    crate::audit::record(&mut conn, &entry).await?;
+    // The token exists now: a failed audit write must not lose it (the node would stay taken
+    // with a token nobody has).
+    if let Err(e) = crate::audit::record(&mut conn, &entry).await {
+        tracing::error!(agent = %target, from = %from, who = %who, error = %e,
+            "agent enrolled, but the audit entry was not written");
+    }
+    if let Err(e) = api.state.confirm(&mut conn, &written_keys()).await {
+        tracing::error!(agent = %target, from = %from, error = %e,
+            "agent enrolled, but the replicas did not confirm it; its token was not given");
+        let message = format!(
+            "{target} was enrolled, but Redis did not confirm the write in time ({e}), so its \
+             token is not given: revoke it (jsacc token revoke --gid {} --nid {}) and enroll \
+             with a new code",
+            enrolled.gid, enrolled.nid
+        );
+        return Err(AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_replicated",
+            message,
+        ));
+    }
     tracing::info!(agent = %target, from = %from, "agent enrolled");
     Ok(Json(EnrollAnswer {
         gid: enrolled.gid,
@@ -85,6 +107,20 @@ pub async fn enroll(
         roles: enrolled.roles,
         token: enrolled.token,
     }))
+}
+
+/// The keys a redemption writes (confirmed with `WAIT` before answering).
+fn written_keys() -> Vec<String> {
+    [
+        crate::keys::AUTH_ENROLL,
+        crate::keys::AUTH_ENROLL_NIDS,
+        crate::keys::AUTH_AGENTS,
+        crate::keys::AUTH_ROLES,
+        crate::keys::AUTH_VERSION,
+        crate::keys::AUDIT,
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 /// The body: an object (serde would take a list's items as the fields in order) whose fields

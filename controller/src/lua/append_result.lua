@@ -4,7 +4,9 @@
 --   one run of a recurring job, "error|<sha256>" for the answer to a command that cannot run;
 --   in the slot of KEYS[1])
 -- ARGV[1] the mark, ARGV[2] the result (JSON), ARGV[3] ttl (s), ARGV[4] results kept,
--- ARGV[5] marks kept (the newest by score), ARGV[6] the mark's score (now, ms)
+-- ARGV[5] marks kept (the newest by score), ARGV[6] the mark's score (now, ms), ARGV[7] '1'
+-- for a job of one target whose final results come again and again (a config-file job ends
+-- once per start of it): the list keeps its newest ARGV[4] results of any kind
 -- Returns 1 when appended now, 0 when not: an earlier call appended it (its answer was lost),
 -- or it is a refusal and the list is full.
 -- job:<id> lives in another slot, so recording a result and appending it are two steps: this
@@ -52,7 +54,11 @@ if string.sub(ARGV[1], 1, 6) == 'error|' and redis.call('LLEN', KEYS[1]) >= max 
   appended = 0
 else
   redis.call('RPUSH', KEYS[1], ARGV[2])
-  if string.sub(ARGV[1], -4) == '|run' then remove_oldest_runs() end
+  if ARGV[7] == '1' then
+    redis.call('LTRIM', KEYS[1], -max, -1)
+  elseif string.sub(ARGV[1], -4) == '|run' then
+    remove_oldest_runs()
+  end
 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[6], ARGV[1])

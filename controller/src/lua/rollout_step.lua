@@ -4,16 +4,21 @@
 -- KEYS[1] job:<id> (fields `rollout` {"batch","batch_wait","max_failures"}, `targets`, `released`:
 --   how many of the sorted targets were pushed, `batch_done`: when the sweep saw every released
 --   target answer (ms), `failed`: results of released targets that are not OK, `stopped`: why
---   the rest of the targets end, `stop_state`: the state they end in)
+--   the rest of the targets end, `stop_state`: the state they end in, `releasing`: the count
+--   after the batch being pushed, set here before the push and cleared by rollout_mark.lua)
 -- ARGV[1] now (ms), ARGV[2] when to look again while a batch runs (ms from now; a result
---   brings the look forward: results.rs)
+--   brings the look forward: results.rs), ARGV[3] the result TTL (s): each step renews the
+--   record, so a slow rollout (long batches, a long batch_wait) outlives its last write
 -- Returns {'done'} nothing more to do; {'wait', at} look again at `at` (ms);
 -- {'release', from, to} push targets from+1..to (1-based), then rollout_mark.lua;
--- {'stop', released, reason, state} end every target after the first `released` with `state`
--- and `reason` (the same reply until each has a result).
+-- {'unrelease', released, releasing} the rollout was stopped while a batch was being pushed
+-- (its mark never came): kill the job on targets released+1..releasing, then clear
+-- `releasing`; {'stop', released, reason, state} end every target after the first `released`
+-- with `state` and `reason` (the same reply until each has a result).
 local f = redis.call('HMGET', KEYS[1], 'rollout', 'targets', 'released', 'batch_done', 'stopped',
-  'stop_state')
+  'stop_state', 'releasing')
 if not f[1] or not f[2] then return {'done'} end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 local ok, plan = pcall(cjson.decode, f[1])
 local ok2, targets = pcall(cjson.decode, f[2])
 if not ok or not ok2 or type(plan) ~= 'table' or type(targets) ~= 'table' then return {'done'} end
@@ -21,6 +26,9 @@ local released = tonumber(f[3] or '0') or 0
 local now = tonumber(ARGV[1])
 
 if f[5] then
+  if f[7] and (tonumber(f[7]) or 0) > released then
+    return {'unrelease', released, tonumber(f[7])}
+  end
   for i = released + 1, #targets do
     if not redis.call('HGET', KEYS[1], 'state:' .. targets[i]) then
       return {'stop', released, f[5], f[6] or 'ERROR'}
@@ -55,4 +63,6 @@ if not done_at then
 end
 local due = done_at + (tonumber(plan.batch_wait) or 0) * 1000
 if now < due then return {'wait', due} end
-return {'release', released, math.min(released + (tonumber(plan.batch) or 1), #targets)}
+local to = math.min(released + (tonumber(plan.batch) or 1), #targets)
+redis.call('HSET', KEYS[1], 'releasing', to)
+return {'release', released, to}

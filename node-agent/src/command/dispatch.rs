@@ -65,7 +65,13 @@ enum Routed {
     Submitted,
     /// Answered by a task of its own (commands that read the disk or wait: host facts, the log
     /// store), which stores the result when it is ready.
-    Deferred(BoxFuture<'static, JobResult>),
+    Deferred {
+        answer: BoxFuture<'static, JobResult>,
+        /// The command's `data` (a `put_file` chunk) is dropped from the ledger in the
+        /// transaction that stores the result: not before, or an agent killed in between would
+        /// dispatch the command again at start-up without its chunk.
+        forget_data: bool,
+    },
 }
 
 #[derive(Clone)]
@@ -119,11 +125,19 @@ impl Dispatcher {
                     }
                 }
                 Routed::Submitted => {}
-                Routed::Deferred(answer) => {
+                Routed::Deferred {
+                    answer,
+                    forget_data,
+                } => {
                     let store = self.store.clone();
                     tokio::spawn(async move {
                         let result = answer.await;
-                        if let Err(e) = store.finish(&result).await {
+                        let stored = if forget_data {
+                            store.finish_forgetting_data(&result).await
+                        } else {
+                            store.finish(&result).await
+                        };
+                        if let Err(e) = stored {
                             tracing::error!(id = %result.id, error = %e, "cannot store a command's answer");
                         }
                     });
@@ -214,16 +228,14 @@ impl Dispatcher {
             }
             CommandKind::PutFile(args) => {
                 // The chunk is needed only by the writer: moved, not copied (up to ~6 MB).
+                // Written or refused, the chunk's copy in the ledger is then dead weight: dropped
+                // with the result stored (`forget_data`).
                 let (files, chunk) = (self.files.clone(), command.data.take());
-                let (store, id) = (self.store.clone(), command.id.clone());
-                self.defer(&command, async move {
-                    let answer = files.put(args, chunk).await;
-                    // Written or refused, the chunk's copy in the ledger is dead weight.
-                    if let Err(e) = store.forget_data(&id).await {
-                        tracing::warn!(id = %id, error = %e, "cannot drop a stored put_file chunk");
-                    }
-                    answer
-                })
+                let mut routed = self.defer(&command, async move { files.put(args, chunk).await });
+                if let Routed::Deferred { forget_data, .. } = &mut routed {
+                    *forget_data = true;
+                }
+                routed
             }
             CommandKind::GetFile(args) => {
                 let files = self.files.clone();
@@ -244,16 +256,19 @@ impl Dispatcher {
         F: Future<Output = Result<Value, String>> + Send + 'static,
     {
         let mut result = self.result(command, JobState::Ok);
-        Routed::Deferred(Box::pin(async move {
-            match answer.await {
-                Ok(data) => result.data = data,
-                Err(reason) => {
-                    result.state = JobState::Error;
-                    result.data = Value::String(reason);
+        Routed::Deferred {
+            answer: Box::pin(async move {
+                match answer.await {
+                    Ok(data) => result.data = data,
+                    Err(reason) => {
+                        result.state = JobState::Error;
+                        result.data = Value::String(reason);
+                    }
                 }
-            }
-            result
-        }))
+                result
+            }),
+            forget_data: false,
+        }
     }
 
     fn result(&self, command: &Command, state: JobState) -> JobResult {

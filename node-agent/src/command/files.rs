@@ -11,6 +11,17 @@
 //! removes the part and nothing is written. A file, or an upload, over the agent's
 //! `max_file_size` is refused.
 //!
+//! The part is created new, never through a symlink, and each chunk opens it again without
+//! following one and checks it is the same file (device and inode, recorded at its creation;
+//! one name): whoever may write the target's directory cannot make the agent write, chmod or
+//! chown another file by putting a link in the part's place between chunks. The last chunk
+//! checks, chowns, chmods and syncs that same open file, then renames it. A replaced file keeps
+//! its owner and group (as far as the agent may set them) and, unless `mode` is given, its mode;
+//! a symlink at the target is replaced by the file, not written through.
+//!
+//! `get_file` opens only regular files (a FIFO or device is refused before it is opened, so
+//! nothing blocks), and hashes the first `size` bytes of the file it opened, not the path again.
+//!
 //! Abandoned parts: each part is listed in `<data_dir>/uploads/` while it exists; [`Files::sweep`]
 //! removes parts idle for [`STALE_PART`] (at start, then hourly), and a new upload to a target
 //! removes that target's parts idle for [`ABANDONED_PART`].
@@ -20,7 +31,7 @@
 //! Here: the commands and `get_file`; [`upload`]: the chunks of a `put_file` and the part
 //! files; [`platform`]: file modes and what else differs on Windows.
 
-use std::fs::File;
+use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -108,6 +119,11 @@ pub(crate) enum FileError {
     },
     #[error("{0} is not a regular file")]
     NotAFile(String),
+    #[error(
+        "the part file {part} of upload `{upload}` was replaced (it is not the file the agent \
+         created; removed): send the upload again from `offset` 0"
+    )]
+    PartReplaced { upload: String, part: String },
     #[error("cannot {action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -146,7 +162,7 @@ impl Files {
         let _writing = self.writing.lock().await;
         let files = self.clone();
         blocking(move || {
-            let chunk = upload::decode_chunk(data)?;
+            let chunk = upload::decode_chunk(data, &args)?;
             files.put_chunk(&args, &chunk)
         })
         .await
@@ -185,11 +201,7 @@ impl Files {
 
     fn get_chunk(&self, args: &GetFileArgs) -> Result<Value, FileError> {
         let path = self.resolve(&args.path)?;
-        let mut file = File::open(&path).map_err(io_err("open", &path))?;
-        let meta = file.metadata().map_err(io_err("read", &path))?;
-        if !meta.is_file() {
-            return Err(FileError::NotAFile(path.display().to_string()));
-        }
+        let (mut file, meta) = open_regular(&path)?;
         let size = meta.len();
         if size > self.max_file_size {
             let limit = self.max_file_size;
@@ -213,7 +225,7 @@ impl Files {
         let mut answer = json!({"path": path.display().to_string(), "size": size, "mode": mode, "offset": args.offset,
             "data": BASE64.encode(&chunk), "eof": eof});
         if eof {
-            answer["sha256"] = Value::String(sha256_of(&path)?);
+            answer["sha256"] = Value::String(sha256_of(&mut file, size, &path)?);
         }
         Ok(answer)
     }
@@ -230,11 +242,39 @@ where
     }
 }
 
-/// SHA-256 of a file, as 64 lowercase hex digits.
-fn sha256_of(path: &Path) -> Result<String, FileError> {
-    let mut file = File::open(path).map_err(io_err("open", path))?;
+/// Opens a regular file (a symlink to one is followed) to read it, with its metadata. Anything
+/// else — a directory, a FIFO, a device such as `/dev/zero` — is refused before it is opened, so
+/// a FIFO never blocks a thread; and the open file is checked again, since the path may have
+/// been swapped in between (opened without blocking: [`platform::open_to_read`]).
+fn open_regular(path: &Path) -> Result<(File, Metadata), FileError> {
+    let not_a_file = || FileError::NotAFile(path.display().to_string());
+    if !fs::metadata(path).map_err(io_err("open", path))?.is_file() {
+        return Err(not_a_file());
+    }
+    let file = platform::open_to_read(path).map_err(io_err("open", path))?;
+    let meta = file.metadata().map_err(io_err("read", path))?;
+    if !meta.is_file() {
+        return Err(not_a_file());
+    }
+    Ok((file, meta))
+}
+
+/// SHA-256 of the first `size` bytes of an open file, as 64 lowercase hex digits: never more
+/// (a file that grows, or is not what it was, is not read to its end), and an error if it has
+/// fewer (it shrank).
+fn sha256_of(file: &mut File, size: u64, path: &Path) -> Result<String, FileError> {
     let mut hasher = Sha256::new();
-    io::copy(&mut file, &mut hasher).map_err(io_err("read", path))?;
+    let read = file
+        .seek(SeekFrom::Start(0))
+        .and_then(|_| io::copy(&mut (&*file).take(size), &mut hasher))
+        .map_err(io_err("read", path))?;
+    if read < size {
+        let shrank = io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("it shrank to {read} bytes from {size} while it was read"),
+        );
+        return Err(io_err("read", path)(shrank));
+    }
     Ok(format!("{:x}", hasher.finalize()))
 }
 

@@ -22,12 +22,12 @@ use serde_json::{Map, Value};
 
 /// Most `[[job]]` tables one config may hold.
 pub const MAX_JOBS: usize = 256;
-/// Longest table `id`.
-pub const MAX_ID: usize = 64;
+/// Longest table `id` (the id rules are [`schemas::config_job`]'s).
+pub const MAX_ID: usize = schemas::config_job::MAX_NAME;
 /// Largest command one table may make, in bytes of JSON (its `data` and `script` included).
 pub const MAX_COMMAND: usize = 64 * 1024;
 /// What the id of every config job starts with.
-pub const ID_PREFIX: &str = "cfg:";
+pub use schemas::config_job::ID_PREFIX;
 
 /// The keys a `[[job]]` table may have.
 const KEYS: &[&str] = &[
@@ -71,12 +71,12 @@ pub struct ConfigJob {
 
 /// The job id of table `name` on agent `gid:nid`.
 pub fn job_id(gid: u64, nid: u64, name: &str) -> String {
-    format!("{ID_PREFIX}{gid}:{nid}:{name}")
+    schemas::config_job::id(gid, nid, name)
 }
 
 /// Whether `id` is the id of a config job (of any agent).
 pub fn is_config_job(id: &str) -> bool {
-    id.starts_with(ID_PREFIX)
+    schemas::config_job::is_config_job(id)
 }
 
 /// Checks the `[[job]]` tables of agent `gid:nid`; the error names the table and what is wrong.
@@ -168,8 +168,7 @@ impl<'a> Table<'a> {
         let id = self
             .get::<String>("id")?
             .ok_or("missing key `id` (1 to 64 of A-Z a-z 0-9 . _ -)")?;
-        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-        if id.is_empty() || id.len() > MAX_ID || !id.chars().all(allowed) {
+        if !schemas::config_job::valid_name(&id) {
             return Err(format!(
                 "`id` {:?} must be 1 to {MAX_ID} of A-Z a-z 0-9 . _ -",
                 id.chars().take(MAX_ID + 1).collect::<String>()
@@ -210,6 +209,15 @@ impl<'a> Table<'a> {
         ] {
             if let Some(text) = self.get::<String>(key)? {
                 args.insert(key.into(), Value::String(text));
+            }
+        }
+        for key in ["domain", "name"] {
+            let long = args.get(key).and_then(Value::as_str).map(str::len);
+            if let Some(len) = long.filter(|&len| len > schemas::config_job::MAX_KEY_PART) {
+                return Err(format!(
+                    "`{key}` takes {len} bytes (at most {}): it is part of Redis key names",
+                    schemas::config_job::MAX_KEY_PART
+                ));
             }
         }
         if let Some(list) = self.get::<Vec<String>>("args")? {

@@ -8,6 +8,15 @@
 //!
 //! With `--install-service` the agent is also registered with the system's service manager
 //! ([`service`]: systemd, or the Windows Service Control Manager) and started.
+//!
+//! Everything that can be checked here is checked before the code is sent (a code is spent by
+//! its use): that the machine is not enrolled, that the data dir can be made (or is empty, or
+//! already jsagent's) and written, and for `--install-service` that the service can be
+//! installed ([`service::check`]).
+//!
+//! The code is a credential: besides the command line (which other users of the machine can
+//! see in the process list) it is read from `$JSAGENT_ENROLL_CODE` or, given as `-`, from the
+//! first line of stdin.
 
 pub(crate) mod pin;
 mod service;
@@ -28,15 +37,19 @@ const MAX_ANSWER: usize = 64 << 10;
 /// `jsagent enroll --help`'s examples.
 pub const EXAMPLES: &str = "Examples:
   jsagent enroll jse_… --controller https://ctl.example:4000 --ca-fingerprint AB:CD:…:EF
+  echo jse_… | jsagent enroll - --controller https://ctl.example:4000 --ca-fingerprint AB…EF
+  JSAGENT_ENROLL_CODE=jse_… jsagent enroll --controller https://ctl.example:4000 --ca-fingerprint AB…EF
   sudo jsagent enroll jse_… --controller https://ctl.example:4000 --ca-fingerprint ABCD…EF --install-service
 Then: jsagent -c /var/lib/jsagent/agent.toml (or the service runs it).";
 
 /// `jsagent enroll`'s flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EnrollFlags {
-    /// The code `jsacc enroll create` printed (jse_…).
+    /// The code `jsacc enroll create` printed (jse_…); `-` reads it from stdin. Without it, the
+    /// code is read from $JSAGENT_ENROLL_CODE (the command line is visible to every user of
+    /// the machine).
     #[arg(value_name = "CODE")]
-    pub code: String,
+    pub code: Option<String>,
     /// Base URL of the controller, e.g. https://ctl.example:4000.
     #[arg(long, value_name = "URL")]
     pub controller: String,
@@ -79,6 +92,14 @@ pub enum EnrollError {
     Unreachable { url: String, reason: String },
     #[error("the controller refused the enrollment: {0}")]
     Refused(String),
+    #[error(
+        "cannot write {path}: {source} (the enrollment code was not used: enroll again as a \
+         user who may write there, e.g. with sudo, or with another --data-dir)"
+    )]
+    NotWritable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -87,6 +108,32 @@ pub enum EnrollError {
     #[error("enrolled, but the service was not installed: {0}")]
     Service(String),
 }
+
+/// The environment variable the code is read from when it is not on the command line.
+pub const CODE_ENV: &str = "JSAGENT_ENROLL_CODE";
+
+/// What a data dir of jsagent may hold (its files and the agent's own): an existing data dir
+/// holding anything else is not taken (nor restricted to its owner).
+const DATA_DIR_ENTRIES: &[&str] = &[
+    "agent.toml",
+    "agent.toml.partial",
+    "token",
+    "controller.pem",
+    "agent.db",
+    "agent.db-wal",
+    "agent.db-shm",
+    "agent.db-journal",
+    "tmp",
+    "logs",
+    "uploads",
+    "jumpscripts",
+    "jsagent.log",
+    "jsagent.log.1",
+    PROBE,
+];
+
+/// The file that tells the data dir is writable before the code is spent.
+const PROBE: &str = ".jsagent-enroll-probe";
 
 /// The body of `POST /v1/enroll`.
 #[derive(Serialize)]
@@ -156,7 +203,9 @@ pub fn main(flags: EnrollFlags) -> std::process::ExitCode {
         Err(e) => {
             eprintln!("jsagent enroll: {e}");
             let code = match e {
-                EnrollError::Usage(_) | EnrollError::Enrolled { .. } => 2,
+                EnrollError::Usage(_)
+                | EnrollError::Enrolled { .. }
+                | EnrollError::NotWritable { .. } => 2,
                 _ => 1,
             };
             std::process::ExitCode::from(code)
@@ -166,6 +215,11 @@ pub fn main(flags: EnrollFlags) -> std::process::ExitCode {
 
 /// Enrolls this machine (see the module docs).
 pub async fn run(flags: EnrollFlags) -> Result<Enrolled, EnrollError> {
+    let code = enroll_code(
+        flags.code.as_deref(),
+        std::env::var(CODE_ENV).ok(),
+        read_stdin_line,
+    )?;
     let dir = data_dir(flags.data_dir.clone())?;
     let config_path = dir.join("agent.toml");
     refuse_enrolled(&config_path, &dir)?;
@@ -186,12 +240,24 @@ pub async fn run(flags: EnrollFlags) -> Result<Enrolled, EnrollError> {
             None
         }
     };
-    let (granted, chain) = ask(&url, pin, &flags).await?;
-    let agent = format!("{}:{}", granted.gid, granted.nid);
-    write_files(&dir, &url, &granted, chain.as_deref(), flags.insecure_http)?;
-    let service = match flags.install_service {
-        true => Some(service::install(&config_path, &dir).map_err(EnrollError::Service)?),
+    // What can be checked is checked before the code is spent.
+    let exe = match flags.install_service {
+        true => Some(service::check(&config_path, &dir).map_err(|e| {
+            EnrollError::Usage(format!(
+                "--install-service: {e} (the enrollment code was not used)"
+            ))
+        })?),
         false => None,
+    };
+    prepare_dir(&dir)?;
+    let (granted, cert) = ask(&url, pin, &code, flags.nid).await?;
+    let agent = format!("{}:{}", granted.gid, granted.nid);
+    write_files(&dir, &url, &granted, cert.as_deref(), flags.insecure_http)?;
+    let service = match exe {
+        Some(exe) => {
+            Some(service::install(&exe, &config_path, &dir).map_err(EnrollError::Service)?)
+        }
+        None => None,
     };
     Ok(Enrolled {
         agent,
@@ -199,6 +265,79 @@ pub async fn run(flags: EnrollFlags) -> Result<Enrolled, EnrollError> {
         config: config_path,
         service,
     })
+}
+
+/// The code: the argument (`-`: the first line of stdin), else `env` ($JSAGENT_ENROLL_CODE).
+fn enroll_code(
+    arg: Option<&str>,
+    env: Option<String>,
+    stdin: impl FnOnce() -> std::io::Result<String>,
+) -> Result<String, EnrollError> {
+    let code = match arg {
+        Some("-") => stdin()
+            .map_err(|e| EnrollError::Usage(format!("cannot read the code from stdin: {e}")))?,
+        Some(code) => code.to_owned(),
+        None => env.unwrap_or_default(),
+    };
+    let code = code.trim();
+    if code.is_empty() {
+        return Err(EnrollError::Usage(format!(
+            "no enrollment code: give it as the argument, as `-` to read it from stdin, or in \
+             ${CODE_ENV}"
+        )));
+    }
+    Ok(code.to_owned())
+}
+
+/// The first line of stdin.
+fn read_stdin_line() -> std::io::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line)
+}
+
+/// Makes the data dir ready before the code is spent: a missing one is created (and only then
+/// restricted to its owner); an existing one must be empty or hold only jsagent's files (it is
+/// then restricted, when not empty); and a file must be writable in it.
+fn prepare_dir(dir: &Path) -> Result<(), EnrollError> {
+    let not_writable = |path: &Path| {
+        let path = path.to_owned();
+        move |source| EnrollError::NotWritable { path, source }
+    };
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            let mut names = Vec::new();
+            for entry in entries {
+                names.push(entry.map_err(not_writable(dir))?.file_name());
+            }
+            let foreign: Vec<String> = names
+                .iter()
+                .map(|n| n.to_string_lossy().into_owned())
+                .filter(|n| !DATA_DIR_ENTRIES.contains(&n.as_str()))
+                .collect();
+            if !foreign.is_empty() {
+                return Err(EnrollError::Usage(format!(
+                    "--data-dir {}: the directory exists and holds other things ({}): give a \
+                     new or empty directory for jsagent alone (it keeps its token there, \
+                     readable by its owner only)",
+                    dir.display(),
+                    foreign.join(", ")
+                )));
+            }
+            if !names.is_empty() {
+                crate::supervisor::platform::restrict_dir(dir).map_err(not_writable(dir))?;
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(not_writable(dir))?;
+            crate::supervisor::platform::restrict_dir(dir).map_err(not_writable(dir))?;
+        }
+        Err(e) => return Err(not_writable(dir)(e)),
+    }
+    let probe = dir.join(PROBE);
+    let _ = std::fs::remove_file(&probe);
+    write_private(&probe, "").map_err(not_writable(&probe))?;
+    std::fs::remove_file(&probe).map_err(not_writable(&probe))
 }
 
 /// The data dir: the flag's, else the platform's usual one; absolute.
@@ -256,14 +395,17 @@ fn controller_url(flags: &EnrollFlags) -> Result<Url, EnrollError> {
     Ok(url)
 }
 
-/// Posts the code; returns the grant and, over https, the certificate chain the controller
-/// served.
+/// Posts the code; returns the grant and, over https, the pinned certificate the controller
+/// served (DER).
 async fn ask(
     url: &Url,
     pin: Option<Fingerprint>,
-    flags: &EnrollFlags,
-) -> Result<(Granted, Option<Vec<Vec<u8>>>), EnrollError> {
+    code: &str,
+    nid: Option<u64>,
+) -> Result<(Granted, Option<Vec<u8>>), EnrollError> {
+    // A redirect would carry the code to another server, unpinned.
     let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(TIMEOUT)
         .connect_timeout(Duration::from_secs(10));
     let mut seen = None;
@@ -279,14 +421,14 @@ async fn ask(
         .join("v1/enroll")
         .map_err(|e| EnrollError::Usage(format!("bad controller URL: {e}")))?;
     let body = Ask {
-        code: flags.code.trim(),
+        code,
         hostname: hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        nid: flags.nid,
+        nid,
     };
     let sent = client.post(endpoint).json(&body).send().await;
-    let chain = match &seen {
+    let cert = match &seen {
         Some((pin, s)) => match std::mem::take(&mut *s.lock().unwrap_or_else(|e| e.into_inner())) {
             Seen::Mismatch(got) => {
                 return Err(EnrollError::Fingerprint {
@@ -295,7 +437,7 @@ async fn ask(
                 })
             }
             Seen::WrongName(host) => return Err(EnrollError::Name(host)),
-            Seen::Chain(chain) => Some(chain),
+            Seen::Pinned(cert) => Some(cert),
             Seen::Nothing => None,
         },
         None => None,
@@ -316,12 +458,12 @@ async fn ask(
     }
     let granted: Granted = serde_json::from_slice(&bytes)
         .map_err(|e| EnrollError::Refused(format!("an answer that is not an enrollment ({e})")))?;
-    if pin.is_some() && chain.is_none() {
+    if pin.is_some() && cert.is_none() {
         return Err(EnrollError::Usage(
             "no certificate seen from the controller".into(),
         ));
     }
-    Ok((granted, chain))
+    Ok((granted, cert))
 }
 
 /// The answer's body, up to [`MAX_ANSWER`] bytes (the rest is not read).
@@ -360,12 +502,13 @@ fn chain_text(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Writes controller.pem (https), token and, last, agent.toml into `dir`.
+/// Writes controller.pem (https: the pinned certificate only), token and, last, agent.toml into
+/// `dir` (made ready by [`prepare_dir`]).
 fn write_files(
     dir: &Path,
     url: &Url,
     granted: &Granted,
-    chain: Option<&[Vec<u8>]>,
+    cert: Option<&[u8]>,
     insecure_http: bool,
 ) -> Result<(), EnrollError> {
     let io = |path: &Path| {
@@ -373,11 +516,10 @@ fn write_files(
         move |source| EnrollError::Write { path, source }
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    crate::supervisor::platform::restrict_dir(dir).map_err(io(dir))?;
-    let ca_cert = match chain {
-        Some(chain) => {
+    let ca_cert = match cert {
+        Some(cert) => {
             let path = dir.join("controller.pem");
-            std::fs::write(&path, pin::pem(chain)).map_err(io(&path))?;
+            std::fs::write(&path, pin::pem(cert)).map_err(io(&path))?;
             Some(path)
         }
         None => None,

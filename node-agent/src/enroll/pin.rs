@@ -2,8 +2,8 @@
 //! SHA-256 fingerprint of the controller's certificate that `jsacc` printed at start. The
 //! [`Pinned`] verifier accepts exactly the certificate with that fingerprint (and only if it
 //! names the host of the controller URL, as the agent will check it later), verifies the
-//! handshake signatures with its key as always, and keeps the chain it saw, which becomes the
-//! agent's `ca_cert`.
+//! handshake signatures with its key as always, and keeps that certificate, which becomes the
+//! agent's `ca_cert` (never the intermediates sent with it: they were not checked).
 
 use std::sync::{Arc, Mutex};
 
@@ -63,8 +63,8 @@ pub(crate) enum Seen {
     Mismatch(Fingerprint),
     /// The pinned certificate, but not for the URL's host.
     WrongName(String),
-    /// The pinned certificate, and the intermediates sent with it (DER).
-    Chain(Vec<Vec<u8>>),
+    /// The pinned certificate (DER).
+    Pinned(Vec<u8>),
 }
 
 /// Accepts only the certificate whose SHA-256 is the pinned one.
@@ -106,7 +106,7 @@ impl ServerCertVerifier for Pinned {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
+        _intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         _now: UnixTime,
@@ -123,11 +123,7 @@ impl ServerCertVerifier for Pinned {
             self.record(Seen::WrongName(server_name.to_str().into_owned()));
             return Err(e);
         }
-        let chain = std::iter::once(end_entity)
-            .chain(intermediates)
-            .map(|c| c.as_ref().to_vec())
-            .collect();
-        self.record(Seen::Chain(chain));
+        self.record(Seen::Pinned(end_entity.as_ref().to_vec()));
         Ok(ServerCertVerified::assertion())
     }
 
@@ -166,43 +162,19 @@ impl ServerCertVerifier for Pinned {
     }
 }
 
-/// DER certificates as PEM blocks.
-pub(crate) fn pem(chain: &[Vec<u8>]) -> String {
-    chain
-        .iter()
-        .map(|der| {
-            let b64 = base64(der);
-            let lines: Vec<&str> = b64
-                .as_bytes()
-                .chunks(64)
-                .map(|l| std::str::from_utf8(l).unwrap_or_default())
-                .collect();
-            format!(
-                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-                lines.join("\n")
-            )
-        })
-        .collect()
-}
-
-/// Standard base64 with padding (RFC 4648), for [`pem`].
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+/// A DER certificate as a PEM block.
+pub(crate) fn pem(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|l| std::str::from_utf8(l).unwrap_or_default())
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    )
 }
 
 #[cfg(test)]
@@ -231,18 +203,30 @@ mod tests {
     }
 
     #[test]
-    fn base64_matches_rfc_4648_vectors() {
-        let vectors = [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ];
-        for (plain, encoded) in vectors {
-            assert_eq!(base64(plain.as_bytes()), encoded);
+    fn only_the_pinned_certificate_is_kept_not_the_intermediates_sent_with_it() {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let other = rcgen::generate_simple_self_signed(vec!["evil.example".into()]).unwrap();
+        let der = cert.cert.der().clone();
+        let seen = Arc::new(Mutex::new(Seen::Nothing));
+        let verifier = Pinned {
+            pin: Fingerprint::of(&der),
+            seen: seen.clone(),
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+        };
+        let name = ServerName::try_from("localhost").unwrap();
+        verifier
+            .verify_server_cert(
+                &der,
+                &[other.cert.der().clone()],
+                &name,
+                &[],
+                UnixTime::now(),
+            )
+            .expect("the pinned certificate is accepted");
+        let kept = std::mem::take(&mut *seen.lock().unwrap());
+        match kept {
+            Seen::Pinned(kept) => assert_eq!(kept, der.as_ref()),
+            other => panic!("{other:?}"),
         }
     }
 
@@ -251,7 +235,7 @@ mod tests {
         use rustls::pki_types::pem::PemObject;
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
         let der = cert.cert.der().to_vec();
-        let text = pem(std::slice::from_ref(&der));
+        let text = pem(&der);
         let back: Vec<_> = CertificateDer::pem_slice_iter(text.as_bytes())
             .collect::<Result<_, _>>()
             .unwrap();

@@ -131,8 +131,26 @@ impl Store {
         self.finish_many(vec![result.clone()]).await
     }
 
+    /// Ends a job, queues its result and drops the command's `data` (the chunk of a `put_file`,
+    /// written or refused), in one transaction. The ledger keeps commands for [`KEEP_FINISHED`];
+    /// with their chunks (up to ~6 MB each) it would hold a copy of every file uploaded that
+    /// week. Not dropped earlier: a command not finished is dispatched again at start-up, and
+    /// must still have its chunk.
+    pub(crate) async fn finish_forgetting_data(
+        &self,
+        result: &JobResult,
+    ) -> Result<(), StoreError> {
+        self.end(vec![result.clone()], true).await
+    }
+
     /// Ends several jobs and queues their results, all in one transaction.
     pub(crate) async fn finish_many(&self, results: Vec<JobResult>) -> Result<(), StoreError> {
+        self.end(results, false).await
+    }
+
+    /// Ends jobs and queues their results in one transaction; with `forget_data`, their commands'
+    /// `data` is dropped in it too.
+    async fn end(&self, results: Vec<JobResult>, forget_data: bool) -> Result<(), StoreError> {
         let rows = results
             .iter()
             .map(|r| Ok((r.id.clone(), r.state, result_limit::encode(r)?)))
@@ -145,6 +163,14 @@ impl Store {
                 let now = schemas::now_ms();
                 for (id, state, _) in &rows {
                     end.execute(params![id, state.as_str(), now])?;
+                }
+            }
+            if forget_data {
+                let mut forget = tx.prepare_cached(
+                    "UPDATE jobs SET command = json_remove(command, '$.data') WHERE id = ?1",
+                )?;
+                for (id, _, _) in &rows {
+                    forget.execute([id])?;
                 }
             }
             queue(
@@ -196,21 +222,6 @@ impl Store {
                     row.get(0)
                 })
                 .optional()?)
-        })
-        .await
-    }
-
-    /// Drops the `data` of a stored command once it is of no further use: the chunk of a
-    /// `put_file`, written (or refused). The ledger keeps commands for [`KEEP_FINISHED`]; with
-    /// their chunks (up to ~6 MB each) it would hold a copy of every file uploaded that week.
-    pub(crate) async fn forget_data(&self, id: &str) -> Result<(), StoreError> {
-        let id = id.to_owned();
-        self.call(move |conn| {
-            conn.execute(
-                "UPDATE jobs SET command = json_remove(command, '$.data') WHERE id = ?1",
-                [id],
-            )?;
-            Ok(())
         })
         .await
     }

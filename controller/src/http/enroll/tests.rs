@@ -179,3 +179,51 @@ async fn a_body_that_never_comes_is_given_up_at_the_body_timeout() {
         .as_str()
         .is_some_and(|m| m.contains("body-timeout")));
 }
+
+#[tokio::test]
+async fn a_failed_audit_write_still_gives_the_minted_token() {
+    let server = RedisServer::start();
+    let api = testkit::api(&server).await;
+    // The audit stream cannot be written (a string where the stream should be).
+    redis::cmd("SET")
+        .arg(crate::keys::AUDIT)
+        .arg("not a stream")
+        .query_async::<()>(&mut api.state.conn())
+        .await
+        .expect("SET");
+    let code = code(&api, None, enroll::DEFAULT_TTL).await;
+    let (status, answer) = send(&api, post(json!({"code": code}).to_string())).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let token = answer["token"].as_str().expect("a token");
+    let stored: Option<String> = redis::cmd("HGET")
+        .arg(crate::keys::AUTH_AGENTS)
+        .arg("4:1")
+        .query_async(&mut api.state.conn())
+        .await
+        .expect("HGET");
+    assert_eq!(stored, Some(crate::auth::hash(token)));
+}
+
+#[tokio::test]
+async fn an_enrollment_the_replicas_do_not_confirm_is_not_answered_with_a_token() {
+    let server = RedisServer::start();
+    let config = crate::config::Config {
+        wait_replicas: 1,
+        wait_timeout: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let api = testkit::api_with(&server, config).await;
+    let code = code(&api, None, enroll::DEFAULT_TTL).await;
+    let (status, answer) = send(&api, post(json!({"code": code}).to_string())).await;
+    assert_eq!(
+        (status, &answer["error"]),
+        (StatusCode::SERVICE_UNAVAILABLE, &json!("not_replicated")),
+        "{answer}"
+    );
+    assert!(answer.get("token").is_none(), "{answer}");
+    let message = answer["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("jsacc token revoke --gid 4 --nid 1"),
+        "{message}"
+    );
+}

@@ -396,8 +396,8 @@ async fn a_new_upload_removes_abandoned_parts_of_its_target() {
 #[tokio::test]
 async fn put_and_get_go_through_the_dispatcher() {
     use crate::command::dispatch::Incoming;
-    use crate::store::{OutboxKind, Received};
-    use schemas::{JobResult, JobState};
+    use crate::store::Received;
+    use schemas::JobState;
 
     let kit = crate::testkit::kit("files-dispatch").await;
     let target = kit.dir.join("via-dispatch");
@@ -412,15 +412,7 @@ async fn put_and_get_go_through_the_dispatcher() {
     };
     kit.store.receive(vec![received]).await.unwrap();
     kit.dispatcher.dispatch(incoming).await.unwrap();
-    let result = loop {
-        let rows = kit.store.outbox_take(OutboxKind::Result, 10).await.unwrap();
-        if let Some(row) = rows.first() {
-            break serde_json::from_str::<JobResult>(&row.body).unwrap();
-        }
-        tokio::time::timeout(Duration::from_secs(30), kit.store.outbox_added())
-            .await
-            .expect("a result within 30 s");
-    };
+    let result = first_result(&kit.store).await;
     assert_eq!(result.state, JobState::Ok, "{:?}", result.data);
     assert_eq!(result.data["complete"], json!(true));
     assert_eq!(fs::read(&target).unwrap(), b"hi");
@@ -431,6 +423,296 @@ async fn put_and_get_go_through_the_dispatcher() {
         (stored.get("data"), &stored["cmd"]),
         (None, &json!("put_file"))
     );
+}
+
+/// The first result in the outbox, waiting for it up to 30 s.
+async fn first_result(store: &crate::store::Store) -> schemas::JobResult {
+    result_of(store, None).await
+}
+
+/// The result of job `id` (any job if `None`) in the outbox, waiting for it up to 30 s.
+async fn result_of(store: &crate::store::Store, id: Option<&str>) -> schemas::JobResult {
+    use crate::store::OutboxKind;
+    loop {
+        let rows = store.outbox_take(OutboxKind::Result, 100).await.unwrap();
+        let results = rows
+            .iter()
+            .map(|row| serde_json::from_str::<schemas::JobResult>(&row.body).unwrap());
+        if let Some(result) = results.into_iter().find(|r| id.is_none_or(|id| r.id == id)) {
+            return result;
+        }
+        tokio::time::timeout(Duration::from_secs(30), store.outbox_added())
+            .await
+            .expect("a result within 30 s");
+    }
+}
+
+/// A `put_file` stored but not finished when the agent died is dispatched again at start-up:
+/// with its chunk (it is dropped only with the result stored) it is written; without one (a
+/// ledger whose chunk was dropped early) it ends `ERROR` naming `data`, never taken for an
+/// empty chunk (which answered OK, received 0, and the client's next chunk was "out of order").
+#[tokio::test]
+async fn a_put_file_replayed_at_start_up_has_its_chunk_or_is_an_error() {
+    use crate::store::Received;
+    use schemas::JobState;
+
+    let kit = crate::testkit::kit("files-replay").await;
+    let target = kit.dir.join("replayed");
+    let command = |id: &str, data: Option<&[u8]>| {
+        let mut raw = json!({"id": id, "gid": 1, "nid": 2, "cmd": "put_file",
+            "args": {"path": target, "size": 2, "sha256": sha_hex(b"hi"), "upload": id}});
+        if let Some(data) = data {
+            raw["data"] = json!(BASE64.encode(data));
+        }
+        Received {
+            id: id.into(),
+            raw: raw.to_string(),
+        }
+    };
+    kit.store
+        .receive(vec![command("lost", None)])
+        .await
+        .unwrap();
+    crate::supervisor::recovery::recover(&kit.store, &kit.dispatcher, &kit.supervisor)
+        .await
+        .unwrap();
+    let result = result_of(&kit.store, Some("lost")).await;
+    assert_eq!(result.state, JobState::Error, "{}", result.data);
+    let reason = result.data.as_str().unwrap();
+    assert!(reason.starts_with("`data`: missing"), "{reason}");
+    assert!(!target.exists());
+    assert!(parts_in(&kit.dir).is_empty());
+
+    kit.store
+        .receive(vec![command("kept", Some(b"hi"))])
+        .await
+        .unwrap();
+    crate::supervisor::recovery::recover(&kit.store, &kit.dispatcher, &kit.supervisor)
+        .await
+        .unwrap();
+    let result = result_of(&kit.store, Some("kept")).await;
+    assert_eq!(
+        (result.state, &result.data["complete"]),
+        (JobState::Ok, &json!(true)),
+        "{}",
+        result.data
+    );
+    assert_eq!(fs::read(&target).unwrap(), b"hi");
+}
+
+/// The result and the dropping of the chunk are one transaction.
+#[tokio::test]
+async fn finishing_a_put_file_drops_its_chunk_with_the_result_stored() {
+    use crate::store::Received;
+    use schemas::{JobResult, JobState};
+
+    let kit = crate::testkit::kit("files-forget").await;
+    let raw = json!({"id": "p", "gid": 1, "nid": 2, "cmd": "put_file",
+        "args": {"path": "/x", "size": 2, "sha256": sha_hex(b"hi"), "upload": "p"}, "data": "aGk="});
+    let received = Received {
+        id: "p".into(),
+        raw: raw.to_string(),
+    };
+    kit.store.receive(vec![received]).await.unwrap();
+    let stored = kit.store.stored_command("p").await.unwrap().unwrap();
+    assert!(stored.contains("aGk="), "kept until the result is stored");
+    let result = JobResult::new("p", 1, 2, "put_file", raw["args"].clone(), JobState::Ok);
+    kit.store.finish_forgetting_data(&result).await.unwrap();
+    let stored: Value =
+        serde_json::from_str(&kit.store.stored_command("p").await.unwrap().unwrap()).unwrap();
+    assert_eq!(stored.get("data"), None);
+    assert_eq!(stored["args"]["upload"], json!("p"));
+    assert!(kit.store.unfinished().await.unwrap().is_empty());
+    assert_eq!(first_result(&kit.store).await.id, "p");
+}
+
+#[tokio::test]
+async fn a_chunk_without_data_is_an_error_naming_data() {
+    let dir = TestDir::new("files-no-data");
+    let files = files(&dir);
+    let target = dir.join("f");
+    let args = put_args(&target, b"hello", 0, "n");
+    let err = files.put(args.clone(), None).await.unwrap_err();
+    assert!(err.starts_with("`data`: missing"), "{err}");
+    let err = files
+        .put(args.clone(), Some(Value::Null))
+        .await
+        .unwrap_err();
+    assert!(err.starts_with("`data`: missing"), "{err}");
+    assert!(parts_in(&dir).is_empty());
+    // An explicit empty chunk is a chunk.
+    let answer = files.put(args, b64(b"")).await.unwrap();
+    assert_eq!(answer["received"], json!(0));
+}
+
+/// The part is listed for the sweep before it is created: an agent that cannot list it (or
+/// is killed in between) leaves no part the sweep would never see.
+#[tokio::test]
+async fn a_part_is_listed_before_it_is_created() {
+    let dir = TestDir::new("files-listed-first");
+    let mut files = files(&dir);
+    fs::write(dir.join("not-a-dir"), b"").unwrap();
+    files.uploads_dir = dir.join("not-a-dir").join("uploads");
+    let args = put_args(&dir.join("f"), b"hello", 0, "l");
+    files.put(args, b64(b"he")).await.unwrap_err();
+    assert!(parts_in(&dir).is_empty(), "{:?}", parts_in(&dir));
+}
+
+/// What whoever may write the target's directory can put in the part's place between two
+/// chunks — a symlink, a hard link, another file — is refused (and removed), and the file it
+/// leads to is neither written nor chmodded.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_part_replaced_between_chunks_is_refused_and_not_followed() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    let dir = TestDir::new("files-part-swap");
+    let files = files(&dir);
+    let target = dir.join("f");
+    let content = b"0123456789";
+    let victim = dir.join("victim");
+    let part = dir.join(".f.jsacc-s.part");
+    type Swap = fn(&Path, &Path);
+    let swaps: [(&str, Swap); 3] = [
+        ("symlink", |victim, part| symlink(victim, part).unwrap()),
+        ("hard link", |victim, part| {
+            fs::hard_link(victim, part).unwrap()
+        }),
+        ("another file", |victim, part| {
+            let other = part.with_extension("other");
+            fs::copy(victim, &other).unwrap();
+            fs::rename(&other, part).unwrap();
+        }),
+    ];
+    for (how, swap) in swaps {
+        for (offset, end) in [(5, 8), (5, 10)] {
+            fs::write(&victim, b"secret").unwrap();
+            fs::set_permissions(&victim, fs::Permissions::from_mode(0o640)).unwrap();
+            let args = put_args(&target, content, 0, "s");
+            files.put(args.clone(), b64(&content[..5])).await.unwrap();
+            // Moved away rather than removed: a file created now cannot get its inode.
+            let moved = part.with_extension("moved");
+            fs::rename(&part, &moved).unwrap();
+            swap(&victim, &part);
+            let next = PutFileArgs { offset, ..args };
+            let err = files
+                .put(next, b64(&content[offset as usize..end]))
+                .await
+                .unwrap_err();
+            assert!(err.contains("was replaced"), "{how}: {err}");
+            assert_eq!(fs::read(&victim).unwrap(), b"secret", "{how}");
+            assert_eq!(
+                platform::mode_of(&fs::metadata(&victim).unwrap()),
+                Some(0o640),
+                "{how}"
+            );
+            assert!(!target.exists(), "{how}");
+            assert!(parts_in(&dir).is_empty(), "{how}: removed");
+            assert_eq!(
+                fs::read_dir(&files.uploads_dir).unwrap().count(),
+                0,
+                "{how}: unlisted"
+            );
+            fs::remove_file(&moved).unwrap();
+        }
+    }
+    // A symlink planted before the first chunk is not followed either: it is removed and the
+    // upload starts afresh.
+    symlink(&victim, &part).unwrap();
+    let answer = files
+        .put(put_args(&target, content, 0, "s"), b64(&content[..5]))
+        .await
+        .unwrap();
+    assert_eq!(answer["received"], json!(5));
+    assert!(fs::symlink_metadata(&part).unwrap().is_file());
+    assert_eq!(fs::read(&victim).unwrap(), b"secret");
+}
+
+/// A replaced file keeps its owner and group (the agent runs as root here) and its mode; a
+/// symlink at the target is replaced, not written through, and its target's mode is not taken.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_replaced_file_keeps_its_owner_and_a_symlink_is_replaced() {
+    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+
+    let dir = TestDir::new("files-owner");
+    let files = files(&dir);
+    let target = dir.join("owned");
+    fs::write(&target, b"old").unwrap();
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o640)).unwrap();
+    if fs::metadata(&target).unwrap().uid() == 0 {
+        std::os::unix::fs::chown(&target, Some(1234), Some(5678)).unwrap();
+    }
+    let before = fs::metadata(&target).unwrap();
+    upload(&files, &put_args(&target, b"new", 0, "o"), b"new", 10).await;
+    let after = fs::metadata(&target).unwrap();
+    assert_eq!(fs::read(&target).unwrap(), b"new");
+    assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+    assert_eq!(platform::mode_of(&after), Some(0o640));
+
+    let elsewhere = dir.join("elsewhere");
+    fs::write(&elsewhere, b"keep").unwrap();
+    fs::set_permissions(&elsewhere, fs::Permissions::from_mode(0o4755)).unwrap();
+    let link = dir.join("link");
+    symlink(&elsewhere, &link).unwrap();
+    let answer = upload(&files, &put_args(&link, b"file", 0, "l"), b"file", 10).await;
+    assert_eq!(answer["mode"], json!("0644"));
+    assert!(fs::symlink_metadata(&link).unwrap().is_file());
+    assert_eq!(fs::read(&link).unwrap(), b"file");
+    assert_eq!(fs::read(&elsewhere).unwrap(), b"keep");
+}
+
+/// `get_file` of a FIFO is refused at once (it blocked a thread forever), and so is a device.
+#[cfg(unix)]
+#[tokio::test]
+async fn get_file_refuses_a_fifo_at_once_and_a_device() {
+    let dir = TestDir::new("files-fifo");
+    let files = files(&dir);
+    let fifo = dir.join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let link = dir.join("zero");
+    std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+    for path in [&fifo, &link] {
+        let args = GetFileArgs {
+            path: path.to_string_lossy().into_owned(),
+            offset: 0,
+            length: 10,
+            max_wait: 0,
+        };
+        let err = tokio::time::timeout(Duration::from_secs(10), files.get(args))
+            .await
+            .expect("answered at once")
+            .unwrap_err();
+        assert!(err.ends_with("is not a regular file"), "{err}");
+    }
+}
+
+/// The SHA-256 of `get_file` covers the `size` bytes answered, from the file opened, not what
+/// the path holds when the last chunk is read (a file that grew, or a path swapped for
+/// `/dev/zero`, was hashed to its end).
+#[test]
+fn the_sha256_covers_size_bytes_of_the_open_file() {
+    use std::io::Write;
+
+    let dir = TestDir::new("files-sha-size");
+    let path = dir.join("grows");
+    fs::write(&path, b"0123456789").unwrap();
+    let (mut file, meta) = open_regular(&path).unwrap();
+    let size = meta.len();
+    let mut writer = File::options().append(true).open(&path).unwrap();
+    writer.write_all(b" and it grows").unwrap();
+    assert_eq!(
+        sha256_of(&mut file, size, &path).unwrap(),
+        sha_hex(b"0123456789")
+    );
+    assert_eq!(sha256_of(&mut file, 4, &path).unwrap(), sha_hex(b"0123"));
+    writer.set_len(5).unwrap();
+    let err = sha256_of(&mut file, size, &path).unwrap_err().to_string();
+    assert!(err.contains("shrank to 5 bytes from 10"), "{err}");
 }
 
 #[test]

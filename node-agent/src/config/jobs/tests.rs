@@ -213,6 +213,14 @@ fn sizes_are_bounded() {
         "[[job]]\nid = \"a\"\ncmd = \"x\"\ndata = {big:?}\n"
     ));
     assert!(err.contains("at most 65536"), "{err}");
+    let domain = "d".repeat(schemas::config_job::MAX_KEY_PART + 1);
+    let err = error(&format!(
+        "[[job]]\nid = \"a\"\ncmd = \"x\"\ndomain = {domain:?}\n"
+    ));
+    assert!(
+        err.contains("`domain` takes 201 bytes (at most 200)"),
+        "{err}"
+    );
     let many = "[[job]]\nid = \"a\"\ncmd = \"x\"\n".repeat(MAX_JOBS + 1);
     let err = error(&many);
     assert!(err.contains("at most 256"), "{err}");
@@ -222,4 +230,9 @@ fn sizes_are_bounded() {
 fn config_job_ids_are_told_apart() {
     assert_eq!(job_id(3, 14, "x"), "cfg:3:14:x");
     assert!(is_config_job("cfg:3:14:x") && !is_config_job("6f1c"));
+    // The controller reads the owner back from every id the agent builds.
+    assert_eq!(
+        schemas::config_job::owner(&job_id(3, 14, "a.b_c-9")),
+        Some((3, 14))
+    );
 }

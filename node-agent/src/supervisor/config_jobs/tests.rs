@@ -131,3 +131,19 @@ async fn a_killed_config_job_comes_back_at_the_next_start() {
     assert_eq!((stored[0].job.runs, stored[0].finished), (2, false));
     supervisor.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Regression: a config job's `env` (often secrets) was echoed in its results' `args`, and so
+/// kept in Redis and shown by `jsctl job` and the dashboard. The process still gets the values.
+#[tokio::test]
+async fn a_config_jobs_result_shows_its_env_keys_not_their_values() {
+    let kit = crate::testkit::kit("cfg-env").await;
+    let table = "[[job]]\nid = \"env\"\ncmd = \"sh\"\nargs = [\"-c\", \"echo $SECRET\"]\n\
+                 env = { SECRET = \"s3cret-value\" }\nevery = 3600\n";
+    let (supervisor, _) = boot(&kit, &configured(table)).await;
+    let result = results_of(&kit, "cfg:1:2:env", 1).await.remove(0);
+    assert_eq!(result.streams[0], "s3cret-value\n");
+    assert_eq!(result.args["env"], json!({"SECRET": "***"}));
+    let body = serde_json::to_string(&result).expect("serializes");
+    assert_eq!(body.matches("s3cret-value").count(), 1, "{body}");
+    supervisor.shutdown(Duration::from_secs(5)).await;
+}

@@ -235,9 +235,19 @@ async fn a_kill_ends_the_targets_not_released() {
         .expect("killed")
         .expect("a job");
     assert_eq!(kills.len(), 1, "a kill command for the released agent only");
+    assert!(
+        answers(&state, "k").await.is_empty(),
+        "the kill only stops the rollout: the sweeper ends its targets"
+    );
+    sweep(&state, schemas::now_ms()).await.expect("swept");
     let got = answers(&state, "k").await;
     assert_eq!(got.len(), 3, "{got:?}");
-    assert!(got.iter().all(|(_, s, _)| s == "KILLED"), "{got:?}");
+    assert!(
+        got.iter()
+            .all(|(_, s, d)| s == "KILLED" && d == KILLED_REASON),
+        "{got:?}"
+    );
+    assert_eq!(KILLED_REASON, "rollout killed: kill sent for the job");
     answer(&state, "k", 1, JobState::Killed).await;
     sweep(&state, schemas::now_ms()).await.expect("swept");
     assert_eq!(
@@ -260,12 +270,88 @@ async fn two_sweepers_release_a_batch_once() {
     let t = schemas::now_ms();
     let (x, y) = tokio::join!(sweep(&a, t), sweep(&b, t));
     x.and(y).expect("swept");
-    // Both may have pushed the batch (the agent drops the second copy by its id); one marked it.
-    let pushed = copies(&a, "1:3").await;
-    assert!((1..=2).contains(&pushed), "pushed {pushed} times");
+    // One of them claimed the rollout; the other left it alone.
+    assert_eq!(copies(&a, "1:3").await, 1, "pushed once");
+    assert_eq!(copies(&a, "1:4").await, 1, "pushed once");
     assert_eq!(fields(&a, "two").await["released"], "4");
-    sweep(&a, t + 1).await.expect("swept");
-    assert!(copies(&a, "1:4").await <= 2, "pushed again after its mark");
+    let (x, y) = tokio::join!(sweep(&a, t + 1), sweep(&b, t + 1));
+    x.and(y).expect("swept");
+    assert_eq!(copies(&a, "1:4").await, 1, "pushed again after its mark");
+}
+
+#[tokio::test]
+async fn a_sweeper_leaves_a_batch_another_is_pushing() {
+    let server = RedisServer::start();
+    let a = testkit::state(&server, Config::default()).await;
+    let b = testkit::state(&server, Config::default()).await;
+    agents(&a, 4).await;
+    route(&a, "mid", json!({"batch": 2})).await;
+    answer(&a, "mid", 1, JobState::Ok).await;
+    answer(&a, "mid", 2, JobState::Ok).await;
+    let t = schemas::now_ms();
+    // Instance `a`, step by step: claims the rollout, decides, pushes the batch (not marked yet).
+    let claimed: Vec<String> = a
+        .scripts
+        .rollout_claim
+        .key(keys::ROLLOUTS)
+        .key(keys::ROLLOUT_LEASES)
+        .arg(t)
+        .arg(LEASE.as_millis() as u64)
+        .arg(10)
+        .invoke_async(&mut a.conn())
+        .await
+        .expect("claimed");
+    assert_eq!(claimed, ["mid"]);
+    assert_eq!(
+        decide(&a, "mid", t).await.expect("decided"),
+        Step::Release(2, 4)
+    );
+    release_pushed_only(&a, "mid", 2, 4).await;
+    // Meanwhile instance `b` sweeps (a result's prompt made the rollout due).
+    let mut pipe = redis::pipe();
+    prompt(&mut pipe, "mid");
+    pipe.exec_async(&mut b.conn()).await.expect("prompted");
+    sweep(&b, t).await.expect("swept");
+    assert_eq!(copies(&a, "1:3").await, 1, "pushed by `a` only");
+    assert_eq!(copies(&a, "1:4").await, 1, "pushed by `a` only");
+}
+
+#[tokio::test]
+async fn a_claimed_rollout_is_left_to_its_holder_until_the_lease_ends() {
+    let server = RedisServer::start();
+    let a = testkit::state(&server, Config::default()).await;
+    let b = testkit::state(&server, Config::default()).await;
+    agents(&a, 2).await;
+    route(&a, "held", json!({"batch": 1})).await;
+    answer(&a, "held", 1, JobState::Ok).await;
+    let t = schemas::now_ms();
+    // Instance `a` claims it and dies before its step.
+    let claimed: Vec<String> = a
+        .scripts
+        .rollout_claim
+        .key(keys::ROLLOUTS)
+        .key(keys::ROLLOUT_LEASES)
+        .arg(t)
+        .arg(LEASE.as_millis() as u64)
+        .arg(10)
+        .invoke_async(&mut a.conn())
+        .await
+        .expect("claimed");
+    assert_eq!(claimed, ["held"]);
+    // A result's prompt makes it due again, but the lease holds.
+    let mut pipe = redis::pipe();
+    prompt(&mut pipe, "held");
+    pipe.exec_async(&mut b.conn()).await.expect("prompted");
+    sweep(&b, t + 1).await.expect("swept");
+    assert_eq!(copies(&b, "1:2").await, 0, "the lease holds");
+    sweep(&b, t + LEASE.as_millis() as u64 + 1)
+        .await
+        .expect("swept");
+    assert_eq!(
+        copies(&b, "1:2").await,
+        1,
+        "taken over once the lease ended"
+    );
 }
 
 #[tokio::test]
@@ -377,6 +463,7 @@ async fn a_kill_command_sent_to_one_agent_stops_the_rollout() {
     router::route_batch(&state, &[(kill.to_string().into_bytes(), false)])
         .await
         .expect("routed");
+    sweep(&state, schemas::now_ms()).await.expect("swept");
     let got = answers(&state, "kc").await;
     let stopped: Vec<&str> = got.iter().map(|(a, _, _)| a.as_str()).collect();
     assert_eq!(stopped, ["1:2", "1:3"], "{got:?}");
@@ -384,4 +471,112 @@ async fn a_kill_command_sent_to_one_agent_stops_the_rollout() {
     answer(&state, "kc", 1, JobState::Killed).await;
     sweep(&state, schemas::now_ms()).await.expect("swept");
     assert_eq!(queued(&state, "kc", 3).await, ["1:1"]);
+}
+
+#[tokio::test]
+async fn a_kill_racing_a_release_kills_the_batch_there() {
+    let (_server, state) = setup(3).await;
+    route(&state, "race", json!({"batch": 1})).await;
+    answer(&state, "race", 1, JobState::Ok).await;
+    let t = schemas::now_ms();
+    // A sweeper decides and pushes the second batch, then dies before its mark; a kill comes.
+    assert_eq!(
+        decide(&state, "race", t).await.expect("decided"),
+        Step::Release(1, 2)
+    );
+    release_pushed_only(&state, "race", 1, 2).await;
+    assert!(kill(&state, "race").await.expect("killed"));
+    sweep(&state, t).await.expect("swept");
+    sweep(&state, t + 1).await.expect("swept");
+    let got = answers(&state, "race").await;
+    let ended: Vec<(&str, &str)> = got
+        .iter()
+        .map(|(a, s, _)| (a.as_str(), s.as_str()))
+        .collect();
+    assert_eq!(
+        ended,
+        [("1:1", "OK"), ("1:2", "KILLED"), ("1:3", "KILLED")],
+        "{got:?}"
+    );
+    // 1:2 was answered KILLED but may get the job: it is killed there.
+    let submitted: Vec<String> = redis::cmd("LRANGE")
+        .arg(keys::CMDS_QUEUE)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut state.conn())
+        .await
+        .expect("the queue");
+    let kills: Vec<(u64, String)> = submitted
+        .iter()
+        .map(|c| serde_json::from_str::<serde_json::Value>(c).expect("json"))
+        .filter(|c| c["cmd"] == "kill")
+        .map(|c| {
+            (
+                c["nid"].as_u64().unwrap_or(0),
+                c["args"]["id"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(kills, [(2, "race".to_owned())]);
+    assert!(!fields(&state, "race").await.contains_key("releasing"));
+    assert_eq!(fields(&state, "race").await["released"], "1");
+}
+
+#[tokio::test]
+async fn each_step_renews_the_record_and_the_results() {
+    let server = RedisServer::start();
+    let config = Config {
+        result_ttl: std::time::Duration::from_secs(500),
+        ..Config::default()
+    };
+    let state = testkit::state(&server, config).await;
+    agents(&state, 2).await;
+    route(&state, "slow", json!({"batch": 1, "batch_wait": 400})).await;
+    answer(&state, "slow", 1, JobState::Ok).await;
+    let mut conn = state.conn();
+    let mut keys_of_job = vec![keys::job("slow"), keys::results("slow")];
+    keys_of_job.extend(keys::appended("slow"));
+    for key in &keys_of_job {
+        redis::cmd("EXPIRE")
+            .arg(key)
+            .arg(5)
+            .query_async::<()>(&mut conn)
+            .await
+            .expect("expire");
+    }
+    sweep(&state, schemas::now_ms()).await.expect("swept");
+    for key in &keys_of_job {
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .expect("ttl");
+        assert!(ttl > 400, "{key}: {ttl}");
+    }
+}
+
+#[tokio::test]
+async fn a_rollout_whose_waits_outlast_the_result_ttl_is_refused() {
+    let server = RedisServer::start();
+    let config = Config {
+        result_ttl: std::time::Duration::from_secs(10),
+        ..Config::default()
+    };
+    let state = testkit::state(&server, config).await;
+    agents(&state, 3).await;
+    // Two waits of 5 s: 10 s, within the TTL.
+    route(&state, "ok", json!({"batch": 1, "batch_wait": 5})).await;
+    assert_eq!(fields(&state, "ok").await["released"], "1");
+    // Two waits of 6 s: 12 s, over it.
+    route(&state, "long", json!({"batch": 1, "batch_wait": 6})).await;
+    let got = answers(&state, "long").await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].1, "ERROR");
+    assert!(
+        got[0].2.starts_with("batch_wait: ") && got[0].2.contains("result TTL"),
+        "{got:?}"
+    );
+    let record = fields(&state, "long").await;
+    assert!(!record.contains_key("rollout"), "{record:?}");
+    assert!(queued(&state, "long", 3).await.is_empty());
 }
