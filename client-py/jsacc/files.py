@@ -181,7 +181,15 @@ def _download(client: "Client", gid: int, nid: int, remote_path: str, f: BinaryI
 
 
 def _umask() -> int:
-    """The process's umask (read by setting it and back)."""
+    """The process's umask: from /proc where Linux tells it (setting it and back would change it
+    for other threads meanwhile), else by setting it and back."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

@@ -73,26 +73,35 @@ pub async fn add(
     nid: u64,
     roles: &[String],
 ) -> redis::RedisResult<String> {
+    write_token(conn, &keys::agent_id(gid, nid), roles).await
+}
+
+/// Writes a new token for `agent`: its roles first, then its hash, then tells every controller;
+/// returns the token.
+async fn write_token(
+    conn: &mut impl redis::aio::ConnectionLike,
+    agent: &str,
+    roles: &[String],
+) -> redis::RedisResult<String> {
     let token = new_token();
-    let agent = keys::agent_id(gid, nid);
     if roles.is_empty() {
         redis::cmd("HDEL")
             .arg(keys::AUTH_ROLES)
-            .arg(&agent)
+            .arg(agent)
             .query_async::<()>(conn)
             .await?;
     } else {
         let roles = serde_json::to_string(roles).unwrap_or_else(|_| "[]".into());
         redis::cmd("HSET")
             .arg(keys::AUTH_ROLES)
-            .arg(&agent)
+            .arg(agent)
             .arg(roles)
             .query_async::<()>(conn)
             .await?;
     }
     redis::cmd("HSET")
         .arg(keys::AUTH_AGENTS)
-        .arg(&agent)
+        .arg(agent)
         .arg(hash(&token))
         .query_async::<()>(conn)
         .await?;
@@ -125,22 +134,7 @@ pub async fn claim(
     if taken == 0 {
         return Ok(None);
     }
-    let token = new_token();
-    let roles = serde_json::to_string(roles).unwrap_or_else(|_| "[]".into());
-    redis::cmd("HSET")
-        .arg(keys::AUTH_ROLES)
-        .arg(&agent)
-        .arg(roles)
-        .query_async::<()>(conn)
-        .await?;
-    redis::cmd("HSET")
-        .arg(keys::AUTH_AGENTS)
-        .arg(&agent)
-        .arg(hash(&token))
-        .query_async::<()>(conn)
-        .await?;
-    bump_version(conn).await?;
-    Ok(Some(token))
+    write_token(conn, &agent, roles).await.map(Some)
 }
 
 /// Tells every controller that the tokens changed.

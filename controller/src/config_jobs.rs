@@ -188,6 +188,28 @@ pub async fn admitted(state: &Shared, agent: &str, id: &str) -> redis::RedisResu
     admit(state, &mut state.conn(), agent, id).await
 }
 
+/// A hello declares every config job the agent has: the ones it no longer has (tables renamed
+/// or removed) leave its admitted set, so they cannot keep new ones out until they age out. A
+/// removed job's last results, posted after the hello, are admitted again while there is room.
+async fn forget_undeclared(conn: &mut Conn, agent: &str, ids: &[String]) -> redis::RedisResult<()> {
+    let key = keys::agent_config_jobs(agent);
+    let known: Vec<String> = redis::cmd("ZRANGE")
+        .arg(&key)
+        .arg(0)
+        .arg(-1)
+        .query_async(conn)
+        .await?;
+    let gone: Vec<&String> = known.iter().filter(|k| !ids.contains(k)).collect();
+    if !gone.is_empty() {
+        redis::cmd("ZREM")
+            .arg(&key)
+            .arg(&gone)
+            .query_async::<()>(conn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Admits config job `id` among `agent`'s (`lua/admit_config_job.lua`): whether it is known, or
 /// there is room for it.
 async fn admit(state: &Shared, conn: &mut Conn, agent: &str, id: &str) -> redis::RedisResult<bool> {
@@ -235,6 +257,7 @@ pub async fn declare(
     }
     let mut conn = state.conn();
     let ttl = state.config.result_ttl;
+    forget_undeclared(&mut conn, agent, ids).await?;
     for id in ids.iter().take(MAX_DECLARED) {
         if owner(id).as_deref() != Some(agent) || has_hash_tag_char(id) || !valid_id(id) {
             let shown: String = id.chars().take(64).collect();

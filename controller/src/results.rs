@@ -142,14 +142,7 @@ pub async fn record_unsent(
     for ((_, r), (outcome, job_state)) in results.iter().zip(&recorded) {
         written.extend([keys::job(&r.id), keys::results(&r.id)]);
         if *outcome == Outcome::Recorded {
-            let event = JobEvent {
-                id: r.id.clone(),
-                gid: r.gid,
-                nid: r.nid,
-                state: JobState::parse(job_state).unwrap_or(r.state),
-            };
-            pipe.publish(keys::EVENTS, event.to_json()).ignore();
-            state.metrics.finished(r.state.as_str());
+            publish(state, &mut pipe, r, job_state);
         }
     }
     pipe.exec_async(&mut conn).await?;
@@ -185,17 +178,10 @@ pub async fn record_all(
     let mut any = false;
     for (r, (outcome, job_state)) in results.iter().zip(&recorded) {
         if *outcome == Outcome::Recorded {
-            let event = JobEvent {
-                id: r.id.clone(),
-                gid: r.gid,
-                nid: r.nid,
-                state: JobState::parse(job_state).unwrap_or(r.state),
-            };
-            pipe.publish(keys::EVENTS, event.to_json()).ignore();
+            publish(state, &mut pipe, r, job_state);
             if r.is_final {
                 crate::rollout::prompt(&mut pipe, &r.id);
             }
-            state.metrics.finished(r.state.as_str());
             any = true;
         }
     }
@@ -208,6 +194,18 @@ pub async fn record_all(
     }
     state.confirm(&mut conn, &written).await?;
     Ok(recorded.into_iter().map(|(o, _)| o).collect())
+}
+
+/// Adds to `pipe` the event of a recorded result (with the job's state after it), and counts it.
+fn publish(state: &Shared, pipe: &mut redis::Pipeline, r: &JobResult, job_state: &str) {
+    let event = JobEvent {
+        id: r.id.clone(),
+        gid: r.gid,
+        nid: r.nid,
+        state: JobState::parse(job_state).unwrap_or(r.state),
+    };
+    pipe.publish(keys::EVENTS, event.to_json()).ignore();
+    state.metrics.finished(r.state.as_str());
 }
 
 /// [`record_one`] for each result (its outcome and the job's state, in the order of `results`):

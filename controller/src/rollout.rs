@@ -35,7 +35,7 @@
 
 use std::time::Duration;
 
-use schemas::{Command, JobEvent, JobResult, JobState, Plan};
+use schemas::{Command, JobResult, JobState, Plan};
 use tokio_util::sync::CancellationToken;
 
 use crate::state::{AppState, Shared};
@@ -325,24 +325,11 @@ fn push_batch(
 ) -> (redis::Pipeline, Vec<String>) {
     let mut pipe = redis::pipe();
     let mut written: Vec<String> = batch.iter().map(|a| keys::agent_queue(a)).collect();
-    let (now, max_wait) = (schemas::now_ms(), cmd.max_wait());
+    let now = schemas::now_ms();
     for agent in batch {
-        pipe.lpush(keys::agent_queue(agent), raw).ignore();
-        if max_wait > 0 {
-            let member = format!("{agent}|{}", cmd.id);
-            pipe.zadd(keys::DEADLINES, member, now + max_wait * 1000)
-                .ignore();
-        }
-        let (gid, nid) = keys::split_agent(agent);
-        let event = JobEvent {
-            id: cmd.id.clone(),
-            gid,
-            nid,
-            state: JobState::Queued,
-        };
-        pipe.publish(keys::EVENTS, event.to_json()).ignore();
+        router::push(&mut pipe, raw, cmd, agent, now);
     }
-    if max_wait > 0 {
+    if cmd.max_wait() > 0 {
         written.push(keys::DEADLINES.to_owned());
     }
     let history: Vec<String> = batch.iter().map(|a| keys::jobs_of_agent(a)).collect();

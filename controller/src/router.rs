@@ -536,7 +536,6 @@ async fn stop_killed_rollout(state: &Shared, cmd: &Command) -> redis::RedisResul
 /// Adds to `pipe` the pushes of a command onto its agents' queues, its `max_wait` deadlines,
 /// its entries in the job history and the `QUEUED` events that wake the agents' polls.
 fn queue(pipe: &mut redis::Pipeline, raw: &[u8], cmd: &Command, targets: &[String], ttl: Duration) {
-    let max_wait = cmd.max_wait();
     let mut history = vec![keys::JOBS_ALL.to_owned()];
     history.extend(targets.iter().map(|a| keys::jobs_of_agent(a)));
     let (domain, name) = (cmd.args.get("domain"), cmd.args.get("name"));
@@ -546,22 +545,40 @@ fn queue(pipe: &mut redis::Pipeline, raw: &[u8], cmd: &Command, targets: &[Strin
         }
     }
     index(pipe, &history, &cmd.id, ttl);
+    let now = schemas::now_ms();
     for agent in targets {
-        pipe.lpush(keys::agent_queue(agent), raw).ignore();
-        if max_wait > 0 {
-            let deadline = schemas::now_ms() + max_wait * 1000;
-            pipe.zadd(keys::DEADLINES, format!("{agent}|{}", cmd.id), deadline)
-                .ignore();
-        }
-        let (gid, nid) = keys::split_agent(agent);
-        let event = JobEvent {
-            id: cmd.id.clone(),
-            gid,
-            nid,
-            state: JobState::Queued,
-        };
-        pipe.publish(keys::EVENTS, event.to_json()).ignore();
+        push(pipe, raw, cmd, agent, now);
     }
+}
+
+/// Adds to `pipe` the push of a command onto one agent's queue, its `max_wait` deadline (from
+/// `now`, ms) and the `QUEUED` event that wakes the agent's poll. The router's and a rollout's
+/// batches are pushed alike.
+pub fn push(
+    pipe: &mut redis::Pipeline,
+    raw: impl redis::ToRedisArgs,
+    cmd: &Command,
+    agent: &str,
+    now: u64,
+) {
+    pipe.lpush(keys::agent_queue(agent), raw).ignore();
+    let max_wait = cmd.max_wait();
+    if max_wait > 0 {
+        pipe.zadd(
+            keys::DEADLINES,
+            format!("{agent}|{}", cmd.id),
+            now + max_wait * 1000,
+        )
+        .ignore();
+    }
+    let (gid, nid) = keys::split_agent(agent);
+    let event = JobEvent {
+        id: cmd.id.clone(),
+        gid,
+        nid,
+        state: JobState::Queued,
+    };
+    pipe.publish(keys::EVENTS, event.to_json()).ignore();
 }
 
 /// The targets a recorded job was pushed to (of a rollout, the batches released so far).

@@ -327,7 +327,9 @@ async fn an_agent_has_at_most_max_declared_config_jobs() {
         Outcome::ConfigJobRefused(Refusal::TooMany)
     );
     assert!(!exists(&mut conn, &keys::job(extra)).await);
-    let warnings = declare(&state, "1:5", 1000, &[extra.to_owned()])
+    let mut too_many = ids.clone();
+    too_many.push(extra.to_owned());
+    let warnings = declare(&state, "1:5", 1000, &too_many)
         .await
         .expect("declared");
     assert_eq!(warnings.len(), 1, "{warnings:?}");
@@ -361,6 +363,28 @@ async fn an_agent_has_at_most_max_declared_config_jobs() {
         .await
         .expect("ZADD");
     let outcome = results::record(&state, "1:5", &result(extra, 1, false, JobState::Ok)).await;
+    assert_eq!(outcome.expect("answered"), Outcome::Recorded);
+}
+
+/// A hello names every config job the agent has: jobs of tables renamed or removed leave the
+/// agent's count at once, so new ones are not refused until the old ones age out.
+#[tokio::test]
+async fn a_hello_frees_the_places_of_config_jobs_the_agent_no_longer_has() {
+    let server = RedisServer::start();
+    let state = testkit::state(&server, Config::default()).await;
+    let old: Vec<String> = (0..MAX_DECLARED)
+        .map(|i| format!("cfg:1:5:old{i}"))
+        .collect();
+    declare(&state, "1:5", 1000, &old).await.expect("declared");
+    let renamed: Vec<String> = (0..MAX_DECLARED)
+        .map(|i| format!("cfg:1:5:new{i}"))
+        .collect();
+    let warnings = declare(&state, "1:5", 2000, &renamed)
+        .await
+        .expect("declared");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let outcome =
+        results::record(&state, "1:5", &result(&renamed[7], 1, false, JobState::Ok)).await;
     assert_eq!(outcome.expect("answered"), Outcome::Recorded);
 }
 

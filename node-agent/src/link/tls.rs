@@ -2,12 +2,14 @@
 //! rustls's webpki verifier checks the controller against them as usual (chain, dates, name).
 //!
 //! One exception, for what the README promises: `ca_cert` may hold "the controller's
-//! certificate" itself. A self-signed certificate made the usual way (`openssl req -x509 …`) is
-//! marked `CA:TRUE`, and webpki refuses a CA as the server's own certificate
-//! (`CaUsedAsEndEntity`). When the server presents a certificate that is byte for byte one of
-//! `ca_cert`'s, that refusal is overruled: the certificate is trusted exactly. webpki checked its
-//! validity dates before refusing it, the name in the controller URL is still checked, and the
-//! handshake signatures are verified with its key as always.
+//! certificate" itself. webpki refuses two such certificates: a self-signed one made the usual
+//! way (`openssl req -x509 …`) is marked `CA:TRUE`, and a CA refuses it as the server's own
+//! (`CaUsedAsEndEntity`); one issued by a CA is no root of its own (`UnknownIssuer`: what
+//! `jsagent enroll` saves, since it pins the controller's certificate alone). When the server
+//! presents a certificate that is byte for byte one of `ca_cert`'s, those refusals are
+//! overruled: the certificate is trusted exactly. Its validity dates and the name in the
+//! controller URL are still checked, and the handshake signatures are verified with its key as
+//! always.
 //!
 //! A `ca_cert` that cannot be read or holds no usable certificate is refused at start
 //! ([`Trust::load`], a configuration error), so the agent never polls with a trust it cannot use.
@@ -152,9 +154,8 @@ impl ServerCertVerifier for ExactOrWebPki {
             now,
         );
         match verified {
-            Err(e) if is_ca_used_as_end_entity(&e) && self.is_exact(end_entity) => {
-                // webpki checks the dates before the CA flag: they are fine. The name is not
-                // checked yet.
+            Err(e) if is_trusted_as_itself(&e) && self.is_exact(end_entity) => {
+                check_dates(end_entity, now)?;
                 let parsed = ParsedCertificate::try_from(end_entity)?;
                 rustls::client::verify_server_name(&parsed, server_name)?;
                 Ok(ServerCertVerified::assertion())
@@ -200,6 +201,33 @@ impl ExactOrWebPki {
     fn is_exact(&self, cert: &CertificateDer<'_>) -> bool {
         self.exact.iter().any(|c| c.as_ref() == cert.as_ref())
     }
+}
+
+/// Whether webpki's refusal is one a certificate found in `ca_cert` overrules: a CA used as
+/// the server's own, or a certificate whose issuer is not in `ca_cert`.
+fn is_trusted_as_itself(e: &rustls::Error) -> bool {
+    is_ca_used_as_end_entity(e)
+        || matches!(
+            e,
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)
+        )
+}
+
+/// A certificate trusted as itself must still be within its validity dates at `now`.
+fn check_dates(cert: &CertificateDer<'_>, now: UnixTime) -> Result<(), rustls::Error> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+    let secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    let validity = parsed.validity();
+    if secs < validity.not_before.timestamp() {
+        return Err(rustls::Error::InvalidCertificate(
+            CertificateError::NotValidYet,
+        ));
+    }
+    if secs > validity.not_after.timestamp() {
+        return Err(rustls::Error::InvalidCertificate(CertificateError::Expired));
+    }
+    Ok(())
 }
 
 /// Whether webpki refused a certificate for being a CA used as the server's own.
@@ -354,6 +382,96 @@ mod tests {
         assert_eq!(
             config.alpn_protocols,
             [b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+    }
+
+    /// A CA, and a certificate for `names` it issued (valid from `not_before` to `not_after`,
+    /// seconds from now), the latter as PEM and DER.
+    fn issued(
+        names: &[&str],
+        not_before: i64,
+        not_after: i64,
+    ) -> (String, CertificateDer<'static>) {
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "jsacc test CA");
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut leaf = rcgen::CertificateParams::new(names).unwrap();
+        let now = time_now();
+        leaf.not_before = now + time::Duration::seconds(not_before);
+        leaf.not_after = now + time::Duration::seconds(not_after);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = leaf.signed_by(&key, &issuer).unwrap();
+        (cert.pem(), cert.der().clone())
+    }
+
+    fn time_now() -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc()
+    }
+
+    /// What `jsagent enroll` saves of a controller whose certificate a CA issued: that
+    /// certificate alone. webpki alone cannot build a chain to it; it is trusted as itself.
+    #[test]
+    fn the_exact_certificate_of_ca_cert_is_trusted_though_a_ca_issued_it() {
+        let (pem, der) = issued(&["localhost"], -60, 3600);
+        let (_, v) = verifier(&pem, "issued");
+        let webpki_alone = verify(v.webpki.as_ref(), &der, "localhost").unwrap_err();
+        assert!(
+            matches!(
+                webpki_alone,
+                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)
+            ),
+            "{webpki_alone:?}"
+        );
+        verify(&v, &der, "localhost").unwrap();
+        assert!(
+            verify(&v, &der, "example.com").is_err(),
+            "the name is checked"
+        );
+        let (_, other) = issued(&["localhost"], -60, 3600);
+        assert!(
+            verify(&v, &other, "localhost").is_err(),
+            "only that certificate"
+        );
+    }
+
+    #[test]
+    fn a_certificate_trusted_as_itself_must_be_within_its_dates() {
+        let (_, der) = issued(&["localhost"], -7200, -3600);
+        let expired = check_dates(&der, UnixTime::now()).unwrap_err();
+        assert!(
+            matches!(
+                expired,
+                rustls::Error::InvalidCertificate(CertificateError::Expired)
+            ),
+            "{expired:?}"
+        );
+        let (pem, der) = issued(&["localhost"], -7200, -3600);
+        let (_, v) = verifier(&pem, "expired");
+        let err = verify(&v, &der, "localhost").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                rustls::Error::InvalidCertificate(
+                    CertificateError::Expired | CertificateError::ExpiredContext { .. }
+                )
+            ),
+            "{err:?}"
+        );
+        let (pem, der) = issued(&["localhost"], 3600, 7200);
+        let (_, v) = verifier(&pem, "not-yet");
+        let err = verify(&v, &der, "localhost").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. }
+                )
+            ),
+            "{err:?}"
         );
     }
 

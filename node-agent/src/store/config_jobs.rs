@@ -28,16 +28,7 @@ impl Store {
             )?;
             let rows = stmt.query_map(params![ID_PREFIX.len(), ID_PREFIX], |row| {
                 Ok(StoredConfigJob {
-                    job: Unfinished {
-                        id: row.get(0)?,
-                        raw: row.get(1)?,
-                        state: row.get(2)?,
-                        pid: row.get(3)?,
-                        pid_start_time: row.get(4)?,
-                        started_ms: row.get(5)?,
-                        runs: row.get(6)?,
-                        runs_posted: row.get(7)?,
-                    },
+                    job: Unfinished::from_row(row)?,
                     finished: row.get(8)?,
                 })
             })?;

@@ -39,6 +39,23 @@ pub(crate) struct Unfinished {
     pub(crate) runs_posted: u64,
 }
 
+impl Unfinished {
+    /// Reads one from a row whose first eight columns are `id, command, state, pid,
+    /// pid_start_time, started_ms, runs, runs_posted`.
+    pub(crate) fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Unfinished> {
+        Ok(Unfinished {
+            id: row.get(0)?,
+            raw: row.get(1)?,
+            state: row.get(2)?,
+            pid: row.get(3)?,
+            pid_start_time: row.get(4)?,
+            started_ms: row.get(5)?,
+            runs: row.get(6)?,
+            runs_posted: row.get(7)?,
+        })
+    }
+}
+
 /// Where a started job's process is, so a later agent can find (and kill) it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Started {
@@ -193,18 +210,7 @@ impl Store {
                 "SELECT id, command, state, pid, pid_start_time, started_ms, runs, runs_posted FROM jobs WHERE finished IS NULL
                  ORDER BY received_ms, rowid",
             )?;
-            let rows = stmt.query_map([], |row| {
-                Ok(Unfinished {
-                    id: row.get(0)?,
-                    raw: row.get(1)?,
-                    state: row.get(2)?,
-                    pid: row.get(3)?,
-                    pid_start_time: row.get(4)?,
-                    started_ms: row.get(5)?,
-                    runs: row.get(6)?,
-                    runs_posted: row.get(7)?,
-                })
-            })?;
+            let rows = stmt.query_map([], Unfinished::from_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await

@@ -209,6 +209,14 @@ impl Files {
         };
         let mut removed = 0;
         for record in records.flatten().map(|e| e.path()) {
+            // A record being written (renamed into place when whole) is not one to judge; one
+            // a crash left half written goes once idle.
+            if record.extension().is_some_and(|e| e == "new") {
+                if fs::metadata(&record).is_ok_and(|m| idle_for(&m, idle)) {
+                    let _ = fs::remove_file(&record);
+                }
+                continue;
+            }
             let Ok(text) = fs::read_to_string(&record) else {
                 continue;
             };
