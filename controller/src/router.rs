@@ -413,7 +413,7 @@ async fn record(
     route: Route,
     replay: bool,
 ) -> redis::RedisResult<(Vec<String>, Option<(Command, Vec<String>)>)> {
-    let (cmd, targets) = match route {
+    let (mut cmd, targets) = match route {
         Route::Fail {
             cmd: Some(cmd),
             reason,
@@ -476,7 +476,7 @@ async fn record(
     let mut targets = targets;
     // A rollout is recorded with all its targets (sorted) and pushed to its first batch.
     let rollout = rollout::first_batch(&cmd, &mut targets);
-    let kept = kept::kept(raw, &cmd, rollout.is_some());
+    let kept = kept::kept(raw, &mut cmd, rollout.is_some());
     let targets_json = serde_json::to_string(&targets).unwrap_or_else(|_| "[]".into());
     let mut create = state.scripts.create_job.key(keys::job(&cmd.id));
     create

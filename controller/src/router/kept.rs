@@ -25,8 +25,9 @@ pub struct Kept {
     pub omitted: Option<usize>,
 }
 
-/// How the record keeps `raw` (which parsed as `cmd`).
-pub fn kept(raw: &[u8], cmd: &Command, rollout: bool) -> Kept {
+/// How the record keeps `raw` (which parsed as `cmd`). `cmd` comes back as it was: its `data`
+/// is only lent out while the rest is written, rather than copied with it.
+pub fn kept(raw: &[u8], cmd: &mut Command, rollout: bool) -> Kept {
     let whole = || Kept {
         text: raw.to_vec(),
         digest: None,
@@ -35,16 +36,16 @@ pub fn kept(raw: &[u8], cmd: &Command, rollout: bool) -> Kept {
     if raw.len() <= KEEP_WHOLE || rollout {
         return whole();
     }
-    let Some(data) = &cmd.data else {
+    let Some(data) = cmd.data.take() else {
         return whole();
     };
-    let omitted = match data {
+    let omitted = match &data {
         Value::String(s) => s.len(),
         other => other.to_string().len(),
     };
-    let mut slim = cmd.clone();
-    slim.data = None;
-    let Ok(text) = serde_json::to_vec(&slim) else {
+    let slim = serde_json::to_vec(cmd);
+    cmd.data = Some(data);
+    let Ok(text) = slim else {
         return whole();
     };
     Kept {
@@ -82,8 +83,8 @@ mod tests {
 
     #[test]
     fn a_small_command_is_kept_whole() {
-        let (raw, cmd) = command("hello");
-        let k = kept(&raw, &cmd, false);
+        let (raw, mut cmd) = command("hello");
+        let k = kept(&raw, &mut cmd, false);
         assert_eq!(k.text, raw);
         assert_eq!((k.digest, k.omitted), (None, None));
         assert!(same(&raw, Some(&raw), None));
@@ -91,13 +92,17 @@ mod tests {
 
     #[test]
     fn a_big_commands_data_is_left_out_and_its_digest_kept() {
-        let (raw, cmd) = command(&"A".repeat(200_000));
-        let k = kept(&raw, &cmd, false);
+        let (raw, mut cmd) = command(&"A".repeat(200_000));
+        let k = kept(&raw, &mut cmd, false);
         assert!(k.text.len() < 200, "{}", k.text.len());
         let slim: Value = serde_json::from_slice(&k.text).unwrap();
         assert_eq!(slim["args"]["path"], "/tmp/x");
         assert!(slim.get("data").is_none());
         assert_eq!(k.omitted, Some(200_000));
+        assert_eq!(
+            cmd.data.as_ref().and_then(Value::as_str).map(str::len),
+            Some(200_000)
+        );
         let d = k.digest.unwrap();
         assert!(same(&raw, Some(&k.text), Some(&d)));
         let (other, _) = command(&"B".repeat(200_000));
@@ -109,7 +114,7 @@ mod tests {
 
     #[test]
     fn a_rollout_keeps_its_command_whole() {
-        let (raw, cmd) = command(&"A".repeat(200_000));
-        assert_eq!(kept(&raw, &cmd, true).text, raw);
+        let (raw, mut cmd) = command(&"A".repeat(200_000));
+        assert_eq!(kept(&raw, &mut cmd, true).text, raw);
     }
 }
