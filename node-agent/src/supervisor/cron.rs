@@ -64,20 +64,28 @@ impl CronRuns {
     /// Moves to the first cron time after now (and after the current one, should the wall
     /// clock have stepped back), and returns the wait until it.
     pub(super) fn advance(&mut self) -> Duration {
+        self.advance_from(self.clock.now())
+    }
+
+    /// Ends the current run: counts the cron times that passed after its own, while it ran (or
+    /// waited for a slot), which are skipped, and moves to the first time after now. One
+    /// reading of the clock serves both, so that every time is either counted or still ahead,
+    /// however long the caller takes before it waits (storing the run's result, say).
+    pub(super) fn end_run(&mut self) -> (u64, Duration) {
         let now = self.clock.now();
+        let skipped = self
+            .due
+            .map_or(0, |due| self.schedule.count_between(due, now));
+        (skipped, self.advance_from(now))
+    }
+
+    fn advance_from(&mut self, now: DateTime<Utc>) -> Duration {
         let from = self.due.map_or(now, |due| due.max(now));
         self.due = self.schedule.next_after(from);
         match self.due {
             Some(due) => (due - now).to_std().unwrap_or(Duration::ZERO),
             None => NEVER,
         }
-    }
-
-    /// The cron times that passed after the current run's own, up to now: while it ran (or
-    /// waited for a slot), so they are skipped.
-    pub(super) fn skipped(&self) -> u64 {
-        self.due
-            .map_or(0, |due| self.schedule.count_between(due, self.clock.now()))
     }
 
     /// The cron time the next (or current) run is for.
@@ -104,9 +112,9 @@ mod tests {
         let due = cron.due().unwrap();
         assert_eq!(due.timestamp() % 10, 0, "{due}");
         assert!(cron.clock.now() >= due);
-        assert_eq!(cron.skipped(), 0);
         // The next is 10 s on (less the timer's rounding up to whole ms).
-        let wait = cron.advance();
+        let (skipped, wait) = cron.end_run();
+        assert_eq!(skipped, 0);
         assert!(
             wait > Duration::from_millis(9_998) && wait <= Duration::from_secs(10),
             "{wait:?}"
@@ -121,8 +129,8 @@ mod tests {
         let due = cron.due().unwrap();
         // The run takes 3.5 s: the times 1, 2 and 3 s after its own passed meanwhile.
         tokio::time::sleep(Duration::from_millis(3500)).await;
-        assert_eq!(cron.skipped(), 3);
-        let wait = cron.advance();
+        let (skipped, wait) = cron.end_run();
+        assert_eq!(skipped, 3);
         assert!(
             wait > Duration::from_millis(498) && wait <= Duration::from_millis(500),
             "{wait:?}"

@@ -189,19 +189,18 @@ impl Supervisor {
                     // Waits count from the run's end, not from when its result was stored.
                     let ended = Instant::now();
                     drop(turn);
-                    if let Some(cron) = &cron {
-                        run.result.skipped = skipped_during(cron, runs);
-                    }
+                    // A cron job's next time is fixed now, at the run's end: a time that comes
+                    // while the result is stored is run (late), not lost uncounted.
+                    let next_cron = cron.as_mut().map(|cron| {
+                        let (skipped, wait) = cron.end_run();
+                        run.result.skipped = warn_skipped(skipped, runs);
+                        ended + wait
+                    });
                     let after = self
                         .after_run(&job, &plan, &mut ticket, run, runs, &mut failures)
                         .await;
                     match after {
-                        After::Again(wait) => {
-                            due = match cron.as_mut() {
-                                Some(cron) => Instant::now() + cron.advance(),
-                                None => ended + wait,
-                            }
-                        }
+                        After::Again(wait) => due = next_cron.unwrap_or(ended + wait),
                         After::Finish(result) => return self.finish(*result, ticket).await,
                         After::Leave => return,
                     }
@@ -313,10 +312,9 @@ fn kept_by_killall(ticket: &Ticket, plan: &Plan) -> bool {
     plan.remembered() && ticket.killer().is_some_and(|k| k.cmd == "killall")
 }
 
-/// How many cron times passed while run `run` was going (or waiting for its turn): they are
-/// skipped, and said so in a warning.
-fn skipped_during(cron: &CronRuns, run: u64) -> u64 {
-    let skipped = cron.skipped();
+/// `skipped` cron times passed while run `run` was going (or waiting for its turn): says so in
+/// a warning.
+fn warn_skipped(skipped: u64, run: u64) -> u64 {
     if skipped > 0 {
         tracing::warn!(
             run,
