@@ -118,40 +118,30 @@ struct IdOnly {
     id: String,
 }
 
-/// Jobs handed to an agent go from `QUEUED` to `RUNNING`, which is published.
+/// Jobs handed to an agent go from `QUEUED` to `RUNNING`, which `mark_running.lua` publishes:
+/// one script a job, run concurrently (the multiplexed connection pipelines them).
 async fn mark_running(state: &Shared, agent: &str, items: &[Vec<u8>]) -> redis::RedisResult<()> {
     let (gid, nid) = keys::split_agent(agent);
-    let ids: Vec<String> = items
-        .iter()
-        .filter_map(|i| serde_json::from_slice::<IdOnly>(i).ok())
-        .map(|i| i.id)
-        .collect();
     let now = schemas::now_ms();
-    let changed = futures::future::try_join_all(ids.iter().map(|id| {
-        let mut conn = state.conn();
-        let mut invocation = state.scripts.mark_running.key(keys::job(id));
-        invocation.arg(now);
-        async move { invocation.invoke_async::<i64>(&mut conn).await }
-    }))
+    futures::future::try_join_all(
+        items
+            .iter()
+            .filter_map(|i| serde_json::from_slice::<IdOnly>(i).ok())
+            .map(|IdOnly { id }| {
+                let mut conn = state.conn();
+                let event = JobEvent {
+                    id,
+                    gid,
+                    nid,
+                    state: JobState::Running,
+                };
+                let mut invocation = state.scripts.mark_running.key(keys::job(&event.id));
+                invocation.arg(now).arg(keys::EVENTS).arg(event.to_json());
+                async move { invocation.invoke_async::<i64>(&mut conn).await }
+            }),
+    )
     .await?;
-    let mut pipe = redis::pipe();
-    let mut any = false;
-    for (id, changed) in ids.iter().zip(changed) {
-        if changed == 1 {
-            any = true;
-            let event = JobEvent {
-                id: id.clone(),
-                gid,
-                nid,
-                state: JobState::Running,
-            };
-            pipe.publish(keys::EVENTS, event.to_json()).ignore();
-        }
-    }
-    if !any {
-        return Ok(());
-    }
-    pipe.exec_async(&mut state.conn()).await
+    Ok(())
 }
 
 /// Holds this instance's subscription to `jsacc:events` and wakes parked polls; reconnects

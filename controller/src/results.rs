@@ -137,15 +137,13 @@ pub async fn record_unsent(
             .map(|(agent, r)| record_one(state, conn.clone(), agent, r)),
     )
     .await?;
-    let mut pipe = redis::pipe();
     let mut written = Vec::with_capacity(results.len() * 2);
-    for ((_, r), (outcome, job_state)) in results.iter().zip(&recorded) {
+    for ((_, r), (outcome, _)) in results.iter().zip(&recorded) {
         written.extend([keys::job(&r.id), keys::results(&r.id)]);
         if *outcome == Outcome::Recorded {
-            publish(state, &mut pipe, r, job_state);
+            state.metrics.finished(r.state.as_str());
         }
     }
-    pipe.exec_async(&mut conn).await?;
     written.sort();
     written.dedup();
     state.confirm(&mut conn, &written).await?;
@@ -171,41 +169,41 @@ pub async fn record_all(
         .filter(|(_, (o, _))| matches!(o, Outcome::Recorded | Outcome::Duplicate))
         .map(|(r, _)| r.id.clone())
         .collect();
-    if !settled.is_empty() {
-        poll::take_on(state, &mut conn, agent, 0, &settled).await?;
-    }
-    let mut pipe = redis::pipe();
+    let mut prompts = redis::pipe();
     let mut any = false;
-    for (r, (outcome, job_state)) in results.iter().zip(&recorded) {
+    for (r, (outcome, _)) in results.iter().zip(&recorded) {
         if *outcome == Outcome::Recorded {
-            publish(state, &mut pipe, r, job_state);
+            state.metrics.finished(r.state.as_str());
             if r.is_final {
-                crate::rollout::prompt(&mut pipe, &r.id);
+                crate::rollout::prompt(&mut prompts, &r.id);
+                any = true;
             }
-            any = true;
         }
     }
-    if any {
-        pipe.exec_async(&mut conn).await?;
-    }
+    // Concurrently, so the multiplexed connection sends them in one round trip.
+    let (settle, prompt) = futures::future::join(
+        async {
+            if settled.is_empty() {
+                return Ok(vec![]);
+            }
+            poll::take_on(state, &mut conn.clone(), agent, 0, &settled).await
+        },
+        async {
+            if !any {
+                return Ok(());
+            }
+            prompts.exec_async(&mut conn.clone()).await
+        },
+    )
+    .await;
+    settle?;
+    prompt?;
     let mut written = vec![keys::agent_queue(agent)];
     for r in results {
         written.extend([keys::job(&r.id), keys::results(&r.id)]);
     }
     state.confirm(&mut conn, &written).await?;
     Ok(recorded.into_iter().map(|(o, _)| o).collect())
-}
-
-/// Adds to `pipe` the event of a recorded result (with the job's state after it), and counts it.
-fn publish(state: &Shared, pipe: &mut redis::Pipeline, r: &JobResult, job_state: &str) {
-    let event = JobEvent {
-        id: r.id.clone(),
-        gid: r.gid,
-        nid: r.nid,
-        state: JobState::parse(job_state).unwrap_or(r.state),
-    };
-    pipe.publish(keys::EVENTS, event.to_json()).ignore();
-    state.metrics.finished(r.state.as_str());
 }
 
 /// [`record_one`] for each result (its outcome and the job's state, in the order of `results`):
@@ -303,7 +301,17 @@ async fn record_one(
             (true, false) => format!("{agent}|final"),
             (false, _) => format!("{agent}|{}|run", result.run),
         };
-        append(state, &mut conn, &result.id, &mark, &body).await?;
+        // The event of a result recorded now goes out with its append.
+        let event = (outcome == Outcome::Recorded).then(|| {
+            JobEvent {
+                id: result.id.clone(),
+                gid: result.gid,
+                nid: result.nid,
+                state: JobState::parse(&job_state).unwrap_or(result.state),
+            }
+            .to_json()
+        });
+        append(state, &mut conn, &result.id, &mark, &body, event.as_deref()).await?;
     }
     Ok((outcome, job_state))
 }
@@ -312,24 +320,28 @@ async fn record_one(
 /// after a lost answer is always recognised.
 const MARKS_KEPT: usize = 1000;
 
-/// Appends `result` to `cmds_queue_<id>` unless a result with `mark` was appended already.
+/// Appends `result` to `cmds_queue_<id>` unless a result with `mark` was appended already, and
+/// publishes `event` on `jsacc:events` (in the same round trip) when there is one.
 pub async fn append(
     state: &Shared,
     conn: &mut Conn,
     id: &str,
     mark: &str,
     result: &str,
+    event: Option<&str>,
 ) -> redis::RedisResult<()> {
     let ttl = state.config.result_ttl.as_secs();
     let Some(marks) = keys::appended(id) else {
         // An id with a brace (refused at routing): no marks key can share its list's slot.
-        return redis::pipe()
-            .rpush(keys::results(id), result)
+        let mut pipe = redis::pipe();
+        pipe.rpush(keys::results(id), result)
             .ignore()
             .expire(keys::results(id), ttl as i64)
-            .ignore()
-            .exec_async(conn)
-            .await;
+            .ignore();
+        if let Some(event) = event {
+            pipe.publish(keys::EVENTS, event).ignore();
+        }
+        return pipe.exec_async(conn).await;
     };
     state
         .scripts
@@ -349,6 +361,8 @@ pub async fn append(
         } else {
             "0"
         })
+        .arg(keys::EVENTS)
+        .arg(event.unwrap_or(""))
         .invoke_async::<i64>(conn)
         .await?;
     Ok(())

@@ -4,7 +4,7 @@
 //! instance after a Redis error, by another one after a crash) and a replay is recognised by
 //! `job:<id>` holding the same command.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -67,8 +67,9 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
     };
     state.router.started();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+    let mut carry = Carry::default();
     while !shutdown.is_cancelled() {
-        match step(&state, &mut blocking).await {
+        match step(&state, &mut blocking, &mut carry).await {
             Ok(()) => {
                 state.router.stepped();
                 backoff.reset();
@@ -83,21 +84,54 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
     }
 }
 
-/// One routing step: what a failed step left in the routing list (replayed), and new commands
-/// from `cmds_queue` up to a batch, routed together; each is taken off the routing list once
+/// What one routing step leaves to the next.
+#[derive(Debug)]
+struct Carry {
+    /// The routing list may hold commands that are not routed yet (a step failed or stopped
+    /// short, or this is the first step): the next step reads the list whole and replays it.
+    unsure: bool,
+    /// The commands the last step moved from `cmds_queue` into the routing list, in the round
+    /// trip that took its own off it: the next step routes them without asking Redis again.
+    taken: Vec<Vec<u8>>,
+}
+
+impl Default for Carry {
+    fn default() -> Carry {
+        Carry {
+            unsure: true,
+            taken: Vec::new(),
+        }
+    }
+}
+
+/// One routing step: a batch, routed together; each command is taken off the routing list once
 /// its writes are confirmed. Commands that could not be confirmed (a shard or primary without
 /// a replica) stay for the next step, without holding up the others.
-async fn step(state: &Shared, blocking: &mut Conn) -> redis::RedisResult<()> {
+///
+/// The batch is what a failed step left in the routing list (replayed), else what the last step
+/// took, else the next command `cmds_queue` gets (waiting up to 1 s for it). A step that routes
+/// its whole batch takes the next batch in the same round trip as its removals, so a busy
+/// router spends three round trips a batch: records, queues, removals with the next take.
+async fn step(state: &Shared, blocking: &mut Conn, carry: &mut Carry) -> redis::RedisResult<()> {
     let routing = keys::routing(&state.instance);
     let mut conn = state.conn();
-    let mut leftover: Vec<Vec<u8>> = redis::cmd("LRANGE")
-        .arg(&routing)
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut conn)
-        .await?;
-    leftover.reverse(); // oldest first
-    let mut batch: Vec<(Vec<u8>, bool)> = leftover.into_iter().map(|raw| (raw, true)).collect();
+    let unsure = std::mem::replace(&mut carry.unsure, true);
+    let mut batch: Vec<(Vec<u8>, bool)> = if unsure {
+        carry.taken.clear();
+        let mut leftover: Vec<Vec<u8>> = redis::cmd("LRANGE")
+            .arg(&routing)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await?;
+        leftover.reverse(); // oldest first
+        leftover.into_iter().map(|raw| (raw, true)).collect()
+    } else {
+        std::mem::take(&mut carry.taken)
+            .into_iter()
+            .map(|raw| (raw, false))
+            .collect()
+    };
     if batch.is_empty() {
         let first: Option<Vec<u8>> = redis::cmd("BLMOVE")
             .arg(keys::CMDS_QUEUE)
@@ -107,11 +141,14 @@ async fn step(state: &Shared, blocking: &mut Conn) -> redis::RedisResult<()> {
             .arg(1.0)
             .query_async(blocking)
             .await?;
-        let Some(first) = first else { return Ok(()) };
+        let Some(first) = first else {
+            carry.unsure = false;
+            return Ok(());
+        };
         batch.push((first, false));
     }
     let more = state.config.route_batch.saturating_sub(batch.len());
-    if more > 0 {
+    if unsure && more > 0 {
         let taken: Vec<Vec<u8>> = state
             .scripts
             .take_batch
@@ -122,11 +159,16 @@ async fn step(state: &Shared, blocking: &mut Conn) -> redis::RedisResult<()> {
             .await?;
         batch.extend(taken.into_iter().map(|raw| (raw, false)));
     }
-    if route_from(state, &routing, &batch).await? < batch.len() {
+    let (done, taken) = settle_and_take(state, &routing, &batch, state.config.route_batch).await?;
+    if done < batch.len() {
         return Err(crate::redis_conn::not_replicated(
             state.config.wait_replicas,
         ));
     }
+    *carry = Carry {
+        unsure: false,
+        taken,
+    };
     Ok(())
 }
 
@@ -152,6 +194,18 @@ pub async fn route_from(
     list: &str,
     batch: &[(Vec<u8>, bool)],
 ) -> redis::RedisResult<usize> {
+    Ok(settle_and_take(state, list, batch, 0).await?.0)
+}
+
+/// [`route_from`], and when the whole batch is done, up to `take` more commands moved from
+/// `cmds_queue` onto `list` in the same round trip as the removals; returns how many are done
+/// and the commands taken.
+async fn settle_and_take(
+    state: &Shared,
+    list: &str,
+    batch: &[(Vec<u8>, bool)],
+    take: usize,
+) -> redis::RedisResult<(usize, Vec<Vec<u8>>)> {
     let settled = route_batch(state, batch).await?;
     let mut pipe = redis::pipe();
     let mut done = 0;
@@ -177,10 +231,32 @@ pub async fn route_from(
             done += 1;
         }
     }
-    if done > 0 {
-        pipe.exec_async(&mut state.conn()).await?;
+    if take == 0 || done < batch.len() {
+        if done > 0 {
+            pipe.exec_async(&mut state.conn()).await?;
+        }
+        return Ok((done, Vec::new()));
     }
-    Ok(done)
+    // In a pipeline a script is run by its hash only: after a restart of Redis it is loaded
+    // again, and the step fails (it is replayed from the list, which is where the taken are).
+    let mut invocation = state.scripts.take_batch.key(keys::CMDS_QUEUE);
+    invocation.key(list).arg(take);
+    pipe.invoke_script(&invocation);
+    let mut conn = state.conn();
+    match pipe.query_async::<(Vec<Vec<u8>>,)>(&mut conn).await {
+        Ok((taken,)) => Ok((done, taken)),
+        Err(e) => {
+            if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) {
+                state
+                    .scripts
+                    .take_batch
+                    .prepare_invoke()
+                    .load_async(&mut conn)
+                    .await?;
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Whether Redis refused a write for a reason that retrying will not change (a key of the wrong
@@ -231,7 +307,7 @@ async fn quarantine(state: &Shared, raw: &[u8], e: &redis::RedisError, tries: u3
     let result = JobResult::error(&id, 0, 0, "", serde_json::Value::Null, &reason);
     let result = serde_json::to_string(&result).unwrap_or_default();
     let mark = format!("error|{}", hex::encode(Sha256::digest(raw)));
-    if let Err(e) = crate::results::append(state, &mut conn, &id, &mark, &result).await {
+    if let Err(e) = crate::results::append(state, &mut conn, &id, &mark, &result, None).await {
         tracing::error!(id, error = %e, "cannot write the ERROR answer of a dead-lettered command");
     }
     state.metrics.finished("ERROR");
@@ -267,6 +343,7 @@ pub async fn route_batch(
     let confirmed = state.confirm_each(&mut conn, &writes).await?;
     let mut settled: Vec<Settled> = Vec::with_capacity(batch.len());
     let mut queued = Vec::new();
+    let mut histories = BTreeSet::new();
     for (i, ((raw, _), (record, ok))) in batch
         .iter()
         .zip(records.into_iter().zip(confirmed))
@@ -279,7 +356,7 @@ pub async fn route_batch(
             Ok((_, Some((cmd, targets)))) => {
                 settled.push(Settled::Later); // until its queues are confirmed below
                 let mut pipe = redis::pipe();
-                queue(&mut pipe, raw, &cmd, &targets, state.config.result_ttl);
+                queue(&mut pipe, raw, &cmd, &targets, &mut histories);
                 let mut written: Vec<String> =
                     targets.iter().map(|a| keys::agent_queue(a)).collect();
                 if cmd.max_wait() > 0 {
@@ -293,11 +370,26 @@ pub async fn route_batch(
             }
         }
     }
-    let pushed = join_all(queued.iter().map(|(_, pipe, _, _)| {
-        let mut conn = conn.clone();
-        async move { pipe.exec_async(&mut conn).await }
-    }))
+    // The histories are bounded in the same round trip as the pushes. They are an index, not
+    // the record: should this fail, the next batch bounds them.
+    let mut bounds = redis::pipe();
+    bound(&mut bounds, &histories, state.config.result_ttl);
+    let (pushed, bounded) = futures::future::join(
+        join_all(queued.iter().map(|(_, pipe, _, _)| {
+            let mut conn = conn.clone();
+            async move { pipe.exec_async(&mut conn).await }
+        })),
+        async {
+            if histories.is_empty() {
+                return Ok(());
+            }
+            bounds.exec_async(&mut conn.clone()).await
+        },
+    )
     .await;
+    if let Err(e) = bounded {
+        tracing::warn!(error = %e, "cannot bound the job histories; the next batch will");
+    }
     let writes: Vec<Vec<String>> = queued.iter().map(|(_, _, w, _)| w.clone()).collect();
     let confirmed = state.confirm_each(&mut conn, &writes).await?;
     let mut routed = 0;
@@ -535,7 +627,15 @@ async fn stop_killed_rollout(state: &Shared, cmd: &Command) -> redis::RedisResul
 
 /// Adds to `pipe` the pushes of a command onto its agents' queues, its `max_wait` deadlines,
 /// its entries in the job history and the `QUEUED` events that wake the agents' polls.
-fn queue(pipe: &mut redis::Pipeline, raw: &[u8], cmd: &Command, targets: &[String], ttl: Duration) {
+/// The job histories are added to here and bounded once a batch, for all its commands: the keys
+/// to bound go into `histories`.
+fn queue(
+    pipe: &mut redis::Pipeline,
+    raw: &[u8],
+    cmd: &Command,
+    targets: &[String],
+    histories: &mut BTreeSet<String>,
+) {
     let mut history = vec![keys::JOBS_ALL.to_owned()];
     history.extend(targets.iter().map(|a| keys::jobs_of_agent(a)));
     let (domain, name) = (cmd.args.get("domain"), cmd.args.get("name"));
@@ -544,8 +644,11 @@ fn queue(pipe: &mut redis::Pipeline, raw: &[u8], cmd: &Command, targets: &[Strin
             history.push(keys::jobs_named(domain, name));
         }
     }
-    index(pipe, &history, &cmd.id, ttl);
     let now = schemas::now_ms();
+    for key in history {
+        pipe.zadd(&key, &cmd.id, now).ignore();
+        histories.insert(key);
+    }
     for agent in targets {
         push(pipe, raw, cmd, agent, now);
     }
@@ -610,13 +713,24 @@ const SUBMITTER_MAX: usize = 128;
 /// about 20 MB of Redis memory whatever the job rate and `--result-ttl`.
 pub const HISTORY_MAX: isize = 200_000;
 
-/// Adds `id` to the job histories `keys`, routed now, and drops from them what expired with its
-/// job (`--result-ttl`) and what is over [`HISTORY_MAX`].
+/// Adds `id` to the job histories `keys`, routed now, and bounds them ([`bound`]).
 pub fn index(pipe: &mut redis::Pipeline, keys: &[String], id: &str, ttl: Duration) {
     let now = schemas::now_ms();
-    let expired = now.saturating_sub(ttl.as_millis() as u64);
     for key in keys {
         pipe.zadd(key, id, now).ignore();
+    }
+    bound(pipe, keys, ttl);
+}
+
+/// Drops from the job histories `keys` what expired with its job (`--result-ttl`) and what is
+/// over [`HISTORY_MAX`], and keeps them as long as their newest job.
+pub fn bound<'a>(
+    pipe: &mut redis::Pipeline,
+    keys: impl IntoIterator<Item = &'a String>,
+    ttl: Duration,
+) {
+    let expired = schemas::now_ms().saturating_sub(ttl.as_millis() as u64);
+    for key in keys {
         pipe.zrembyscore(key, "-inf", format!("({expired}"))
             .ignore();
         pipe.zremrangebyrank(key, 0, -(HISTORY_MAX + 1)).ignore();
@@ -671,7 +785,7 @@ async fn fail(
     }
     // One answer per distinct command text: a replay appends nothing more.
     let mark = format!("error|{}", hex::encode(Sha256::digest(raw)));
-    crate::results::append(state, conn, &id, &mark, &result).await?;
+    crate::results::append(state, conn, &id, &mark, &result, None).await?;
     if created == 1 {
         let event = JobEvent {
             id: id.clone(),

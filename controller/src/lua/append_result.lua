@@ -6,7 +6,9 @@
 -- ARGV[1] the mark, ARGV[2] the result (JSON), ARGV[3] ttl (s), ARGV[4] results kept,
 -- ARGV[5] marks kept (the newest by score), ARGV[6] the mark's score (now, ms), ARGV[7] '1'
 -- for a job of one target whose final results come again and again (a config-file job ends
--- once per start of it): the list keeps its newest ARGV[4] results of any kind
+-- once per start of it): the list keeps its newest ARGV[4] results of any kind, ARGV[8] the
+-- channel of job events (jsacc:events), ARGV[9] the event of this result ('' for none: it was
+-- recorded before), published in the same round trip (PUBLISH names no key: still one slot)
 -- Returns 1 when appended now, 0 when not: an earlier call appended it (its answer was lost),
 -- or it is a refusal and the list is full.
 -- job:<id> lives in another slot, so recording a result and appending it are two steps: this
@@ -64,4 +66,5 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[6], ARGV[1])
 redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -1 - tonumber(ARGV[5]))
 redis.call('EXPIRE', KEYS[2], ARGV[3])
+if ARGV[9] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
 return appended

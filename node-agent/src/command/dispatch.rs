@@ -150,6 +150,23 @@ impl Dispatcher {
         Ok(outcome)
     }
 
+    /// The answer of a command answered without acting on anything (`ping`, a command that
+    /// cannot be parsed), which the poller stores with the command in one transaction
+    /// ([`Store::receive_answered`]); `None` for any other, which goes to [`Dispatcher::dispatch`].
+    pub(crate) fn answer_at_once(&self, incoming: &Incoming) -> Option<JobResult> {
+        match &incoming.parsed {
+            Err(reason) => Some(self.error_for_raw(&incoming.id, &incoming.raw, reason.clone())),
+            Ok((command, CommandKind::Ping)) => Some(self.pong(command)),
+            Ok(_) => None,
+        }
+    }
+
+    fn pong(&self, command: &Command) -> JobResult {
+        let mut result = self.result(command, JobState::Ok);
+        result.data = Value::String("pong".into());
+        result
+    }
+
     /// Answers an internal command, or hands a process command (or a kill) to the supervisor.
     fn route(&self, incoming: Incoming) -> Routed {
         let (command, kind) = match incoming.parsed {
@@ -189,11 +206,7 @@ impl Dispatcher {
                 );
                 Routed::Answered(Box::new(result), Dispatched::Done)
             }
-            CommandKind::Ping => {
-                let mut result = self.result(&command, JobState::Ok);
-                result.data = Value::String("pong".into());
-                Routed::Answered(Box::new(result), Dispatched::Done)
-            }
+            CommandKind::Ping => Routed::Answered(Box::new(self.pong(&command)), Dispatched::Done),
             CommandKind::Kill(target) => {
                 self.supervisor.kill(command, &target.id);
                 Routed::Submitted

@@ -14,6 +14,7 @@ use crate::command::dispatch::{Dispatched, Dispatcher, Incoming};
 use crate::link::backoff::Backoff;
 use crate::link::client::{Controller, Hello};
 use crate::store::{Received, Store, StoreError};
+use schemas::JobResult;
 
 /// How long a poll parks at the controller when there is nothing.
 const WAIT: Duration = Duration::from_secs(30);
@@ -121,23 +122,29 @@ impl Poller {
         if incoming.is_empty() {
             return Ok(Dispatched::Done);
         }
-        let received = incoming
+        // Commands answered without acting on anything (`ping`) end in the transaction that
+        // stores the batch: one commit a poll.
+        let received: Vec<(Received, Option<JobResult>)> = incoming
             .iter()
-            .map(|i| Received {
-                id: i.id.clone(),
-                raw: i.raw.clone(),
+            .map(|i| {
+                let received = Received {
+                    id: i.id.clone(),
+                    raw: i.raw.clone(),
+                };
+                (received, self.dispatcher.answer_at_once(i))
             })
             .collect();
-        let new = self.store.receive(received).await?;
+        let answered: Vec<bool> = received.iter().map(|(_, a)| a.is_some()).collect();
+        let new = self.store.receive_answered(received).await?;
         acks.extend(incoming.iter().map(|i| i.id.clone()));
         let fresh: Vec<Incoming> = incoming
             .into_iter()
-            .zip(new)
-            .filter_map(|(incoming, new)| {
+            .zip(new.into_iter().zip(answered))
+            .filter_map(|(incoming, (new, answered))| {
                 if !new {
                     tracing::debug!(id = %incoming.id, "dropped a command already received");
                 }
-                new.then_some(incoming)
+                (new && !answered).then_some(incoming)
             })
             .collect();
         match self.dispatcher.dispatch_batch(fresh).await {

@@ -67,23 +67,61 @@ pub(crate) struct Started {
 impl Store {
     /// Stores received commands in one transaction, `QUEUED`. Returns, per command, whether it
     /// is new (`false`: its id was seen before and it must not run again).
+    #[cfg(test)]
     pub(crate) async fn receive(&self, batch: Vec<Received>) -> Result<Vec<bool>, StoreError> {
+        self.receive_answered(batch.into_iter().map(|r| (r, None)).collect())
+            .await
+    }
+
+    /// [`Store::receive`], and in the same transaction the new commands that come with their
+    /// answer (those answered without acting on anything: `ping`, a command that cannot be
+    /// parsed) end with it, queued in the outbox: one commit a poll batch, not two.
+    pub(crate) async fn receive_answered(
+        &self,
+        batch: Vec<(Received, Option<JobResult>)>,
+    ) -> Result<Vec<bool>, StoreError> {
         let now = schemas::now_ms();
-        self.call(move |conn| {
-            let tx = conn.transaction()?;
-            let mut new = Vec::with_capacity(batch.len());
-            {
-                let mut insert = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO jobs (id, command, state, received_ms) VALUES (?1, ?2, ?3, ?4)",
-                )?;
-                for r in &batch {
-                    new.push(insert.execute(params![r.id, r.raw, JobState::Queued.as_str(), now])? == 1);
+        let batch = batch
+            .into_iter()
+            .map(|(received, answer)| {
+                let answer = answer
+                    .map(|r| Ok::<_, StoreError>((r.state, result_limit::encode(&r)?)))
+                    .transpose()?;
+                Ok((received, answer))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let (new, answered) = self
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                let mut new = Vec::with_capacity(batch.len());
+                let mut answers = Vec::new();
+                {
+                    let mut insert = tx.prepare_cached(
+                        "INSERT OR IGNORE INTO jobs (id, command, state, received_ms) VALUES (?1, ?2, ?3, ?4)",
+                    )?;
+                    let mut end = tx.prepare_cached(
+                        "UPDATE jobs SET state = ?2, finished = ?3 WHERE id = ?1",
+                    )?;
+                    for (r, answer) in &batch {
+                        let fresh =
+                            insert.execute(params![r.id, r.raw, JobState::Queued.as_str(), now])? == 1;
+                        if let (true, Some((state, body))) = (fresh, answer) {
+                            end.execute(params![r.id, state.as_str(), now])?;
+                            answers.push(body);
+                        }
+                        new.push(fresh);
+                    }
                 }
-            }
-            tx.commit()?;
-            Ok(new)
-        })
-        .await
+                queue(&tx, OutboxKind::Result, answers.iter().copied())?;
+                let answered = !answers.is_empty();
+                tx.commit()?;
+                Ok((new, answered))
+            })
+            .await?;
+        if answered {
+            self.outbox_added.notify_one();
+        }
+        Ok(new)
     }
 
     /// Records, before its process is spawned, that run `run` (1 for the first) of a job is
