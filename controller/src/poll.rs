@@ -119,27 +119,39 @@ struct IdOnly {
 }
 
 /// Jobs handed to an agent go from `QUEUED` to `RUNNING`, which `mark_running.lua` publishes:
-/// one script a job, run concurrently (the multiplexed connection pipelines them).
+/// one script for the whole poll on one server, one a job on a cluster (their records are in
+/// different slots), run concurrently (the multiplexed connection pipelines them).
 async fn mark_running(state: &Shared, agent: &str, items: &[Vec<u8>]) -> redis::RedisResult<()> {
     let (gid, nid) = keys::split_agent(agent);
     let now = schemas::now_ms();
-    futures::future::try_join_all(
-        items
-            .iter()
-            .filter_map(|i| serde_json::from_slice::<IdOnly>(i).ok())
-            .map(|IdOnly { id }| {
-                let mut conn = state.conn();
-                let event = JobEvent {
-                    id,
-                    gid,
-                    nid,
-                    state: JobState::Running,
-                };
-                let mut invocation = state.scripts.mark_running.key(keys::job(&event.id));
-                invocation.arg(now).arg(keys::EVENTS).arg(event.to_json());
-                async move { invocation.invoke_async::<i64>(&mut conn).await }
-            }),
-    )
+    let marks: Vec<(String, String)> = items
+        .iter()
+        .filter_map(|i| serde_json::from_slice::<IdOnly>(i).ok())
+        .map(|IdOnly { id }| {
+            let key = keys::job(&id);
+            let event = JobEvent {
+                id,
+                gid,
+                nid,
+                state: JobState::Running,
+            };
+            (key, event.to_json())
+        })
+        .collect();
+    let per_script = if state.redis.one_server() {
+        marks.len().max(1)
+    } else {
+        1
+    };
+    futures::future::try_join_all(marks.chunks(per_script).map(|chunk| {
+        let mut conn = state.conn();
+        let mut invocation = state.scripts.mark_running.prepare_invoke();
+        invocation.arg(now).arg(keys::EVENTS);
+        for (key, event) in chunk {
+            invocation.key(key).arg(event);
+        }
+        async move { invocation.invoke_async::<i64>(&mut conn).await }
+    }))
     .await?;
     Ok(())
 }

@@ -49,6 +49,12 @@ pub struct Redis {
 }
 
 impl Redis {
+    /// Whether every key is on one server (not a cluster): a script may then name keys of
+    /// different slots, and one script can do for a batch what a cluster needs one a slot for.
+    pub fn one_server(&self) -> bool {
+        self.cluster.is_none()
+    }
+
     /// Checks the target and the CA file; connects nothing yet.
     pub fn open(target: Target, ca: Option<&Path>) -> anyhow::Result<Redis> {
         use anyhow::Context;

@@ -90,6 +90,28 @@ struct Figures {
     n: usize,
     /// CPU µs per job of: redis-server, jsacc, all agents, everything else (clients, kernel, …).
     cpu: [f64; 4],
+    /// Per job, at the Redis server of `url`: the reads of its event loop (a request, or a
+    /// pipeline of them, from one connection: round trips) and the commands it ran.
+    redis: [f64; 2],
+}
+
+/// `total_reads_processed` and `total_commands_processed` of the Redis server at `url`.
+fn redis_counters(url: &str) -> [f64; 2] {
+    let mut conn = tests::RedisClient::new(url).blocking();
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query(&mut conn)
+        .expect("INFO stats");
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    [
+        field("total_reads_processed:"),
+        field("total_commands_processed:"),
+    ]
 }
 
 /// The processes whose CPU is accounted: redis (every process of the topology), controller, agents.
@@ -145,6 +167,7 @@ fn phase(
     rate: f64,
 ) -> Figures {
     let exe = std::env::current_exe().expect("own path");
+    let counted = redis_counters(url);
     let before = pids.sample();
     let started = Instant::now();
     let children: Vec<_> = (0..procs)
@@ -174,6 +197,7 @@ fn phase(
     }
     let elapsed = started.elapsed().as_secs_f64().max(secs as f64);
     let after = pids.sample();
+    let counters = redis_counters(url);
     let used: Vec<f64> = before
         .iter()
         .zip(&after)
@@ -186,6 +210,7 @@ fn phase(
         per_job(used[2]),
         per_job(used[3] - used[0] - used[1] - used[2]),
     ];
+    let redis = [0, 1].map(|i| per_job(counters[i] - counted[i]));
     lat.sort_unstable();
     let pct = |p: f64| {
         lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
@@ -199,12 +224,19 @@ fn phase(
         p99: pct(0.99),
         n: lat.len(),
         cpu,
+        redis,
     }
 }
 
 fn print_cpu(f: &Figures) {
     let [r, c, a, o] = f.cpu;
     println!("    CPU per job: redis-server {r:.0} µs, jsacc {c:.0} µs, jsagents {a:.0} µs, clients and the rest {o:.0} µs");
+    print_redis(f);
+}
+
+fn print_redis(f: &Figures) {
+    let [reads, commands] = f.redis;
+    println!("    Redis per job: {reads:.1} reads (round trips), {commands:.1} commands");
 }
 
 /// The same clients against the bare relay: its closed-loop rate and its single-client figures.
@@ -233,11 +265,13 @@ fn bare_phases(
     );
     let [r, c, _, o] = f.cpu;
     println!("    CPU per job: redis-server {r:.0} µs, relay and agents {c:.0} µs, clients and the rest {o:.0} µs");
+    print_redis(&f);
     let s = phase(url, &pids, agents, 1, 1, secs, "ping", 0.0);
     println!(
         "bare relay ping, one client, one in flight: p50 {:.2} ms, p99 {:.2} ms ({} jobs)",
         s.p50, s.p99, s.n
     );
+    print_redis(&s);
     (f, s)
 }
 
@@ -363,6 +397,7 @@ fn main() {
         "ping, one client, one in flight: p50 {:.2} ms, p99 {:.2} ms ({} jobs)",
         one.p50, one.p99, one.n
     );
+    print_redis(&one);
     match &bare {
         Some((bf, bs)) => {
             println!(
