@@ -122,55 +122,61 @@ impl Uploader {
         }
     }
 
-    /// Sends batches until the outbox is empty.
+    /// Sends batches until the outbox is empty. What a batch settled is deleted in the store
+    /// call that picks the next batch ([`Store::outbox_next`]): one store call a batch.
     async fn upload_pending(&self) -> Result<(), UploadError> {
-        while self.upload_next().await?.is_some() {}
+        let mut settled = Vec::new();
+        while self.upload_step(&mut settled).await?.is_some() {}
         Ok(())
     }
 
-    /// Sends the next batch and answers its kind (`None`: the outbox is empty). Results come
-    /// first; else the kind whose turn it is among [`TURNS`], or the next one that has rows: a
-    /// flood of one kind cannot hold the others back. The turn moves on before the post, so a
-    /// kind the controller keeps failing does not block the others either.
-    async fn upload_next(&self) -> Result<Option<OutboxKind>, UploadError> {
-        if let Some(kind) = self.upload_results().await? {
-            return Ok(Some(kind));
-        }
+    /// Deletes the rows in `settled`, sends the next batch and answers its kind (`None`: the
+    /// outbox is empty); `settled` then holds the rows that batch settled. Results come first;
+    /// else the kind whose turn it is among [`TURNS`], or the next one that has rows: a flood of
+    /// one kind cannot hold the others back. The turn moves on before the post, so a kind the
+    /// controller keeps failing does not block the others either.
+    async fn upload_step(&self, settled: &mut Vec<i64>) -> Result<Option<OutboxKind>, UploadError> {
         let first = self.turn.load(Ordering::Relaxed);
-        for i in 0..TURNS.len() {
-            let at = (first + i) % TURNS.len();
-            let rows = self.store.outbox_take(TURNS[at], BATCH).await?;
-            if rows.is_empty() {
-                continue;
-            }
-            self.turn.store((at + 1) % TURNS.len(), Ordering::Relaxed);
-            self.send(TURNS[at], rows).await?;
-            return Ok(Some(TURNS[at]));
-        }
-        Ok(None)
-    }
-
-    /// Sends a batch of results, or first the live output queued before them: never the output
-    /// queued after, so a chatty job cannot hold results back. `None`: no result is queued.
-    async fn upload_results(&self) -> Result<Option<OutboxKind>, UploadError> {
-        let rows = self.store.outbox_take(OutboxKind::Result, BATCH).await?;
-        let Some(last) = rows.last() else {
+        let turns = (0..TURNS.len())
+            .map(|i| TURNS[(first + i) % TURNS.len()])
+            .collect();
+        let next = self
+            .store
+            .outbox_next(std::mem::take(settled), turns, BATCH)
+            .await?;
+        let Some(next) = next else {
             return Ok(None);
         };
-        let before = self
-            .store
-            .outbox_take_before(OutboxKind::Output, last.seq, BATCH)
-            .await?;
-        if !before.is_empty() {
-            self.send(OutboxKind::Output, before).await?;
-            return Ok(Some(OutboxKind::Output));
+        if next.turn {
+            let at = TURNS.iter().position(|k| *k == next.kind).unwrap_or(0);
+            self.turn.store((at + 1) % TURNS.len(), Ordering::Relaxed);
         }
-        self.send(OutboxKind::Result, rows).await?;
-        Ok(Some(OutboxKind::Result))
+        if let Err(e) = self.send(next.kind, next.rows, settled).await {
+            if !settled.is_empty() {
+                self.store.outbox_delete(std::mem::take(settled)).await?;
+            }
+            return Err(e);
+        }
+        Ok(Some(next.kind))
     }
 
-    /// Posts rows, splitting on 413, and deletes what the controller settled.
-    async fn send(&self, kind: OutboxKind, rows: Vec<OutboxRow>) -> Result<(), UploadError> {
+    /// One [`Uploader::upload_step`], its rows deleted at once (tests).
+    #[cfg(test)]
+    async fn upload_next(&self) -> Result<Option<OutboxKind>, UploadError> {
+        let mut settled = Vec::new();
+        let kind = self.upload_step(&mut settled).await?;
+        self.store.outbox_delete(settled).await?;
+        Ok(kind)
+    }
+
+    /// Posts rows, splitting on 413, and adds what the controller settled to `settled` (the
+    /// caller deletes them).
+    async fn send(
+        &self,
+        kind: OutboxKind,
+        rows: Vec<OutboxRow>,
+        settled: &mut Vec<i64>,
+    ) -> Result<(), UploadError> {
         let mut batches = by_bytes(rows, BATCH_BYTES);
         // Results replaced by an error in this call: one refused again is dropped.
         let mut replaced = HashSet::new();
@@ -205,9 +211,7 @@ impl Uploader {
                 }
                 Err(e) => return Err(e.into()),
             }
-            self.store
-                .outbox_delete(batch.iter().map(|r| r.seq).collect())
-                .await?;
+            settled.extend(batch.iter().map(|r| r.seq));
         }
         Ok(())
     }

@@ -75,35 +75,57 @@ impl Store {
         Ok(seqs)
     }
 
-    /// Up to `limit` queued messages of one kind, oldest first.
+    /// Deletes the `settled` rows, then picks what the uploader sends next, in one call on the
+    /// store's thread (one hop there and back a batch, not one a query): up to `limit` results,
+    /// or first the live output queued before them; else up to `limit` rows of the first kind
+    /// in `turns` that has some. `None`: nothing is queued.
+    pub(crate) async fn outbox_next(
+        &self,
+        settled: Vec<i64>,
+        turns: Vec<OutboxKind>,
+        limit: usize,
+    ) -> Result<Option<NextBatch>, StoreError> {
+        self.call(move |conn| {
+            if !settled.is_empty() {
+                delete(conn, &settled)?;
+            }
+            let results = select(conn, OutboxKind::Result, i64::MAX, limit)?;
+            if let Some(last) = results.last() {
+                let before = select(conn, OutboxKind::Output, last.seq, limit)?;
+                let (kind, rows) = match before.is_empty() {
+                    true => (OutboxKind::Result, results),
+                    false => (OutboxKind::Output, before),
+                };
+                return Ok(Some(NextBatch {
+                    kind,
+                    rows,
+                    turn: false,
+                }));
+            }
+            for kind in turns {
+                let rows = select(conn, kind, i64::MAX, limit)?;
+                if !rows.is_empty() {
+                    return Ok(Some(NextBatch {
+                        kind,
+                        rows,
+                        turn: true,
+                    }));
+                }
+            }
+            Ok(None)
+        })
+        .await
+    }
+
+    /// Up to `limit` queued messages of one kind, oldest first (tests).
+    #[cfg(test)]
     pub(crate) async fn outbox_take(
         &self,
         kind: OutboxKind,
         limit: usize,
     ) -> Result<Vec<OutboxRow>, StoreError> {
-        self.outbox_take_before(kind, i64::MAX, limit).await
-    }
-
-    /// Up to `limit` queued messages of one kind queued before the row `before`, oldest first.
-    pub(crate) async fn outbox_take_before(
-        &self,
-        kind: OutboxKind,
-        before: i64,
-        limit: usize,
-    ) -> Result<Vec<OutboxRow>, StoreError> {
-        self.call(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT seq, body FROM outbox WHERE kind = ?1 AND seq < ?2 ORDER BY seq LIMIT ?3",
-            )?;
-            let rows = stmt.query_map(params![kind.as_str(), before, limit as i64], |row| {
-                Ok(OutboxRow {
-                    seq: row.get(0)?,
-                    body: row.get(1)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
+        self.call(move |conn| Ok(select(conn, kind, i64::MAX, limit)?))
+            .await
     }
 
     /// Replaces the body of a queued message (a result the controller refused, by an error).
@@ -120,18 +142,7 @@ impl Store {
 
     /// Removes delivered (or undeliverable) messages.
     pub(crate) async fn outbox_delete(&self, seqs: Vec<i64>) -> Result<(), StoreError> {
-        self.call(move |conn| {
-            let tx = conn.transaction()?;
-            {
-                let mut delete = tx.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?;
-                for seq in seqs {
-                    delete.execute([seq])?;
-                }
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.call(move |conn| Ok(delete(conn, &seqs)?)).await
     }
 
     /// The `seq` and size in bytes of every queued message of one kind, oldest first.
@@ -199,6 +210,46 @@ impl Store {
 }
 
 /// Adds rows of one kind to the outbox, inside the caller's transaction; answers their `seq`.
+/// What the uploader sends next ([`Store::outbox_next`]).
+#[derive(Debug)]
+pub(crate) struct NextBatch {
+    pub(crate) kind: OutboxKind,
+    pub(crate) rows: Vec<OutboxRow>,
+    /// Picked by its turn (not as results, or the output queued before them).
+    pub(crate) turn: bool,
+}
+
+/// Up to `limit` queued rows of `kind` queued before the row `before`, oldest first.
+fn select(
+    conn: &rusqlite::Connection,
+    kind: OutboxKind,
+    before: i64,
+    limit: usize,
+) -> Result<Vec<OutboxRow>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, body FROM outbox WHERE kind = ?1 AND seq < ?2 ORDER BY seq LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![kind.as_str(), before, limit as i64], |row| {
+        Ok(OutboxRow {
+            seq: row.get(0)?,
+            body: row.get(1)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Deletes rows in one transaction.
+fn delete(conn: &mut rusqlite::Connection, seqs: &[i64]) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction()?;
+    {
+        let mut delete = tx.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?;
+        for seq in seqs {
+            delete.execute([seq])?;
+        }
+    }
+    tx.commit()
+}
+
 pub(super) fn queue<'a>(
     tx: &rusqlite::Transaction<'_>,
     kind: OutboxKind,

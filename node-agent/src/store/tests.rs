@@ -162,11 +162,46 @@ async fn outbox_seqs_only_grow_across_an_emptied_table_and_a_reopen() {
         store.outbox_oldest(OutboxKind::Output).await.unwrap(),
         Some(again[0])
     );
-    let before = store
-        .outbox_take_before(OutboxKind::Output, again[1], 10)
+    // One call deletes what was settled and picks the next batch: a turn's kind, or results
+    // after the output queued before them.
+    let seqs = |rows: &[crate::store::OutboxRow]| rows.iter().map(|r| r.seq).collect::<Vec<_>>();
+    let next = store
+        .outbox_next(
+            vec![again[0]],
+            vec![OutboxKind::Stats, OutboxKind::Output],
+            10,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((next.kind, next.turn), (OutboxKind::Output, true));
+    assert_eq!(seqs(&next.rows), [again[1]]);
+    store
+        .outbox_push(OutboxKind::Result, vec![r#"{"id":"j"}"#.to_owned()])
         .await
         .unwrap();
-    assert_eq!(before.iter().map(|r| r.seq).collect::<Vec<_>>(), [again[0]]);
+    let next = store
+        .outbox_next(vec![], vec![], 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((next.kind, next.turn), (OutboxKind::Output, false));
+    assert_eq!(seqs(&next.rows), [again[1]]);
+    let next = store
+        .outbox_next(vec![again[1]], vec![], 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((next.kind, next.turn), (OutboxKind::Result, false));
+    let last = seqs(&next.rows);
+    assert_eq!(
+        store
+            .outbox_next(last, vec![OutboxKind::Output], 10)
+            .await
+            .unwrap()
+            .map(|n| n.kind),
+        None
+    );
 }
 
 #[tokio::test]
