@@ -268,39 +268,39 @@ async fn record_one(
             Opened::Open => {}
         }
     }
+    // A final result is recorded once per (job, agent), a run's once per run.
+    let mark = match (result.is_final, config_job) {
+        // A config job ends once per start of it by its agent, each time at a later run.
+        (true, true) => format!("{agent}|{}|final", result.run),
+        (true, false) => format!("{agent}|final"),
+        (false, _) => format!("{agent}|{}|run", result.run),
+    };
+    // On one server the record and its append are one script: one round trip a result. On a
+    // cluster `job:<id>` and `cmds_queue_<id>` are in different slots: two.
+    if let (false, true, Some(marks)) = (
+        config_job,
+        state.redis.one_server(),
+        keys::appended(&result.id),
+    ) {
+        let (before, after) = event_around_state(result);
+        let mut both = state.scripts.record_and_append.key(keys::job(&result.id));
+        both.key(keys::results(&result.id)).key(marks);
+        record_args(&mut both, state, agent, result, &body);
+        append_args(&mut both, state, &result.id, &mark, &body);
+        both.arg(keys::EVENTS).arg(before).arg(after);
+        let (status, job_state): (String, String) = both.invoke_async(&mut conn).await?;
+        return Ok((outcome_of(&status), job_state));
+    }
     // A stale final result of a config job is a duplicate (its append below is idempotent).
     let (status, job_state): (String, String) = if stale {
         ("duplicate".to_owned(), String::new())
     } else {
-        state
-            .scripts
-            .record_result
-            .key(keys::job(&result.id))
-            .arg(agent)
-            .arg(&body)
-            .arg(result.state.as_str())
-            .arg(state.config.result_ttl.as_secs())
-            .arg(schemas::now_ms())
-            .arg(result.run)
-            .arg(if result.is_final { "1" } else { "0" })
-            .invoke_async(&mut conn)
-            .await?
+        let mut record = state.scripts.record_result.key(keys::job(&result.id));
+        record_args(&mut record, state, agent, result, &body);
+        record.invoke_async(&mut conn).await?
     };
-    let outcome = match status.as_str() {
-        "recorded" => Outcome::Recorded,
-        "duplicate" => Outcome::Duplicate,
-        "not_a_target" => Outcome::NotATarget,
-        "not_recurring" => Outcome::NotRecurring,
-        _ => Outcome::UnknownJob,
-    };
+    let outcome = outcome_of(&status);
     if matches!(outcome, Outcome::Recorded | Outcome::Duplicate) {
-        // A final result is recorded once per (job, agent), a run's once per run.
-        let mark = match (result.is_final, config_job) {
-            // A config job ends once per start of it by its agent, each time at a later run.
-            (true, true) => format!("{agent}|{}|final", result.run),
-            (true, false) => format!("{agent}|final"),
-            (false, _) => format!("{agent}|{}|run", result.run),
-        };
         // The event of a result recorded now goes out with its append.
         let event = (outcome == Outcome::Recorded).then(|| {
             JobEvent {
@@ -314,6 +314,70 @@ async fn record_one(
         append(state, &mut conn, &result.id, &mark, &body, event.as_deref()).await?;
     }
     Ok((outcome, job_state))
+}
+
+/// What `record_result.lua` answered, as an [`Outcome`].
+fn outcome_of(status: &str) -> Outcome {
+    match status {
+        "recorded" => Outcome::Recorded,
+        "duplicate" => Outcome::Duplicate,
+        "not_a_target" => Outcome::NotATarget,
+        "not_recurring" => Outcome::NotRecurring,
+        _ => Outcome::UnknownJob,
+    }
+}
+
+/// `record_result.lua`'s ARGV for `result` (its text `body`) of `agent`.
+fn record_args(
+    invocation: &mut redis::ScriptInvocation<'_>,
+    state: &Shared,
+    agent: &str,
+    result: &JobResult,
+    body: &str,
+) {
+    invocation
+        .arg(agent)
+        .arg(body)
+        .arg(result.state.as_str())
+        .arg(state.config.result_ttl.as_secs())
+        .arg(schemas::now_ms())
+        .arg(result.run)
+        .arg(if result.is_final { "1" } else { "0" });
+}
+
+/// `append_result.lua`'s ARGV[1..7]: appending `result` with `mark` to job `id`'s list.
+fn append_args(
+    invocation: &mut redis::ScriptInvocation<'_>,
+    state: &Shared,
+    id: &str,
+    mark: &str,
+    result: &str,
+) {
+    invocation
+        .arg(mark)
+        .arg(result)
+        .arg(state.config.result_ttl.as_secs())
+        .arg(state.config.max_results)
+        .arg(MARKS_KEPT)
+        .arg(schemas::now_ms())
+        // A config job has one target and ends once per start: its final results are bounded
+        // like its runs.
+        .arg(if crate::config_jobs::is_reserved(id) {
+            "1"
+        } else {
+            "0"
+        });
+}
+
+/// The text of the event of `result` before and after the job's state, which the script that
+/// records it learns: `{"id":…,"gid":…,"nid":…,"state":"` and `"}` (a [`JobEvent`]).
+fn event_around_state(result: &JobResult) -> (String, &'static str) {
+    let id = serde_json::to_string(&result.id).expect("a string serializes");
+    let before = format!(
+        r#"{{"id":{id},"gid":{},"nid":{},"state":""#,
+        result.gid, result.nid
+    );
+    (before, r#""}"#)
 }
 
 /// Marks kept per result list: far more than the results a list keeps, so a result posted again
@@ -343,24 +407,10 @@ pub async fn append(
         }
         return pipe.exec_async(conn).await;
     };
-    state
-        .scripts
-        .append_result
-        .key(keys::results(id))
-        .key(marks)
-        .arg(mark)
-        .arg(result)
-        .arg(ttl)
-        .arg(state.config.max_results)
-        .arg(MARKS_KEPT)
-        .arg(schemas::now_ms())
-        // A config job has one target and ends once per start: its final results are bounded
-        // like its runs.
-        .arg(if crate::config_jobs::is_reserved(id) {
-            "1"
-        } else {
-            "0"
-        })
+    let mut invocation = state.scripts.append_result.key(keys::results(id));
+    invocation.key(marks);
+    append_args(&mut invocation, state, id, mark, result);
+    invocation
         .arg(keys::EVENTS)
         .arg(event.unwrap_or(""))
         .invoke_async::<i64>(conn)
@@ -377,6 +427,21 @@ mod tests {
         r.critical = "\",\"final\":false}".into();
         (r.run, r.is_final) = (3, is_final);
         r
+    }
+
+    /// The event a script builds around the job's state is a [`JobEvent`]'s text.
+    #[test]
+    fn the_event_around_the_state_is_a_job_event() {
+        let mut r = JobResult::error("j\"1", 1, 2, "execute", serde_json::json!({}), "x");
+        r.state = JobState::Ok;
+        let (before, after) = event_around_state(&r);
+        let event = JobEvent {
+            id: r.id.clone(),
+            gid: 1,
+            nid: 2,
+            state: JobState::Running,
+        };
+        assert_eq!(format!("{before}RUNNING{after}"), event.to_json());
     }
 
     /// `append_result.lua` tells a run's result from a final one by how its JSON ends.

@@ -22,6 +22,8 @@ pub struct Scripts {
     pub take_batch: Script,
     pub poll: Script,
     pub record_result: Script,
+    /// `record_result.lua` and `append_result.lua` as one script (`record_and_append.lua`).
+    pub record_and_append: Script,
     pub expire_waiting: Script,
     pub mark_running: Script,
     pub append_logs: Script,
@@ -46,6 +48,13 @@ impl Scripts {
             take_batch: Script::new(include_str!("lua/take_batch.lua")),
             poll: Script::new(include_str!("lua/poll.lua")),
             record_result: Script::new(include_str!("lua/record_result.lua")),
+            record_and_append: Script::new(&format!(
+                "local function record_result(KEYS, ARGV)\n{}\nend\n\
+                 local function append_result(KEYS, ARGV)\n{}\nend\n{}",
+                include_str!("lua/record_result.lua"),
+                include_str!("lua/append_result.lua"),
+                include_str!("lua/record_and_append.lua"),
+            )),
             expire_waiting: Script::new(include_str!("lua/expire_waiting.lua")),
             mark_running: Script::new(include_str!("lua/mark_running.lua")),
             append_logs: Script::new(include_str!("lua/append_logs.lua")),

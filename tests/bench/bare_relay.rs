@@ -31,9 +31,21 @@ const BATCH: usize = 128;
 /// Seconds a poll waits for a command before answering 204.
 const POLL_WAIT: u64 = 5;
 
-/// A running bare relay; it lives until the benchmark process ends.
+/// A running bare relay. Dropped, it stops (its runtime ends, which closes its connections):
+/// its router must not go on popping `cmds_queue` while jsacc is measured.
 pub struct BareRelay {
     pub port: u16,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for BareRelay {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// What the HTTP handlers share: a connection for pushes, and one per agent for its blocking pop
@@ -60,7 +72,8 @@ fn id_of(raw: &str) -> Option<String> {
 pub fn start(url: &str, agents: u64) -> BareRelay {
     let url = url.to_owned();
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -97,16 +110,21 @@ pub fn start(url: &str, agents: u64) -> BareRelay {
                 tokio::spawn(agent(port, nid));
             }
             tx.send(port).expect("bare relay start");
-            axum::serve(listener, app).await.expect("bare relay server");
+            tokio::select! {
+                served = axum::serve(listener, app) => served.expect("bare relay server"),
+                _ = stopped => {}
+            }
         });
     });
     BareRelay {
         port: rx.recv().expect("the bare relay did not start"),
+        stop: Some(stop),
+        thread: Some(thread),
     }
 }
 
 /// The router: pops what clients pushed and pushes each command onto its agent's list. It ends
-/// at the first Redis error (the benchmark stops Redis when it is done).
+/// at the first Redis error, or with the relay.
 async fn route(mut pop: MultiplexedConnection, mut push: MultiplexedConnection) {
     loop {
         let first: Option<(String, String)> = match redis::cmd("BRPOP")

@@ -272,6 +272,8 @@ fn bare_phases(
         s.p50, s.p99, s.n
     );
     print_redis(&s);
+    // Stopped before jsacc starts: its router pops `cmds_queue` too.
+    drop(relay);
     (f, s)
 }
 
