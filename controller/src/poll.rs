@@ -196,3 +196,57 @@ async fn listen(state: &Shared, shutdown: &CancellationToken) -> redis::RedisRes
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use redis::AsyncCommands;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::testkit::{self, RedisServer};
+
+    /// `poll.lua` writes a batch's delivery at once and settles a poll's acknowledgements
+    /// together: every copy of a command queued twice (a routing replay) is delivered, and an
+    /// acknowledged id leaves the delivered list, `inflight` and the leases, others stay.
+    #[tokio::test]
+    async fn a_batch_is_delivered_and_its_acknowledgements_settled_together() {
+        let server = RedisServer::start();
+        let state = testkit::state(&server, Config::default()).await;
+        let agent = "1:1";
+        let mut conn = state.conn();
+        let cmd = |id: &str| format!(r#"{{"id":"{id}","gid":1,"nid":1,"cmd":"ping"}}"#);
+        for raw in [cmd("a"), cmd("b"), cmd("b"), cmd("c")] {
+            let _: () = conn.lpush(keys::agent_queue(agent), raw).await.unwrap();
+        }
+        let taken = take(&state, agent, 10, &[]).await.unwrap();
+        let ids: Vec<String> = taken
+            .iter()
+            .map(|t| serde_json::from_slice::<IdOnly>(t).unwrap().id)
+            .collect();
+        assert_eq!(ids, ["a", "b", "b", "c"], "oldest first, every copy");
+        let delivered: Vec<String> = conn
+            .lrange(keys::agent_delivered(agent), 0, -1)
+            .await
+            .unwrap();
+        assert_eq!(delivered.len(), 4);
+        let leases: Vec<String> = conn.zrange(keys::agent_leases(agent), 0, -1).await.unwrap();
+        assert_eq!(leases, ["a", "b", "c"]);
+
+        let acks = [
+            "b".to_owned(),
+            "a".to_owned(),
+            "b".to_owned(),
+            "gone".to_owned(),
+        ];
+        assert!(take(&state, agent, 10, &acks).await.unwrap().is_empty());
+        let delivered: Vec<String> = conn
+            .lrange(keys::agent_delivered(agent), 0, -1)
+            .await
+            .unwrap();
+        assert_eq!(delivered, [cmd("c")]);
+        let inflight: Vec<String> = conn.hkeys(keys::agent_inflight(agent)).await.unwrap();
+        assert_eq!(inflight, ["c"]);
+        let leases: Vec<String> = conn.zrange(keys::agent_leases(agent), 0, -1).await.unwrap();
+        assert_eq!(leases, ["c"]);
+    }
+}

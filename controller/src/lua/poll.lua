@@ -33,7 +33,22 @@ local function settle(id, requeue)
   redis.call('ZREM', KEYS[3], id)
 end
 
-for i = 4, #ARGV do settle(ARGV[i], false) end
+-- Acknowledged ids, settled together: one HMGET, HDEL and ZREM for all of them (an LREM each).
+if #ARGV >= 4 then
+  local acked = {}
+  for i = 4, #ARGV do acked[#acked + 1] = ARGV[i] end
+  local items = redis.call('HMGET', KEYS[4], unpack(acked))
+  local found = {}
+  for i, item in ipairs(items) do
+    if item then
+      -- Every copy: a replay may have queued the command twice and both may have been delivered.
+      redis.call('LREM', KEYS[2], 0, item)
+      found[#found + 1] = acked[i]
+    end
+  end
+  if #found > 0 then redis.call('HDEL', KEYS[4], unpack(found)) end
+  redis.call('ZREM', KEYS[3], unpack(acked))
+end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1], 'LIMIT', 0, 1000)) do
   settle(id, true)
 end
@@ -41,6 +56,9 @@ end
 -- Dropped commands looked at per call, at most (each is a few cheap steps).
 local MAX_DROPS = 1000
 local out, dropped, deadline = {}, 0, tonumber(ARGV[1]) + tonumber(ARGV[2])
+-- Written once for the whole batch after the loop: delivered (in the order taken), leases,
+-- inflight.
+local delivered, leases, inflight = {}, {}, {}
 while #out < tonumber(ARGV[3]) and dropped < MAX_DROPS do
   local item = redis.call('RPOP', KEYS[1])
   if not item then break end
@@ -50,10 +68,12 @@ while #out < tonumber(ARGV[3]) and dropped < MAX_DROPS do
   if id and redis.call('ZSCORE', KEYS[5], id) then
     dropped = dropped + 1
   else
-    redis.call('LPUSH', KEYS[2], item)
+    delivered[#delivered + 1] = item
     if id then
-      redis.call('ZADD', KEYS[3], deadline, id)
-      redis.call('HSET', KEYS[4], id, item)
+      leases[#leases + 1] = deadline
+      leases[#leases + 1] = id
+      inflight[#inflight + 1] = id
+      inflight[#inflight + 1] = item
       local wait = type(cmd.args) == 'table' and cmd.args.max_wait
       if type(wait) == 'number' and wait > 0 then
         -- Scored past its deadline (routed before now): expire_waiting.lua trims by that.
@@ -62,6 +82,11 @@ while #out < tonumber(ARGV[3]) and dropped < MAX_DROPS do
     end
     out[#out + 1] = item
   end
+end
+if #delivered > 0 then redis.call('LPUSH', KEYS[2], unpack(delivered)) end
+if #leases > 0 then
+  redis.call('ZADD', KEYS[3], unpack(leases))
+  redis.call('HSET', KEYS[4], unpack(inflight))
 end
 
 if redis.call('LLEN', KEYS[1]) == 0 then

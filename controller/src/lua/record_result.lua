@@ -66,18 +66,17 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 -- The job ends when every target answered: OK if all did OK, else the first other state.
 local state, answered = 'OK', 0
 for _, t in ipairs(targets) do
-  local r = redis.call('HGET', KEYS[1], 'state:' .. t)
-  if t == ARGV[1] then r = ARGV[3] end
+  local r = ARGV[3]
+  if t ~= ARGV[1] then r = redis.call('HGET', KEYS[1], 'state:' .. t) end
   if r then
     answered = answered + 1
     if r ~= 'OK' and state == 'OK' then state = r end
   end
 end
-redis.call('HSET', KEYS[1], 'state:' .. ARGV[1], ARGV[3])
 if answered < #targets then
   state = 'RUNNING'
+  redis.call('HSET', KEYS[1], 'state:' .. ARGV[1], ARGV[3], 'state', state)
 else
-  redis.call('HSET', KEYS[1], 'ended', ARGV[5])
+  redis.call('HSET', KEYS[1], 'state:' .. ARGV[1], ARGV[3], 'ended', ARGV[5], 'state', state)
 end
-redis.call('HSET', KEYS[1], 'state', state)
 return {'recorded', state}
