@@ -52,7 +52,13 @@ async fn main() {
     std::env::set_var("JSACC_BIN_DIR", tests::release_bin_dir());
     std::env::set_var("JSACC_LOG", "warn");
     let redis = Redis::start();
-    let mut controller = Controller::start(&redis, ControllerOpts::default());
+    // Room for every agent's connection and this benchmark's own (`--max-connections` is
+    // 10,000 by default: at 10,000 agents the scrape of /metrics found no room).
+    let opts = ControllerOpts {
+        extra: vec!["--max-connections".into(), (n + 100).to_string()],
+        ..ControllerOpts::default()
+    };
+    let mut controller = Controller::start(&redis, opts);
     let jsacc = controller.proc().pid();
     let client = redis::Client::open(redis.url()).expect("url");
     let mut conn = client.get_connection().expect("redis");
