@@ -82,6 +82,21 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
             }
         }
     }
+    finish(&state, carry).await;
+}
+
+/// On a clean stop, routes what the last step took, which would otherwise wait in the routing
+/// list for another instance to find this one gone; what cannot be routed stays for it.
+async fn finish(state: &Shared, carry: Carry) {
+    if carry.unsure || carry.taken.is_empty() {
+        return;
+    }
+    let routing = keys::routing(&state.instance);
+    let batch: Vec<(Vec<u8>, bool)> = carry.taken.into_iter().map(|raw| (raw, false)).collect();
+    if let Err(e) = route_from(state, &routing, &batch).await {
+        tracing::warn!(error = %e, commands = batch.len(),
+            "cannot route the last commands taken; another instance will replay them");
+    }
 }
 
 /// What one routing step leaves to the next.
