@@ -252,26 +252,19 @@ async fn settle_and_take(
         }
         return Ok((done, Vec::new()));
     }
-    // In a pipeline a script is run by its hash only: after a restart of Redis it is loaded
-    // again, and the step fails (it is replayed from the list, which is where the taken are).
-    let mut invocation = state.scripts.take_batch.key(keys::CMDS_QUEUE);
-    invocation.key(list).arg(take);
-    pipe.invoke_script(&invocation);
-    let mut conn = state.conn();
-    match pipe.query_async::<(Vec<Vec<u8>>,)>(&mut conn).await {
-        Ok((taken,)) => Ok((done, taken)),
-        Err(e) => {
-            if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) {
-                state
-                    .scripts
-                    .take_batch
-                    .prepare_invoke()
-                    .load_async(&mut conn)
-                    .await?;
-            }
-            Err(e)
-        }
-    }
+    // Concurrently, so the multiplexed connection sends both in one round trip, removals first
+    // (the script is loaded again, should Redis have lost it).
+    let mut take_more = state.scripts.take_batch.key(keys::CMDS_QUEUE);
+    take_more.key(list).arg(take);
+    let (removed, taken) =
+        futures::future::join(async { pipe.exec_async(&mut state.conn()).await }, async {
+            take_more
+                .invoke_async::<Vec<Vec<u8>>>(&mut state.conn())
+                .await
+        })
+        .await;
+    removed?;
+    Ok((done, taken?))
 }
 
 /// Whether Redis refused a write for a reason that retrying will not change (a key of the wrong
@@ -659,11 +652,9 @@ fn queue(
             history.push(keys::jobs_named(domain, name));
         }
     }
+    add(pipe, &history, &cmd.id);
+    histories.extend(history);
     let now = schemas::now_ms();
-    for key in history {
-        pipe.zadd(&key, &cmd.id, now).ignore();
-        histories.insert(key);
-    }
     for agent in targets {
         push(pipe, raw, cmd, agent, now);
     }
@@ -730,11 +721,16 @@ pub const HISTORY_MAX: isize = 200_000;
 
 /// Adds `id` to the job histories `keys`, routed now, and bounds them ([`bound`]).
 pub fn index(pipe: &mut redis::Pipeline, keys: &[String], id: &str, ttl: Duration) {
+    add(pipe, keys, id);
+    bound(pipe, keys, ttl);
+}
+
+/// Adds `id` to the job histories `keys`, routed now.
+fn add(pipe: &mut redis::Pipeline, keys: &[String], id: &str) {
     let now = schemas::now_ms();
     for key in keys {
         pipe.zadd(key, id, now).ignore();
     }
-    bound(pipe, keys, ttl);
 }
 
 /// Drops from the job histories `keys` what expired with its job (`--result-ttl`) and what is

@@ -162,12 +162,15 @@ fn info(port: u16, ca: Option<&Path>, section: &str) -> Option<HashMap<String, S
         .arg(section)
         .query(&mut admin(port, ca).ok()?)
         .ok()?;
-    Some(
-        text.lines()
-            .filter_map(|l| l.trim().split_once(':'))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
-    )
+    Some(info_fields(&text))
+}
+
+/// The text of an `INFO` reply as field → value.
+pub fn info_fields(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.trim().split_once(':'))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
 }
 
 /// The first element of `ROLE` (`master`, `slave`, `sentinel`) of the server on `port`.

@@ -64,6 +64,40 @@ pub(crate) struct Started {
     pub(crate) pid_start_time: Option<u64>,
 }
 
+/// A job's end as stored: its id, final state and result (encoded within the result limit).
+struct Ended {
+    id: String,
+    state: JobState,
+    body: String,
+}
+
+impl Ended {
+    fn of(result: &JobResult) -> Result<Ended, StoreError> {
+        Ok(Ended {
+            id: result.id.clone(),
+            state: result.state,
+            body: result_limit::encode(result)?,
+        })
+    }
+}
+
+/// Ends jobs (`now`, ms) and queues their results in the outbox, in the caller's transaction.
+fn end_jobs(
+    tx: &rusqlite::Transaction<'_>,
+    ended: &[Ended],
+    now: u64,
+) -> Result<(), rusqlite::Error> {
+    {
+        let mut end =
+            tx.prepare_cached("UPDATE jobs SET state = ?2, finished = ?3 WHERE id = ?1")?;
+        for e in ended {
+            end.execute(params![e.id, e.state.as_str(), now])?;
+        }
+    }
+    queue(tx, OutboxKind::Result, ended.iter().map(|e| &e.body))?;
+    Ok(())
+}
+
 impl Store {
     /// Stores received commands in one transaction, `QUEUED`. Returns, per command, whether it
     /// is new (`false`: its id was seen before and it must not run again).
@@ -81,41 +115,33 @@ impl Store {
         batch: Vec<(Received, Option<JobResult>)>,
     ) -> Result<Vec<bool>, StoreError> {
         let now = schemas::now_ms();
-        let batch = batch
-            .into_iter()
-            .map(|(received, answer)| {
-                let answer = answer
-                    .map(|r| Ok::<_, StoreError>((r.state, result_limit::encode(&r)?)))
-                    .transpose()?;
-                Ok((received, answer))
-            })
+        let (received, answers): (Vec<Received>, Vec<Option<JobResult>>) =
+            batch.into_iter().unzip();
+        let answers = answers
+            .iter()
+            .map(|a| a.as_ref().map(Ended::of).transpose())
             .collect::<Result<Vec<_>, StoreError>>()?;
         let (new, answered) = self
             .call(move |conn| {
                 let tx = conn.transaction()?;
-                let mut new = Vec::with_capacity(batch.len());
-                let mut answers = Vec::new();
+                let mut new = Vec::with_capacity(received.len());
                 {
                     let mut insert = tx.prepare_cached(
                         "INSERT OR IGNORE INTO jobs (id, command, state, received_ms) VALUES (?1, ?2, ?3, ?4)",
                     )?;
-                    let mut end = tx.prepare_cached(
-                        "UPDATE jobs SET state = ?2, finished = ?3 WHERE id = ?1",
-                    )?;
-                    for (r, answer) in &batch {
-                        let fresh =
-                            insert.execute(params![r.id, r.raw, JobState::Queued.as_str(), now])? == 1;
-                        if let (true, Some((state, body))) = (fresh, answer) {
-                            end.execute(params![r.id, state.as_str(), now])?;
-                            answers.push(body);
-                        }
-                        new.push(fresh);
+                    for r in &received {
+                        new.push(insert.execute(params![r.id, r.raw, JobState::Queued.as_str(), now])? == 1);
                     }
                 }
-                queue(&tx, OutboxKind::Result, answers.iter().copied())?;
-                let answered = !answers.is_empty();
+                // Only a new command ends with its answer: one seen before ended already.
+                let answered: Vec<Ended> = answers
+                    .into_iter()
+                    .zip(&new)
+                    .filter_map(|(answer, fresh)| answer.filter(|_| *fresh))
+                    .collect();
+                end_jobs(&tx, &answered, now)?;
                 tx.commit()?;
-                Ok((new, answered))
+                Ok((new, !answered.is_empty()))
             })
             .await?;
         if answered {
@@ -206,33 +232,21 @@ impl Store {
     /// Ends jobs and queues their results in one transaction; with `forget_data`, their commands'
     /// `data` is dropped in it too.
     async fn end(&self, results: Vec<JobResult>, forget_data: bool) -> Result<(), StoreError> {
-        let rows = results
+        let ended = results
             .iter()
-            .map(|r| Ok((r.id.clone(), r.state, result_limit::encode(r)?)))
+            .map(Ended::of)
             .collect::<Result<Vec<_>, StoreError>>()?;
         self.call(move |conn| {
             let tx = conn.transaction()?;
-            {
-                let mut end =
-                    tx.prepare_cached("UPDATE jobs SET state = ?2, finished = ?3 WHERE id = ?1")?;
-                let now = schemas::now_ms();
-                for (id, state, _) in &rows {
-                    end.execute(params![id, state.as_str(), now])?;
-                }
-            }
             if forget_data {
                 let mut forget = tx.prepare_cached(
                     "UPDATE jobs SET command = json_remove(command, '$.data') WHERE id = ?1",
                 )?;
-                for (id, _, _) in &rows {
-                    forget.execute([id])?;
+                for e in &ended {
+                    forget.execute([&e.id])?;
                 }
             }
-            queue(
-                &tx,
-                OutboxKind::Result,
-                rows.iter().map(|(_, _, body)| body),
-            )?;
+            end_jobs(&tx, &ended, schemas::now_ms())?;
             tx.commit()?;
             Ok(())
         })
