@@ -2,6 +2,8 @@
 # The lints, run by scripts/test-all.sh (step `lint`) and so by CI:
 #   cargo fmt --all --check
 #   cargo clippy --workspace --all-targets -- -D warnings
+#   the fuzz targets compile: RUSTC_BOOTSTRAP=1 cargo check --bins of each */fuzz crate
+#   (cargo-fuzz crates outside the workspace; quiet unless one fails)
 #   flake8 --max-line-length 100 over client-py (flake8 is installed into .venv when missing)
 #   and, when installed (apt-get install shellcheck), ShellCheck over the shell scripts
 # Exits non-zero if any check fails; runs all of them either way.
@@ -30,6 +32,23 @@ check() {
 
 check rustfmt cargo fmt --all --check
 check clippy cargo clippy --workspace --all-targets -- -D warnings
+# Checked, not built, so neither cargo-fuzz nor a nightly toolchain is needed; one target dir
+# for all of them, so what they share is compiled once.
+fuzz_targets() {
+    local manifest out rc=0
+    out=$(mktemp) || return 1
+    for manifest in */fuzz/Cargo.toml; do
+        if ! RUSTC_BOOTSTRAP=1 cargo check --quiet --manifest-path "$manifest" --bins \
+            --target-dir target/fuzz-check >"$out" 2>&1; then
+            printf 'the fuzz targets of %s do not compile:\n' "${manifest%/Cargo.toml}"
+            cat "$out"
+            rc=1
+        fi
+    done
+    rm -f "$out"
+    return "$rc"
+}
+check fuzz-targets fuzz_targets
 flake8() {
     ensure_venv "" || return 1
     if ! "$VENV/bin/python" -m flake8 --version >/dev/null 2>&1; then

@@ -147,6 +147,10 @@ def test_format_command():
     assert format_command(ping) == "ping"
     kill = job_record("j3", {"cmd": json.dumps({"cmd": "kill", "args": {"id": "j1"}})})
     assert format_command(kill) == 'kill {"id": "j1"}'
+    # A config-file daemon's record before its first result: the hello gave only its id.
+    daemon = job_record("cfg:1:2:d", {"cmd": json.dumps({"id": "cfg:1:2:d", "gid": 1, "nid": 2}),
+                                      "state": "RUNNING", "submitted_by": "config"})
+    assert format_command(daemon) == "-"
 
 
 def test_record_lines_show_command_agents_and_result():

@@ -6,10 +6,10 @@
 //! request at a time (the others wait for it). A presented token is checked against the
 //! snapshot only, so a stranger's guesses cost no memory and, at most every [`VERSION_EVERY`],
 //! one `GET` of `auth:version`, however many paths they try: every `jsacc token add|revoke`
-//! bumps that counter, and a token the snapshot does not know makes the snapshot be read again
-//! only when the counter moved, so a token added a moment ago works at once. A revoked token
-//! stops working within [`CACHE_TTL`], parked polls included (they check again before they
-//! deliver).
+//! bumps that counter, and every check looks at it (read at most every [`VERSION_EVERY`] by an
+//! instance, whatever its load) and reads the snapshot again when it moved. So a token added a
+//! moment ago works at once, and a revoked or replaced one stops working within
+//! [`VERSION_EVERY`], parked polls included (they check again before each look at their queue).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -203,13 +203,18 @@ impl Snapshot {
     }
 }
 
+/// `auth:version` as last read, and when.
+type LastLook = RwLock<Option<(Option<i64>, Instant)>>;
+
 /// The snapshot and when it was read.
 #[derive(Default)]
 pub struct TokenCache {
     // std locks: never held across an `.await`.
     current: RwLock<Option<(Arc<Snapshot>, Instant)>>,
-    /// `auth:version` as last read, and when.
-    version: RwLock<Option<(Option<i64>, Instant)>>,
+    /// `auth:version` as last read for a token the snapshot allows, and when.
+    version_for_known: LastLook,
+    /// The same for any other token (a stranger's guesses share this one).
+    version_for_unknown: LastLook,
     /// One reader of Redis at a time; the others wait and use what it read.
     refreshing: tokio::sync::Mutex<()>,
 }
@@ -233,15 +238,18 @@ impl TokenCache {
         presented: &str,
     ) -> redis::RedisResult<Verdict> {
         let snapshot = self.snapshot(conn, CACHE_TTL).await?;
-        let verdict = snapshot.verdict(agent_id, presented);
-        if verdict == Verdict::Allowed {
-            return Ok(verdict);
-        }
-        // Perhaps added or changed since the snapshot was read.
+        // Added, revoked or replaced since the snapshot was read: `auth:version` moved. Tokens
+        // the snapshot allows and the others look at it apart, so a stream of known agents'
+        // requests never keeps a token added a moment ago waiting for the next look.
+        let held = snapshot.verdict(agent_id, presented);
+        let looked = match held {
+            Verdict::Allowed => &self.version_for_known,
+            _ => &self.version_for_unknown,
+        };
         Ok(self
-            .newer(conn, &snapshot)
+            .newer(conn, &snapshot, looked)
             .await?
-            .map_or(verdict, |s| s.verdict(agent_id, presented)))
+            .map_or(held, |s| s.verdict(agent_id, presented)))
     }
 
     /// A snapshot read again if `auth:version` moved since `held` was read (looked at no more
@@ -250,8 +258,9 @@ impl TokenCache {
         &self,
         conn: &mut crate::redis_conn::Conn,
         held: &Snapshot,
+        looked: &LastLook,
     ) -> redis::RedisResult<Option<Arc<Snapshot>>> {
-        let version = self.version(conn).await?;
+        let version = self.version(conn, looked).await?;
         if version == held.version {
             return Ok(None);
         }
@@ -266,9 +275,13 @@ impl TokenCache {
     }
 
     /// `auth:version`, read at most every [`VERSION_EVERY`].
-    async fn version(&self, conn: &mut crate::redis_conn::Conn) -> redis::RedisResult<Option<i64>> {
+    async fn version(
+        &self,
+        conn: &mut crate::redis_conn::Conn,
+        looked: &LastLook,
+    ) -> redis::RedisResult<Option<i64>> {
         let cached = |max_age: Duration| {
-            let version = self.version.read().unwrap_or_else(|e| e.into_inner());
+            let version = looked.read().unwrap_or_else(|e| e.into_inner());
             version
                 .as_ref()
                 .filter(|(_, at)| at.elapsed() < max_age)
@@ -285,7 +298,7 @@ impl TokenCache {
             .arg(keys::AUTH_VERSION)
             .query_async(conn)
             .await?;
-        *self.version.write().unwrap_or_else(|e| e.into_inner()) = Some((v, Instant::now()));
+        *looked.write().unwrap_or_else(|e| e.into_inner()) = Some((v, Instant::now()));
         Ok(v)
     }
 
@@ -399,6 +412,37 @@ mod tests {
         assert!(s.roles("1:2").is_empty());
         // Roles left behind by a revoked token grant nothing.
         assert!(s.roles("9:9").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_revoked_or_replaced_token_is_refused_without_waiting_for_the_snapshot() {
+        let server = crate::testkit::RedisServer::start();
+        let state = crate::testkit::state(&server, crate::config::Config::default()).await;
+        let mut conn = state.conn();
+        let old = add(&mut conn, 1, 1, &[]).await.expect("add");
+        let cache = TokenCache::default();
+        let verdict = cache.verify(&mut conn, "1:1", &old).await.expect("verify");
+        assert_eq!(verdict, Verdict::Allowed);
+        // A token added right after a known agent's request works at once: that request's look
+        // at `auth:version` is not the one a token the snapshot does not know waits for.
+        let other = add(&mut conn, 1, 2, &[]).await.expect("add 1:2");
+        let verdict = cache
+            .verify(&mut conn, "1:2", &other)
+            .await
+            .expect("verify");
+        assert_eq!(verdict, Verdict::Allowed, "a token added a moment ago");
+        // Replaced, then revoked: the snapshot read above is trusted for CACHE_TTL (5 s), but
+        // `auth:version` moved, and is looked at again once VERSION_EVERY has passed.
+        let new = add(&mut conn, 1, 1, &[]).await.expect("add again");
+        tokio::time::sleep(VERSION_EVERY * 2).await;
+        let verdict = cache.verify(&mut conn, "1:1", &old).await.expect("verify");
+        assert_eq!(verdict, Verdict::Invalid, "the replaced token");
+        let verdict = cache.verify(&mut conn, "1:1", &new).await.expect("verify");
+        assert_eq!(verdict, Verdict::Allowed, "its replacement");
+        assert!(revoke(&mut conn, 1, 1).await.expect("revoke"));
+        tokio::time::sleep(VERSION_EVERY * 2).await;
+        let verdict = cache.verify(&mut conn, "1:1", &new).await.expect("verify");
+        assert_eq!(verdict, Verdict::Invalid, "the revoked token");
     }
 
     #[test]

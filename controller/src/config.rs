@@ -257,7 +257,8 @@ pub struct RedisArgs {
         long,
         env = "JSACC_REDIS_WAIT_MS",
         default_value_t = 500,
-        value_name = "MS"
+        value_name = "MS",
+        value_parser = milliseconds()
     )]
     pub redis_wait_ms: u64,
     /// PEM CA certificate that signed the Redis server's certificate, for a rediss:// URL whose
@@ -301,34 +302,60 @@ pub struct ServeArgs {
     #[arg(long, env = "JSACC_INSECURE_HTTP", conflicts_with_all = ["tls_cert", "tls_key"])]
     pub insecure_http: bool,
     /// Seconds a command handed to an agent may stay unacknowledged before it is delivered again.
-    #[arg(long, env = "JSACC_LEASE", default_value_t = 60, value_name = "SECS")]
+    #[arg(
+        long,
+        env = "JSACC_LEASE",
+        default_value_t = 60,
+        value_name = "SECS",
+        value_parser = seconds()
+    )]
     pub lease: u64,
     /// Seconds results (`cmds_queue_<id>`) and job records (`job:<id>`) are kept.
     #[arg(
         long,
         env = "JSACC_RESULT_TTL",
         default_value_t = 86_400,
-        value_name = "SECS"
+        value_name = "SECS",
+        value_parser = seconds()
     )]
     pub result_ttl: u64,
     /// Largest body of an agent's result or logs post, in bytes; larger ones are answered 413
     /// (agents keep each result under 1 MiB and split batches). A hello takes at most 64 KiB.
-    #[arg(long, env = "JSACC_MAX_BODY", default_value_t = 16 << 20, value_name = "BYTES")]
+    #[arg(
+        long,
+        env = "JSACC_MAX_BODY",
+        default_value_t = 16 << 20,
+        value_name = "BYTES",
+        value_parser = bytes()
+    )]
     pub max_body: usize,
     /// Largest body of an agent's stats post, in bytes (stats are written in chunks, but a
     /// smaller post keeps Redis responsive).
-    #[arg(long, env = "JSACC_MAX_STATS_BODY", default_value_t = 4 << 20, value_name = "BYTES")]
+    #[arg(
+        long,
+        env = "JSACC_MAX_STATS_BODY",
+        default_value_t = 4 << 20,
+        value_name = "BYTES",
+        value_parser = bytes()
+    )]
     pub max_stats_body: usize,
     /// Largest command routed from `cmds_queue`, in bytes; a larger one is dead-lettered and
     /// answered `ERROR` (it would not fit an agent's poll).
-    #[arg(long, env = "JSACC_MAX_COMMAND", default_value_t = 8 << 20, value_name = "BYTES")]
+    #[arg(
+        long,
+        env = "JSACC_MAX_COMMAND",
+        default_value_t = 8 << 20,
+        value_name = "BYTES",
+        value_parser = bytes()
+    )]
     pub max_command: usize,
     /// Seconds a client has to send a request's headers (a connection that does not is closed).
     #[arg(
         long,
         env = "JSACC_HEADER_TIMEOUT",
         default_value_t = 10,
-        value_name = "SECS"
+        value_name = "SECS",
+        value_parser = seconds()
     )]
     pub header_timeout: u64,
     /// Seconds an agent has to send a request's whole body once its token is accepted.
@@ -336,16 +363,18 @@ pub struct ServeArgs {
         long,
         env = "JSACC_BODY_TIMEOUT",
         default_value_t = 60,
-        value_name = "SECS"
+        value_name = "SECS",
+        value_parser = seconds()
     )]
     pub body_timeout: u64,
-    /// Most connections served at once; more are closed as soon as they are accepted (each
-    /// agent keeps one or two open).
+    /// Most connections served at once, 1 to 1000000; more are closed as soon as they are
+    /// accepted (each agent keeps one or two open).
     #[arg(
         long,
         env = "JSACC_MAX_CONNECTIONS",
         default_value_t = 10_000,
-        value_name = "N"
+        value_name = "N",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_CONNECTIONS)
     )]
     pub max_connections: usize,
     /// File holding the token Prometheus must send (`Authorization: Bearer …`) for `/metrics`
@@ -354,15 +383,22 @@ pub struct ServeArgs {
     #[arg(long, env = "JSACC_METRICS_TOKEN_FILE", value_name = "FILE")]
     pub metrics_token_file: Option<PathBuf>,
     /// Times a command is tried when Redis refuses its writes with an error that is not an
-    /// outage (a key of the wrong type, say) before it is dead-lettered.
-    #[arg(long, env = "JSACC_ROUTE_TRIES", default_value_t = 5, value_name = "N")]
+    /// outage (a key of the wrong type, say) before it is dead-lettered, 1 to 1000.
+    #[arg(
+        long,
+        env = "JSACC_ROUTE_TRIES",
+        default_value_t = 5,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..=MAX_ROUTE_TRIES)
+    )]
     pub route_tries: u32,
-    /// Most commands moved from `cmds_queue` per routing step.
+    /// Most commands moved from `cmds_queue` per routing step, 1 to 10000.
     #[arg(
         long,
         env = "JSACC_ROUTE_BATCH",
         default_value_t = 256,
-        value_name = "N"
+        value_name = "N",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_ROUTE_BATCH)
     )]
     pub route_batch: usize,
     /// Length cap of `cmds_queue:dead`.
@@ -370,7 +406,8 @@ pub struct ServeArgs {
         long,
         env = "JSACC_DEAD_MAXLEN",
         default_value_t = 10_000,
-        value_name = "N"
+        value_name = "N",
+        value_parser = count()
     )]
     pub dead_maxlen: usize,
     /// Seconds since its last poll within which an agent counts as live (for `role` routing and metrics).
@@ -378,7 +415,8 @@ pub struct ServeArgs {
         long,
         env = "JSACC_LIVE_WINDOW",
         default_value_t = 90,
-        value_name = "SECS"
+        value_name = "SECS",
+        value_parser = seconds()
     )]
     pub live_window: u64,
     /// Lines kept of one job's live output (`output:<id>`, all its agents together); past it,
@@ -387,7 +425,8 @@ pub struct ServeArgs {
         long,
         env = "JSACC_OUTPUT_MAXLEN",
         default_value_t = 10_000,
-        value_name = "N"
+        value_name = "N",
+        value_parser = count()
     )]
     pub output_maxlen: usize,
     /// Bytes of lines kept of one job's live output (all its agents together); past it, as
@@ -396,7 +435,8 @@ pub struct ServeArgs {
         long,
         env = "JSACC_OUTPUT_MAXBYTES",
         default_value_t = 16 << 20,
-        value_name = "BYTES"
+        value_name = "BYTES",
+        value_parser = bytes()
     )]
     pub output_maxbytes: usize,
     /// Length cap (`MAXLEN ~`) of each `log.<domain>.<name>` stream and of `alerts`.
@@ -404,7 +444,8 @@ pub struct ServeArgs {
         long,
         env = "JSACC_LOG_MAXLEN",
         default_value_t = 100_000,
-        value_name = "N"
+        value_name = "N",
+        value_parser = count()
     )]
     pub log_maxlen: usize,
     /// Approximate length cap of each agent's stats stream `stats:{gid:nid}` (flushed batches).
@@ -412,16 +453,29 @@ pub struct ServeArgs {
         long,
         env = "JSACC_STATS_MAXLEN",
         default_value_t = 10_000,
-        value_name = "N"
+        value_name = "N",
+        value_parser = count()
     )]
     pub stats_maxlen: usize,
     /// Largest `data` of a forwarded log message, in bytes; a longer one is cut at a UTF-8
     /// boundary and ends with `… [cut: N bytes]` (N: the bytes left out).
-    #[arg(long, env = "JSACC_LOG_MAX_MESSAGE", default_value_t = 64 << 10, value_name = "BYTES")]
+    #[arg(
+        long,
+        env = "JSACC_LOG_MAX_MESSAGE",
+        default_value_t = 64 << 10,
+        value_name = "BYTES",
+        value_parser = bytes()
+    )]
     pub log_max_message: usize,
     /// Seconds a log stream (`log.<domain>.<name>`, `alerts`) and its `{…}:seq` mark live after
     /// their last append: a stream idle that long disappears.
-    #[arg(long, env = "JSACC_LOG_TTL", default_value_t = 7 * 86_400, value_name = "SECS")]
+    #[arg(
+        long,
+        env = "JSACC_LOG_TTL",
+        default_value_t = 7 * 86_400,
+        value_name = "SECS",
+        value_parser = seconds()
+    )]
     pub log_ttl: u64,
     /// Most metric names kept in an agent's `stats:{gid:nid}:latest`; the values of further
     /// names are not stored (counted in the answer's `dropped_metrics` and in
@@ -430,12 +484,19 @@ pub struct ServeArgs {
         long,
         env = "JSACC_STATS_MAX_METRICS",
         default_value_t = 10_000,
-        value_name = "N"
+        value_name = "N",
+        value_parser = count()
     )]
     pub stats_max_metrics: usize,
     /// Seconds an agent's stats keys (`stats:{gid:nid}`, `:latest`, `:seen`) live after its
     /// last stats post.
-    #[arg(long, env = "JSACC_STATS_TTL", default_value_t = 7 * 86_400, value_name = "SECS")]
+    #[arg(
+        long,
+        env = "JSACC_STATS_TTL",
+        default_value_t = 7 * 86_400,
+        value_name = "SECS",
+        value_parser = seconds()
+    )]
     pub stats_ttl: u64,
 }
 
@@ -498,9 +559,9 @@ impl Config {
             max_command: args.max_command.max(1024),
             header_timeout: Duration::from_secs(args.header_timeout.max(1)),
             body_timeout: Duration::from_secs(args.body_timeout.max(1)),
-            max_connections: args.max_connections.max(1),
-            route_tries: args.route_tries.max(1),
-            route_batch: args.route_batch.clamp(1, 10_000),
+            max_connections: args.max_connections,
+            route_tries: args.route_tries,
+            route_batch: args.route_batch,
             dead_maxlen: args.dead_maxlen.max(1),
             live_window: Duration::from_secs(args.live_window.max(1)),
             log_maxlen: args.log_maxlen.max(1),
@@ -548,6 +609,42 @@ impl Default for Config {
             wait_timeout: Duration::from_millis(500),
         }
     }
+}
+
+/// Longest duration flag, in seconds (10 years, as for a command's arguments): far beyond any
+/// real setting, and far from where adding it to a clock overflows (a panic on every request)
+/// or Redis refuses it as a TTL (every write failing).
+pub const MAX_SECONDS: u64 = schemas::args::MAX_SECONDS;
+/// Largest length cap flag (streams, lists, metric names): past `i64::MAX` Redis refuses it.
+pub const MAX_COUNT: usize = 1_000_000_000;
+/// Largest byte size flag (1 GiB; Redis takes no string over 512 MiB anyway).
+pub const MAX_BYTES: usize = 1 << 30;
+
+/// Largest `--max-connections` (each takes a file descriptor and some memory).
+pub const MAX_CONNECTIONS: u64 = 1_000_000;
+/// Largest `--route-tries` (a command Redis keeps refusing is tried at most this often).
+pub const MAX_ROUTE_TRIES: i64 = 1000;
+/// Largest `--route-batch` (one routing step's commands are held in memory together).
+pub const MAX_ROUTE_BATCH: u64 = 10_000;
+
+/// A duration flag in seconds: at most [`MAX_SECONDS`] (clap's error names the flag).
+fn seconds() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::builder::RangedU64ValueParser::new().range(0..=MAX_SECONDS)
+}
+
+/// A duration flag in milliseconds: at most [`MAX_SECONDS`] as milliseconds.
+fn milliseconds() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::builder::RangedU64ValueParser::new().range(0..=MAX_SECONDS * 1000)
+}
+
+/// A length cap flag: at most [`MAX_COUNT`].
+fn count() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(0..=MAX_COUNT as u64)
+}
+
+/// A size flag in bytes: at most [`MAX_BYTES`].
+fn bytes() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(0..=MAX_BYTES as u64)
 }
 
 /// Smallest `--log-max-message`: room for the cut mark and some text.
@@ -638,6 +735,84 @@ mod tests {
         assert_eq!(
             (d.port, d.roles),
             (Some(4100), vec!["web".into(), "db".into()])
+        );
+    }
+
+    /// Issue 10: a duration flag near u64::MAX was taken, then every connection panicked adding
+    /// it to a clock (`--header-timeout`, `--body-timeout`) or Redis refused every write with it
+    /// as a TTL (`--result-ttl`); a length cap past i64::MAX made Redis refuse every XADD.
+    #[test]
+    fn durations_and_sizes_have_upper_bounds_named_in_the_error() {
+        let huge = u64::MAX.to_string();
+        for flag in [
+            "--lease",
+            "--result-ttl",
+            "--header-timeout",
+            "--body-timeout",
+            "--live-window",
+            "--log-ttl",
+            "--stats-ttl",
+            "--redis-wait-ms",
+            "--max-body",
+            "--max-stats-body",
+            "--max-command",
+            "--output-maxbytes",
+            "--log-max-message",
+            "--dead-maxlen",
+            "--output-maxlen",
+            "--log-maxlen",
+            "--stats-maxlen",
+            "--stats-max-metrics",
+            "--max-connections",
+            "--route-tries",
+            "--route-batch",
+        ] {
+            let err = Cli::try_parse_from(["jsacc", flag, huge.as_str()])
+                .expect_err(flag)
+                .to_string();
+            assert!(err.contains(flag), "{flag}: {err}");
+        }
+        // Counts that make no sense at 0 were raised to 1 without a word: refused instead,
+        // with the range.
+        for (flag, max) in [
+            ("--max-connections", MAX_CONNECTIONS),
+            ("--route-tries", MAX_ROUTE_TRIES as u64),
+            ("--route-batch", MAX_ROUTE_BATCH),
+        ] {
+            let err = Cli::try_parse_from(["jsacc", flag, "0"])
+                .expect_err(flag)
+                .to_string();
+            assert!(
+                err.contains(flag) && err.contains(&format!("1..={max}")),
+                "{flag}: {err}"
+            );
+            let over = (max + 1).to_string();
+            assert!(Cli::try_parse_from(["jsacc", flag, over.as_str()]).is_err());
+            let max = max.to_string();
+            assert!(
+                Cli::try_parse_from(["jsacc", flag, "1"]).is_ok(),
+                "{flag} 1"
+            );
+            assert!(
+                Cli::try_parse_from(["jsacc", flag, max.as_str()]).is_ok(),
+                "{flag} {max}"
+            );
+        }
+        let ten_years = MAX_SECONDS.to_string();
+        let cli = Cli::try_parse_from(["jsacc", "--header-timeout", ten_years.as_str()]).unwrap();
+        assert_eq!(cli.serve.header_timeout, MAX_SECONDS);
+        let over = (MAX_SECONDS + 1).to_string();
+        assert!(Cli::try_parse_from(["jsacc", "--result-ttl", over.as_str()]).is_err());
+        // The defaults are within the bounds.
+        let cli = Cli::try_parse_from(["jsacc"]).unwrap();
+        assert_eq!(
+            (cli.serve.result_ttl, cli.serve.max_body),
+            (86_400, 16 << 20)
+        );
+        let s = &cli.serve;
+        assert_eq!(
+            (s.max_connections, s.route_tries, s.route_batch),
+            (10_000, 5, 256)
         );
     }
 

@@ -3,7 +3,8 @@
 //!
 //! Results, logs and stats share one shape of intake ([`batch`]): a JSON array whose items are
 //! checked one by one, so one bad item is refused alone and the rest are taken; results and
-//! stats also take a single object, whose refusal is the whole post's.
+//! stats also take a single object, whose refusal is the whole post's. The operator API's bodies
+//! and the enrollment are one object each ([`object`]).
 
 use serde_json::Value;
 
@@ -117,6 +118,27 @@ pub fn batch<T>(
     Ok(batch)
 }
 
+/// Reads `body` as one JSON object of type `T` (`what` names it in refusals). A refusal names
+/// the field that does not fit (`what: gid: invalid type: string "x", expected u64`); a JSON
+/// array is refused rather than taken as the fields in order, as serde would.
+pub fn object<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, Invalid> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| Invalid::bad_request(format!("{what}: not JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(Invalid::bad_request(format!(
+            "{what}: expected a JSON object"
+        )));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = e.path().to_string();
+        let message = match field.as_str() {
+            "." => format!("{what}: {}", e.inner()),
+            _ => format!("{what}: {field}: {}", e.inner()),
+        };
+        Invalid::bad_request(message)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +181,64 @@ mod tests {
         for body in [&b"nope"[..], b"42", b"\"x\""] {
             let e = batch(body, Shape::ObjectOrArray, "numbers", even).unwrap_err();
             assert_eq!(e.code, "bad_request");
+        }
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Pair {
+        gid: u64,
+        #[serde(default)]
+        name: Option<String>,
+    }
+
+    #[test]
+    fn an_object_refusal_names_the_field() {
+        let pair: Pair = object(br#"{"gid": 3, "name": "x"}"#, "pair").unwrap();
+        assert_eq!((pair.gid, pair.name.as_deref()), (3, Some("x")));
+        let cases: [(&[u8], &str); 7] = [
+            (br#"{"gid": "3"}"#, "pair: gid: invalid type: string"),
+            (br#"{"gid": -1}"#, "pair: gid: invalid value: integer `-1`"),
+            (br#"{"gid": 1e400}"#, "pair: not JSON"),
+            (
+                br#"{"gid": 18446744073709551616}"#,
+                "pair: gid: invalid type",
+            ),
+            (
+                br#"{"gid": 1, "name": 5}"#,
+                "pair: name: invalid type: integer",
+            ),
+            (br#"{"name": "x"}"#, "pair: missing field `gid`"),
+            (
+                br#"{"gid": 1, "nam": "x"}"#,
+                "pair: nam: unknown field `nam`",
+            ),
+        ];
+        for (body, start) in cases {
+            let e = object::<Pair>(body, "pair").unwrap_err();
+            assert!(
+                e.message.starts_with(start),
+                "{}: {}",
+                String::from_utf8_lossy(body),
+                e.message
+            );
+        }
+    }
+
+    #[test]
+    fn an_object_body_is_an_object() {
+        for body in [
+            &br#"[3, "x"]"#[..],
+            b"3",
+            b"null",
+            b"\"gid\"",
+            b"",
+            b"{",
+            b"\xff",
+        ] {
+            let e = object::<Pair>(body, "pair").unwrap_err();
+            assert_eq!(e.code, "bad_request");
+            assert!(e.message.starts_with("pair: "), "{}", e.message);
         }
     }
 }

@@ -185,11 +185,30 @@ pub async fn list(conn: &mut Conn, filter: &Filter) -> redis::RedisResult<(Vec<R
     Ok((found, false))
 }
 
-/// Checks an operator's command (DESIGN §3; `id` optional) and pushes it onto `cmds_queue` as
-/// submitted by `by`; returns its id once `--redis-wait-replicas` replicas hold it.
-pub async fn submit(state: &Shared, mut cmd: Value, by: &str) -> Result<String, SubmitError> {
+/// Reads the body of `POST /v1/jobs` (a pure function: fuzzed): a command as [`prepare`] takes
+/// it.
+pub fn parse_submission(
+    body: &[u8],
+    by: &str,
+    max: usize,
+) -> Result<(Vec<u8>, schemas::Command), Invalid> {
+    let cmd: Value =
+        serde_json::from_slice(body).map_err(|e| Invalid::bad_request(format!("not JSON: {e}")))?;
+    prepare(cmd, by, max)
+}
+
+/// Checks an operator's command (DESIGN §3; `id` optional: a new one is given) and stamps it
+/// `submitted_by` `by` (a pure function): its text to queue, at most `max` bytes, and the
+/// command it parses as.
+pub fn prepare(
+    mut cmd: Value,
+    by: &str,
+    max: usize,
+) -> Result<(Vec<u8>, schemas::Command), Invalid> {
     let Some(fields) = cmd.as_object_mut() else {
-        return Err(Invalid::bad_request("a command is a JSON object (DESIGN §3)").into());
+        return Err(Invalid::bad_request(
+            "a command is a JSON object (DESIGN §3)",
+        ));
     };
     if !fields.contains_key("id") {
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -197,23 +216,35 @@ pub async fn submit(state: &Shared, mut cmd: Value, by: &str) -> Result<String, 
     }
     fields.insert("submitted_by".into(), Value::String(by.to_owned()));
     let raw = serde_json::to_vec(&cmd).map_err(|e| Invalid::bad_request(e.to_string()))?;
-    let max = state.config.max_command;
     if raw.len() > max {
         let message = format!("the command takes {} bytes (at most {max})", raw.len());
-        return Err(Invalid::bad_request(message).into());
+        return Err(Invalid::bad_request(message));
     }
     let (parsed, _) = schemas::Command::parse(&raw)
         .map_err(|(_, e)| Invalid::bad_request(format!("command: {e}")))?;
+    Ok((raw, parsed))
+}
+
+/// Checks an operator's command ([`prepare`]) and pushes it onto `cmds_queue` as submitted by
+/// `by`; returns its id once `--redis-wait-replicas` replicas hold it.
+pub async fn submit(state: &Shared, cmd: Value, by: &str) -> Result<String, SubmitError> {
+    let (raw, parsed) = prepare(cmd, by, state.config.max_command)?;
+    enqueue(state, &raw).await?;
+    Ok(parsed.id)
+}
+
+/// Pushes a command checked by [`prepare`] onto `cmds_queue`, once `--redis-wait-replicas`
+/// replicas hold it.
+pub async fn enqueue(state: &Shared, raw: &[u8]) -> redis::RedisResult<()> {
     let mut conn = state.durable().await?;
     redis::cmd("LPUSH")
         .arg(keys::CMDS_QUEUE)
-        .arg(&raw)
+        .arg(raw)
         .query_async::<()>(&mut conn)
         .await?;
     state
         .confirm(&mut conn, &[keys::CMDS_QUEUE.to_owned()])
-        .await?;
-    Ok(parsed.id)
+        .await
 }
 
 /// Why a submission failed.
@@ -323,4 +354,69 @@ pub async fn output(
             }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const MAX: usize = 8 << 10;
+
+    fn refused(body: &str) -> String {
+        let e = parse_submission(body.as_bytes(), "otto", MAX).expect_err(body);
+        assert_eq!(e.code, "bad_request");
+        e.message
+    }
+
+    #[test]
+    fn a_command_is_given_an_id_and_its_submitter() {
+        let body = json!({"gid": 1, "nid": 2, "cmd": "ping"}).to_string();
+        let (raw, cmd) = parse_submission(body.as_bytes(), "otto", MAX).unwrap();
+        assert_eq!((cmd.gid, cmd.nid, cmd.cmd.as_str()), (1, Some(2), "ping"));
+        assert!(schemas::command::valid_id(&cmd.id));
+        let queued: Value = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(
+            (&queued["id"], &queued["submitted_by"]),
+            (&json!(cmd.id), &json!("otto"))
+        );
+        // Its own id is kept; a `submitted_by` of its own is replaced.
+        let body = json!({"id": "a1", "gid": 1, "nid": 2, "cmd": "ping", "submitted_by": "x"});
+        let (raw, cmd) = parse_submission(body.to_string().as_bytes(), "otto", MAX).unwrap();
+        assert_eq!(cmd.id, "a1");
+        assert!(String::from_utf8(raw)
+            .unwrap()
+            .contains(r#""submitted_by":"otto""#));
+    }
+
+    #[test]
+    fn a_bad_command_is_refused_naming_the_field() {
+        let cases = [
+            ("{nope".to_owned(), "not JSON"),
+            ("\u{7f}\u{0}".to_owned(), "not JSON"),
+            (r#"[1, "ping"]"#.to_owned(), "a command is a JSON object"),
+            (r#"{"nid": 1, "cmd": "ping"}"#.to_owned(), "command: missing field `gid`"),
+            (r#"{"gid": "1", "nid": 1, "cmd": "ping"}"#.to_owned(), "command: field `gid` has the wrong type"),
+            (r#"{"gid": 1e300, "nid": 1, "cmd": "ping"}"#.to_owned(), "command: field `gid` has the wrong type"),
+            (r#"{"gid": 1, "nid": 18446744073709551616, "cmd": "ping"}"#.to_owned(), "command: field `nid` has the wrong type"),
+            (r#"{"gid": 1, "nid": 1, "cmd": 5}"#.to_owned(), "command: field `cmd` has the wrong type"),
+            (r#"{"gid": 1, "nid": 1, "cmd": "ping", "args": [1]}"#.to_owned(), "command: field `args` has the wrong type"),
+            (
+                json!({"gid": 1, "nid": 1, "cmd": "execute", "args": {"cmd": "x", "cron": "* *"}}).to_string(),
+                "command: bad args for `execute`: args.cron",
+            ),
+            (
+                json!({"gid": 1, "nid": 1, "cmd": "execute", "args": {"cmd": "x", "max_wait": u64::MAX}}).to_string(),
+                "command: field `args.max_wait` has the wrong type",
+            ),
+            (
+                json!({"gid": 1, "nid": 1, "cmd": "ping", "data": "x".repeat(MAX)}).to_string(),
+                "the command takes",
+            ),
+        ];
+        for (body, start) in cases {
+            let message = refused(&body);
+            assert!(message.starts_with(start), "{body:.80}: {message}");
+        }
+    }
 }

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use schemas::{Command, JobEvent, JobResult, JobState, Target};
+use schemas::{Command, JobEvent, JobState, Target};
 
 use crate::backoff::{nap, Backoff};
 use crate::redis_conn::Conn;
@@ -21,6 +21,7 @@ use crate::state::{AppState, Shared};
 use crate::{agents, keys, rollout};
 
 mod kept;
+mod refused;
 
 /// What became of one command.
 enum Route {
@@ -296,10 +297,13 @@ fn transient_code(e: &redis::RedisError) -> bool {
 }
 
 /// Gives up on a command Redis keeps refusing: a (size-capped) dead letter saying why, and an
-/// `ERROR` answer when its id can be read; each may fail too (the same key may be what Redis
-/// refuses), which is logged. It then leaves the routing list.
+/// `ERROR` answer naming its agent when its id can be read; each may fail too (the same key may
+/// be what Redis refuses), which is logged. It then leaves the routing list.
 async fn quarantine(state: &Shared, raw: &[u8], e: &redis::RedisError, tries: u32) {
-    let id = id_of(raw);
+    let (id, cmd) = match Command::parse(raw) {
+        Ok((cmd, _)) => (Some(cmd.id.clone()), Some(cmd)),
+        Err((id, _)) => (id, None),
+    };
     let reason = format!("redis refused this command's writes {tries} times: {e}");
     tracing::error!(
         id = id.as_deref().unwrap_or("-"),
@@ -312,7 +316,7 @@ async fn quarantine(state: &Shared, raw: &[u8], e: &redis::RedisError, tries: u3
             "cannot dead-letter the command either; it is dropped (its start is logged here)");
     }
     let Some(id) = id else { return };
-    let result = JobResult::error(&id, 0, 0, "", serde_json::Value::Null, &reason);
+    let result = refused::error_result(&id, raw, cmd.as_ref(), &reason);
     let result = serde_json::to_string(&result).unwrap_or_default();
     let mark = format!("error|{}", hex::encode(Sha256::digest(raw)));
     if let Err(e) = crate::results::append(state, &mut conn, &id, &mark, &result, None).await {
@@ -432,7 +436,8 @@ async fn plan(
     role_cache: &mut HashMap<(u64, String), Vec<String>>,
 ) -> redis::RedisResult<Route> {
     if raw.len() > state.config.max_command {
-        // Not stored in a job record nor echoed in its answer: only its id is read.
+        // Not stored in a job record nor echoed in its answer: only its id is read here (the
+        // answer names its agent and cmd, read field by field: `refused`).
         let id = id_of(raw);
         let reason = format!(
             "command of {} bytes is over the limit of {} bytes (--max-command)",
@@ -766,13 +771,8 @@ async fn fail(
         "command dead-lettered"
     );
     let Some(id) = id else { return Ok(()) };
-    let (gid, nid) = cmd.map(|c| (c.gid, c.nid.unwrap_or(0))).unwrap_or((0, 0));
-    let name = cmd.map(|c| c.cmd.as_str()).unwrap_or("");
-    let args = cmd
-        .map(|c| c.args.clone())
-        .filter(|a| a.to_string().len() <= LETTER_RAW_MAX)
-        .unwrap_or(serde_json::Value::Null);
-    let result = JobResult::error(&id, gid, nid, name, args, reason);
+    let result = refused::error_result(&id, raw, cmd, reason);
+    let (gid, nid) = (result.gid, result.nid);
     let result = serde_json::to_string(&result).unwrap_or_default();
     let created: i64 = state
         .scripts

@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -21,6 +22,18 @@ pub use jobs::ConfigJob;
 
 /// Default `max_file_size`: 100 MB.
 pub(crate) const DEFAULT_MAX_FILE_SIZE: u64 = 100 * 1024 * 1024;
+
+/// The bounds of the count and size keys; a value outside stops the agent at start with an
+/// error naming the key. 0 made no sense where it is refused (a log store rotated after every
+/// write, one upload per log message, every file refused); the upper bounds are far beyond
+/// any real setting and keep clear of what fails (a `max_jobs` past `Semaphore::MAX_PERMITS`
+/// panicked the supervisor).
+const MAX_JOBS: RangeInclusive<usize> = 1..=10_000;
+const LOG_DB_MAX_SIZE: RangeInclusive<u64> = (64 << 10)..=(1 << 40);
+const LOG_DB_KEEP: RangeInclusive<u32> = 0..=10_000;
+const LOG_BATCH_SIZE: RangeInclusive<usize> = 1..=100_000;
+const OUTPUT_MAX_LINES: RangeInclusive<usize> = 1..=1_000_000_000;
+const MAX_FILE_SIZE: RangeInclusive<u64> = 1..=(1 << 40);
 
 /// Environment variable that may carry the token itself (a token file wins over it).
 pub(crate) const TOKEN_ENV: &str = "JSAGENT_TOKEN";
@@ -58,8 +71,9 @@ pub struct Flags {
     pub command: Option<Command>,
     /// TOML config file: the settings of these flags (controller, gid, nid, roles, token_file,
     /// ca_cert, insecure_http, data_dir, max_jobs, output) and jumpscripts_dir, [interpreters]
-    /// python and lua, stats_*, log_*, output_max_lines and max_file_size settings. Unknown keys
-    /// are an error.
+    /// python and lua, stats_*, log_*, output_max_lines and max_file_size settings, and [[job]]
+    /// tables: jobs the agent starts itself (ids cfg:<gid>:<nid>:<id>; a bad table stops it at
+    /// start, exit code 2). Unknown keys are an error.
     #[arg(short = 'c', long, env = "JSAGENT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Base URL of the controller, e.g. https://127.0.0.1:4000 (https needs --ca-cert).
@@ -96,7 +110,7 @@ pub struct Flags {
         value_delimiter = ','
     )]
     pub roles: Option<Vec<String>>,
-    /// Most processes run at once; further jobs wait for a free slot [default: 16].
+    /// Most processes run at once (1 to 10000); further jobs wait for a free slot [default: 16].
     #[arg(long, env = "JSAGENT_MAX_JOBS", value_name = "N")]
     pub max_jobs: Option<usize>,
     /// Live output: forward every line a job prints to the controller (Redis stream
@@ -324,17 +338,37 @@ impl Config {
             file.jumpscripts_dir
                 .unwrap_or_else(|| data_dir.join("jumpscripts")),
         )?;
-        let max_jobs = flags.max_jobs.or(file.max_jobs).unwrap_or(16);
-        if max_jobs == 0 {
-            return Err(ConfigError::Invalid("max_jobs must be at least 1".into()));
-        }
-        let output_max_lines = file.output_max_lines.unwrap_or(10_000);
-        if output_max_lines == 0 {
-            return Err(ConfigError::Invalid(
-                "output_max_lines must be at least 1 (`output = false` turns live output off)"
-                    .into(),
-            ));
-        }
+        let max_jobs = flags.max_jobs.or(file.max_jobs);
+        let max_jobs = within("max_jobs (--max-jobs)", max_jobs, 16, MAX_JOBS, "")?;
+        let output_max_lines = within(
+            "output_max_lines",
+            file.output_max_lines,
+            10_000,
+            OUTPUT_MAX_LINES,
+            " (`output = false` turns live output off)",
+        )?;
+        let log_db_max_size = within(
+            "log_db_max_size",
+            file.log_db_max_size,
+            100_000_000,
+            LOG_DB_MAX_SIZE,
+            " bytes",
+        )?;
+        let log_db_keep = within("log_db_keep", file.log_db_keep, 5, LOG_DB_KEEP, "")?;
+        let log_batch_size = within(
+            "log_batch_size",
+            file.log_batch_size,
+            1000,
+            LOG_BATCH_SIZE,
+            "",
+        )?;
+        let max_file_size = within(
+            "max_file_size",
+            file.max_file_size,
+            DEFAULT_MAX_FILE_SIZE,
+            MAX_FILE_SIZE,
+            " bytes",
+        )?;
         let statsd_listen = file
             .statsd_listen
             .map(|s| {
@@ -364,15 +398,15 @@ impl Config {
             stats_interval: seconds("stats_interval", file.stats_interval, 30.0)?,
             stats_flush_interval: seconds("stats_flush_interval", file.stats_flush_interval, 10.0)?,
             statsd_listen,
-            log_db_max_size: file.log_db_max_size.unwrap_or(100_000_000),
-            log_db_keep: file.log_db_keep.unwrap_or(5),
+            log_db_max_size,
+            log_db_keep,
             loglevels_db: file.loglevels_db.unwrap_or_else(|| "*".into()),
             loglevels_ac: file.loglevels_ac.unwrap_or_else(|| "7,8,9".into()),
-            log_batch_size: file.log_batch_size.unwrap_or(1000),
+            log_batch_size,
             log_flush_interval: seconds("log_flush_interval", file.log_flush_interval, 5.0)?,
             output: flags.output.or(file.output).unwrap_or(true),
             output_max_lines,
-            max_file_size: file.max_file_size.unwrap_or(DEFAULT_MAX_FILE_SIZE),
+            max_file_size,
             jobs,
         })
     }
@@ -469,16 +503,40 @@ fn read_token(
     }
 }
 
+/// A duration key: positive and at most `schemas::args::MAX_SECONDS` (10 years, as for a
+/// command's arguments): a longer one overflowed the clock it is added to (a panic of the
+/// stats flush or the process sampler, and a job without a result).
 fn seconds(key: &str, value: Option<f64>, default: f64) -> Result<Duration, ConfigError> {
     let secs = value.unwrap_or(default);
+    let max = schemas::args::MAX_SECONDS;
     Duration::try_from_secs_f64(secs)
         .ok()
-        .filter(|d| !d.is_zero())
+        .filter(|d| !d.is_zero() && d.as_secs_f64() <= max as f64)
         .ok_or_else(|| {
             ConfigError::Invalid(format!(
-                "{key} must be a positive number of seconds, not {secs}"
+                "{key} must be a positive number of seconds, at most {max} (10 years), not {secs}"
             ))
         })
+}
+
+/// A count or size key (`key` names it, and its flag if it has one): `value`, or `default`,
+/// within `range`; `note` follows the range in the error.
+fn within<T: PartialOrd + Copy + fmt::Display>(
+    key: &str,
+    value: Option<T>,
+    default: T,
+    range: RangeInclusive<T>,
+    note: &str,
+) -> Result<T, ConfigError> {
+    let value = value.unwrap_or(default);
+    match range.contains(&value) {
+        true => Ok(value),
+        false => Err(ConfigError::Invalid(format!(
+            "{key} must be {} to {}{note}, not {value}",
+            range.start(),
+            range.end()
+        ))),
+    }
 }
 
 fn absolute(path: PathBuf) -> Result<PathBuf, ConfigError> {

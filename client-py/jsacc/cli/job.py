@@ -92,13 +92,14 @@ def format_duration(seconds: Optional[float]) -> str:
 
 def format_command(record: Dict[str, Any]) -> str:
     """The command in one line: an execute's program and arguments (shell-quoted), else the
-    command's name and its args as JSON."""
+    command's name and its args as JSON; `-` while it is not known (a config-file daemon's
+    record learns its command from its first result)."""
     command = record.get("command") or {}
     args = command.get("args") if isinstance(command.get("args"), dict) else {}
     if record.get("cmd") == "execute" and args.get("cmd"):
         return shlex.join([str(args["cmd"])] + [str(x) for x in args.get("args") or []])
     rest = {k: v for k, v in args.items() if k not in ("domain", "name") or v}
-    return f"{record.get('cmd') or '?'} {json.dumps(rest)}" if rest else str(record.get("cmd"))
+    return f"{record.get('cmd') or '?'} {json.dumps(rest)}" if rest else record.get("cmd") or "-"
 
 
 def record_lines(record: Dict[str, Any]) -> List[str]:

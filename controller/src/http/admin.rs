@@ -15,14 +15,12 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::Operator;
 use super::error::ErrorBody;
 use super::{Api, AppError};
+use crate::intake::{self, Invalid};
 use crate::users::{self, Role};
 use crate::{auth, keys};
 
-fn body<T: serde::de::DeserializeOwned>(
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, AppError> {
-    serde_json::from_slice(&body?).map_err(|e| AppError::bad_request(format!("body: {e}")))
-}
+/// Longest account name and role, in bytes.
+const MAX_NAME: usize = 64;
 
 /// An account as `GET /v1/users` shows it: never its token or the token's hash.
 #[derive(Debug, Serialize, ToSchema)]
@@ -77,6 +75,21 @@ pub struct NewUser {
     pub role: Role,
 }
 
+/// Reads and checks the body of `POST /v1/users` (a pure function: fuzzed); a refusal names
+/// the field.
+pub fn parse_new_user(body: &[u8]) -> Result<NewUser, Invalid> {
+    let new: NewUser = intake::object(body, "account")?;
+    if new.name.len() > MAX_NAME {
+        return Err(Invalid::bad_request(format!(
+            "account: name: at most {MAX_NAME} bytes, not {}",
+            new.name.len()
+        )));
+    }
+    users::check_name(&new.name)
+        .map_err(|e| Invalid::bad_request(format!("account: name: {e}")))?;
+    Ok(new)
+}
+
 /// The answer to `POST /v1/users`: the new account's token, shown only here.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NewUserAnswer {
@@ -105,8 +118,7 @@ pub async fn add_user(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
     admin.require(Role::Admin, "adding an account")?;
-    let new: NewUser = body(raw)?;
-    users::check_name(&new.name).map_err(AppError::bad_request)?;
+    let new = parse_new_user(&raw?)?;
     let token = users::add(&mut api.state.conn(), &new.name, new.role)
         .await
         .map_err(|e| match e.downcast::<redis::RedisError>() {
@@ -177,6 +189,23 @@ pub struct NewToken {
     pub roles: Vec<String>,
 }
 
+/// Reads and checks the body of `POST /v1/tokens` (a pure function: fuzzed); a refusal names
+/// the field (and the role, by its index).
+pub fn parse_new_token(body: &[u8]) -> Result<NewToken, Invalid> {
+    let new: NewToken = intake::object(body, "token request")?;
+    for (i, role) in new.roles.iter().enumerate() {
+        if role.len() > MAX_NAME {
+            return Err(Invalid::bad_request(format!(
+                "token request: roles[{i}]: at most {MAX_NAME} bytes, not {}",
+                role.len()
+            )));
+        }
+        auth::check_role(role)
+            .map_err(|e| Invalid::bad_request(format!("token request: roles[{i}]: {e}")))?;
+    }
+    Ok(new)
+}
+
 /// The answer to `POST /v1/tokens`: the agent's new token, shown only here.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NewTokenAnswer {
@@ -207,10 +236,7 @@ pub async fn add_token(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
     admin.require(Role::Admin, "minting an agent token")?;
-    let new: NewToken = body(raw)?;
-    for role in &new.roles {
-        auth::check_role(role).map_err(AppError::bad_request)?;
-    }
+    let new = parse_new_token(&raw?)?;
     let token = auth::add(&mut api.state.conn(), new.gid, new.nid, &new.roles).await?;
     let agent = keys::agent_id(new.gid, new.nid);
     admin
@@ -258,4 +284,126 @@ pub async fn revoke_token(
         .audit(&api, "token revoke", &format!("agent {agent}"))
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused<T: std::fmt::Debug>(parsed: Result<T, Invalid>) -> String {
+        let e = parsed.expect_err("refused");
+        assert_eq!(e.code, "bad_request");
+        e.message
+    }
+
+    #[test]
+    fn a_new_account_is_read() {
+        let new = parse_new_user(br#"{"name": "otto@ops", "role": "operator"}"#).unwrap();
+        assert_eq!((new.name.as_str(), new.role), ("otto@ops", Role::Operator));
+    }
+
+    #[test]
+    fn a_bad_account_is_refused_naming_the_field() {
+        let long = format!(r#"{{"name": "{}", "role": "admin"}}"#, "a".repeat(5000));
+        let cases = [
+            ("{not json", "account: not JSON"),
+            (r#"["otto", "admin"]"#, "account: expected a JSON object"),
+            (
+                r#"{"name": 5, "role": "admin"}"#,
+                "account: name: invalid type",
+            ),
+            (
+                r#"{"name": "otto", "role": 1e300}"#,
+                "account: role: invalid type",
+            ),
+            (
+                r#"{"name": "otto", "role": "root"}"#,
+                "account: role: unknown variant",
+            ),
+            (r#"{"name": "otto"}"#, "account: missing field `role`"),
+            (r#"{"role": "admin"}"#, "account: missing field `name`"),
+            (
+                r#"{"name": "o", "role": "admin", "x": 1}"#,
+                "account: x: unknown field `x`",
+            ),
+            (
+                r#"{"name": "", "role": "admin"}"#,
+                "account: name: account name ``",
+            ),
+            (
+                r#"{"name": "a b", "role": "admin"}"#,
+                "account: name: account name `a b`",
+            ),
+            (&long, "account: name: at most 64 bytes, not 5000"),
+        ];
+        for (body, start) in cases {
+            let message = refused(parse_new_user(body.as_bytes()));
+            assert!(message.starts_with(start), "{body:.80}: {message}");
+            assert!(message.len() < 300, "{body:.80}: {message}");
+        }
+    }
+
+    #[test]
+    fn a_new_token_is_read() {
+        let new = parse_new_token(br#"{"gid": 18446744073709551615, "nid": 0}"#).unwrap();
+        assert_eq!((new.gid, new.nid, new.roles.len()), (u64::MAX, 0, 0));
+        let new = parse_new_token(br#"{"gid": 1, "nid": 2, "roles": ["web", "db.1"]}"#).unwrap();
+        assert_eq!(new.roles, ["web", "db.1"]);
+    }
+
+    #[test]
+    fn a_bad_token_request_is_refused_naming_the_field() {
+        let long = format!(
+            r#"{{"gid": 1, "nid": 1, "roles": ["{}"]}}"#,
+            "r".repeat(3000)
+        );
+        let cases = [
+            ("", "token request: not JSON"),
+            ("\u{0}\u{1}garbage", "token request: not JSON"),
+            ("[1, 2, []]", "token request: expected a JSON object"),
+            (
+                r#"{"gid": "1", "nid": 1}"#,
+                "token request: gid: invalid type: string",
+            ),
+            (
+                r#"{"gid": 1, "nid": -1}"#,
+                "token request: nid: invalid value: integer `-1`",
+            ),
+            (
+                r#"{"gid": 18446744073709551616, "nid": 1}"#,
+                "token request: gid: invalid type: floating point",
+            ),
+            (
+                r#"{"gid": 1, "nid": 1.5}"#,
+                "token request: nid: invalid type: floating point",
+            ),
+            (r#"{"gid": 1}"#, "token request: missing field `nid`"),
+            (
+                r#"{"gid": 1, "nid": 1, "roles": "web"}"#,
+                "token request: roles: invalid type: string",
+            ),
+            (
+                r#"{"gid": 1, "nid": 1, "roles": ["web", 7]}"#,
+                "token request: roles[1]: invalid type: integer",
+            ),
+            (
+                r#"{"gid": 1, "nid": 1, "roles": ["web", "a b"]}"#,
+                "token request: roles[1]: role `a b`",
+            ),
+            (
+                r#"{"gid": 1, "nid": 1, "roles": [""]}"#,
+                "token request: roles[0]: role ``",
+            ),
+            (&long, "token request: roles[0]: at most 64 bytes, not 3000"),
+            (
+                r#"{"gid": 1, "nid": 1, "role": ["web"]}"#,
+                "token request: role: unknown field `role`",
+            ),
+        ];
+        for (body, start) in cases {
+            let message = refused(parse_new_token(body.as_bytes()));
+            assert!(message.starts_with(start), "{body:.80}: {message}");
+            assert!(message.len() < 300, "{body:.80}: {message}");
+        }
+    }
 }

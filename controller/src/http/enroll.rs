@@ -17,9 +17,12 @@ use serde::{Deserialize, Serialize};
 
 use super::{Api, AppError};
 use crate::enroll::{self, EnrollError};
+use crate::intake::{self, Invalid};
 
-/// Longest `hostname`.
-const MAX_HOSTNAME: usize = 253;
+/// Longest `code`, in bytes (`jsacc enroll create` makes codes of 44).
+pub const MAX_CODE: usize = 128;
+/// Longest `hostname`, in bytes.
+pub const MAX_HOSTNAME: usize = 253;
 
 /// The body of `POST /v1/enroll`.
 #[derive(Debug, Deserialize)]
@@ -58,7 +61,7 @@ pub async fn enroll(
     peer: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<EnrollAnswer>, AppError> {
-    let asked = parse(&raw?)?;
+    let asked = parse_enroll(&raw?)?;
     // The writes (the code's use, the node, its token) are confirmed by the replicas before the
     // token is given, like every durable write: a failover right after cannot lose it unseen.
     let mut conn = api.state.durable().await?;
@@ -123,30 +126,25 @@ fn written_keys() -> Vec<String> {
     .to_vec()
 }
 
-/// The body: an object (serde would take a list's items as the fields in order) whose fields
-/// are in bounds.
-fn parse(body: &[u8]) -> Result<EnrollRequest, AppError> {
-    let bad = |e: serde_json::Error| AppError::bad_request(format!("body: {e}"));
-    let object: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(body).map_err(bad)?;
-    let asked: EnrollRequest = serde_json::from_value(object.into()).map_err(bad)?;
-    check(&asked)?;
-    Ok(asked)
-}
-
-/// Refuses fields out of bounds, naming them.
-fn check(asked: &EnrollRequest) -> Result<(), AppError> {
-    if asked.code.is_empty() || asked.code.len() > 128 {
-        return Err(AppError::bad_request("code: 1 to 128 characters"));
+/// Reads and checks the body of `POST /v1/enroll` (a pure function: fuzzed): one object whose
+/// fields are of their types and in bounds; a refusal names the field.
+pub fn parse_enroll(body: &[u8]) -> Result<EnrollRequest, Invalid> {
+    let asked: EnrollRequest = intake::object(body, "enrollment")?;
+    if asked.code.is_empty() || asked.code.len() > MAX_CODE {
+        return Err(Invalid::bad_request(format!(
+            "enrollment: code: 1 to {MAX_CODE} bytes, not {}",
+            asked.code.len()
+        )));
     }
     if let Some(h) = &asked.hostname {
         let printable = h.chars().all(|c| !c.is_control());
         if h.len() > MAX_HOSTNAME || !printable {
-            let message = format!("hostname: at most {MAX_HOSTNAME} printable characters");
-            return Err(AppError::bad_request(message));
+            return Err(Invalid::bad_request(format!(
+                "enrollment: hostname: at most {MAX_HOSTNAME} bytes of printable characters"
+            )));
         }
     }
-    Ok(())
+    Ok(asked)
 }
 
 /// The answer to a code that does not enroll.

@@ -10,7 +10,7 @@ use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Operator;
@@ -58,9 +58,10 @@ pub async fn submit(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
     operator.require(Role::Operator, "submitting a job")?;
-    let cmd: Value = serde_json::from_slice(&body?)
-        .map_err(|e| AppError::bad_request(format!("not JSON: {e}")))?;
-    let id = jobs::submit(&api.state, cmd, &operator.user.name).await?;
+    let max = api.state.config.max_command;
+    let (raw, cmd) = jobs::parse_submission(&body?, &operator.user.name, max)?;
+    jobs::enqueue(&api.state, &raw).await?;
+    let id = cmd.id;
     operator
         .audit(&api, "job submit", &format!("job {id}"))
         .await?;

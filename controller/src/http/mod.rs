@@ -29,8 +29,10 @@ use axum::routing::{delete, get, post, MethodRouter};
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
+pub use admin::{parse_new_token, parse_new_user, NewToken, NewUser};
 pub use agent::{PollParams, MAX_ACKS};
 pub use auth::{bearer, Caller};
+pub use enroll::{parse_enroll, EnrollRequest, MAX_CODE, MAX_HOSTNAME};
 pub use error::AppError;
 
 use crate::state::AppState;

@@ -42,7 +42,7 @@ fn every_documented_key_is_accepted() {
             stats_interval = 30
             stats_flush_interval = 2.5
             statsd_listen = "127.0.0.1:8125"
-            log_db_max_size = 1000
+            log_db_max_size = 1000000
             log_db_keep = 2
             loglevels_db = "1-9"
             loglevels_ac = "8,9"
@@ -106,6 +106,30 @@ fn the_shipped_example_config_is_accepted() {
     // Its token file does not exist here; everything before the token resolved.
     let err = cfg.unwrap_err().to_string();
     assert!(err.contains("cannot read token file"), "{err}");
+}
+
+#[test]
+fn the_shipped_example_config_shows_every_key() {
+    // The README sends readers to deploy/config/agent.toml for "every key with its default".
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/agent.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // serde names every field it knows in the error about an unknown one.
+    let err = file("no_such_key = 1").unwrap_err().to_string();
+    let (_, known) = err.split_once("expected one of").expect(&err);
+    let keys: Vec<&str> = known.split('`').skip(1).step_by(2).collect();
+    assert!(keys.contains(&"max_file_size"), "{err}");
+    for key in keys {
+        let shown = text.lines().any(|line| {
+            let line = line.trim_start_matches(['#', ' ']);
+            line.starts_with(&format!("{key} ="))
+                || line.starts_with(&format!("[{key}]"))
+                || line.starts_with(&format!("[[{key}]]"))
+        });
+        assert!(
+            shown,
+            "deploy/config/agent.toml does not show the key `{key}`"
+        );
+    }
 }
 
 #[test]
@@ -257,6 +281,125 @@ fn bad_values_are_explained() {
     assert!(err.to_string().contains("stats_interval"), "{err}");
     let err = file("gid = \"one\"").unwrap_err();
     assert!(err.to_string().contains("gid"), "{err}");
+}
+
+/// Issue 10 item 10: a duration key near u64::MAX was taken, then the stats flush and the
+/// process sampler panicked adding it to a clock (and the job waited for its result forever).
+#[test]
+fn duration_keys_have_an_upper_bound_named_in_the_error() {
+    let base = || {
+        flags(&[
+            "--controller",
+            "http://127.0.0.1",
+            "--gid",
+            "1",
+            "--nid",
+            "1",
+        ])
+    };
+    for key in [
+        "stats_interval",
+        "stats_flush_interval",
+        "log_flush_interval",
+        "restart_backoff_max",
+    ] {
+        for value in ["9223372036854775807", "1e20", "315360001"] {
+            let err = resolve(base(), file(&format!("{key} = {value}")).unwrap()).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains(key) && text.contains("at most 315360000"),
+                "{key} = {value}: {text}"
+            );
+        }
+        assert!(resolve(base(), file(&format!("{key} = 315360000")).unwrap()).is_ok());
+    }
+}
+
+/// Issue 10: `log_batch_size = 0` and the other count and size keys were taken unchecked (0
+/// silently raised to 1, or a log store rotated after every write; a huge `max_jobs` panicked
+/// the supervisor).
+#[test]
+fn count_and_size_keys_are_bounded_naming_the_key() {
+    let base = || {
+        flags(&[
+            "--controller",
+            "http://127.0.0.1",
+            "--gid",
+            "1",
+            "--nid",
+            "1",
+        ])
+    };
+    let refused = |text: &str| {
+        resolve(base(), file(text).expect(text))
+            .expect_err(text)
+            .to_string()
+    };
+    for (key, low, high, range) in [
+        ("max_jobs", "0", "10001", "1 to 10000"),
+        (
+            "log_db_max_size",
+            "0",
+            "1099511627777",
+            "65536 to 1099511627776 bytes",
+        ),
+        ("log_db_keep", "", "10001", "0 to 10000"),
+        ("log_batch_size", "0", "100001", "1 to 100000"),
+        ("output_max_lines", "0", "1000000001", "1 to 1000000000"),
+        (
+            "max_file_size",
+            "0",
+            "9223372036854775807",
+            "1 to 1099511627776 bytes",
+        ),
+    ] {
+        for value in [low, high].into_iter().filter(|v| !v.is_empty()) {
+            let err = refused(&format!("{key} = {value}"));
+            assert!(
+                err.contains(key) && err.contains(range) && err.ends_with(&format!("not {value}")),
+                "{key} = {value}: {err}"
+            );
+        }
+        // Negative or fractional: refused by the file's types, naming the key.
+        let err = file(&format!("{key} = -1")).unwrap_err().to_string();
+        assert!(err.contains(key), "{key} = -1: {err}");
+        let err = file(&format!("{key} = 1.5")).unwrap_err().to_string();
+        assert!(err.contains(key), "{key} = 1.5: {err}");
+    }
+    // The flag is bounded as its key is.
+    let err = resolve(
+        flags(&[
+            "--max-jobs",
+            "100000",
+            "--controller",
+            "http://127.0.0.1",
+            "--gid",
+            "1",
+            "--nid",
+            "1",
+        ]),
+        FileConfig::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("--max-jobs") && err.contains("1 to 10000"),
+        "{err}"
+    );
+    // The bounds themselves are taken.
+    let text = "max_jobs = 10000\nlog_db_max_size = 65536\nlog_db_keep = 0\n\
+        log_batch_size = 100000\noutput_max_lines = 1\nmax_file_size = 1099511627776\n";
+    let cfg = resolve(base(), file(text).unwrap()).unwrap();
+    assert_eq!(
+        (
+            cfg.max_jobs,
+            cfg.log_db_max_size,
+            cfg.log_db_keep,
+            cfg.log_batch_size
+        ),
+        (10_000, 65_536, 0, 100_000)
+    );
+    assert_eq!((cfg.output_max_lines, cfg.max_file_size), (1, 1 << 40));
 }
 
 fn url(raw: &str) -> Url {

@@ -227,3 +227,64 @@ async fn an_enrollment_the_replicas_do_not_confirm_is_not_answered_with_a_token(
         "{message}"
     );
 }
+
+#[test]
+fn an_enrollment_body_is_read() {
+    let asked = crate::http::parse_enroll(
+        br#"{"code": "jse_1", "hostname": "web-7", "nid": 18446744073709551615}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        (asked.code.as_str(), asked.hostname.as_deref(), asked.nid),
+        ("jse_1", Some("web-7"), Some(u64::MAX))
+    );
+    let asked = crate::http::parse_enroll(br#"{"code": "jse_1"}"#).unwrap();
+    assert_eq!((asked.hostname, asked.nid), (None, None));
+}
+
+/// The one body read from a stranger: garbage, wrong types, huge numbers and oversized strings
+/// are each refused with a short message naming the field.
+#[test]
+fn a_bad_enrollment_body_is_refused_naming_the_field() {
+    let long_code = json!({"code": "c".repeat(129)}).to_string();
+    let long_host = json!({"code": "x", "hostname": "h".repeat(254)}).to_string();
+    let cases = [
+        ("", "enrollment: not JSON"),
+        ("\u{1b}[2J", "enrollment: not JSON"),
+        (r#"["jse_00"]"#, "enrollment: expected a JSON object"),
+        ("null", "enrollment: expected a JSON object"),
+        (r#"{"code": 7}"#, "enrollment: code: invalid type: integer"),
+        (r#"{"code": null}"#, "enrollment: code: invalid type: null"),
+        (
+            r#"{"code": "x", "nid": "1"}"#,
+            "enrollment: nid: invalid type: string",
+        ),
+        (
+            r#"{"code": "x", "nid": -1}"#,
+            "enrollment: nid: invalid value: integer `-1`",
+        ),
+        (
+            r#"{"code": "x", "nid": 18446744073709551616}"#,
+            "enrollment: nid: invalid type: floating point",
+        ),
+        (
+            r#"{"code": "x", "hostname": ["h"]}"#,
+            "enrollment: hostname: invalid type: sequence",
+        ),
+        (
+            r#"{"code": "x", "hostname": "a\nb"}"#,
+            "enrollment: hostname: at most 253 bytes",
+        ),
+        (r#"{"hostname": "h"}"#, "enrollment: missing field `code`"),
+        (r#"{"cod": "x"}"#, "enrollment: cod: unknown field `cod`"),
+        (r#"{"code": ""}"#, "enrollment: code: 1 to 128 bytes, not 0"),
+        (&long_code, "enrollment: code: 1 to 128 bytes, not 129"),
+        (&long_host, "enrollment: hostname: at most 253 bytes"),
+    ];
+    for (body, start) in cases {
+        let e = crate::http::parse_enroll(body.as_bytes()).expect_err(body);
+        assert_eq!(e.code, "bad_request");
+        assert!(e.message.starts_with(start), "{body:.80}: {}", e.message);
+        assert!(e.message.len() < 300, "{body:.80}: {}", e.message);
+    }
+}
