@@ -36,16 +36,16 @@ pub async fn poll(
     let deadline = tokio::time::Instant::now() + req.wait.min(state.config.max_wait);
     let parked = state.waiters.park(&req.agent);
     let mut acks = std::mem::take(&mut req.acks);
-    let mut first = true;
     loop {
-        if !first && !still_allowed(state, &req).await? {
+        // Also before the first look: the request's own check may be up to
+        // `auth::VERSION_EVERY` older than a revocation.
+        if !still_allowed(state, &req).await? {
             tracing::info!(
                 agent = req.agent,
                 "token revoked while a poll was parked; released"
             );
             return Ok(vec![]);
         }
-        first = false;
         // Ask to be woken before looking, so a command queued in between is not missed.
         let woken = parked.notify.notified();
         tokio::pin!(woken);
@@ -60,13 +60,27 @@ pub async fn poll(
         if now >= deadline {
             return Ok(vec![]);
         }
-        let recheck = (now + state.config.recheck).min(deadline);
+        let every = recheck_after(state.config.recheck, state.waiters.parked());
+        let recheck = (now + every).min(deadline);
         tokio::select! {
             _ = &mut woken => {}
             _ = tokio::time::sleep_until(recheck) => {}
             _ = shutdown.cancelled() => return Ok(vec![]),
         }
     }
+}
+
+/// Parked polls one instance looks at again a second, at most, on the timer that covers a
+/// missed wake-up (rare: a lost subscription wakes every parked poll when it is back).
+pub const RECHECKS_PER_SEC: usize = 500;
+
+/// When a parked poll looks at its queue again though nothing woke it: after `recheck`, or
+/// later when this instance holds so many parked polls that they would re-check more than
+/// [`RECHECKS_PER_SEC`] a second (50,000 idle agents re-checking every 5 s cost Redis and the
+/// controllers a core); spread by ±20% so polls parked together do not look together.
+pub fn recheck_after(recheck: Duration, parked: usize) -> Duration {
+    let spread = Duration::from_millis((parked * 1000 / RECHECKS_PER_SEC) as u64);
+    recheck.max(spread).mul_f64(rand::random_range(0.8..1.2))
 }
 
 /// Whether the poll's token is still its agent's (revoked or replaced: no longer).
@@ -204,6 +218,19 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::testkit::{self, RedisServer};
+
+    #[test]
+    fn parked_polls_recheck_no_faster_than_the_budget_and_spread_out() {
+        let five = Duration::from_secs(5);
+        let within =
+            |d: Duration, base: f64| d.as_secs_f64() >= base * 0.8 && d.as_secs_f64() < base * 1.2;
+        let few: Vec<Duration> = (0..200).map(|_| recheck_after(five, 10)).collect();
+        assert!(few.iter().all(|&d| within(d, 5.0)), "{few:?}");
+        assert!(few.iter().any(|&d| d != few[0]), "spread, not all at once");
+        // 50,000 parked on one instance: 100 s apart each, RECHECKS_PER_SEC in all.
+        let many = recheck_after(five, 50_000);
+        assert!(within(many, 50_000.0 / RECHECKS_PER_SEC as f64), "{many:?}");
+    }
 
     /// `poll.lua` writes a batch's delivery at once and settles a poll's acknowledgements
     /// together: every copy of a command queued twice (a routing replay) is delivered, and an
