@@ -75,3 +75,21 @@ pub async fn api_with(server: &RedisServer, config: Config) -> Api {
         shutdown: CancellationToken::new(),
     }
 }
+
+/// The answers in `cmds_queue_<id>`, oldest first, each parsed as a `T`.
+pub async fn results_of<T: serde::de::DeserializeOwned>(
+    conn: &mut crate::redis_conn::Conn,
+    id: &str,
+) -> Vec<T> {
+    let items: Vec<String> = redis::cmd("LRANGE")
+        .arg(crate::keys::results(id))
+        .arg(0)
+        .arg(-1)
+        .query_async(conn)
+        .await
+        .expect("LRANGE");
+    items
+        .iter()
+        .map(|i| serde_json::from_str(i).expect("an answer in JSON"))
+        .collect()
+}

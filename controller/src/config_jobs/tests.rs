@@ -224,17 +224,7 @@ async fn exists(conn: &mut Conn, key: &str) -> bool {
 }
 
 async fn listed(conn: &mut Conn, id: &str) -> Vec<JobResult> {
-    let items: Vec<String> = redis::cmd("LRANGE")
-        .arg(keys::results(id))
-        .arg(0)
-        .arg(-1)
-        .query_async(conn)
-        .await
-        .expect("LRANGE");
-    items
-        .iter()
-        .map(|i| serde_json::from_str(i).expect("a result"))
-        .collect()
+    crate::testkit::results_of(conn, id).await
 }
 
 /// Regression: an agent token grew Redis without bound through `cfg:` ids that were not in their

@@ -82,17 +82,10 @@ async fn fields(state: &Shared, id: &str) -> BTreeMap<String, String> {
 
 /// The results in `cmds_queue_<id>`: (agent, state, data).
 async fn answers(state: &Shared, id: &str) -> Vec<(String, String, String)> {
-    let items: Vec<String> = redis::cmd("LRANGE")
-        .arg(keys::results(id))
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut state.conn())
-        .await
-        .expect("results");
-    let mut out: Vec<(String, String, String)> = items
-        .iter()
-        .map(|i| {
-            let r: JobResult = serde_json::from_str(i).expect("a result");
+    let results: Vec<JobResult> = crate::testkit::results_of(&mut state.conn(), id).await;
+    let mut out: Vec<(String, String, String)> = results
+        .into_iter()
+        .map(|r| {
             let data = r.data.as_str().unwrap_or_default().to_owned();
             (
                 keys::agent_id(r.gid, r.nid),

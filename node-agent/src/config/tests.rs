@@ -5,6 +5,18 @@ fn flags(args: &[&str]) -> Flags {
     Flags::try_parse_from(argv).unwrap()
 }
 
+/// The least flags an agent runs with (a loopback controller, agent 1:1).
+fn base() -> Flags {
+    flags(&[
+        "--controller",
+        "http://127.0.0.1",
+        "--gid",
+        "1",
+        "--nid",
+        "1",
+    ])
+}
+
 fn file(text: &str) -> Result<FileConfig, ConfigError> {
     parse_file(Path::new("agent.toml"), text)
 }
@@ -249,16 +261,6 @@ fn token_file_wins_over_env_and_is_trimmed() {
 
 #[test]
 fn bad_values_are_explained() {
-    let base = || {
-        flags(&[
-            "--controller",
-            "http://127.0.0.1",
-            "--gid",
-            "1",
-            "--nid",
-            "1",
-        ])
-    };
     let err = resolve(
         Flags {
             max_jobs: Some(0),
@@ -287,16 +289,6 @@ fn bad_values_are_explained() {
 /// process sampler panicked adding it to a clock (and the job waited for its result forever).
 #[test]
 fn duration_keys_have_an_upper_bound_named_in_the_error() {
-    let base = || {
-        flags(&[
-            "--controller",
-            "http://127.0.0.1",
-            "--gid",
-            "1",
-            "--nid",
-            "1",
-        ])
-    };
     for key in [
         "stats_interval",
         "stats_flush_interval",
@@ -320,16 +312,6 @@ fn duration_keys_have_an_upper_bound_named_in_the_error() {
 /// the supervisor).
 #[test]
 fn count_and_size_keys_are_bounded_naming_the_key() {
-    let base = || {
-        flags(&[
-            "--controller",
-            "http://127.0.0.1",
-            "--gid",
-            "1",
-            "--nid",
-            "1",
-        ])
-    };
     let refused = |text: &str| {
         resolve(base(), file(text).expect(text))
             .expect_err(text)

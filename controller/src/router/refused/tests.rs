@@ -75,17 +75,7 @@ fn garbage_is_answered_without_an_agent() {
 
 /// The answers written to `cmds_queue_<id>`.
 async fn answers(state: &Shared, id: &str) -> Vec<Value> {
-    let items: Vec<String> = redis::cmd("LRANGE")
-        .arg(keys::results(id))
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut state.conn())
-        .await
-        .expect("LRANGE");
-    items
-        .iter()
-        .map(|i| serde_json::from_str(i).expect("JSON"))
-        .collect()
+    testkit::results_of(&mut state.conn(), id).await
 }
 
 /// Issue 10: a command refused for a bad argument was answered with gid 0 and nid 0.
