@@ -185,26 +185,16 @@ pub async fn list(conn: &mut Conn, filter: &Filter) -> redis::RedisResult<(Vec<R
     Ok((found, false))
 }
 
-/// Reads the body of `POST /v1/jobs` (a pure function: fuzzed): a command as [`prepare`] takes
-/// it.
+/// Reads the body of `POST /v1/jobs` (a pure function: fuzzed): a command (DESIGN §3; `id`
+/// optional: a new one is given), stamped `submitted_by` `by`; returns its text to queue, at
+/// most `max` bytes, and the command it parses as.
 pub fn parse_submission(
     body: &[u8],
     by: &str,
     max: usize,
 ) -> Result<(Vec<u8>, schemas::Command), Invalid> {
-    let cmd: Value =
+    let mut cmd: Value =
         serde_json::from_slice(body).map_err(|e| Invalid::bad_request(format!("not JSON: {e}")))?;
-    prepare(cmd, by, max)
-}
-
-/// Checks an operator's command (DESIGN §3; `id` optional: a new one is given) and stamps it
-/// `submitted_by` `by` (a pure function): its text to queue, at most `max` bytes, and the
-/// command it parses as.
-pub fn prepare(
-    mut cmd: Value,
-    by: &str,
-    max: usize,
-) -> Result<(Vec<u8>, schemas::Command), Invalid> {
     let Some(fields) = cmd.as_object_mut() else {
         return Err(Invalid::bad_request(
             "a command is a JSON object (DESIGN §3)",
@@ -225,26 +215,20 @@ pub fn prepare(
     Ok((raw, parsed))
 }
 
-/// Checks an operator's command ([`prepare`]) and pushes it onto `cmds_queue` as submitted by
-/// `by`; returns its id once `--redis-wait-replicas` replicas hold it.
-pub async fn submit(state: &Shared, cmd: Value, by: &str) -> Result<String, SubmitError> {
-    let (raw, parsed) = prepare(cmd, by, state.config.max_command)?;
-    enqueue(state, &raw).await?;
-    Ok(parsed.id)
-}
-
-/// Pushes a command checked by [`prepare`] onto `cmds_queue`, once `--redis-wait-replicas`
-/// replicas hold it.
-pub async fn enqueue(state: &Shared, raw: &[u8]) -> redis::RedisResult<()> {
+/// Checks an operator's command ([`parse_submission`]) and pushes it onto `cmds_queue` as
+/// submitted by `by`; returns its id once `--redis-wait-replicas` replicas hold it.
+pub async fn submit(state: &Shared, body: &[u8], by: &str) -> Result<String, SubmitError> {
+    let (raw, parsed) = parse_submission(body, by, state.config.max_command)?;
     let mut conn = state.durable().await?;
     redis::cmd("LPUSH")
         .arg(keys::CMDS_QUEUE)
-        .arg(raw)
+        .arg(&raw)
         .query_async::<()>(&mut conn)
         .await?;
     state
         .confirm(&mut conn, &[keys::CMDS_QUEUE.to_owned()])
-        .await
+        .await?;
+    Ok(parsed.id)
 }
 
 /// Why a submission failed.
@@ -286,7 +270,7 @@ pub async fn kill_on(
         "id": format!("kill-{}", uuid::Uuid::new_v4().simple()),
         "gid": gid, "nid": nid, "cmd": "kill", "args": {"id": id},
     });
-    submit(state, cmd, by).await
+    submit(state, cmd.to_string().as_bytes(), by).await
 }
 
 /// One line of a job's live output.

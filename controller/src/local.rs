@@ -3,7 +3,7 @@
 //! Nothing here is job state (that lives in Redis); losing it with the process loses nothing.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +19,9 @@ pub const SEEN_EVERY: Duration = Duration::from_secs(5);
 pub struct Waiters {
     // A std mutex: never held across an `.await`.
     map: Mutex<HashMap<String, (Arc<Notify>, usize)>>,
+    /// The polls in `map`, counted as they park and leave: every poll reads it to pace its
+    /// re-checks, and summing `map` would cost each of them O(agents) under the lock.
+    parked: AtomicUsize,
 }
 
 /// A registration in [`Waiters`]; unregisters on drop.
@@ -35,6 +38,7 @@ impl Waiters {
             .entry(agent.to_owned())
             .or_insert_with(|| (Arc::new(Notify::new()), 0));
         entry.1 += 1;
+        self.parked.fetch_add(1, Ordering::Relaxed);
         Parked {
             waiters: self,
             agent: agent.to_owned(),
@@ -56,8 +60,7 @@ impl Waiters {
 
     /// Number of polls parked right now.
     pub fn parked(&self) -> usize {
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.values().map(|(_, c)| c).sum()
+        self.parked.load(Ordering::Relaxed)
     }
 }
 
@@ -66,6 +69,7 @@ impl Drop for Parked<'_> {
         let mut map = self.waiters.map.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(entry) = map.get_mut(&self.agent) {
             entry.1 -= 1;
+            self.waiters.parked.fetch_sub(1, Ordering::Relaxed);
             if entry.1 == 0 {
                 map.remove(&self.agent);
             }

@@ -36,16 +36,17 @@ pub async fn poll(
     let deadline = tokio::time::Instant::now() + req.wait.min(state.config.max_wait);
     let parked = state.waiters.park(&req.agent);
     let mut acks = std::mem::take(&mut req.acks);
+    let mut first = true;
     loop {
-        // Also before the first look: the request's own check may be up to
-        // `auth::VERSION_EVERY` older than a revocation.
-        if !still_allowed(state, &req).await? {
+        // Before each look but the first (the request's token was checked a moment ago).
+        if !first && !still_allowed(state, &req).await? {
             tracing::info!(
                 agent = req.agent,
                 "token revoked while a poll was parked; released"
             );
             return Ok(vec![]);
         }
+        first = false;
         // Ask to be woken before looking, so a command queued in between is not missed.
         let woken = parked.notify.notified();
         tokio::pin!(woken);

@@ -274,11 +274,7 @@ fn main() {
         env_or("IDLE_SECS", 20),
         env_or("IDLE_WAKES", 200),
     );
-    // BENCH_BIN_DIR: binaries to use instead of a release build (an A/B run, a profiler).
-    let bins = std::env::var("BENCH_BIN_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| tests::release_bin_dir());
-    std::env::set_var("JSACC_BIN_DIR", bins);
+    std::env::set_var("JSACC_BIN_DIR", tests::bench_bin_dir());
     std::env::set_var("JSACC_LOG", "warn");
     let redis = Redis::start();
     let k = n.div_ceil(per_process);

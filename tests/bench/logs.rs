@@ -148,7 +148,7 @@ async fn stored_with_and_without_live_output(lines: u64, repeat: u64) {
 
 /// Lines per second from a job's stdout into its Redis stream, through jsagent and jsacc.
 fn forwarded(lines: u64) -> f64 {
-    std::env::set_var("JSACC_BIN_DIR", tests::release_bin_dir());
+    std::env::set_var("JSACC_BIN_DIR", tests::bench_bin_dir());
     std::env::set_var("JSACC_LOG", "warn");
     // The stream must hold every line: its cap above the count.
     let opts = ControllerOpts {

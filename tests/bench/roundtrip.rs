@@ -349,11 +349,7 @@ fn main() {
         env_or("BENCH_INFLIGHT", 16),
         env_or("BENCH_SECS", 10),
     );
-    // BENCH_BIN_DIR: binaries to use instead of a release build (e.g. a quick smoke run).
-    let bins = std::env::var("BENCH_BIN_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| tests::release_bin_dir());
-    std::env::set_var("JSACC_BIN_DIR", bins);
+    std::env::set_var("JSACC_BIN_DIR", tests::bench_bin_dir());
     std::env::set_var("JSACC_LOG", "warn");
     std::env::set_var("JSAGENT_LOG", "warn");
     println!("machine: {}", machine());

@@ -50,6 +50,15 @@ pub fn bin_dir() -> PathBuf {
     .clone()
 }
 
+/// Directory of the `jsacc` and `jsagent` a benchmark runs: `BENCH_BIN_DIR` when set (an A/B
+/// run, a profiler's wrapper), else release builds, built first.
+pub fn bench_bin_dir() -> PathBuf {
+    match std::env::var_os("BENCH_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => release_bin_dir(),
+    }
+}
+
 /// Directory holding release builds of `jsacc` and `jsagent`, for benchmarks.
 pub fn release_bin_dir() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -58,10 +58,7 @@ pub async fn submit(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
     operator.require(Role::Operator, "submitting a job")?;
-    let max = api.state.config.max_command;
-    let (raw, cmd) = jobs::parse_submission(&body?, &operator.user.name, max)?;
-    jobs::enqueue(&api.state, &raw).await?;
-    let id = cmd.id;
+    let id = jobs::submit(&api.state, &body?, &operator.user.name).await?;
     operator
         .audit(&api, "job submit", &format!("job {id}"))
         .await?;

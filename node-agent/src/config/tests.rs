@@ -211,14 +211,7 @@ fn missing_settings_name_flag_env_and_key() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("--nid") && err.contains("`nid`"), "{err}");
-    let f = flags(&[
-        "--controller",
-        "http://127.0.0.1",
-        "--gid",
-        "1",
-        "--nid",
-        "1",
-    ]);
+    let f = base();
     let err = Config::resolve(f, FileConfig::default(), None, "/".into())
         .unwrap_err()
         .to_string();
@@ -241,14 +234,7 @@ fn token_file_wins_over_env_and_is_trimmed() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("token");
     std::fs::write(&path, "s3cret\n").unwrap();
-    let f = flags(&[
-        "--controller",
-        "http://127.0.0.1",
-        "--gid",
-        "1",
-        "--nid",
-        "1",
-    ]);
+    let f = base();
     let f = Flags {
         token_file: Some(path.clone()),
         ..f

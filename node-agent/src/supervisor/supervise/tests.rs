@@ -396,10 +396,12 @@ mod repeated {
         let f = kit_with("sup-cron-times", None).await;
         f.submit("c", json!({"cmd": "true", "cron": "*/10 * * * * *"}), None)
             .await;
-        // As in `killall_between_runs…`: blocking reads, and 1 s sleeps that move the clock.
+        // As in `killall_between_runs…`: blocking reads, and sleeps that move the clock. Short
+        // ones: while the store's (real-time) thread answers, the paused clock jumps to the
+        // next timer, this sleep's, so its length is how late a start may look.
         let runs = || futures::executor::block_on(f.run_results("c"));
         while runs().len() < 3 {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let (runs, starts) = (runs(), f.starts("c"));
         let numbers: Vec<u64> = runs.iter().map(|r| r.run).take(3).collect();
